@@ -1,0 +1,3 @@
+from spruce.cli import main
+
+raise SystemExit(main())
