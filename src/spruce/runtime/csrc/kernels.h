@@ -1,0 +1,167 @@
+// Hot, layout-specific kernels of spruce's engine (batch 1, float32).
+//
+// Layout: CHW means [channels][pixels] with the pixels of one channel contiguous
+// (row-major H x W). A "stride" below is the distance in floats between two
+// channels (normally H*W).
+//
+// Every kernel takes an explicit work range so a thread pool can split it; the
+// ranges of one call may be cut into parts run in any order or in parallel, and
+// the parts give bit-identical results to the whole. Kernels never allocate.
+// Preconditions (shapes, ranges, buffer sizes) are the caller's: the kernels do
+// not check them (the Python bindings in kernel_bindings.cc do).
+//
+// Each kernel exists in a portable version and, on x86, an AVX2+FMA version
+// (files *_avx2.cc). The `isa` argument picks one; the default is the best the
+// CPU supports (see default_isa()).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+// Forward declaration with pybind11's own visibility (it hides its namespace).
+#if defined(__GNUC__) || defined(__clang__)
+namespace pybind11 __attribute__((visibility("hidden"))) {
+#else
+namespace pybind11 {
+#endif
+class module_;
+}
+
+namespace spruce {
+namespace kernels {
+
+// ---------------------------------------------------------------- dispatch --
+
+enum class Isa : int { kPortable = 0, kAvx2 = 1 };
+
+// True when this build has AVX2 kernels and the CPU runs AVX2 and FMA.
+bool cpu_has_avx2();
+// The ISA used by default: kAvx2 when cpu_has_avx2(), else kPortable. The
+// environment variable SPRUCE_KERNELS_ISA=portable (read once) forces the
+// portable path. Asking for kAvx2 explicitly on a CPU without it falls back to
+// kPortable (never crashes).
+Isa default_isa();
+const char* isa_name(Isa isa);
+
+// -------------------------------------------------------------- activation --
+
+// Fused epilogue: y = clamp(hard_swish ? x * min(max(x + 3, 0), 6) / 6 : x,
+//                           min, max).
+// NONE: defaults. RELU: min=0. RELU6: min=0,max=6. RELU_N1_TO_1: min=-1,max=1.
+struct Activation {
+  float min = -std::numeric_limits<float>::infinity();
+  float max = std::numeric_limits<float>::infinity();
+  bool hard_swish = false;
+};
+
+// -------------------------------------------------- 1. sparse 1x1 conv (SpMM) --
+//
+// out[n][p] = act(bias[n] + sum_k W[n][k] * in[k][p])
+// W is compressed per output channel (CSR). The input offsets are byte offsets
+// (k * in_stride * sizeof(float)), so a matrix is packed for one input stride.
+struct SparseMatrix {
+  int32_t rows = 0;            // N, output channels
+  int32_t cols = 0;            // K, input channels
+  int64_t in_stride = 0;       // floats between input channels the offsets assume
+  std::vector<int32_t> row_ptr;      // [N + 1], nonzeros of row n: [row_ptr[n], row_ptr[n+1])
+  std::vector<float> values;         // [nnz] nonzero weights, increasing k within a row
+  std::vector<int32_t> byte_offset;  // [nnz] k * in_stride * sizeof(float)
+  int64_t nnz() const { return row_ptr.empty() ? 0 : row_ptr.back(); }
+};
+
+// Packs a dense row-major [rows][cols] matrix; exact zeros are dropped.
+// Throws std::invalid_argument if cols * in_stride * 4 does not fit in int32.
+SparseMatrix pack_sparse(const float* dense, int32_t rows, int32_t cols, int64_t in_stride);
+
+// Rows [n_begin, n_end), pixels [p_begin, p_end). bias may be null (zero).
+// input: [K][in_stride] (w.in_stride), output: [N][out_stride].
+void spmm(const SparseMatrix& w, const float* bias, const float* input, float* output,
+          int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
+          const Activation& act, Isa isa = default_isa());
+
+// ------------------------------------------ 2. dense 1x1 conv in CHW (GEMM) --
+//
+// out[n][p] = act(bias[n] + sum_k W[n][k] * in[k][p]). Weights packed once
+// (layout private to gemm*.cc: panels of output channels, zero padded).
+struct PackedDense {
+  int32_t rows = 0;  // N
+  int32_t cols = 0;  // K
+  int32_t panel = 0; // output channels per panel
+  std::vector<float> data;
+};
+
+PackedDense pack_dense(const float* dense, int32_t rows, int32_t cols);
+
+// Rows [n_begin, n_end), pixels [p_begin, p_end). input: [K][in_stride],
+// output: [N][out_stride]. For the best speed split rows at multiples of
+// PackedDense::panel (any split is correct).
+void gemm(const PackedDense& w, const float* bias, const float* input, int64_t in_stride,
+          float* output, int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
+          int64_t p_end, const Activation& act, Isa isa = default_isa());
+
+// ------------------------------------------------ 3. depthwise conv in CHW --
+//
+// out[c][oy][ox] = act(bias[c] + sum_{ky,kx} W[c][ky][kx] *
+//                      in[c][oy*stride + ky - pad_top][ox*stride + kx - pad_left])
+// with zeros outside the input. kernel_size 3 or 5 takes the fast path, any
+// other size a generic one; stride 1 or 2 (fast), any (generic).
+// out_h = (in_h + pad_top + pad_bottom - k) / stride + 1, same for width.
+// weights: [C][k][k]. input: [C][in_h*in_w], output: [C][out_h*out_w].
+struct DwConvParams {
+  int32_t in_h = 0, in_w = 0;
+  int32_t kernel = 3, stride = 1;
+  int32_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int32_t out_h() const { return (in_h + pad_top + pad_bottom - kernel) / stride + 1; }
+  int32_t out_w() const { return (in_w + pad_left + pad_right - kernel) / stride + 1; }
+};
+
+// Channels [c_begin, c_end).
+void dwconv_chw(const DwConvParams& p, const float* weights, const float* bias,
+                const float* input, float* output, int32_t c_begin, int32_t c_end,
+                const Activation& act, Isa isa = default_isa());
+
+// ---------------------------------- 4. entry conv: HWC input -> CHW output --
+//
+// A dense k x k conv (any stride, explicit padding) whose input is an HWC image
+// with few channels (3 matters) and whose output is CHW.
+// out[o][oy][ox] = act(bias[o] + sum_{ky,kx,i} W[o][ky][kx][i] *
+//                      in[oy*stride + ky - pad_top][ox*stride + kx - pad_left][i])
+struct ConvHwcParams {
+  int32_t in_h = 0, in_w = 0, in_c = 3, out_c = 0;
+  int32_t kernel = 3, stride = 2;
+  int32_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int32_t out_h() const { return (in_h + pad_top + pad_bottom - kernel) / stride + 1; }
+  int32_t out_w() const { return (in_w + pad_left + pad_right - kernel) / stride + 1; }
+};
+
+// Weights in TFLite's OHWI order [out_c][k][k][in_c], packed once (layout
+// private to conv_hwc2chw*.cc).
+struct PackedConvHwc {
+  int32_t out_c = 0, kernel = 0, in_c = 0;
+  int32_t group = 0;  // output channels per group
+  std::vector<float> data;
+};
+
+PackedConvHwc pack_conv_hwc2chw(const float* ohwi, int32_t out_c, int32_t kernel, int32_t in_c);
+
+// Output rows [oy_begin, oy_end) (all output channels). input: [in_h][in_w][in_c],
+// output: [out_c][out_h * out_w].
+void conv_hwc2chw(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias,
+                  const float* input, float* output, int32_t oy_begin, int32_t oy_end,
+                  const Activation& act, Isa isa = default_isa());
+
+// --------------------------------------------- global average pooling (CHW) --
+//
+// out[c] = mean over p of in[c][p], channels [c_begin, c_end); input [C][stride].
+void global_avg_pool_chw(const float* input, int64_t pixels, int64_t stride, float* output,
+                         int32_t c_begin, int32_t c_end, Isa isa = default_isa());
+
+}  // namespace kernels
+
+// Adds the submodule `kernels` (raw kernels on numpy arrays, for tests and
+// benchmarks) to the engine's Python module. Defined in kernel_bindings.cc.
+void register_kernel_bindings(pybind11::module_& m);
+
+}  // namespace spruce
