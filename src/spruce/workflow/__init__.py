@@ -1,0 +1,16 @@
+"""`spruce run`'s workflow: data, training recipes, stages, measurements, report.
+
+`run(config)` is the library entry point (the CLI is a thin layer over it);
+`load_config(path, overrides)` builds its settings.
+"""
+
+from spruce.workflow.config import RunConfig, load_config
+
+__all__ = ["RunConfig", "load_config", "run"]
+
+
+def run(config, fresh=False, progress=True, quiet=False):
+    """See :func:`spruce.workflow.run.run`."""
+    from spruce.workflow.run import run as _run
+
+    return _run(config, fresh=fresh, progress=progress, quiet=quiet)

@@ -1,0 +1,196 @@
+"""The settings of `spruce run`: defaults, a TOML file, command-line overrides.
+
+One flat :class:`RunConfig`; the TOML file groups the same fields in sections
+(``[data]``, ``[model]``, ``[dense]``, ``[prune]``, ``[export]``, ``[bench]``, ``[run]``),
+see ``configs/default.toml``. Precedence: defaults < TOML file < command line.
+Each stage of the workflow hashes only the fields it depends on (plus the hash of the
+stage before it), so changing the pruning schedule re-runs pruning but reuses the dense model.
+"""
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+
+from spruce.workflow.data import DATASETS
+
+
+@dataclasses.dataclass
+class RunConfig:
+    # [data]
+    dataset: str = "fashion_mnist"
+    data_dir: str = ""
+    val_fraction: float = 0.1
+    # [model]
+    model: str = ""  # path to a .keras model; empty: the guide's net
+    # [dense]
+    dense_epochs: int = 8
+    batch_size: int = 128
+    learning_rate: float = 0.005
+    lr_schedule: str = "cosine"  # cosine | exponential | constant
+    # [prune]
+    prune_epochs: int = 4
+    prune_learning_rate: float = 0.001
+    initial_sparsity: float = 0.25
+    final_sparsity: float = 0.75
+    pruning_frequency: int = 100
+    pruning_end_fraction: float = 0.75  # sparsity reaches its final value at this share of the fine-tuning
+    # [export]
+    export_batch_size: int = 1
+    # [bench]
+    bench_runs: int = 200
+    bench_warmup: int = 20
+    threads: int = 1
+    arm64_check: bool = True
+    # [run]
+    seed: int = 0
+    quick: bool = False
+    quick_train: int = 3000
+    quick_test: int = 1000
+    out_dir: str = "spruce-runs"
+    name: str = ""
+
+    def validate(self):
+        """Raise ValueError naming the bad field, the value received and what is expected."""
+        def bad(field, expected):
+            raise ValueError(f"{field} must be {expected}. Received: {field}={getattr(self, field)!r}")
+
+        if self.dataset.replace("-", "_").lower() not in DATASETS:
+            bad("dataset", f"one of {', '.join(DATASETS)}")
+        if not 0.0 < self.val_fraction < 0.5:
+            bad("val_fraction", "in (0, 0.5)")
+        for f in ("dense_epochs", "prune_epochs", "batch_size", "pruning_frequency",
+                  "export_batch_size", "bench_runs", "threads", "quick_train", "quick_test"):
+            if getattr(self, f) < 1:
+                bad(f, "a positive integer")
+        if self.bench_warmup < 0:
+            bad("bench_warmup", "0 or more")
+        for f in ("learning_rate", "prune_learning_rate"):
+            if not 0.0 < getattr(self, f) < 1.0:
+                bad(f, "in (0, 1)")
+        if self.lr_schedule not in ("cosine", "exponential", "constant"):
+            bad("lr_schedule", "one of cosine, exponential, constant")
+        if not 0.0 <= self.initial_sparsity < 1.0:
+            bad("initial_sparsity", "in [0, 1)")
+        if not self.initial_sparsity <= self.final_sparsity < 1.0:
+            bad("final_sparsity", f"in [initial_sparsity={self.initial_sparsity}, 1)")
+        if not 0.0 < self.pruning_end_fraction <= 1.0:
+            bad("pruning_end_fraction", "in (0, 1]")
+        return self
+
+    # ------------------------------------------------------------ stage keys
+
+    _STAGE_FIELDS = {
+        "data": ("dataset", "data_dir", "val_fraction", "seed", "quick", "quick_train", "quick_test"),
+        "dense": ("model", "dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
+        "pruned": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
+                   "pruning_frequency", "pruning_end_fraction"),
+        "export": ("export_batch_size",),
+    }
+
+    def stage_key(self, stage):
+        """Hash of everything `stage` depends on, including the stages before it."""
+        order = list(self._STAGE_FIELDS)
+        if stage not in order:
+            raise ValueError(f"stage must be one of {order}. Received: stage={stage!r}")
+        fields = [f for s in order[: order.index(stage) + 1] for f in self._STAGE_FIELDS[s]]
+        blob = json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+# TOML section -> fields it may hold
+SECTIONS = {
+    "data": ("dataset", "data_dir", "val_fraction"),
+    "model": ("model",),
+    "dense": ("dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
+    "prune": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
+              "pruning_frequency", "pruning_end_fraction"),
+    "export": ("export_batch_size",),
+    "bench": ("bench_runs", "bench_warmup", "threads", "arm64_check"),
+    "run": ("seed", "quick", "quick_train", "quick_test", "out_dir", "name"),
+}
+# in the TOML file, [model] path = "..." reads better than [model] model = "..."
+_TOML_ALIASES = {("model", "path"): "model", ("dense", "epochs"): "dense_epochs",
+                 ("prune", "epochs"): "prune_epochs", ("prune", "learning_rate"): "prune_learning_rate",
+                 ("prune", "frequency"): "pruning_frequency", ("prune", "end_fraction"): "pruning_end_fraction",
+                 ("export", "batch_size"): "export_batch_size", ("bench", "runs"): "bench_runs",
+                 ("bench", "warmup"): "bench_warmup"}
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_FIELD_TYPES = {f.name: type(f.default) for f in dataclasses.fields(RunConfig)}
+
+
+# --quick: these replace the defaults (not values given in the file or on the command line)
+QUICK = {"dense_epochs": 3, "prune_epochs": 2, "bench_runs": 50}
+
+
+class ConfigError(ValueError):
+    """A config file or an override is invalid; the message names the key and the fix."""
+
+
+def _coerce(key, value, where):
+    want = _FIELD_TYPES[key]
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not want:
+        raise ConfigError(f"{where}: {key} must be {_TYPE_WORDS[want]}. "
+                          f"Received: {key}={value!r} ({type(value).__name__}).")
+    return value
+
+
+def parse_toml(text, source="<config>"):
+    """TOML text -> {field: value}, refusing unknown sections and keys by name."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source} is not valid TOML: {e}.") from e
+    values = {}
+    for section, table in doc.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{section}]. "
+                              f"Expected one of: {', '.join(f'[{s}]' for s in SECTIONS)}.")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: {section} must be a [section] table. Received: {section} = {table!r}.")
+        allowed = {_TOML_ALIASES.get((section, k), k) for k in SECTIONS[section]}
+        allowed |= {a for (s, a) in _TOML_ALIASES if s == section}
+        for key, value in table.items():
+            field = _TOML_ALIASES.get((section, key), key)
+            if field not in SECTIONS[section]:
+                names = sorted(k for (s, k) in _TOML_ALIASES if s == section) + \
+                    sorted(k for k in SECTIONS[section] if (section, k) not in {(s, v) for (s, _), v in _TOML_ALIASES.items()})
+                raise ConfigError(f"{source}: unknown key {key!r} in [{section}]. "
+                                  f"Expected one of: {', '.join(sorted(set(names)))}.")
+            values[field] = _coerce(field, value, f"{source} [{section}]")
+    return values
+
+
+def load_config(path=None, overrides=None):
+    """Defaults, then the TOML file at `path`, then `overrides` ({field: value}, None skipped).
+
+    With quick = true, the settings in QUICK replace the defaults that were not set.
+    """
+    values = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist. Start from configs/default.toml "
+                              "in spruce's repository, or drop --config to use the defaults.") from None
+        values.update(parse_toml(text, source=path))
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in _FIELD_TYPES:
+            raise ConfigError(f"unknown setting {key!r}. Expected one of: {', '.join(_FIELD_TYPES)}.")
+        values[key] = _coerce(key, value, "command line")
+    if values.get("quick"):
+        for key, value in QUICK.items():
+            values.setdefault(key, value)
+    config = RunConfig(**values)
+    try:
+        return config.validate()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

@@ -1,0 +1,67 @@
+"""spruce run's settings: defaults, the TOML file, flags, and clear errors."""
+
+import os
+
+import pytest
+
+from spruce.workflow.config import ConfigError, RunConfig, load_config, parse_toml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_default_toml_matches_the_defaults():
+    config = load_config(os.path.join(REPO, "configs", "default.toml"))
+    assert config == RunConfig()
+
+
+def test_flags_override_the_file(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[dense]\nepochs = 3\nlearning_rate = 0.01\n[prune]\nfinal_sparsity = 0.9\n')
+    config = load_config(str(p), {"dense_epochs": 5, "seed": None})
+    assert (config.dense_epochs, config.learning_rate, config.final_sparsity, config.seed) == (5, 0.01, 0.9, 0)
+
+
+def test_unknown_key_names_the_section_and_the_choices():
+    with pytest.raises(ConfigError, match=r"unknown key 'epoch' in \[dense\]. Expected one of: .*epochs"):
+        parse_toml("[dense]\nepoch = 3\n", "c.toml")
+
+
+def test_unknown_section_is_refused():
+    with pytest.raises(ConfigError, match=r"unknown section \[training\]"):
+        parse_toml("[training]\nepochs = 3\n")
+
+
+def test_wrong_type_names_expected_and_received():
+    with pytest.raises(ConfigError, match=r"\[dense\]: dense_epochs must be an integer. Received: dense_epochs='ten' \(str\)"):
+        parse_toml('[dense]\nepochs = "ten"\n')
+
+
+def test_invalid_toml_is_reported_with_the_file_name():
+    with pytest.raises(ConfigError, match="c.toml is not valid TOML"):
+        parse_toml("[dense\nepochs = 3", "c.toml")
+
+
+def test_out_of_range_sparsity_is_refused_keras_style():
+    with pytest.raises(ConfigError, match=r"final_sparsity must be in \[initial_sparsity=0.25, 1\). Received: final_sparsity=1.2"):
+        load_config(None, {"final_sparsity": 1.2})
+
+
+def test_missing_config_file_points_to_the_example(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist. Start from configs/default.toml"):
+        load_config(str(tmp_path / "none.toml"))
+
+
+def test_quick_shortens_only_what_was_not_set():
+    assert load_config(None, {"quick": True}).dense_epochs == 3
+    assert load_config(None, {"quick": True, "dense_epochs": 6}).dense_epochs == 6
+
+
+def test_stage_keys_chain_so_later_changes_keep_earlier_stages():
+    base = RunConfig()
+    pruning_changed = RunConfig(final_sparsity=0.8)
+    dense_changed = RunConfig(learning_rate=0.002)
+    assert base.stage_key("dense") == pruning_changed.stage_key("dense")
+    assert base.stage_key("pruned") != pruning_changed.stage_key("pruned")
+    assert base.stage_key("pruned") != dense_changed.stage_key("pruned")
+    assert base.stage_key("export") != dense_changed.stage_key("export")
+    assert base.stage_key("export") == RunConfig(threads=2).stage_key("export")  # bench settings only
