@@ -1,0 +1,132 @@
+// Depthwise convolution in CHW, AVX2 + FMA, for 3x3 and 5x5 at stride 1 and 2.
+//
+// Per channel and output row, the columns whose taps all fall inside the input
+// are computed 8 at a time (stride 2 loads 16 inputs and deinterleaves even and
+// odd lanes, one load pair serving two taps); the few border columns are
+// computed one by one. Rows outside the input are skipped, which is the zero
+// padding. Consecutive vectors are independent, so out-of-order execution
+// overlaps their FMA chains.
+#if defined(__AVX2__) && defined(__FMA__)
+#include <cmath>
+
+#include "simd_avx2.h"
+
+namespace spruce {
+namespace kernels {
+namespace {
+
+inline __m256 even_lanes(__m256 lo, __m256 hi) {
+  const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+inline __m256 odd_lanes(__m256 lo, __m256 hi) {
+  const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+template <int K, int S>
+void dwconv_channel(const DwConvParams& p, const float* w, float b, const float* in, float* out,
+                    const Activation& act, const avx2::Epilogue& epilogue) {
+  const int32_t in_h = p.in_h, in_w = p.in_w, out_h = p.out_h(), out_w = p.out_w();
+  // Columns whose K taps are all inside [0, in_w).
+  int32_t ox_lo = (p.pad_left + S - 1) / S;
+  int32_t ox_hi = in_w - K + p.pad_left >= 0 ? (in_w - K + p.pad_left) / S + 1 : 0;  // exclusive
+  ox_hi = std::min(ox_hi, out_w);
+  ox_lo = std::min(ox_lo, ox_hi);
+  __m256 wv[K * K];
+  for (int i = 0; i < K * K; ++i) wv[i] = _mm256_set1_ps(w[i]);
+  const __m256 bv = _mm256_set1_ps(b);
+
+  for (int32_t oy = 0; oy < out_h; ++oy) {
+    const int32_t iy0 = oy * S - p.pad_top;
+    const int32_t ky_lo = std::max(0, -iy0), ky_hi = std::min(K, in_h - iy0);
+    float* orow = out + static_cast<int64_t>(oy) * out_w;
+
+    auto border = [&](int32_t ox) {
+      float acc = b;
+      for (int32_t ky = ky_lo; ky < ky_hi; ++ky) {
+        const float* row = in + static_cast<int64_t>(iy0 + ky) * in_w;
+        for (int32_t kx = 0; kx < K; ++kx) {
+          const int32_t ix = ox * S + kx - p.pad_left;
+          if (ix >= 0 && ix < in_w) acc = std::fma(w[ky * K + kx], row[ix], acc);
+        }
+      }
+      orow[ox] = apply_activation(acc, act);
+    };
+
+    for (int32_t ox = 0; ox < ox_lo; ++ox) border(ox);
+    for (int32_t ox = ox_lo; ox < ox_hi; ox += 8) {
+      const int n = std::min<int32_t>(8, ox_hi - ox);
+      const __m256i mask = avx2::tail_mask(n);
+      const int32_t base = ox * S - p.pad_left;
+      __m256 acc = bv;
+      for (int32_t ky = ky_lo; ky < ky_hi; ++ky) {
+        const float* row = in + static_cast<int64_t>(iy0 + ky) * in_w + base;
+        const __m256* wk = wv + ky * K;
+        if (S == 1) {
+          for (int kx = 0; kx < K; ++kx) {
+            const __m256 x = n == 8 ? _mm256_loadu_ps(row + kx) : _mm256_maskload_ps(row + kx, mask);
+            acc = _mm256_fmadd_ps(x, wk[kx], acc);
+          }
+        } else {
+          for (int kx = 0; kx < K; kx += 2) {
+            // Floats of this row available from row + kx (the load must not pass the row end).
+            const int32_t avail = in_w - (base + kx);
+            __m256 lo, hi;
+            if (avail >= 16) {
+              lo = _mm256_loadu_ps(row + kx);
+              hi = _mm256_loadu_ps(row + kx + 8);
+            } else {
+              lo = _mm256_maskload_ps(row + kx, avx2::tail_mask(std::max(0, std::min(avail, 8))));
+              hi = _mm256_maskload_ps(row + kx + 8,
+                                      avx2::tail_mask(std::max(0, std::min(avail - 8, 8))));
+            }
+            acc = _mm256_fmadd_ps(even_lanes(lo, hi), wk[kx], acc);
+            if (kx + 1 < K) acc = _mm256_fmadd_ps(odd_lanes(lo, hi), wk[kx + 1], acc);
+          }
+        }
+      }
+      const __m256 y = epilogue(acc);
+      if (n == 8) {
+        _mm256_storeu_ps(orow + ox, y);
+      } else {
+        _mm256_maskstore_ps(orow + ox, mask, y);
+      }
+    }
+    for (int32_t ox = ox_hi; ox < out_w; ++ox) border(ox);
+  }
+}
+
+template <int K, int S>
+void dwconv_channels(const DwConvParams& p, const float* weights, const float* bias,
+                     const float* input, float* output, int32_t c_begin, int32_t c_end,
+                     const Activation& act) {
+  const avx2::Epilogue epilogue(act);
+  const int64_t in_plane = static_cast<int64_t>(p.in_h) * p.in_w;
+  const int64_t out_plane = static_cast<int64_t>(p.out_h()) * p.out_w();
+  for (int32_t c = c_begin; c < c_end; ++c) {
+    dwconv_channel<K, S>(p, weights + static_cast<int64_t>(c) * K * K,
+                         bias != nullptr ? bias[c] : 0.0f, input + c * in_plane,
+                         output + c * out_plane, act, epilogue);
+  }
+}
+
+}  // namespace
+
+bool dwconv_chw_avx2(const DwConvParams& p, const float* weights, const float* bias,
+                     const float* input, float* output, int32_t c_begin, int32_t c_end,
+                     const Activation& act) {
+  const int key = p.kernel * 10 + p.stride;
+  switch (key) {
+    case 31: dwconv_channels<3, 1>(p, weights, bias, input, output, c_begin, c_end, act); return true;
+    case 32: dwconv_channels<3, 2>(p, weights, bias, input, output, c_begin, c_end, act); return true;
+    case 51: dwconv_channels<5, 1>(p, weights, bias, input, output, c_begin, c_end, act); return true;
+    case 52: dwconv_channels<5, 2>(p, weights, bias, input, output, c_begin, c_end, act); return true;
+    default: return false;
+  }
+}
+
+}  // namespace kernels
+}  // namespace spruce
+#endif  // __AVX2__ && __FMA__

@@ -1,0 +1,494 @@
+// Python access to the raw kernels (submodule `_engine.kernels`), for the
+// NumPy-reference tests and the kernel benchmarks. Every argument is checked
+// here and a bad one raises ValueError; the kernels themselves never check.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+namespace py = pybind11;
+
+namespace spruce {
+namespace {
+
+using kernels::Activation;
+using kernels::Isa;
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    s += std::to_string(a.shape(i));
+    if (a.ndim() == 1 || i + 1 < a.ndim()) s += a.ndim() == 1 ? "," : ", ";
+  }
+  return s + ")";
+}
+
+// A C-contiguous float32 array of the given rank; `shape` entries < 0 are free.
+py::array check_array(const py::object& obj, const char* name, std::vector<py::ssize_t> shape,
+                      bool writeable = false) {
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::value_error(std::string(name) + " must be a numpy array of float32. Received: " +
+                          std::string(py::str(py::type::of(obj))));
+  }
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().is(py::dtype::of<float>())) {
+    throw py::value_error(std::string(name) + " must have dtype float32. Received: dtype=" +
+                          std::string(py::str(a.dtype())) + ". Convert it with .astype(np.float32).");
+  }
+  if (!(a.flags() & py::array::c_style)) {
+    throw py::value_error(std::string(name) +
+                          " must be C-contiguous. Received a strided view; pass np.ascontiguousarray(...).");
+  }
+  if (writeable && !a.writeable()) {
+    throw py::value_error(std::string(name) + " must be writeable. Received a read-only array.");
+  }
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || a.shape(i) == shape[i];
+  if (!ok) {
+    std::string want = "(";
+    for (size_t i = 0; i < shape.size(); ++i) {
+      want += shape[i] < 0 ? std::string("any") : std::to_string(shape[i]);
+      if (i + 1 < shape.size()) want += ", ";
+    }
+    throw py::value_error(std::string(name) + " must have shape " + want + "). Received: shape=" +
+                          shape_str(a));
+  }
+  return a;
+}
+
+const float* data_of(const py::array& a) { return static_cast<const float*>(a.data()); }
+float* mutable_data_of(py::array& a) { return static_cast<float*>(a.mutable_data()); }
+
+const float* optional_bias(const py::object& bias, py::ssize_t n, py::array* keep) {
+  if (bias.is_none()) return nullptr;
+  *keep = check_array(bias, "bias", {n});
+  return data_of(*keep);
+}
+
+// `out` if given (checked), else a new zeroed array of that shape.
+py::array output_array(const py::object& out, const std::vector<py::ssize_t>& shape) {
+  if (out.is_none()) {
+    py::array_t<float> a(shape);
+    std::fill(a.mutable_data(), a.mutable_data() + a.size(), 0.0f);
+    return std::move(a);
+  }
+  return check_array(out, "out", shape, /*writeable=*/true);
+}
+
+void check_range(const char* what, int64_t begin, int64_t end, int64_t size) {
+  if (begin < 0 || end < begin || end > size) {
+    throw py::value_error(std::string(what) + " range must satisfy 0 <= begin <= end <= " +
+                          std::to_string(size) + ". Received: [" + std::to_string(begin) + ", " +
+                          std::to_string(end) + ")");
+  }
+}
+
+Isa parse_isa(const std::string& isa) {
+  if (isa == "auto") return kernels::default_isa();
+  if (isa == "portable") return Isa::kPortable;
+  if (isa == "avx2") {
+    if (!kernels::cpu_has_avx2()) {
+      throw py::value_error("isa='avx2' needs an x86 CPU with AVX2 and FMA and a build with the AVX2 "
+                            "kernels; this one has neither. Use isa='auto' or 'portable'.");
+    }
+    return Isa::kAvx2;
+  }
+  throw py::value_error("isa must be one of 'auto', 'avx2', 'portable'. Received: isa='" + isa + "'");
+}
+
+Activation make_activation(float act_min, float act_max, bool hard_swish) {
+  if (std::isnan(act_min) || std::isnan(act_max) || act_min > act_max) {
+    throw py::value_error("act_min must be <= act_max. Received: act_min=" + std::to_string(act_min) +
+                          ", act_max=" + std::to_string(act_max));
+  }
+  Activation a;
+  a.min = act_min;
+  a.max = act_max;
+  a.hard_swish = hard_swish;
+  return a;
+}
+
+int64_t end_or(const std::optional<int64_t>& end, int64_t size) { return end ? *end : size; }
+
+void check_padding(const std::vector<int32_t>& padding) {
+  if (padding.size() != 4 || *std::min_element(padding.begin(), padding.end()) < 0) {
+    throw py::value_error("padding must be 4 non-negative ints (top, left, bottom, right). Received " +
+                          std::to_string(padding.size()) + " values or a negative one.");
+  }
+}
+
+void check_conv_geometry(const char* op, int64_t in_h, int64_t in_w, int32_t kernel, int32_t stride,
+                         const std::vector<int32_t>& padding) {
+  check_padding(padding);
+  if (kernel <= 0 || stride <= 0) {
+    throw py::value_error(std::string(op) + ": kernel and stride must be > 0. Received: kernel=" +
+                          std::to_string(kernel) + ", stride=" + std::to_string(stride));
+  }
+  if (in_h + padding[0] + padding[2] < kernel || in_w + padding[1] + padding[3] < kernel) {
+    throw py::value_error(std::string(op) + ": the padded input (" +
+                          std::to_string(in_h + padding[0] + padding[2]) + " x " +
+                          std::to_string(in_w + padding[1] + padding[3]) +
+                          ") is smaller than the kernel (" + std::to_string(kernel) +
+                          "). Pad more or use a smaller kernel.");
+  }
+}
+
+// Runs `fn` warmup + repeats times; returns the seconds of each timed run.
+template <typename Fn>
+py::array_t<double> time_runs(Fn&& fn, int repeats, int warmup) {
+  if (repeats <= 0 || warmup < 0) {
+    throw py::value_error("repeats must be > 0 and warmup >= 0. Received: repeats=" +
+                          std::to_string(repeats) + ", warmup=" + std::to_string(warmup));
+  }
+  std::vector<double> seconds(static_cast<size_t>(repeats));
+  {
+    py::gil_scoped_release release;
+    for (int i = 0; i < warmup; ++i) fn();
+    for (int i = 0; i < repeats; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      fn();
+      seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+  }
+  return py::array_t<double>(seconds.size(), seconds.data());
+}
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+}  // namespace
+
+void register_kernel_bindings(py::module_& parent) {
+  py::module_ m = parent.def_submodule(
+      "kernels", "Raw hot kernels of spruce's engine on numpy float32 arrays (tests, benchmarks).");
+
+  m.def("cpu_has_avx2", &kernels::cpu_has_avx2, "True if AVX2+FMA kernels are built and the CPU runs them.");
+  m.def("default_isa", [] { return std::string(kernels::isa_name(kernels::default_isa())); },
+        "ISA the engine uses by default ('avx2' or 'portable'; SPRUCE_KERNELS_ISA=portable forces it).");
+
+  py::class_<kernels::SparseMatrix>(m, "SparseMatrix")
+      .def_readonly("rows", &kernels::SparseMatrix::rows)
+      .def_readonly("cols", &kernels::SparseMatrix::cols)
+      .def_readonly("in_stride", &kernels::SparseMatrix::in_stride)
+      .def_property_readonly("nnz", &kernels::SparseMatrix::nnz)
+      .def_property_readonly("row_ptr", [](const kernels::SparseMatrix& s) {
+        return py::array_t<int32_t>(s.row_ptr.size(), s.row_ptr.data());
+      });
+  py::class_<kernels::PackedDense>(m, "PackedDense")
+      .def_readonly("rows", &kernels::PackedDense::rows)
+      .def_readonly("cols", &kernels::PackedDense::cols)
+      .def_readonly("panel", &kernels::PackedDense::panel);
+  py::class_<kernels::PackedConvHwc>(m, "PackedConvHwc")
+      .def_readonly("out_c", &kernels::PackedConvHwc::out_c)
+      .def_readonly("kernel", &kernels::PackedConvHwc::kernel)
+      .def_readonly("in_c", &kernels::PackedConvHwc::in_c);
+
+  m.def(
+      "pack_sparse",
+      [](const py::object& weights, int64_t in_stride) {
+        py::array w = check_array(weights, "weights", {-1, -1});
+        if (in_stride <= 0) {
+          throw py::value_error("in_stride must be > 0 (pixels per input channel). Received: in_stride=" +
+                                std::to_string(in_stride));
+        }
+        try {
+          return kernels::pack_sparse(data_of(w), static_cast<int32_t>(w.shape(0)),
+                                      static_cast<int32_t>(w.shape(1)), in_stride);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+      },
+      py::arg("weights"), py::arg("in_stride"),
+      "Compresses a dense [N, K] weight matrix per output channel for inputs of in_stride pixels.");
+
+  m.def(
+      "spmm",
+      [](const kernels::SparseMatrix& w, const py::object& input, const py::object& bias,
+         const py::object& out, int64_t n_begin, std::optional<int64_t> n_end, int64_t p_begin,
+         std::optional<int64_t> p_end, float act_min, float act_max, bool hard_swish,
+         const std::string& isa) {
+        py::array x = check_array(input, "input", {w.cols, w.in_stride});
+        py::array b_keep;
+        const float* b = optional_bias(bias, w.rows, &b_keep);
+        py::array y = output_array(out, {w.rows, w.in_stride});
+        const int64_t ne = end_or(n_end, w.rows), pe = end_or(p_end, w.in_stride);
+        check_range("output channel", n_begin, ne, w.rows);
+        check_range("pixel", p_begin, pe, w.in_stride);
+        const Activation act = make_activation(act_min, act_max, hard_swish);
+        const Isa i = parse_isa(isa);
+        float* yd = mutable_data_of(y);
+        {
+          py::gil_scoped_release release;
+          kernels::spmm(w, b, data_of(x), yd, w.in_stride, static_cast<int32_t>(n_begin),
+                        static_cast<int32_t>(ne), p_begin, pe, act, i);
+        }
+        return y;
+      },
+      py::arg("w"), py::arg("input"), py::arg("bias") = py::none(), py::arg("out") = py::none(),
+      py::arg("n_begin") = 0, py::arg("n_end") = py::none(), py::arg("p_begin") = 0,
+      py::arg("p_end") = py::none(), py::arg("act_min") = -kInf, py::arg("act_max") = kInf,
+      py::arg("hard_swish") = false, py::arg("isa") = "auto",
+      "Sparse 1x1 conv: out[n, p] = act(bias[n] + sum_k W[n, k] * input[k, p]) over the given ranges.");
+
+  m.def(
+      "pack_dense",
+      [](const py::object& weights) {
+        py::array w = check_array(weights, "weights", {-1, -1});
+        return kernels::pack_dense(data_of(w), static_cast<int32_t>(w.shape(0)),
+                                   static_cast<int32_t>(w.shape(1)));
+      },
+      py::arg("weights"), "Packs a dense [N, K] weight matrix for gemm.");
+
+  m.def(
+      "gemm",
+      [](const kernels::PackedDense& w, const py::object& input, const py::object& bias,
+         const py::object& out, int64_t n_begin, std::optional<int64_t> n_end, int64_t p_begin,
+         std::optional<int64_t> p_end, float act_min, float act_max, bool hard_swish,
+         const std::string& isa) {
+        py::array x = check_array(input, "input", {w.cols, -1});
+        const int64_t P = x.shape(1);
+        py::array b_keep;
+        const float* b = optional_bias(bias, w.rows, &b_keep);
+        py::array y = output_array(out, {w.rows, P});
+        const int64_t ne = end_or(n_end, w.rows), pe = end_or(p_end, P);
+        check_range("output channel", n_begin, ne, w.rows);
+        check_range("pixel", p_begin, pe, P);
+        const Activation act = make_activation(act_min, act_max, hard_swish);
+        const Isa i = parse_isa(isa);
+        float* yd = mutable_data_of(y);
+        {
+          py::gil_scoped_release release;
+          kernels::gemm(w, b, data_of(x), P, yd, P, static_cast<int32_t>(n_begin),
+                        static_cast<int32_t>(ne), p_begin, pe, act, i);
+        }
+        return y;
+      },
+      py::arg("w"), py::arg("input"), py::arg("bias") = py::none(), py::arg("out") = py::none(),
+      py::arg("n_begin") = 0, py::arg("n_end") = py::none(), py::arg("p_begin") = 0,
+      py::arg("p_end") = py::none(), py::arg("act_min") = -kInf, py::arg("act_max") = kInf,
+      py::arg("hard_swish") = false, py::arg("isa") = "auto",
+      "Dense 1x1 conv in CHW (GEMM [N, K] x [K, P]) over the given ranges.");
+
+  m.def(
+      "dwconv_chw",
+      [](const py::object& weights, const py::object& input, const py::object& bias, int32_t stride,
+         const std::vector<int32_t>& padding, const py::object& out, int64_t c_begin,
+         std::optional<int64_t> c_end, float act_min, float act_max, bool hard_swish,
+         const std::string& isa) {
+        py::array w = check_array(weights, "weights", {-1, -1, -1});
+        const int64_t C = w.shape(0);
+        const int32_t K = static_cast<int32_t>(w.shape(1));
+        check_array(weights, "weights", {C, K, K});
+        py::array x = check_array(input, "input", {C, -1, -1});
+        check_conv_geometry("dwconv_chw", x.shape(1), x.shape(2), K, stride, padding);
+        kernels::DwConvParams p;
+        p.in_h = static_cast<int32_t>(x.shape(1));
+        p.in_w = static_cast<int32_t>(x.shape(2));
+        p.kernel = K;
+        p.stride = stride;
+        p.pad_top = padding[0];
+        p.pad_left = padding[1];
+        p.pad_bottom = padding[2];
+        p.pad_right = padding[3];
+        py::array b_keep;
+        const float* b = optional_bias(bias, C, &b_keep);
+        py::array y = output_array(out, {C, p.out_h(), p.out_w()});
+        const int64_t ce = end_or(c_end, C);
+        check_range("channel", c_begin, ce, C);
+        const Activation act = make_activation(act_min, act_max, hard_swish);
+        const Isa i = parse_isa(isa);
+        float* yd = mutable_data_of(y);
+        {
+          py::gil_scoped_release release;
+          kernels::dwconv_chw(p, data_of(w), b, data_of(x), yd, static_cast<int32_t>(c_begin),
+                              static_cast<int32_t>(ce), act, i);
+        }
+        return y;
+      },
+      py::arg("weights"), py::arg("input"), py::arg("bias") = py::none(), py::arg("stride") = 1,
+      py::arg("padding") = std::vector<int32_t>{0, 0, 0, 0}, py::arg("out") = py::none(),
+      py::arg("c_begin") = 0, py::arg("c_end") = py::none(), py::arg("act_min") = -kInf,
+      py::arg("act_max") = kInf, py::arg("hard_swish") = false, py::arg("isa") = "auto",
+      "Depthwise conv in CHW; weights [C, k, k], input [C, H, W], padding (top, left, bottom, right).");
+
+  m.def(
+      "pack_conv_hwc2chw",
+      [](const py::object& weights) {
+        py::array w = check_array(weights, "weights", {-1, -1, -1, -1});
+        if (w.shape(1) != w.shape(2) || w.shape(1) <= 0 || w.shape(3) <= 0) {
+          throw py::value_error("weights must be OHWI [out_c, k, k, in_c] with a square kernel. Received: shape=" +
+                                shape_str(w));
+        }
+        return kernels::pack_conv_hwc2chw(data_of(w), static_cast<int32_t>(w.shape(0)),
+                                          static_cast<int32_t>(w.shape(1)),
+                                          static_cast<int32_t>(w.shape(3)));
+      },
+      py::arg("weights"), "Packs OHWI conv weights for conv_hwc2chw.");
+
+  m.def(
+      "conv_hwc2chw",
+      [](const kernels::PackedConvHwc& w, const py::object& input, const py::object& bias,
+         int32_t stride, const std::vector<int32_t>& padding, const py::object& out,
+         int64_t oy_begin, std::optional<int64_t> oy_end, float act_min, float act_max,
+         bool hard_swish, const std::string& isa) {
+        py::array x = check_array(input, "input", {-1, -1, w.in_c});
+        check_conv_geometry("conv_hwc2chw", x.shape(0), x.shape(1), w.kernel, stride, padding);
+        kernels::ConvHwcParams p;
+        p.in_h = static_cast<int32_t>(x.shape(0));
+        p.in_w = static_cast<int32_t>(x.shape(1));
+        p.in_c = w.in_c;
+        p.out_c = w.out_c;
+        p.kernel = w.kernel;
+        p.stride = stride;
+        p.pad_top = padding[0];
+        p.pad_left = padding[1];
+        p.pad_bottom = padding[2];
+        p.pad_right = padding[3];
+        py::array b_keep;
+        const float* b = optional_bias(bias, w.out_c, &b_keep);
+        py::array y = output_array(out, {w.out_c, p.out_h(), p.out_w()});
+        const int64_t ye = end_or(oy_end, p.out_h());
+        check_range("output row", oy_begin, ye, p.out_h());
+        const Activation act = make_activation(act_min, act_max, hard_swish);
+        const Isa i = parse_isa(isa);
+        float* yd = mutable_data_of(y);
+        {
+          py::gil_scoped_release release;
+          kernels::conv_hwc2chw(p, w, b, data_of(x), yd, static_cast<int32_t>(oy_begin),
+                                static_cast<int32_t>(ye), act, i);
+        }
+        return y;
+      },
+      py::arg("w"), py::arg("input"), py::arg("bias") = py::none(), py::arg("stride") = 2,
+      py::arg("padding") = std::vector<int32_t>{0, 0, 0, 0}, py::arg("out") = py::none(),
+      py::arg("oy_begin") = 0, py::arg("oy_end") = py::none(), py::arg("act_min") = -kInf,
+      py::arg("act_max") = kInf, py::arg("hard_swish") = false, py::arg("isa") = "auto",
+      "Entry conv: input HWC [H, W, in_c], output CHW [out_c, OH, OW].");
+
+  m.def(
+      "global_avg_pool_chw",
+      [](const py::object& input, const py::object& out, int64_t c_begin, std::optional<int64_t> c_end,
+         const std::string& isa) {
+        py::array x = check_array(input, "input", {-1, -1});
+        const int64_t C = x.shape(0), P = x.shape(1);
+        py::array y = output_array(out, {C});
+        const int64_t ce = end_or(c_end, C);
+        check_range("channel", c_begin, ce, C);
+        const Isa i = parse_isa(isa);
+        float* yd = mutable_data_of(y);
+        py::gil_scoped_release release;
+        kernels::global_avg_pool_chw(data_of(x), P, P, yd, static_cast<int32_t>(c_begin),
+                                     static_cast<int32_t>(ce), i);
+        return y;
+      },
+      py::arg("input"), py::arg("out") = py::none(), py::arg("c_begin") = 0,
+      py::arg("c_end") = py::none(), py::arg("isa") = "auto", "Mean over pixels of [C, P].");
+
+  // Timing loops in native code (benchmarks/bench_kernels.py): seconds per run.
+  m.def(
+      "time_spmm",
+      [](const kernels::SparseMatrix& w, const py::object& input, const py::object& bias,
+         int repeats, int warmup, const std::string& isa) {
+        py::array x = check_array(input, "input", {w.cols, w.in_stride});
+        py::array b_keep;
+        const float* b = optional_bias(bias, w.rows, &b_keep);
+        py::array y = output_array(py::none(), {w.rows, w.in_stride});
+        const Isa i = parse_isa(isa);
+        const float* xd = data_of(x);
+        float* yd = mutable_data_of(y);
+        const Activation act = make_activation(0.0f, 6.0f, false);
+        return time_runs([&] { kernels::spmm(w, b, xd, yd, w.in_stride, 0, w.rows, 0, w.in_stride, act, i); },
+                         repeats, warmup);
+      },
+      py::arg("w"), py::arg("input"), py::arg("bias") = py::none(), py::arg("repeats") = 20,
+      py::arg("warmup") = 3, py::arg("isa") = "auto");
+
+  m.def(
+      "time_gemm",
+      [](const kernels::PackedDense& w, const py::object& input, const py::object& bias,
+         int repeats, int warmup, const std::string& isa) {
+        py::array x = check_array(input, "input", {w.cols, -1});
+        const int64_t P = x.shape(1);
+        py::array b_keep;
+        const float* b = optional_bias(bias, w.rows, &b_keep);
+        py::array y = output_array(py::none(), {w.rows, P});
+        const Isa i = parse_isa(isa);
+        const float* xd = data_of(x);
+        float* yd = mutable_data_of(y);
+        const Activation act = make_activation(0.0f, 6.0f, false);
+        return time_runs([&] { kernels::gemm(w, b, xd, P, yd, P, 0, w.rows, 0, P, act, i); }, repeats,
+                         warmup);
+      },
+      py::arg("w"), py::arg("input"), py::arg("bias") = py::none(), py::arg("repeats") = 20,
+      py::arg("warmup") = 3, py::arg("isa") = "auto");
+
+  m.def(
+      "time_dwconv_chw",
+      [](const py::object& weights, const py::object& input, int32_t stride,
+         const std::vector<int32_t>& padding, int repeats, int warmup, const std::string& isa) {
+        py::array w = check_array(weights, "weights", {-1, -1, -1});
+        const int64_t C = w.shape(0);
+        const int32_t K = static_cast<int32_t>(w.shape(1));
+        check_array(weights, "weights", {C, K, K});
+        py::array x = check_array(input, "input", {C, -1, -1});
+        check_conv_geometry("dwconv_chw", x.shape(1), x.shape(2), K, stride, padding);
+        kernels::DwConvParams p;
+        p.in_h = static_cast<int32_t>(x.shape(1));
+        p.in_w = static_cast<int32_t>(x.shape(2));
+        p.kernel = K;
+        p.stride = stride;
+        p.pad_top = padding[0];
+        p.pad_left = padding[1];
+        p.pad_bottom = padding[2];
+        p.pad_right = padding[3];
+        py::array y = output_array(py::none(), {C, p.out_h(), p.out_w()});
+        const Isa i = parse_isa(isa);
+        const float* wd = data_of(w);
+        const float* xd = data_of(x);
+        float* yd = mutable_data_of(y);
+        const Activation act = make_activation(0.0f, 6.0f, false);
+        return time_runs([&] { kernels::dwconv_chw(p, wd, nullptr, xd, yd, 0, static_cast<int32_t>(C), act, i); },
+                         repeats, warmup);
+      },
+      py::arg("weights"), py::arg("input"), py::arg("stride") = 1,
+      py::arg("padding") = std::vector<int32_t>{0, 0, 0, 0}, py::arg("repeats") = 20,
+      py::arg("warmup") = 3, py::arg("isa") = "auto");
+
+  m.def(
+      "time_conv_hwc2chw",
+      [](const kernels::PackedConvHwc& w, const py::object& input, int32_t stride,
+         const std::vector<int32_t>& padding, int repeats, int warmup, const std::string& isa) {
+        py::array x = check_array(input, "input", {-1, -1, w.in_c});
+        check_conv_geometry("conv_hwc2chw", x.shape(0), x.shape(1), w.kernel, stride, padding);
+        kernels::ConvHwcParams p;
+        p.in_h = static_cast<int32_t>(x.shape(0));
+        p.in_w = static_cast<int32_t>(x.shape(1));
+        p.in_c = w.in_c;
+        p.out_c = w.out_c;
+        p.kernel = w.kernel;
+        p.stride = stride;
+        p.pad_top = padding[0];
+        p.pad_left = padding[1];
+        p.pad_bottom = padding[2];
+        p.pad_right = padding[3];
+        py::array y = output_array(py::none(), {w.out_c, p.out_h(), p.out_w()});
+        const Isa i = parse_isa(isa);
+        const float* xd = data_of(x);
+        float* yd = mutable_data_of(y);
+        const Activation act = make_activation(0.0f, 6.0f, false);
+        return time_runs([&] { kernels::conv_hwc2chw(p, w, nullptr, xd, yd, 0, p.out_h(), act, i); },
+                         repeats, warmup);
+      },
+      py::arg("w"), py::arg("input"), py::arg("stride") = 2,
+      py::arg("padding") = std::vector<int32_t>{0, 0, 0, 0}, py::arg("repeats") = 20,
+      py::arg("warmup") = 3, py::arg("isa") = "auto");
+}
+
+}  // namespace spruce

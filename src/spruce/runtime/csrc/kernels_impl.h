@@ -1,0 +1,52 @@
+// Internal to the kernels: per-ISA entry points and helpers shared by the
+// portable and AVX2 files. The public API is kernels.h.
+#pragma once
+
+#include <algorithm>
+
+#include "kernels.h"
+
+// x86 GCC/Clang builds compile the *_avx2.cc files with -mavx2 -mfma (see
+// CMakeLists.txt); elsewhere they are empty and never referenced.
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define SPRUCE_X86_KERNELS 1
+#else
+#define SPRUCE_X86_KERNELS 0
+#endif
+
+namespace spruce {
+namespace kernels {
+
+// kAvx2 only when the build and the CPU support it.
+Isa resolve_isa(Isa requested);
+
+inline float apply_activation(float x, const Activation& act) {
+  if (act.hard_swish) x = x * std::min(std::max(x + 3.0f, 0.0f), 6.0f) * (1.0f / 6.0f);
+  return std::min(std::max(x, act.min), act.max);
+}
+
+#define SPRUCE_DECLARE_ISA_KERNELS(suffix)                                                      \
+  void spmm_##suffix(const SparseMatrix& w, const float* bias, const float* input,             \
+                     float* output, int64_t out_stride, int32_t n_begin, int32_t n_end,        \
+                     int64_t p_begin, int64_t p_end, const Activation& act);                   \
+  void gemm_##suffix(const PackedDense& w, const float* bias, const float* input,              \
+                     int64_t in_stride, float* output, int64_t out_stride, int32_t n_begin,    \
+                     int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act);    \
+  bool dwconv_chw_##suffix(const DwConvParams& p, const float* weights, const float* bias,     \
+                           const float* input, float* output, int32_t c_begin, int32_t c_end, \
+                           const Activation& act);                                             \
+  void conv_hwc2chw_##suffix(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias,\
+                             const float* input, float* output, int32_t oy_begin,              \
+                             int32_t oy_end, const Activation& act);
+
+SPRUCE_DECLARE_ISA_KERNELS(portable)
+#if SPRUCE_X86_KERNELS
+SPRUCE_DECLARE_ISA_KERNELS(avx2)
+#endif
+
+// Panel sizes shared by packing and every ISA's kernel.
+constexpr int32_t kGemmPanel = 4;      // output channels per packed dense panel
+constexpr int32_t kConvHwcGroup = 8;   // output channels per packed entry-conv group
+
+}  // namespace kernels
+}  // namespace spruce

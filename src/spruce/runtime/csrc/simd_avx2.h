@@ -1,0 +1,37 @@
+// AVX2 helpers shared by the *_avx2.cc kernels (include only from those files).
+#pragma once
+
+#include <immintrin.h>
+
+#include "kernels_impl.h"
+
+namespace spruce {
+namespace kernels {
+namespace avx2 {
+
+// Mask with the first `n` (0..8) lanes set, for maskload/maskstore.
+inline __m256i tail_mask(int n) {
+  alignas(32) static const int32_t kBits[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                                0,  0,  0,  0,  0,  0,  0,  0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kBits + 8 - n));
+}
+
+// The fused epilogue of kernels.h's Activation, on 8 lanes.
+struct Epilogue {
+  __m256 lo, hi;
+  bool hard_swish;
+  explicit Epilogue(const Activation& a)
+      : lo(_mm256_set1_ps(a.min)), hi(_mm256_set1_ps(a.max)), hard_swish(a.hard_swish) {}
+  inline __m256 operator()(__m256 x) const {
+    if (hard_swish) {
+      __m256 r = _mm256_add_ps(x, _mm256_set1_ps(3.0f));
+      r = _mm256_min_ps(_mm256_max_ps(r, _mm256_setzero_ps()), _mm256_set1_ps(6.0f));
+      x = _mm256_mul_ps(_mm256_mul_ps(x, r), _mm256_set1_ps(1.0f / 6.0f));
+    }
+    return _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  }
+};
+
+}  // namespace avx2
+}  // namespace kernels
+}  // namespace spruce

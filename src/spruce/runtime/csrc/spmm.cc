@@ -1,0 +1,114 @@
+// Sparse 1x1 convolution in CHW: packing, portable kernel and dispatch.
+//
+// Design (Fast Sparse ConvNets, Elsen et al. 2020): the weight matrix is
+// compressed per output channel; the kernel walks a tile of pixels at a time
+// and, for each output channel, accumulates weight * input-row-slice over that
+// channel's nonzeros. The tile of input rows is reused by every output channel,
+// so it stays in cache. Pixel order inside a tile never changes the arithmetic
+// of one output element, so any split of the ranges gives identical results.
+#include <stdexcept>
+#include <string>
+
+#include "kernels_impl.h"
+
+namespace spruce {
+namespace kernels {
+
+SparseMatrix pack_sparse(const float* dense, int32_t rows, int32_t cols, int64_t in_stride) {
+  if (rows < 0 || cols < 0 || in_stride < 0) {
+    throw std::invalid_argument("pack_sparse: rows, cols and in_stride must be >= 0. Received: rows=" +
+                                std::to_string(rows) + ", cols=" + std::to_string(cols) +
+                                ", in_stride=" + std::to_string(in_stride));
+  }
+  const int64_t max_offset = static_cast<int64_t>(cols) * in_stride * static_cast<int64_t>(sizeof(float));
+  if (max_offset > INT32_MAX) {
+    throw std::invalid_argument(
+        "pack_sparse: cols * in_stride * 4 must fit in int32 (byte offsets). Received: cols=" +
+        std::to_string(cols) + ", in_stride=" + std::to_string(in_stride) +
+        ". Use the dense kernel for this layer.");
+  }
+  SparseMatrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.in_stride = in_stride;
+  m.row_ptr.assign(static_cast<size_t>(rows) + 1, 0);
+  for (int32_t n = 0; n < rows; ++n) {
+    const float* row = dense + static_cast<int64_t>(n) * cols;
+    for (int32_t k = 0; k < cols; ++k) {
+      if (row[k] != 0.0f) {
+        m.values.push_back(row[k]);
+        m.byte_offset.push_back(static_cast<int32_t>(k * in_stride * static_cast<int64_t>(sizeof(float))));
+      }
+    }
+    m.row_ptr[n + 1] = static_cast<int32_t>(m.values.size());
+  }
+  return m;
+}
+
+namespace {
+
+// Two partial sums per element (even and odd nonzeros), added at the end, so
+// the arithmetic is the same as the AVX2 kernel's two accumulator sets.
+template <int T, bool kFull>
+inline void spmm_tile_portable(const SparseMatrix& w, const float* bias, const char* in,
+                               float* out, int64_t out_stride, int32_t n_begin, int32_t n_end,
+                               int width, const Activation& act) {
+  for (int32_t n = n_begin; n < n_end; ++n) {
+    float acc0[T], acc1[T];
+    const float b = bias != nullptr ? bias[n] : 0.0f;
+    for (int i = 0; i < T; ++i) { acc0[i] = b; acc1[i] = 0.0f; }
+    int32_t j = w.row_ptr[n];
+    const int32_t end = w.row_ptr[n + 1];
+    for (; j + 1 < end; j += 2) {
+      const float w0 = w.values[j], w1 = w.values[j + 1];
+      const float* x0 = reinterpret_cast<const float*>(in + w.byte_offset[j]);
+      const float* x1 = reinterpret_cast<const float*>(in + w.byte_offset[j + 1]);
+      for (int i = 0; i < T; ++i) {
+        if (kFull || i < width) {
+          acc0[i] += w0 * x0[i];
+          acc1[i] += w1 * x1[i];
+        }
+      }
+    }
+    if (j < end) {
+      const float w0 = w.values[j];
+      const float* x0 = reinterpret_cast<const float*>(in + w.byte_offset[j]);
+      for (int i = 0; i < T; ++i) if (kFull || i < width) acc0[i] += w0 * x0[i];
+    }
+    float* o = out + n * out_stride;
+    for (int i = 0; i < width; ++i) o[i] = apply_activation(acc0[i] + acc1[i], act);
+  }
+}
+
+}  // namespace
+
+void spmm_portable(const SparseMatrix& w, const float* bias, const float* input, float* output,
+                   int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
+                   int64_t p_end, const Activation& act) {
+  constexpr int kTile = 16;
+  int64_t p = p_begin;
+  for (; p + kTile <= p_end; p += kTile) {
+    spmm_tile_portable<kTile, true>(w, bias, reinterpret_cast<const char*>(input + p), output + p,
+                              out_stride, n_begin, n_end, kTile, act);
+  }
+  if (p < p_end) {
+    spmm_tile_portable<kTile, false>(w, bias, reinterpret_cast<const char*>(input + p), output + p,
+                              out_stride, n_begin, n_end, static_cast<int>(p_end - p), act);
+  }
+}
+
+void spmm(const SparseMatrix& w, const float* bias, const float* input, float* output,
+          int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
+          const Activation& act, Isa isa) {
+  if (n_begin >= n_end || p_begin >= p_end) return;
+#if SPRUCE_X86_KERNELS
+  if (resolve_isa(isa) == Isa::kAvx2) {
+    spmm_avx2(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act);
+    return;
+  }
+#endif
+  spmm_portable(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act);
+}
+
+}  // namespace kernels
+}  // namespace spruce
