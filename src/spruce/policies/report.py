@@ -1,0 +1,110 @@
+"""The report `spruce.check_xnnpack` returns: per layer, and for the whole model."""
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Refusal:
+    """One rule the model breaks: the layer, the rule, and the change that fixes it."""
+
+    layer: str
+    rule: str
+    fix: str
+    auto_fix: bool = False  # spruce.make_xnnpack_compatible fixes it with identical outputs
+
+    def __str__(self):
+        return f"{self.layer}: {self.rule}. {self.fix}"
+
+
+@dataclass
+class LayerVerdict:
+    """What XNNPACK's sparse path does with one layer call."""
+
+    name: str
+    type: str
+    role: str  # "before", "entry", "sparse", "exit", "fused", "breaks", "after"
+    in_sparse_region: bool  # inside the NCHW region (runs sparse once the model is accepted)
+    sparse_path: bool  # runs on the sparse path as the model stands
+    pruned: bool  # the policy wraps it for pruning
+    macs: int
+    reason: str
+
+
+@dataclass
+class XnnpackReport:
+    model: str
+    policy: str
+    layers: list = field(default_factory=list)
+    refusals: list = field(default_factory=list)
+    total_macs: int = 0
+    region_macs: int = 0  # MACs inside the sparse region
+    pruned_macs: int = 0  # MACs of the pruned 1x1 convolutions inside the region
+
+    @property
+    def ok(self):
+        """True when the model is accepted: XNNPACK can run its sparse path."""
+        return not self.refusals
+
+    @property
+    def sparse_mac_share(self):
+        """Share of the model's MACs the sparse path runs (0 while the model is refused)."""
+        return self.region_macs / self.total_macs if self.ok and self.total_macs else 0.0
+
+    @property
+    def region_mac_share(self):
+        """Share of MACs inside the sparse region, whether or not the model is accepted."""
+        return self.region_macs / self.total_macs if self.total_macs else 0.0
+
+    @property
+    def pruned_mac_share(self):
+        return self.pruned_macs / self.total_macs if self.total_macs else 0.0
+
+    @property
+    def pruned_layers(self):
+        return [v.name for v in self.layers if v.pruned]
+
+    def to_dict(self):
+        return {
+            "model": self.model,
+            "policy": self.policy,
+            "ok": self.ok,
+            "total_macs": self.total_macs,
+            "region_macs": self.region_macs,
+            "pruned_macs": self.pruned_macs,
+            "sparse_mac_share": self.sparse_mac_share,
+            "region_mac_share": self.region_mac_share,
+            "pruned_mac_share": self.pruned_mac_share,
+            "pruned_layers": self.pruned_layers,
+            "layers": [asdict(v) for v in self.layers],
+            "refusals": [asdict(r) | {"message": str(r)} for r in self.refusals],
+        }
+
+    def __str__(self):
+        header = ("layer", "type", "sparse path", "pruned", "MACs", "why")
+        rows = [header]
+        for v in self.layers:
+            if v.sparse_path:
+                path = "yes"
+            elif v.in_sparse_region:
+                path = "blocked"
+            else:
+                path = "no"
+            rows.append((v.name, v.type, path, "yes" if v.pruned else "-",
+                         f"{v.macs:,}" if v.macs else "-", v.reason))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+        lines = [f"XNNPACK sparse-path check of '{self.model}' ({self.policy})", ""]
+        for row in rows:
+            cells = [c.ljust(w) for c, w in zip(row[:-1], widths)]
+            lines.append("  ".join(cells + [row[-1]]).rstrip())
+        lines.append("")
+        share = f"{self.region_mac_share:.1%} of {self.total_macs:,} MACs"
+        if self.ok:
+            lines.append(f"Accepted: the sparse path runs {share}; the pruned 1x1 convolutions "
+                         f"hold {self.pruned_mac_share:.1%}.")
+        else:
+            lines.append(f"Refused: {len(self.refusals)} rule(s) broken. Once all are fixed, "
+                         f"the sparse path would run {share}.")
+            for r in self.refusals:
+                tag = " [make_xnnpack_compatible fixes this]" if r.auto_fix else ""
+                lines.append(f"  - {r}{tag}")
+        return "\n".join(lines)

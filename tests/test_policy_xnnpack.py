@@ -1,0 +1,403 @@
+"""PruneForLatencyOnXNNPack and check_xnnpack: the rules of XNNPACK's sparse path.
+
+Each accepted or refused structure below is one the issue lists (observed on the
+LiteRT runtime, or read from XNNPACK's NCHW-compatibility check).
+"""
+
+import json
+
+import keras
+import pytest
+from keras import layers
+
+import spruce
+from spruce import zoo
+
+pytestmark = pytest.mark.multi_backend
+
+POLICY = spruce.PruneForLatencyOnXNNPack()
+
+
+def stem(input_shape=(16, 16, 3)):
+    """The entry XNNPACK needs: ZeroPadding2D(1) + 3x3 stride-2 'valid' Conv2D on RGB."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.ZeroPadding2D(1, name="stem_pad")(inputs)
+    x = layers.Conv2D(8, 3, strides=2, padding="valid", name="stem")(x)
+    return inputs, x
+
+
+def head(x, num_classes=4):
+    x = layers.Conv2D(16, 1, name="head_1x1")(x)
+    x = layers.GlobalAveragePooling2D(keepdims=True, name="pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    return layers.Dense(num_classes, name="classifier")(x)
+
+
+def net(body, input_shape=(16, 16, 3)):
+    """stem -> body(x) -> 1x1 conv -> GAP(keepdims) -> Flatten -> Dense."""
+    inputs, x = stem(input_shape)
+    return keras.Model(inputs, head(body(x)), name="net")
+
+
+def refusal(report, layer):
+    found = [r for r in report.refusals if r.layer == layer]
+    assert found, f"no refusal for {layer!r}; refusals: {[str(r) for r in report.refusals]}"
+    return found[0]
+
+
+def assert_accepted(model, policy=POLICY):
+    report = spruce.check_xnnpack(model, policy)
+    assert report.ok, "\n".join(str(r) for r in report.refusals)
+    policy.ensure_model_supports_pruning(model)  # does not raise
+    return report
+
+
+def assert_refused(model, layer, *phrases, policy=POLICY):
+    report = spruce.check_xnnpack(model, policy)
+    found = refusal(report, layer)
+    with pytest.raises(ValueError) as err:
+        policy.ensure_model_supports_pruning(model)
+    message = str(err.value)
+    assert str(found) in message
+    for phrase in phrases:
+        assert phrase in message, message
+    return found
+
+
+# --- the guide's network -------------------------------------------------------------
+
+
+def test_guide_model_with_keepdims_false_is_refused_naming_the_layer_and_the_fix():
+    model = zoo.guide_model(keepdims=False)
+    pool = [l.name for l in model.layers if isinstance(l, layers.GlobalAveragePooling2D)][0]
+    found = assert_refused(model, pool, "keepdims=True", "Flatten",
+                           "allow_keepdims_false=True", "make_xnnpack_compatible")
+    assert "older XNNPACK" in found.rule
+    assert found.auto_fix
+
+
+def test_guide_model_with_keepdims_true_is_accepted_and_only_its_two_1x1_convs_are_pruned():
+    model = zoo.guide_model(keepdims=True)
+    report = assert_accepted(model)
+    one_by_one = [l.name for l in model.layers
+                  if isinstance(l, layers.Conv2D) and tuple(l.kernel_size) == (1, 1)]
+    assert len(one_by_one) == 2
+    assert report.pruned_layers == one_by_one
+    assert [l.name for l in model.layers if POLICY.allow_pruning(l)] == one_by_one
+
+
+def test_keepdims_false_is_accepted_when_the_user_opts_in_for_current_runtimes():
+    policy = spruce.PruneForLatencyOnXNNPack(allow_keepdims_false=True)
+    assert_accepted(zoo.guide_model(keepdims=False), policy)
+
+
+def test_allow_keepdims_false_must_be_a_bool():
+    with pytest.raises(ValueError, match="allow_keepdims_false must be True or False"):
+        spruce.PruneForLatencyOnXNNPack(allow_keepdims_false="yes")
+
+
+def test_zoo_mobilenets_are_accepted():
+    assert_accepted(zoo.mobilenet_v1((32, 32, 3), num_classes=4, alpha=0.25))
+    assert_accepted(zoo.mobilenet_v2((32, 32, 3), num_classes=4, alpha=0.35))
+
+
+# --- allow_pruning --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer, pruned", [
+    (layers.Conv2D(8, 1), True),
+    (layers.Conv2D(8, 1, strides=2), False),
+    (layers.Conv2D(8, 1, dilation_rate=2), False),
+    (layers.Conv2D(8, 1, groups=2), False),
+    (layers.Conv2D(8, 3), False),
+    (layers.DepthwiseConv2D(3), False),
+    (layers.SeparableConv2D(8, 3), False),
+    (layers.Dense(8), False),
+    (layers.Conv2DTranspose(8, 1), False),
+])
+def test_allow_pruning_accepts_only_1x1_stride1_undilated_ungrouped_conv2d(layer, pruned):
+    assert POLICY.allow_pruning(layer) is pruned
+
+
+# --- the entry ------------------------------------------------------------------------
+
+
+def test_entry_conv_with_same_padding_is_refused_with_fix():
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(inputs)
+    model = keras.Model(inputs, head(x))
+    assert_refused(model, "stem", "padding='same'", "ZeroPadding2D(1)", "padding='valid'")
+
+
+def test_entry_conv_on_one_input_channel_is_refused_with_fix():
+    model = net(lambda x: x, input_shape=(16, 16, 1))
+    found = assert_refused(model, "stem", "1 input channel", "3 channels")
+    assert not found.auto_fix
+
+
+def test_entry_conv_without_padding_is_refused():
+    inputs = keras.Input((17, 17, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="valid", name="stem")(inputs)
+    assert_refused(keras.Model(inputs, head(x)), "stem", "ZeroPadding2D(1)")
+
+
+def test_entry_conv_that_is_not_3x3_stride_2_is_refused():
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 1, name="stem")(inputs)
+    assert_refused(keras.Model(inputs, head(x)), "stem", "3x3 stride-2")
+
+
+def test_layers_before_the_entry_run_dense_and_are_not_checked():
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Rescaling(1 / 255, name="rescale")(inputs)
+    x = layers.ZeroPadding2D(1)(x)
+    x = layers.Conv2D(8, 3, strides=2, padding="valid", name="stem")(x)
+    report = assert_accepted(keras.Model(inputs, head(x)))
+    verdict = {v.name: v for v in report.layers}["rescale"]
+    assert verdict.role == "before" and not verdict.sparse_path
+
+
+# --- depthwise convolutions -----------------------------------------------------------
+
+
+def test_stride2_same_padding_depthwise_is_rejected_with_fix():
+    model = net(lambda x: layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(x))
+    found = assert_refused(model, "dw", "pads asymmetrically",
+                           "ZeroPadding2D(1) followed by DepthwiseConv2D", "padding='valid'")
+    # 8x8 is even: TF pads (0, 1), so no output-preserving rewrite exists
+    assert not found.auto_fix and "shifts the sampling grid" in found.fix
+
+
+def test_stride2_same_padding_depthwise_on_odd_input_is_rejected_as_auto_fixable():
+    model = net(lambda x: layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(x),
+                input_shape=(18, 18, 3))  # the stem gives 9x9
+    found = assert_refused(model, "dw", "identical outputs")
+    assert found.auto_fix
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_stride1_same_padding_depthwise_pads_symmetrically_and_is_accepted(kernel):
+    report = assert_accepted(
+        net(lambda x: layers.DepthwiseConv2D(kernel, padding="same", name="dw")(x)))
+    assert {v.name: v for v in report.layers}["dw"].sparse_path
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_stride2_depthwise_after_symmetric_zero_padding_is_accepted(kernel):
+    def body(x):
+        x = layers.ZeroPadding2D(kernel // 2, name="pad")(x)
+        return layers.DepthwiseConv2D(kernel, strides=2, padding="valid", name="dw")(x)
+
+    report = assert_accepted(net(body))
+    assert {v.name: v for v in report.layers}["pad"].role == "fused"
+
+
+def test_stride2_depthwise_with_wrong_zero_padding_is_refused():
+    def body(x):
+        x = layers.ZeroPadding2D(((0, 1), (0, 1)), name="pad")(x)
+        return layers.DepthwiseConv2D(3, strides=2, padding="valid", name="dw")(x)
+
+    assert_refused(net(body), "dw", "needs 1 on every side")
+
+
+@pytest.mark.parametrize("make, phrase", [
+    (lambda: layers.DepthwiseConv2D(7, padding="same", name="dw"), "3x3 and 5x5 only"),
+    (lambda: layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw"),
+     "depth_multiplier=1"),
+    (lambda: layers.DepthwiseConv2D(3, padding="same", dilation_rate=2, name="dw"), "dilated"),
+])
+def test_unsupported_depthwise_configurations_are_refused(make, phrase):
+    assert_refused(net(lambda x: make()(x)), "dw", phrase)
+
+
+# --- the body -------------------------------------------------------------------------
+
+
+def test_residual_add_branches_are_accepted():
+    def body(x):
+        x = layers.Conv2D(16, 1, name="expand")(x)
+        h = layers.DepthwiseConv2D(3, padding="same")(x)
+        h = layers.ReLU(max_value=6.0)(h)
+        h = layers.Conv2D(16, 1)(h)
+        return layers.Add(name="residual")([x, h])
+
+    report = assert_accepted(net(body))
+    assert {v.name: v for v in report.layers}["residual"].sparse_path
+
+
+def test_hard_swish_swish_and_squeeze_excite_blocks_are_accepted():
+    """MobileNetV3 / EfficientNet blocks, which tfmot's policy refuses (its issue #837)."""
+    def body(x):
+        x = layers.Conv2D(16, 1)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("hard_swish")(x)
+        x = layers.DepthwiseConv2D(5, padding="same")(x)
+        x = layers.Activation("swish")(x)
+        se = layers.GlobalAveragePooling2D(keepdims=True)(x)
+        se = layers.Conv2D(4, 1, activation="relu")(se)
+        se = layers.Conv2D(16, 1, activation="hard_sigmoid")(se)
+        x = layers.Multiply(name="excite")([x, se])
+        return layers.Conv2D(8, 1, activation="silu")(x)
+
+    report = assert_accepted(net(body))
+    assert {v.name: v for v in report.layers}["excite"].sparse_path
+
+
+def test_other_ops_of_the_sparse_path_are_accepted():
+    def body(x):
+        x = layers.Conv2D(8, 1, activation="sigmoid")(x)
+        x = layers.LeakyReLU(0.1)(x)
+        x = layers.ELU()(x)
+        x = layers.Dropout(0.2)(x)
+        x = layers.ReLU()(x)
+        x = layers.Activation("relu6")(x)
+        x = layers.UpSampling2D(interpolation="bilinear")(x)
+        x = layers.Multiply()([x, x])
+        x = layers.ZeroPadding2D(1)(x)
+        return layers.DepthwiseConv2D(3, strides=2, padding="valid")(x)
+
+    assert_accepted(net(body))
+
+
+def test_dense_applied_to_a_4d_tensor_mid_network_is_refused_with_fix():
+    model = net(lambda x: layers.Dense(8, name="dense4d")(x))
+    found = assert_refused(model, "dense4d", "fully-connected", "Conv2D(8, 1)")
+    assert found.auto_fix
+
+
+@pytest.mark.parametrize("make, phrase", [
+    (lambda: layers.MaxPooling2D(name="bad"), "stride-2 DepthwiseConv2D"),
+    (lambda: layers.Conv2D(8, 3, padding="same", name="bad"), "depthwise-separable"),
+    (lambda: layers.Conv2D(8, 1, strides=2, name="bad"), "strides=1"),
+    (lambda: layers.UpSampling2D(name="bad"), "bilinear"),
+    (lambda: layers.Activation("tanh", name="bad"), "activation 'tanh'"),
+    (lambda: layers.SeparableConv2D(8, 3, padding="same", name="bad"), "DepthwiseConv2D +"),
+    (lambda: layers.ReLU(max_value=3.0, name="bad"), "ReLU(max_value=6)"),
+])
+def test_ops_outside_the_sparse_path_are_refused_with_fix(make, phrase):
+    assert_refused(net(lambda x: make()(x)), "bad", phrase)
+
+
+def test_a_branch_leaving_without_global_pooling_is_refused():
+    inputs, x = stem()
+    x = layers.Conv2D(16, 1, name="conv")(x)
+    side = layers.Flatten(name="side_flatten")(x)
+    main = head(x)
+    model = keras.Model(inputs, [main, side])
+    assert_refused(model, "side_flatten", "other layers use inside the sparse region")
+
+
+def test_a_region_tensor_returned_as_model_output_is_refused():
+    inputs, x = stem()
+    x = layers.Conv2D(16, 1, name="conv")(x)
+    model = keras.Model(inputs, [head(x), x])
+    assert_refused(model, "conv", "model output")
+
+
+def test_a_multiply_reading_a_tensor_from_outside_the_region_is_refused():
+    inputs, x = stem()
+    mask = keras.Input((8, 8, 8), name="mask")
+    x = layers.Multiply(name="merge")([x, mask])
+    model = keras.Model([inputs, mask], head(x))
+    found = assert_refused(model, "merge", "'a model input'", "outside the sparse region")
+    assert not found.auto_fix
+    assert [r.layer for r in spruce.check_xnnpack(model).refusals] == ["merge"]
+
+
+def test_a_1x1_conv_classifier_after_the_pooling_is_accepted_and_pruned():
+    inputs, x = stem()
+    x = layers.Conv2D(16, 1)(x)
+    x = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    x = layers.Conv2D(4, 1, name="classifier")(x)
+    x = layers.Flatten()(x)
+    report = assert_accepted(keras.Model(inputs, layers.Softmax()(x)))
+    assert "classifier" in report.pruned_layers
+
+
+def test_a_model_without_1x1_convs_is_refused():
+    inputs, x = stem()
+    x = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    model = keras.Model(inputs, layers.Dense(4)(layers.Flatten()(x)), name="no_1x1")
+    assert_refused(model, "no_1x1", "no 1x1 Conv2D")
+
+
+# --- graph walking --------------------------------------------------------------------
+
+
+def test_nested_models_are_walked_and_named_by_path():
+    block = keras.Sequential([
+        keras.Input((8, 8, 8)),
+        layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw"),
+        layers.Conv2D(16, 1, name="pw"),
+    ], name="block")
+    inputs, x = stem()
+    model = keras.Model(inputs, head(block(x)))
+    report = spruce.check_xnnpack(model)
+    assert "block/pw" in report.pruned_layers
+    assert refusal(report, "block/dw").auto_fix is False
+
+
+def test_a_nested_accepted_model_is_accepted():
+    inputs, x = stem()
+    inner_in = keras.Input((8, 8, 8))
+    y = layers.DepthwiseConv2D(3, padding="same")(inner_in)
+    y = layers.Conv2D(8, 1)(y)
+    inner = keras.Model(inner_in, layers.Add()([inner_in, y]), name="residual_block")
+    report = assert_accepted(keras.Model(inputs, head(inner(inner(x)))))
+    assert sum(1 for v in report.layers if v.name.startswith("residual_block/")) == 6
+
+
+def test_subclassed_models_are_refused_with_the_reason():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = layers.Conv2D(4, 1)
+
+        def call(self, x):
+            return self.conv(x)
+
+    model = Net()
+    model(keras.ops.zeros((1, 8, 8, 3)))
+    with pytest.raises(ValueError, match="subclassed model .* Functional API"):
+        POLICY.ensure_model_supports_pruning(model)
+
+
+def test_unbuilt_sequential_models_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match="not built.*keras.Input"):
+        spruce.check_xnnpack(keras.Sequential([layers.Conv2D(4, 1)]))
+
+
+# --- the report -----------------------------------------------------------------------
+
+
+def test_check_xnnpack_counts_macs_from_shapes():
+    report = spruce.check_xnnpack(zoo.guide_model(keepdims=True))
+    macs = {v.type + ":" + str(i): v.macs for i, v in enumerate(report.layers)}
+    by_type = [(v.type, v.macs) for v in report.layers if v.macs]
+    # 32x32x3 input: entry 16x16x8 outputs x 27; dw 16x16x8 x 9; 1x1 16x16x16 x 8;
+    # dw stride 2 8x8x16 x 9; 1x1 8x8x32 x 16; dense 32 x 10
+    assert by_type == [("Conv2D", 16 * 16 * 8 * 27), ("DepthwiseConv2D", 16 * 16 * 8 * 9),
+                       ("Conv2D", 16 * 16 * 16 * 8), ("DepthwiseConv2D", 8 * 8 * 16 * 9),
+                       ("Conv2D", 8 * 8 * 32 * 16), ("Dense", 32 * 10)], macs
+    total = sum(m for _, m in by_type)
+    assert report.total_macs == total
+    assert report.sparse_mac_share == pytest.approx((total - 320) / total)
+    assert report.pruned_mac_share == pytest.approx((16 * 16 * 16 * 8 + 8 * 8 * 32 * 16) / total)
+
+
+def test_a_refused_model_reports_no_sparse_share_but_the_share_once_fixed():
+    report = spruce.check_xnnpack(zoo.guide_model(keepdims=False))
+    assert not report.ok and report.sparse_mac_share == 0.0
+    assert report.region_mac_share > 0.99
+    assert not any(v.sparse_path for v in report.layers)
+
+
+def test_report_is_a_readable_table_and_serialises_to_json():
+    report = spruce.check_xnnpack(zoo.guide_model(keepdims=False))
+    text = str(report)
+    assert "sparse path" in text and "Refused: 1 rule(s)" in text
+    assert "make_xnnpack_compatible fixes this" in text
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["ok"] is False and len(data["layers"]) == len(report.layers)
+    assert data["refusals"][0]["message"] == str(report.refusals[0])
+    assert "Accepted" in str(spruce.check_xnnpack(zoo.guide_model(keepdims=True)))
