@@ -1,0 +1,254 @@
+"""The aarch64 LiteRT environment behind `spruce check-arm64`, prepared once and cached.
+
+Three pieces, each under `<cache>/spruce/arm64/` (XDG_CACHE_HOME or ~/.cache):
+
+- the emulator: `qemu-aarch64-static` from Debian's `qemu-user-static` (installed by
+  the system's package manager; spruce only checks it is there);
+- `sysroot/`: an aarch64 Python 3.11 and its libraries, unpacked from Debian's arm64
+  packages. apt runs with a private configuration (`apt/`): the machine's own apt
+  sources, architecture arm64, its own package lists and an empty dpkg status, so
+  it downloads the packages and their dependencies without touching the system;
+  `dpkg-deb -x` unpacks them. Nothing here needs root;
+- `site/`: the aarch64 wheels of numpy and ai-edge-litert 1.4.0 (the last release
+  with aarch64 wheels for Python 3.11), fetched by `pip download --platform`.
+
+`qemu-aarch64-static -L sysroot sysroot/usr/bin/python3.11` then runs the real
+aarch64 LiteRT with XNNPACK's ARM kernels. `-L` (not chroot) keeps the host's /sys
+visible, from which XNNPACK reads the CPU's features.
+"""
+
+import dataclasses
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+
+LITERT_VERSION = "1.4.0"
+PYTHON = "python3.11"
+# Debian packages for the sysroot; apt adds their dependencies.
+DEB_PACKAGES = ("python3.11", "libstdc++6", "libgcc-s1")
+WHEEL_PLATFORMS = ("manylinux_2_17_aarch64", "manylinux2014_aarch64")
+_STAMP = "ready.json"
+
+
+class Arm64SetupError(RuntimeError):
+    """A piece of the emulation set-up is missing or failed; the message says how to fix it."""
+
+
+@dataclasses.dataclass
+class Arm64Environment:
+    qemu: str
+    sysroot: str
+    site: str
+    versions: dict
+
+    @property
+    def python(self):
+        return os.path.join(self.sysroot, "usr", "bin", PYTHON)
+
+    def command(self, *args):
+        """The argv that runs `python3.11 *args` under emulation."""
+        return [self.qemu, "-L", self.sysroot, self.python, *args]
+
+
+def cache_dir():
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "spruce", "arm64")
+
+
+def find_qemu():
+    """Path of the aarch64 user-mode emulator, or a clear error naming the package."""
+    for name in ("qemu-aarch64-static", "qemu-aarch64"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise Arm64SetupError(
+        "spruce check-arm64 runs LiteRT for aarch64 under user-mode emulation and needs "
+        "`qemu-aarch64-static`, which was not found on PATH. Install the Debian package "
+        "`qemu-user-static`: sudo apt-get install qemu-user-static "
+        "(scripts/install.sh installs it).")
+
+
+def _require_tool(name, package):
+    if shutil.which(name) is None:
+        raise Arm64SetupError(
+            f"preparing the aarch64 sysroot needs `{name}` (Debian package `{package}`), which was "
+            f"not found. This set-up uses Debian's package tools; install `{package}`, or run on a "
+            "Debian-based machine.")
+
+
+def _say(progress, message):
+    if progress:
+        print(f"[spruce check-arm64] {message}", file=sys.stderr, flush=True)
+
+
+def _run(cmd, what, env=None, cwd=None):
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise Arm64SetupError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+    return proc.stdout
+
+
+def _host_sources(out_dir):
+    """Copy the machine's apt sources, with any architecture restriction removed."""
+    files = []
+    if os.path.isfile("/etc/apt/sources.list"):
+        files.append("/etc/apt/sources.list")
+    files += sorted(glob.glob("/etc/apt/sources.list.d/*.list"))
+    files += sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))
+    written = 0
+    for i, src in enumerate(files):
+        with open(src) as f:
+            text = f.read()
+        if src.endswith(".sources"):
+            text = re.sub(r"(?im)^architectures:.*\n?", "", text)
+        else:
+            text = re.sub(r"arch=[^\s\]]+\s*", "", text)
+            text = re.sub(r"\[\s*\]\s*", "", text)
+        ext = ".sources" if src.endswith(".sources") else ".list"
+        with open(os.path.join(out_dir, f"{i:02d}-host{ext}"), "w") as f:
+            f.write(text)
+        written += 1
+    if not written:
+        raise Arm64SetupError(
+            "found no apt sources in /etc/apt/sources.list or /etc/apt/sources.list.d/; the aarch64 "
+            "sysroot is built from the machine's own Debian mirror. Configure apt first.")
+
+
+def _apt_config(apt_dir):
+    for sub in ("lists/partial", "archives/partial", "sources.list.d", "preferences.d", "apt.conf.d"):
+        os.makedirs(os.path.join(apt_dir, sub), exist_ok=True)
+    open(os.path.join(apt_dir, "status"), "w").close()  # no packages installed: fetch everything
+    _host_sources(os.path.join(apt_dir, "sources.list.d"))
+    conf = os.path.join(apt_dir, "apt.conf")
+    settings = {
+        "APT::Architecture": "arm64",
+        "APT::Architectures": None,
+        "Dir::State": apt_dir,
+        "Dir::State::Lists": os.path.join(apt_dir, "lists"),
+        "Dir::State::status": os.path.join(apt_dir, "status"),
+        "Dir::Cache": apt_dir,
+        "Dir::Cache::archives": os.path.join(apt_dir, "archives"),
+        "Dir::Etc::SourceList": "/dev/null",
+        "Dir::Etc::SourceParts": os.path.join(apt_dir, "sources.list.d"),
+        "Dir::Etc::Preferences": "/dev/null",
+        "Dir::Etc::PreferencesParts": os.path.join(apt_dir, "preferences.d"),
+        "Dir::Etc::Parts": os.path.join(apt_dir, "apt.conf.d"),
+        "Acquire::Languages": "none",
+        "APT::Install-Recommends": "false",
+    }
+    with open(conf, "w") as f:
+        for key, value in settings.items():
+            f.write(f'{key} {{ "arm64"; }};\n' if value is None else f'{key} "{value}";\n')
+    env = dict(os.environ, APT_CONFIG=conf, DEBIAN_FRONTEND="noninteractive")
+    return env
+
+
+def _prepare_sysroot(root, progress):
+    sysroot = os.path.join(root, "sysroot")
+    if os.path.isfile(os.path.join(sysroot, "usr", "bin", PYTHON)):
+        return sysroot
+    _require_tool("apt-get", "apt")
+    _require_tool("dpkg-deb", "dpkg")
+    apt_dir = os.path.join(root, "apt")
+    env = _apt_config(apt_dir)
+    _say(progress, "aarch64 sysroot: reading the arm64 package lists from this machine's apt sources ...")
+    _run(["apt-get", "-q", "update"], "apt-get update (arm64 package lists)", env=env)
+    _say(progress, f"aarch64 sysroot: downloading {', '.join(DEB_PACKAGES)} and dependencies (arm64) ...")
+    _run(["apt-get", "-q", "-y", "--download-only", "install", *DEB_PACKAGES],
+         f"downloading the arm64 packages {' '.join(DEB_PACKAGES)} (Debian 12 ships python3.11)",
+         env=env)
+    debs = sorted(glob.glob(os.path.join(apt_dir, "archives", "*.deb")))
+    _say(progress, f"aarch64 sysroot: unpacking {len(debs)} packages ...")
+    tmp = sysroot + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for deb in debs:
+        _run(["dpkg-deb", "-x", deb, tmp], f"unpacking {os.path.basename(deb)}")
+    if not os.path.isfile(os.path.join(tmp, "usr", "bin", PYTHON)):
+        raise Arm64SetupError(
+            f"the unpacked arm64 packages contain no /usr/bin/{PYTHON}. The check needs Debian 12's "
+            "python3.11 (ai-edge-litert ships aarch64 wheels for Python 3.11 only up to 1.4.0); "
+            "point apt at a Debian 12 (bookworm) mirror.")
+    shutil.rmtree(sysroot, ignore_errors=True)
+    os.replace(tmp, sysroot)
+    shutil.rmtree(os.path.join(apt_dir, "archives"), ignore_errors=True)  # the .debs are unpacked
+    return sysroot
+
+
+def _prepare_site(root, progress):
+    site = os.path.join(root, "site")
+    if os.path.isdir(os.path.join(site, "ai_edge_litert")):
+        return site
+    wheels = os.path.join(root, "wheels")
+    os.makedirs(wheels, exist_ok=True)
+    _say(progress, f"aarch64 LiteRT: downloading the aarch64 wheels of numpy and ai-edge-litert=="
+                   f"{LITERT_VERSION} ...")
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+           "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "-d", wheels]
+    for platform in WHEEL_PLATFORMS:
+        cmd += ["--platform", platform]
+    _run(cmd + ["numpy", f"ai-edge-litert=={LITERT_VERSION}"],
+         "pip download of the aarch64 wheels (needs access to PyPI)")
+    tmp = site + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for wheel in sorted(glob.glob(os.path.join(wheels, "*.whl"))):
+        with zipfile.ZipFile(wheel) as z:
+            z.extractall(tmp)
+    shutil.rmtree(site, ignore_errors=True)
+    os.replace(tmp, site)
+    shutil.rmtree(wheels, ignore_errors=True)
+    return site
+
+
+def _smoke_test(env):
+    code = ("import sys, json, platform; sys.path.insert(0, sys.argv[1]); import numpy; "
+            "from importlib import metadata; from ai_edge_litert.interpreter import Interpreter; "
+            "print(json.dumps({'machine': platform.machine(), 'python': platform.python_version(), "
+            "'numpy': numpy.__version__, 'litert': metadata.version('ai-edge-litert')}))")
+    out = _run(env.command("-c", code, env.site), "starting the aarch64 Python under qemu")
+    versions = json.loads(out.strip().splitlines()[-1])
+    if versions.get("machine") != "aarch64":
+        raise Arm64SetupError(f"the emulated Python reports machine {versions.get('machine')!r}, "
+                              "expected 'aarch64'.")
+    qemu = subprocess.run([env.qemu, "--version"], capture_output=True, text=True).stdout
+    versions["qemu"] = qemu.splitlines()[0] if qemu else "unknown"
+    return versions
+
+
+def prepare(progress=True, root=None):
+    """Return a ready `Arm64Environment`, downloading and unpacking what is missing.
+
+    The first call takes a minute or two (about 40 MB of downloads); later calls
+    read the cache. Progress goes to stderr when `progress` is true.
+    """
+    qemu = find_qemu()
+    root = root or cache_dir()
+    os.makedirs(root, exist_ok=True)
+    stamp = os.path.join(root, _STAMP)
+    if os.path.isfile(stamp):
+        with open(stamp) as f:
+            info = json.load(f)
+        env = Arm64Environment(qemu, info["sysroot"], info["site"], info["versions"])
+        if os.path.isfile(env.python) and os.path.isdir(env.site):
+            return env
+    start = time.monotonic()
+    _say(progress, f"preparing the aarch64 emulation environment in {root} (once) ...")
+    sysroot = _prepare_sysroot(root, progress)
+    site = _prepare_site(root, progress)
+    env = Arm64Environment(qemu, sysroot, site, {})
+    _say(progress, "checking that the aarch64 Python imports LiteRT under qemu ...")
+    env.versions = _smoke_test(env)
+    tmp = stamp + ".partial"
+    with open(tmp, "w") as f:
+        json.dump({"sysroot": sysroot, "site": site, "versions": env.versions}, f, indent=1)
+    os.replace(tmp, stamp)
+    _say(progress, f"aarch64 environment ready in {time.monotonic() - start:.0f} s: "
+                   + ", ".join(f"{k} {v}" for k, v in env.versions.items()))
+    return env
