@@ -1,0 +1,373 @@
+"""The engine's hot kernels against NumPy references, on both ISAs.
+
+Each kernel is run through `spruce.runtime._engine.kernels` on random shapes,
+sparsities, paddings, activations and work ranges; splitting a work range into
+parts must give exactly the result of the whole range.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+kernels = pytest.importorskip("spruce.runtime._engine").kernels
+
+ISAS = ["portable"] + (["avx2"] if kernels.cpu_has_avx2() else [])
+SPARSITIES = [0.0, 0.5, 0.75, 0.9, 0.99, 1.0]
+# (act_min, act_max, hard_swish): none, relu, relu6, relu_n1_to_1, hard-swish.
+ACTIVATIONS = [
+    (-np.inf, np.inf, False),
+    (0.0, np.inf, False),
+    (0.0, 6.0, False),
+    (-1.0, 1.0, False),
+    (-np.inf, np.inf, True),
+]
+FAST = settings(max_examples=30, deadline=None)
+
+
+# --------------------------------------------------------------- references --
+
+
+def activation_ref(x, act):
+    lo, hi, hard_swish = act
+    if hard_swish:
+        x = x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+    return np.clip(x, lo, hi)
+
+
+def conv1x1_ref(w, x, bias, act):
+    y = w.astype(np.float64) @ x.astype(np.float64)
+    if bias is not None:
+        y += bias[:, None]
+    return activation_ref(y, act)
+
+
+def dwconv_ref(w, x, bias, stride, pad, act):
+    c, k, _ = w.shape
+    top, left, bottom, right = pad
+    xp = np.pad(x.astype(np.float64), ((0, 0), (top, bottom), (left, right)))
+    oh = (xp.shape[1] - k) // stride + 1
+    ow = (xp.shape[2] - k) // stride + 1
+    y = np.zeros((c, oh, ow))
+    for ky in range(k):
+        for kx in range(k):
+            patch = xp[:, ky : ky + stride * (oh - 1) + 1 : stride, kx : kx + stride * (ow - 1) + 1 : stride]
+            y += w[:, ky, kx, None, None] * patch
+    if bias is not None:
+        y += bias[:, None, None]
+    return activation_ref(y, act)
+
+
+def conv_hwc2chw_ref(w_ohwi, x_hwc, bias, stride, pad, act):
+    k = w_ohwi.shape[1]
+    top, left, bottom, right = pad
+    xp = np.pad(x_hwc.astype(np.float64), ((top, bottom), (left, right), (0, 0)))
+    oh = (xp.shape[0] - k) // stride + 1
+    ow = (xp.shape[1] - k) // stride + 1
+    y = np.zeros((w_ohwi.shape[0], oh, ow))
+    for ky in range(k):
+        for kx in range(k):
+            patch = xp[ky : ky + stride * (oh - 1) + 1 : stride, kx : kx + stride * (ow - 1) + 1 : stride]
+            y += np.einsum("hwi,oi->ohw", patch, w_ohwi[:, ky, kx, :])
+    if bias is not None:
+        y += bias[:, None, None]
+    return activation_ref(y, act)
+
+
+# ------------------------------------------------------------------ helpers --
+
+
+def sparse_weights(rng, n, k, sparsity, zero_rows):
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    w[rng.random((n, k)) < sparsity] = 0.0
+    if zero_rows and n > 1:
+        w[rng.random(n) < 0.3] = 0.0  # output channels with no nonzeros at all
+    return w
+
+
+def maybe_bias(rng, n, with_bias):
+    return rng.standard_normal(n).astype(np.float32) if with_bias else None
+
+
+def cuts(rng, size, parts):
+    """Sorted cut points splitting [0, size) into `parts` (possibly empty) ranges."""
+    inner = np.sort(rng.integers(0, size + 1, size=parts - 1)) if parts > 1 else np.array([], int)
+    return [0, *inner.tolist(), size]
+
+
+def assert_close(actual, expected):
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def padding_strategy(k):
+    return st.tuples(*[st.integers(0, k - 1)] * 4)
+
+
+# ------------------------------------------------------------ sparse 1x1 conv --
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@FAST
+@given(
+    n=st.integers(1, 40),
+    k=st.integers(1, 70),
+    p=st.integers(1, 100),
+    sparsity=st.sampled_from(SPARSITIES),
+    zero_rows=st.booleans(),
+    with_bias=st.booleans(),
+    act=st.sampled_from(ACTIVATIONS),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_spmm_matches_dense_numpy_product(isa, n, k, p, sparsity, zero_rows, with_bias, act, seed):
+    rng = np.random.default_rng(seed)
+    w = sparse_weights(rng, n, k, sparsity, zero_rows)
+    x = rng.standard_normal((k, p)).astype(np.float32)
+    bias = maybe_bias(rng, n, with_bias)
+    packed = kernels.pack_sparse(w, p)
+    assert packed.nnz == np.count_nonzero(w)
+    y = kernels.spmm(packed, x, bias, act_min=act[0], act_max=act[1], hard_swish=act[2], isa=isa)
+    assert_close(y, conv1x1_ref(w, x, bias, act))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@FAST
+@given(
+    n=st.integers(1, 40),
+    k=st.integers(1, 50),
+    p=st.integers(1, 120),
+    sparsity=st.sampled_from(SPARSITIES),
+    parts=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_spmm_split_into_channel_and_pixel_ranges_is_bit_identical(isa, n, k, p, sparsity, parts, seed):
+    rng = np.random.default_rng(seed)
+    w = sparse_weights(rng, n, k, sparsity, zero_rows=True)
+    x = rng.standard_normal((k, p)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    packed = kernels.pack_sparse(w, p)
+    whole = kernels.spmm(packed, x, bias, act_min=0.0, isa=isa)
+    out = np.full((n, p), np.nan, np.float32)
+    n_cuts, p_cuts = cuts(rng, n, parts), cuts(rng, p, parts)
+    for n0, n1 in zip(n_cuts, n_cuts[1:]):
+        for p0, p1 in zip(p_cuts, p_cuts[1:]):
+            kernels.spmm(packed, x, bias, out=out, n_begin=n0, n_end=n1, p_begin=p0, p_end=p1, act_min=0.0, isa=isa)
+    np.testing.assert_array_equal(out, whole)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_spmm_on_a_mobilenet_shape_at_90_percent(isa):
+    rng = np.random.default_rng(0)
+    w = sparse_weights(rng, 128, 256, 0.9, zero_rows=False)
+    x = rng.standard_normal((256, 196)).astype(np.float32)
+    bias = rng.standard_normal(128).astype(np.float32)
+    y = kernels.spmm(kernels.pack_sparse(w, 196), x, bias, act_min=0.0, act_max=6.0, isa=isa)
+    assert_close(y, conv1x1_ref(w, x, bias, (0.0, 6.0, False)))
+
+
+# ------------------------------------------------------------- dense 1x1 conv --
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@FAST
+@given(
+    n=st.integers(1, 30),
+    k=st.integers(1, 60),
+    p=st.integers(1, 90),
+    with_bias=st.booleans(),
+    act=st.sampled_from(ACTIVATIONS),
+    parts=st.integers(1, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_gemm_matches_numpy_and_splits_bit_identically(isa, n, k, p, with_bias, act, parts, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = rng.standard_normal((k, p)).astype(np.float32)
+    bias = maybe_bias(rng, n, with_bias)
+    packed = kernels.pack_dense(w)
+    kw = dict(act_min=act[0], act_max=act[1], hard_swish=act[2], isa=isa)
+    whole = kernels.gemm(packed, x, bias, **kw)
+    assert_close(whole, conv1x1_ref(w, x, bias, act))
+    out = np.full((n, p), np.nan, np.float32)
+    n_cuts, p_cuts = cuts(rng, n, parts), cuts(rng, p, parts)
+    for n0, n1 in zip(n_cuts, n_cuts[1:]):
+        for p0, p1 in zip(p_cuts, p_cuts[1:]):
+            kernels.gemm(packed, x, bias, out=out, n_begin=n0, n_end=n1, p_begin=p0, p_end=p1, **kw)
+    np.testing.assert_array_equal(out, whole)
+
+
+# ------------------------------------------------------------ depthwise conv --
+
+
+@st.composite
+def dwconv_cases(draw):
+    k = draw(st.sampled_from([3, 3, 5, 5, 1, 7]))  # 1 and 7 take the generic path
+    stride = draw(st.sampled_from([1, 2, 2, 3]))
+    pad = draw(padding_strategy(k))
+    h = draw(st.integers(max(1, k - pad[0] - pad[2]), 30))
+    w = draw(st.integers(max(1, k - pad[1] - pad[3]), 40))
+    return dict(c=draw(st.integers(1, 12)), h=h, w=w, k=k, stride=stride, pad=pad)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@settings(max_examples=60, deadline=None)
+@given(case=dwconv_cases(), with_bias=st.booleans(), act=st.sampled_from(ACTIVATIONS), seed=st.integers(0, 2**31 - 1))
+def test_dwconv_chw_matches_numpy(isa, case, with_bias, act, seed):
+    rng = np.random.default_rng(seed)
+    c, k = case["c"], case["k"]
+    w = rng.standard_normal((c, k, k)).astype(np.float32)
+    x = rng.standard_normal((c, case["h"], case["w"])).astype(np.float32)
+    bias = maybe_bias(rng, c, with_bias)
+    kw = dict(act_min=act[0], act_max=act[1], hard_swish=act[2], isa=isa)
+    y = kernels.dwconv_chw(w, x, bias, stride=case["stride"], padding=list(case["pad"]), **kw)
+    assert_close(y, dwconv_ref(w, x, bias, case["stride"], case["pad"], act))
+    out = np.full_like(y, np.nan)
+    c_cuts = cuts(rng, c, 3)
+    for c0, c1 in zip(c_cuts, c_cuts[1:]):
+        kernels.dwconv_chw(w, x, bias, stride=case["stride"], padding=list(case["pad"]), out=out, c_begin=c0, c_end=c1, **kw)
+    np.testing.assert_array_equal(out, y)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("k,stride,pad", [(3, 1, (1, 1, 1, 1)), (3, 2, (0, 0, 1, 1)), (3, 2, (1, 1, 1, 1)), (5, 2, (2, 2, 2, 2))])
+def test_dwconv_chw_on_mobilenet_shapes(isa, k, stride, pad):
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((16, k, k)).astype(np.float32)
+    x = rng.standard_normal((16, 56, 56)).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32)
+    y = kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), act_min=0.0, act_max=6.0, isa=isa)
+    assert_close(y, dwconv_ref(w, x, bias, stride, pad, (0.0, 6.0, False)))
+
+
+# ------------------------------------------------- entry conv, HWC -> CHW --
+
+
+@st.composite
+def conv_hwc_cases(draw):
+    k = draw(st.sampled_from([3, 3, 3, 1, 5]))
+    pad = draw(padding_strategy(k))
+    return dict(
+        k=k,
+        stride=draw(st.sampled_from([2, 2, 1, 3])),
+        pad=pad,
+        h=draw(st.integers(max(1, k - pad[0] - pad[2]), 30)),
+        w=draw(st.integers(max(1, k - pad[1] - pad[3]), 45)),
+        in_c=draw(st.sampled_from([3, 3, 1, 4])),
+        out_c=draw(st.integers(1, 20)),
+    )
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@settings(max_examples=50, deadline=None)
+@given(case=conv_hwc_cases(), with_bias=st.booleans(), act=st.sampled_from(ACTIVATIONS), seed=st.integers(0, 2**31 - 1))
+def test_conv_hwc2chw_matches_numpy_and_splits_by_rows(isa, case, with_bias, act, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((case["out_c"], case["k"], case["k"], case["in_c"])).astype(np.float32)
+    x = rng.standard_normal((case["h"], case["w"], case["in_c"])).astype(np.float32)
+    bias = maybe_bias(rng, case["out_c"], with_bias)
+    packed = kernels.pack_conv_hwc2chw(w)
+    kw = dict(stride=case["stride"], padding=list(case["pad"]), act_min=act[0], act_max=act[1], hard_swish=act[2], isa=isa)
+    y = kernels.conv_hwc2chw(packed, x, bias, **kw)
+    assert_close(y, conv_hwc2chw_ref(w, x, bias, case["stride"], case["pad"], act))
+    out = np.full_like(y, np.nan)
+    r_cuts = cuts(rng, y.shape[1], 3)
+    for r0, r1 in zip(r_cuts, r_cuts[1:]):
+        kernels.conv_hwc2chw(packed, x, bias, out=out, oy_begin=r0, oy_end=r1, **kw)
+    np.testing.assert_array_equal(out, y)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_conv_hwc2chw_on_the_mobilenet_entry_shape(isa):
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((32, 3, 3, 3)).astype(np.float32)
+    x = rng.random((224, 224, 3)).astype(np.float32)
+    bias = rng.standard_normal(32).astype(np.float32)
+    y = kernels.conv_hwc2chw(kernels.pack_conv_hwc2chw(w), x, bias, stride=2, padding=[0, 0, 1, 1], act_min=0.0, act_max=6.0, isa=isa)
+    assert y.shape == (32, 112, 112)
+    assert_close(y, conv_hwc2chw_ref(w, x, bias, 2, (0, 0, 1, 1), (0.0, 6.0, False)))
+
+
+# ------------------------------------------------------- global average pool --
+
+
+@FAST
+@given(c=st.integers(1, 20), p=st.integers(1, 300), seed=st.integers(0, 2**31 - 1))
+def test_global_avg_pool_chw_is_the_mean_over_pixels(c, p, seed):
+    x = np.random.default_rng(seed).standard_normal((c, p)).astype(np.float32)
+    assert_close(kernels.global_avg_pool_chw(x), x.astype(np.float64).mean(axis=1))
+
+
+# ------------------------------------------------- validation and dispatch --
+
+
+def test_bad_dtype_is_rejected_with_the_fix():
+    w = kernels.pack_sparse(np.eye(4, dtype=np.float32), 8)
+    with pytest.raises(ValueError, match=r"dtype float32.*astype"):
+        kernels.spmm(w, np.zeros((4, 8), np.float64))
+
+
+def test_wrong_input_shape_is_rejected():
+    w = kernels.pack_sparse(np.eye(4, dtype=np.float32), 8)
+    with pytest.raises(ValueError, match=r"shape \(4, 8\).*Received: shape=\(4, 7\)"):
+        kernels.spmm(w, np.zeros((4, 7), np.float32))
+    with pytest.raises(ValueError, match="bias must have shape"):
+        kernels.spmm(w, np.zeros((4, 8), np.float32), np.zeros(3, np.float32))
+
+
+def test_non_contiguous_and_read_only_arrays_are_rejected():
+    w = kernels.pack_dense(np.ones((4, 4), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernels.gemm(w, np.zeros((8, 4), np.float32).T)
+    out = np.zeros((4, 8), np.float32)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        kernels.gemm(w, np.zeros((4, 8), np.float32), out=out)
+
+
+@pytest.mark.parametrize("bad", [dict(n_begin=-1), dict(n_end=5), dict(p_begin=3, p_end=2), dict(p_end=9)])
+def test_out_of_bounds_ranges_are_rejected(bad):
+    w = kernels.pack_sparse(np.eye(4, dtype=np.float32), 8)
+    with pytest.raises(ValueError, match="range must satisfy"):
+        kernels.spmm(w, np.zeros((4, 8), np.float32), **bad)
+
+
+def test_bad_conv_geometry_and_activation_are_rejected():
+    x = np.zeros((2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        kernels.dwconv_chw(np.zeros((2, 5, 5), np.float32), x)
+    with pytest.raises(ValueError, match="padding must be 4"):
+        kernels.dwconv_chw(np.zeros((2, 3, 3), np.float32), x, padding=[1, 1])
+    with pytest.raises(ValueError, match="stride must be > 0"):
+        kernels.dwconv_chw(np.zeros((2, 3, 3), np.float32), x, stride=0)
+    with pytest.raises(ValueError, match="act_min must be <= act_max"):
+        kernels.dwconv_chw(np.zeros((2, 3, 3), np.float32), x, act_min=6.0, act_max=0.0)
+    with pytest.raises(ValueError, match="OHWI"):
+        kernels.pack_conv_hwc2chw(np.zeros((8, 3, 2, 3), np.float32))
+
+
+def test_unknown_isa_is_rejected():
+    w = kernels.pack_dense(np.ones((2, 2), np.float32))
+    with pytest.raises(ValueError, match="isa must be one of"):
+        kernels.gemm(w, np.zeros((2, 3), np.float32), isa="neon")
+
+
+def test_sparse_offsets_that_overflow_int32_are_rejected():
+    with pytest.raises(ValueError, match="fit in int32"):
+        kernels.pack_sparse(np.ones((1, 4096), np.float32), 1 << 20)
+
+
+def test_env_var_forces_the_portable_path():
+    code = "from spruce.runtime import _engine; print(_engine.kernels.default_isa())"
+    env = dict(os.environ, SPRUCE_KERNELS_ISA="portable")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "portable"
+
+
+@pytest.mark.skipif(not kernels.cpu_has_avx2(), reason="CPU without AVX2+FMA")
+def test_avx2_is_the_default_on_an_avx2_cpu():
+    if os.environ.get("SPRUCE_KERNELS_ISA") == "portable":
+        pytest.skip("SPRUCE_KERNELS_ISA=portable is set")
+    assert kernels.default_isa() == "avx2"
