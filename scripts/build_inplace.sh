@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds spruce.runtime._engine for development and puts it under src/, so
+# `PYTHONPATH=src python ...` finds it. Usage: scripts/build_inplace.sh [--asan]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=build/inplace
+ASAN=OFF
+if [ "${1:-}" = "--asan" ]; then BUILD=build/asan; ASAN=ON; fi
+GEN=()
+if command -v ninja >/dev/null 2>&1; then GEN=(-G Ninja); fi
+cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DSPRUCE_ASAN=$ASAN \
+    -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
+cmake --build "$BUILD" -j 2
+SO=$(find "$BUILD" -maxdepth 1 -name '_engine*.so' | head -1)
+cp "$SO" src/spruce/runtime/
+echo "built $(basename "$SO") -> src/spruce/runtime/ (asan=$ASAN)"

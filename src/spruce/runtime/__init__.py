@@ -1,0 +1,26 @@
+"""spruce's native sparse inference engine.
+
+`Engine(path, num_threads=1)` loads a .tflite model and runs it with AVX2 (or
+portable) kernels: channel-major activations, sparse 1x1 convs as sparse-weight
+times dense-activation products. Imported lazily: `import spruce.runtime` does not
+load the native module until an Engine is made.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "Engine": "spruce.runtime.engine",
+    "BenchmarkReport": "spruce.runtime.engine",
+    "UnsupportedModelError": "spruce.runtime.loader",
+    "build_plan": "spruce.runtime.loader",
+    "SUPPORTED_OPERATORS": "spruce.runtime.loader",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spruce.runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

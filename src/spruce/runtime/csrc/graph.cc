@@ -1,0 +1,226 @@
+#include "graph.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+namespace spruce {
+
+namespace {
+
+constexpr int64_t kMaxElements = int64_t{1} << 31;  // per tensor
+constexpr size_t kAlignFloats = 16;                  // 64 bytes
+constexpr size_t kSlackFloats = 16;                  // vector over-read room
+
+size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+void free_aligned(float* p) { std::free(p); }
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+std::vector<int64_t> Tensor::mem_shape() const {
+  if (layout == kCHW) return {shape[0], shape[3], shape[1], shape[2]};
+  return shape;
+}
+
+int64_t get_int(const OpSpec& s, const char* key) {
+  auto it = s.ints.find(key);
+  if (it == s.ints.end()) fail(s, std::string("missing integer parameter '") + key + "'");
+  return it->second;
+}
+
+int64_t get_int(const OpSpec& s, const char* key, int64_t fallback) {
+  auto it = s.ints.find(key);
+  return it == s.ints.end() ? fallback : it->second;
+}
+
+double get_float(const OpSpec& s, const char* key, double fallback) {
+  auto it = s.floats.find(key);
+  return it == s.floats.end() ? fallback : it->second;
+}
+
+const Array* find_array(const OpSpec& s, const char* key) {
+  auto it = s.arrays.find(key);
+  return it == s.arrays.end() ? nullptr : &it->second;
+}
+
+const Array& get_array(const OpSpec& s, const char* key) {
+  const Array* a = find_array(s, key);
+  if (!a) fail(s, std::string("missing array '") + key + "'");
+  return *a;
+}
+
+void fail(const OpSpec& s, const std::string& what) {
+  throw PlanError("operator " + s.name + " (" + s.kind + "): " + what);
+}
+
+Graph::Graph(std::vector<TensorSpec> specs, const std::vector<OpSpec>& ops, std::vector<int> inputs,
+             std::vector<int> outputs, int num_threads)
+    : inputs_(std::move(inputs)), outputs_(std::move(outputs)), pool_(std::max(1, num_threads)) {
+  if (num_threads < 1 || num_threads > 256) {
+    throw PlanError("num_threads must be in [1, 256]. Received: num_threads=" +
+                    std::to_string(num_threads));
+  }
+  const size_t n = specs.size();
+  tensors_.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    TensorSpec& s = specs[i];
+    Tensor& t = tensors_[i];
+    if (s.shape.empty() || s.shape.size() > 6) {
+      throw PlanError("tensor " + std::to_string(i) + " has rank " + std::to_string(s.shape.size()) +
+                      "; expected rank 1 to 6");
+    }
+    int64_t numel = 1;
+    for (int64_t d : s.shape) {
+      if (d < 1 || d > kMaxElements) {
+        throw PlanError("tensor " + std::to_string(i) + " has invalid shape " + shape_str(s.shape));
+      }
+      numel *= d;
+      if (numel > kMaxElements) {
+        throw PlanError("tensor " + std::to_string(i) + " is too large: shape " + shape_str(s.shape));
+      }
+    }
+    if (s.layout != kNative && s.layout != kCHW) {
+      throw PlanError("tensor " + std::to_string(i) + " has unknown layout " + std::to_string(s.layout));
+    }
+    if (s.layout == kCHW && s.shape.size() != 4) {
+      throw PlanError("tensor " + std::to_string(i) + " is channel-major but not 4-D: shape " +
+                      shape_str(s.shape));
+    }
+    t.shape = s.shape;
+    t.layout = s.layout;
+    t.is_const = s.is_const;
+    t.numel = static_cast<size_t>(numel);
+    if (s.is_const) {
+      if (s.const_data.size() != t.numel) {
+        throw PlanError("constant tensor " + std::to_string(i) + " has " +
+                        std::to_string(s.const_data.size()) + " values; its shape " +
+                        shape_str(s.shape) + " needs " + std::to_string(t.numel));
+      }
+      const_storage_.push_back(std::move(s.const_data));
+      t.data = const_storage_.back().data();
+    }
+  }
+  auto check_index = [&](int idx, const std::string& where) {
+    if (idx < 0 || static_cast<size_t>(idx) >= n) {
+      throw PlanError(where + " refers to tensor " + std::to_string(idx) + "; the plan has " +
+                      std::to_string(n) + " tensors");
+    }
+  };
+  // Dataflow: each activation is written once, before it is read.
+  std::vector<char> ready(n, 0);
+  for (size_t i = 0; i < n; ++i) ready[i] = tensors_[i].is_const;
+  for (int idx : inputs_) {
+    check_index(idx, "a graph input");
+    if (tensors_[idx].is_const) throw PlanError("graph input " + std::to_string(idx) + " is a constant");
+    if (ready[idx]) throw PlanError("graph input " + std::to_string(idx) + " is listed twice");
+    ready[idx] = 1;
+  }
+  for (const OpSpec& s : ops) {
+    for (int idx : s.inputs) {
+      check_index(idx, "operator " + s.name);
+      if (!ready[idx]) fail(s, "reads tensor " + std::to_string(idx) + " before it is computed");
+    }
+    if (s.outputs.empty()) fail(s, "has no outputs");
+    for (int idx : s.outputs) {
+      check_index(idx, "operator " + s.name);
+      if (ready[idx]) fail(s, "writes tensor " + std::to_string(idx) + ", which already has a value");
+      ready[idx] = 1;
+    }
+    ops_.push_back(make_op(s, tensors_));
+    ops_.back()->name = s.name;
+    ops_.back()->inputs = s.inputs;
+    ops_.back()->outputs = s.outputs;
+  }
+  if (outputs_.empty()) throw PlanError("the plan has no outputs");
+  for (int idx : outputs_) {
+    check_index(idx, "a graph output");
+    if (!ready[idx]) throw PlanError("graph output " + std::to_string(idx) + " is never computed");
+    if (tensors_[idx].layout != kNative) throw PlanError("graph output " + std::to_string(idx) + " must be row-major");
+  }
+  for (int idx : inputs_) {
+    if (tensors_[idx].layout != kNative) throw PlanError("graph input " + std::to_string(idx) + " must be row-major");
+  }
+  plan_memory();
+}
+
+// Liveness-based arena: a tensor lives from the op that writes it to the last
+// op that reads it; tensors whose lives overlap get disjoint byte ranges
+// (greedy best fit, largest first, as TFLite's arena planner does).
+void Graph::plan_memory() {
+  const size_t n = tensors_.size();
+  const int end = static_cast<int>(ops_.size());
+  std::vector<int> first(n, std::numeric_limits<int>::max()), last(n, -1);
+  for (int idx : inputs_) first[idx] = -1, last[idx] = std::max(last[idx], -1);
+  for (int i = 0; i < end; ++i) {
+    for (int idx : ops_[i]->inputs) last[idx] = std::max(last[idx], i);
+    for (int idx : ops_[i]->outputs) first[idx] = std::min(first[idx], i), last[idx] = std::max(last[idx], i);
+  }
+  for (int idx : outputs_) last[idx] = end;
+  for (int idx : inputs_) last[idx] = end;  // inputs stay readable (benchmark reruns)
+
+  struct Item { size_t tensor, size; int first, last; size_t offset; };
+  std::vector<Item> items;
+  for (size_t i = 0; i < n; ++i) {
+    if (tensors_[i].is_const || last[i] < first[i]) continue;
+    items.push_back({i, round_up(tensors_[i].numel + kSlackFloats, kAlignFloats), first[i], last[i], 0});
+  }
+  std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+    return a.size != b.size ? a.size > b.size : a.tensor < b.tensor;
+  });
+  std::vector<const Item*> placed;
+  size_t total = 0;
+  naive_floats_ = 0;
+  for (Item& it : items) {
+    naive_floats_ += it.size;
+    std::vector<std::pair<size_t, size_t>> busy;
+    for (const Item* p : placed) {
+      if (p->first <= it.last && it.first <= p->last) busy.push_back({p->offset, p->offset + p->size});
+    }
+    std::sort(busy.begin(), busy.end());
+    size_t best = std::numeric_limits<size_t>::max(), best_gap = best, cursor = 0;
+    for (auto& b : busy) {
+      if (b.first > cursor && b.first - cursor >= it.size && b.first - cursor < best_gap) {
+        best = cursor;
+        best_gap = b.first - cursor;
+      }
+      cursor = std::max(cursor, b.second);
+    }
+    it.offset = best != std::numeric_limits<size_t>::max() ? best : cursor;
+    total = std::max(total, it.offset + it.size);
+    placed.push_back(&it);
+  }
+  arena_floats_ = std::max<size_t>(total, kAlignFloats);
+  void* p = std::aligned_alloc(64, arena_floats_ * sizeof(float));
+  if (!p) throw std::bad_alloc();
+  std::memset(p, 0, arena_floats_ * sizeof(float));
+  arena_owner_ = std::unique_ptr<float[], void (*)(float*)>(static_cast<float*>(p), free_aligned);
+  arena_ = arena_owner_.get();
+  for (const Item& it : items) tensors_[it.tensor].data = arena_ + it.offset;
+}
+
+void Graph::execute() {
+  RunContext ctx{&tensors_, &pool_};
+  for (auto& op : ops_) op->run(ctx);
+}
+
+std::vector<double> Graph::profile() {
+  RunContext ctx{&tensors_, &pool_};
+  std::vector<double> times;
+  for (auto& op : ops_) {
+    auto t0 = std::chrono::steady_clock::now();
+    op->run(ctx);
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return times;
+}
+
+}  // namespace spruce

@@ -1,0 +1,124 @@
+// The execution plan the Python loader hands over, checked again here.
+//
+// Tensors carry their logical (TFLite, NHWC-order) shape and a memory layout:
+// kNative is row-major in logical order; kCHW stores a 4-D [N, H, W, C] tensor
+// as N images of C planes of H x W (what the sparse kernels want). Nothing in a
+// plan is trusted: every index, shape and array size is checked before use and
+// a bad one raises PlanError (a Python ValueError).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "thread_pool.h"
+
+namespace spruce {
+
+struct PlanError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+enum Layout : int { kNative = 0, kCHW = 1 };
+
+// Fused activations (TFLite's ActivationFunctionType values).
+enum Activation : int { kActNone = 0, kActRelu = 1, kActReluN1To1 = 2, kActRelu6 = 3 };
+
+struct Array {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+struct TensorSpec {
+  std::vector<int64_t> shape;
+  int layout = kNative;
+  bool is_const = false;
+  std::vector<float> const_data;  // row-major in memory-layout order
+};
+
+struct OpSpec {
+  std::string kind;
+  std::string name;
+  std::vector<int> inputs;
+  std::vector<int> outputs;
+  std::map<std::string, int64_t> ints;
+  std::map<std::string, double> floats;
+  std::map<std::string, Array> arrays;
+};
+
+struct Tensor {
+  std::vector<int64_t> shape;  // logical
+  int layout = kNative;
+  bool is_const = false;
+  size_t numel = 0;
+  float* data = nullptr;
+  // Memory-order dims: shape for kNative, [N, C, H, W] for kCHW.
+  std::vector<int64_t> mem_shape() const;
+};
+
+struct RunContext {
+  std::vector<Tensor>* tensors;
+  ThreadPool* pool;
+};
+
+class Op {
+ public:
+  virtual ~Op() = default;
+  virtual void run(RunContext& ctx) = 0;
+  // Multiply-adds x 2 per run, for GFLOP/s reports; 0 when negligible.
+  virtual double flops() const { return 0.0; }
+  virtual const char* family() const = 0;
+  std::string name;
+  std::vector<int> inputs;
+  std::vector<int> outputs;
+};
+
+// Builds and checks one op; defined in ops_registry.cc.
+std::unique_ptr<Op> make_op(const OpSpec& spec, const std::vector<Tensor>& tensors);
+
+class Graph {
+ public:
+  Graph(std::vector<TensorSpec> tensors, const std::vector<OpSpec>& ops, std::vector<int> inputs,
+        std::vector<int> outputs, int num_threads);
+
+  const std::vector<int>& inputs() const { return inputs_; }
+  const std::vector<int>& outputs() const { return outputs_; }
+  const Tensor& tensor(int i) const { return tensors_.at(static_cast<size_t>(i)); }
+  float* data(int i) { return tensors_.at(static_cast<size_t>(i)).data; }
+  size_t arena_bytes() const { return arena_floats_ * sizeof(float); }
+  size_t naive_bytes() const { return naive_floats_ * sizeof(float); }
+  int num_threads() const { return pool_.num_threads(); }
+  size_t num_ops() const { return ops_.size(); }
+  const Op& op(size_t i) const { return *ops_[i]; }
+
+  void execute();
+  // Per-op wall time of one run, seconds.
+  std::vector<double> profile();
+
+ private:
+  void plan_memory();
+
+  std::vector<Tensor> tensors_;
+  std::vector<std::vector<float>> const_storage_;
+  std::vector<std::unique_ptr<Op>> ops_;
+  std::vector<int> inputs_;
+  std::vector<int> outputs_;
+  float* arena_ = nullptr;
+  std::unique_ptr<float[], void (*)(float*)> arena_owner_{nullptr, nullptr};
+  size_t arena_floats_ = 0;
+  size_t naive_floats_ = 0;
+  ThreadPool pool_;
+};
+
+// Helpers for ops.
+int64_t get_int(const OpSpec& s, const char* key);
+int64_t get_int(const OpSpec& s, const char* key, int64_t fallback);
+double get_float(const OpSpec& s, const char* key, double fallback);
+const Array& get_array(const OpSpec& s, const char* key);
+const Array* find_array(const OpSpec& s, const char* key);
+[[noreturn]] void fail(const OpSpec& s, const std::string& what);
+
+}  // namespace spruce

@@ -1,0 +1,250 @@
+// Convolutions that run on the hot kernels of kernels.h: the entry conv (HWC
+// input -> CHW output), 1x1 convs (sparse or dense weights), and depthwise
+// convs, all on channel-major activations. Work is split across the pool by
+// pixels when an image is large and by channels when it is small.
+#include <algorithm>
+
+#include "kernels.h"
+#include "ops.h"
+#include "ops_common.h"
+
+namespace spruce {
+
+namespace {
+
+kernels::Activation kernel_activation(int act) {
+  kernels::Activation a;
+  activation_range(act, &a.min, &a.max);
+  return a;
+}
+
+std::vector<float> bias_or_zeros(const OpSpec& s, int64_t n) {
+  if (const Array* b = find_array(s, "bias")) {
+    expect_array(s, *b, {n}, "bias");
+    return b->data;
+  }
+  return std::vector<float>(static_cast<size_t>(n), 0.0f);
+}
+
+struct Window {
+  int64_t kernel, stride, top, left, bottom, right;
+};
+
+Window read_window(const OpSpec& s) {
+  Window w{get_int(s, "kernel"), get_int(s, "stride"), get_int(s, "pad_top"), get_int(s, "pad_left"),
+           get_int(s, "pad_bottom"), get_int(s, "pad_right")};
+  expect_positive(s, w.kernel, "kernel", 64);
+  expect_positive(s, w.stride, "stride", 64);
+  for (int64_t p : {w.top, w.left, w.bottom, w.right}) expect_nonneg(s, p, "padding", 64);
+  return w;
+}
+
+void expect_window_output(const OpSpec& s, const Window& w, int64_t in_h, int64_t in_w, int64_t out_h,
+                          int64_t out_w) {
+  int64_t oh = conv_out_size(in_h, w.kernel, w.stride, 1, w.top, w.bottom);
+  int64_t ow = conv_out_size(in_w, w.kernel, w.stride, 1, w.left, w.right);
+  if (oh != out_h || ow != out_w) {
+    fail(s, "a " + std::to_string(w.kernel) + "x" + std::to_string(w.kernel) + " window with stride " +
+                std::to_string(w.stride) + " over " + std::to_string(in_h) + "x" + std::to_string(in_w) +
+                " gives " + std::to_string(oh) + "x" + std::to_string(ow) + ", not " + std::to_string(out_h) +
+                "x" + std::to_string(out_w));
+  }
+}
+
+class ConvEntryOp : public Op {
+ public:
+  ConvEntryOp(const OpSpec& s, const std::vector<Tensor>& t) {
+    expect_arity(s, 1, 1, 1);
+    const Tensor& x = in_t(s, t, 0);
+    const Tensor& y = out_t(s, t, 0);
+    expect_layout(s, x, kNative, "input");
+    expect_layout(s, y, kCHW, "output");
+    if (x.shape.size() != 4 || x.shape[0] != y.shape[0]) fail(s, "input must be 4-D with the output's batch");
+    Window w = read_window(s);
+    expect_window_output(s, w, x.shape[1], x.shape[2], y.shape[1], y.shape[2]);
+    batch_ = x.shape[0];
+    p_.in_h = static_cast<int32_t>(x.shape[1]);
+    p_.in_w = static_cast<int32_t>(x.shape[2]);
+    p_.in_c = static_cast<int32_t>(x.shape[3]);
+    p_.out_c = static_cast<int32_t>(y.shape[3]);
+    p_.kernel = static_cast<int32_t>(w.kernel);
+    p_.stride = static_cast<int32_t>(w.stride);
+    p_.pad_top = static_cast<int32_t>(w.top), p_.pad_left = static_cast<int32_t>(w.left);
+    p_.pad_bottom = static_cast<int32_t>(w.bottom), p_.pad_right = static_cast<int32_t>(w.right);
+    const Array& wt = get_array(s, "weights");
+    expect_array(s, wt, {p_.out_c, w.kernel, w.kernel, p_.in_c}, "weights");
+    packed_ = kernels::pack_conv_hwc2chw(wt.data.data(), p_.out_c, p_.kernel, p_.in_c);
+    bias_ = bias_or_zeros(s, p_.out_c);
+    act_ = kernel_activation(checked_activation(s));
+    in_img_ = x.numel / static_cast<size_t>(batch_);
+    out_img_ = y.numel / static_cast<size_t>(batch_);
+  }
+  const char* family() const override { return "conv_hwc2chw"; }
+  double flops() const override {
+    return 2.0 * batch_ * p_.out_h() * p_.out_w() * p_.out_c * p_.kernel * p_.kernel * p_.in_c;
+  }
+  void run(RunContext& ctx) override {
+    const float* x = (*ctx.tensors)[inputs[0]].data;
+    float* y = (*ctx.tensors)[outputs[0]].data;
+    for (int64_t n = 0; n < batch_; ++n) {
+      const float* xi = x + n * in_img_;
+      float* yi = y + n * out_img_;
+      ctx.pool->parallel_for(static_cast<size_t>(p_.out_h()), 1, [&](size_t b, size_t e) {
+        kernels::conv_hwc2chw(p_, packed_, bias_.data(), xi, yi, static_cast<int32_t>(b),
+                              static_cast<int32_t>(e), act_);
+      });
+    }
+  }
+
+ private:
+  kernels::ConvHwcParams p_;
+  kernels::PackedConvHwc packed_;
+  std::vector<float> bias_;
+  kernels::Activation act_;
+  int64_t batch_ = 1;
+  size_t in_img_ = 0, out_img_ = 0;
+};
+
+// Splits rows x pixels of one image across the pool.
+template <typename F>
+void split_rows_pixels(ThreadPool* pool, int64_t rows, int64_t pixels, int64_t row_grain, F&& f) {
+  const int threads = pool->num_threads();
+  if (threads == 1 || rows * pixels < 4096) {
+    f(0, rows, 0, pixels);
+  } else if (pixels >= 64 * threads) {
+    pool->parallel_for(static_cast<size_t>(pixels), 32, [&](size_t b, size_t e) {
+      f(0, rows, static_cast<int64_t>(b), static_cast<int64_t>(e));
+    });
+  } else {
+    pool->parallel_for(static_cast<size_t>(rows), static_cast<size_t>(row_grain), [&](size_t b, size_t e) {
+      f(static_cast<int64_t>(b), static_cast<int64_t>(e), 0, pixels);
+    });
+  }
+}
+
+class Conv1x1Op : public Op {
+ public:
+  Conv1x1Op(const OpSpec& s, const std::vector<Tensor>& t, bool sparse) : sparse_(sparse) {
+    expect_arity(s, 1, 1, 1);
+    const Tensor& x = in_t(s, t, 0);
+    const Tensor& y = out_t(s, t, 0);
+    expect_layout(s, x, kCHW, "input");
+    expect_layout(s, y, kCHW, "output");
+    if (x.shape[0] != y.shape[0] || x.shape[1] != y.shape[1] || x.shape[2] != y.shape[2]) {
+      fail(s, "a 1x1 conv keeps batch, height and width: " + dims_str(x.shape) + " -> " + dims_str(y.shape));
+    }
+    batch_ = x.shape[0];
+    pixels_ = x.shape[1] * x.shape[2];
+    k_ = x.shape[3];
+    n_ = y.shape[3];
+    if (k_ > (1 << 24) || n_ > (1 << 24)) fail(s, "too many channels");
+    const Array& w = get_array(s, "weights");
+    expect_array(s, w, {n_, k_}, "weights");
+    if (sparse_) {
+      if (k_ * pixels_ * static_cast<int64_t>(sizeof(float)) >= (int64_t{1} << 31)) {
+        fail(s, "input too large for 32-bit sparse offsets: " + dims_str(x.shape));
+      }
+      sparse_w_ = kernels::pack_sparse(w.data.data(), static_cast<int32_t>(n_), static_cast<int32_t>(k_), pixels_);
+      nnz_ = sparse_w_.nnz();
+    } else {
+      dense_w_ = kernels::pack_dense(w.data.data(), static_cast<int32_t>(n_), static_cast<int32_t>(k_));
+      nnz_ = n_ * k_;
+    }
+    bias_ = bias_or_zeros(s, n_);
+    act_ = kernel_activation(checked_activation(s));
+  }
+  const char* family() const override { return sparse_ ? "spmm" : "gemm"; }
+  double flops() const override { return 2.0 * batch_ * pixels_ * static_cast<double>(nnz_); }
+  void run(RunContext& ctx) override {
+    const float* x = (*ctx.tensors)[inputs[0]].data;
+    float* y = (*ctx.tensors)[outputs[0]].data;
+    const int64_t grain = sparse_ ? 4 : std::max<int32_t>(dense_w_.panel, 1);
+    for (int64_t b = 0; b < batch_; ++b) {
+      const float* xi = x + b * k_ * pixels_;
+      float* yi = y + b * n_ * pixels_;
+      split_rows_pixels(ctx.pool, n_, pixels_, grain, [&](int64_t nb, int64_t ne, int64_t pb, int64_t pe) {
+        if (sparse_) {
+          kernels::spmm(sparse_w_, bias_.data(), xi, yi, pixels_, static_cast<int32_t>(nb),
+                        static_cast<int32_t>(ne), pb, pe, act_);
+        } else {
+          kernels::gemm(dense_w_, bias_.data(), xi, pixels_, yi, pixels_, static_cast<int32_t>(nb),
+                        static_cast<int32_t>(ne), pb, pe, act_);
+        }
+      });
+    }
+  }
+
+ private:
+  bool sparse_;
+  kernels::SparseMatrix sparse_w_;
+  kernels::PackedDense dense_w_;
+  std::vector<float> bias_;
+  kernels::Activation act_;
+  int64_t batch_ = 1, pixels_ = 0, k_ = 0, n_ = 0, nnz_ = 0;
+};
+
+class DepthwiseOp : public Op {
+ public:
+  DepthwiseOp(const OpSpec& s, const std::vector<Tensor>& t) {
+    expect_arity(s, 1, 1, 1);
+    const Tensor& x = in_t(s, t, 0);
+    const Tensor& y = out_t(s, t, 0);
+    expect_layout(s, x, kCHW, "input");
+    expect_layout(s, y, kCHW, "output");
+    if (x.shape[0] != y.shape[0] || x.shape[3] != y.shape[3]) {
+      fail(s, "a depthwise conv keeps batch and channels: " + dims_str(x.shape) + " -> " + dims_str(y.shape));
+    }
+    Window w = read_window(s);
+    expect_window_output(s, w, x.shape[1], x.shape[2], y.shape[1], y.shape[2]);
+    batch_ = x.shape[0];
+    c_ = x.shape[3];
+    p_.in_h = static_cast<int32_t>(x.shape[1]);
+    p_.in_w = static_cast<int32_t>(x.shape[2]);
+    p_.kernel = static_cast<int32_t>(w.kernel);
+    p_.stride = static_cast<int32_t>(w.stride);
+    p_.pad_top = static_cast<int32_t>(w.top), p_.pad_left = static_cast<int32_t>(w.left);
+    p_.pad_bottom = static_cast<int32_t>(w.bottom), p_.pad_right = static_cast<int32_t>(w.right);
+    const Array& wt = get_array(s, "weights");
+    expect_array(s, wt, {c_, w.kernel, w.kernel}, "weights");
+    weights_ = wt.data;
+    bias_ = bias_or_zeros(s, c_);
+    act_ = kernel_activation(checked_activation(s));
+    in_img_ = x.numel / static_cast<size_t>(batch_);
+    out_img_ = y.numel / static_cast<size_t>(batch_);
+  }
+  const char* family() const override { return "dwconv_chw"; }
+  double flops() const override {
+    return 2.0 * batch_ * c_ * p_.out_h() * p_.out_w() * p_.kernel * p_.kernel;
+  }
+  void run(RunContext& ctx) override {
+    const float* x = (*ctx.tensors)[inputs[0]].data;
+    float* y = (*ctx.tensors)[outputs[0]].data;
+    for (int64_t n = 0; n < batch_; ++n) {
+      const float* xi = x + n * in_img_;
+      float* yi = y + n * out_img_;
+      auto body = [&](size_t b, size_t e) {
+        kernels::dwconv_chw(p_, weights_.data(), bias_.data(), xi, yi, static_cast<int32_t>(b),
+                            static_cast<int32_t>(e), act_);
+      };
+      if (flops() / batch_ > 2e5) ctx.pool->parallel_for(static_cast<size_t>(c_), 1, body);
+      else body(0, static_cast<size_t>(c_));
+    }
+  }
+
+ private:
+  kernels::DwConvParams p_;
+  std::vector<float> weights_, bias_;
+  kernels::Activation act_;
+  int64_t batch_ = 1, c_ = 0;
+  size_t in_img_ = 0, out_img_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Op> make_conv_entry(const OpSpec& s, const std::vector<Tensor>& t) { return std::make_unique<ConvEntryOp>(s, t); }
+std::unique_ptr<Op> make_conv1x1(const OpSpec& s, const std::vector<Tensor>& t, bool sparse) {
+  return std::make_unique<Conv1x1Op>(s, t, sparse);
+}
+std::unique_ptr<Op> make_depthwise(const OpSpec& s, const std::vector<Tensor>& t) { return std::make_unique<DepthwiseOp>(s, t); }
+
+}  // namespace spruce

@@ -1,0 +1,417 @@
+"""Turn a parsed .tflite model into the native engine's execution plan.
+
+The plan is plain data (lists of dicts and float32 arrays) that
+`spruce.runtime._engine.Graph` checks again and runs. Here we decide:
+
+- which kernel runs each operator (the entry conv reads the HWC input image and
+  writes channel-major activations; 1x1 convs take the sparse or the dense kernel
+  by their weights' sparsity; other convs take the general path);
+- the memory layout of each activation: 4-D activations are channel-major (CHW)
+  between the entry conv and the pooling, everything else is row-major; the
+  loader inserts a layout change wherever a consumer needs the other one;
+- weights rearranged for the kernels (depthwise [C, kh, kw], 1x1 [O, I]).
+
+Anything the engine cannot run exactly (an unknown operator, a quantized
+tensor, weights computed at run time) raises `UnsupportedModelError` naming the
+operator, at load time.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NATIVE, CHW = 0, 1
+
+# TFLite fused activation names -> the engine's codes (ActivationFunctionType values)
+_FUSED = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
+# standalone activation operators -> the engine's unary function codes
+_UNARY = {"RELU": 0, "RELU6": 1, "RELU_N1_TO_1": 2, "LEAKY_RELU": 3, "ELU": 4,
+          "LOGISTIC": 5, "HARD_SWISH": 6, "TANH": 7}
+
+SUPPORTED_OPERATORS = tuple(sorted(
+    {"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "MEAN", "RESHAPE", "SQUEEZE",
+     "FULLY_CONNECTED", "SOFTMAX", "DENSIFY", "DEQUANTIZE"} | set(_UNARY)
+))
+
+# 1x1 convs whose weights are at least this sparse take the sparse kernel.
+DEFAULT_SPARSE_THRESHOLD = 0.5
+
+
+class UnsupportedModelError(ValueError):
+    """The model uses something spruce's engine does not run; the message says what."""
+
+
+@dataclass
+class LayerChoice:
+    """How one TFLite operator runs: which kernel, and the weights' sparsity."""
+
+    index: int
+    opcode: str
+    kernel: str
+    sparsity: float | None = None
+
+    def to_dict(self):
+        return {"index": self.index, "opcode": self.opcode, "kernel": self.kernel,
+                "sparsity": self.sparsity}
+
+
+@dataclass
+class Plan:
+    tensors: list = field(default_factory=list)  # {"shape", "layout", "data"}
+    ops: list = field(default_factory=list)  # {"kind", "name", "inputs", "outputs", ...}
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    layers: list = field(default_factory=list)  # LayerChoice per TFLite operator
+
+
+def _same_padding(size, kernel, stride, dilation):
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class _Builder:
+    def __init__(self, subgraph, sparse_threshold):
+        self.g = subgraph
+        self.threshold = sparse_threshold
+        self.plan = Plan()
+        self.versions = {}  # (tflite tensor, layout) -> plan tensor id
+        self.consts = {}  # tflite tensor -> np.ndarray (constants, DENSIFY outputs)
+        for t in subgraph.tensors:
+            if t.data is not None:
+                self.consts[t.index] = t.data
+
+    # ---- plan tensors --------------------------------------------------------------
+
+    def _new(self, shape, layout, data=None):
+        self.plan.tensors.append({"shape": [int(d) for d in shape], "layout": layout, "data": data})
+        return len(self.plan.tensors) - 1
+
+    def _emit(self, kind, name, inputs, outputs, ints=None, floats=None, arrays=None):
+        self.plan.ops.append({"kind": kind, "name": name, "inputs": list(inputs),
+                              "outputs": list(outputs), "ints": ints or {},
+                              "floats": floats or {}, "arrays": arrays or {}})
+
+    def shape(self, t):
+        return tuple(int(d) for d in self.g.tensors[t].shape)
+
+    def has(self, t, layout):
+        return (t, layout) in self.versions
+
+    def value(self, t, layout, op_name):
+        """Plan tensor holding TFLite tensor `t` in `layout`, converting if needed."""
+        shape = self.shape(t)
+        if layout == CHW and len(shape) != 4:
+            layout = NATIVE
+        key = (t, layout)
+        if key in self.versions:
+            return self.versions[key]
+        if t in self.consts:
+            data = self._float_const(t, op_name)
+            if layout == CHW:
+                data = np.ascontiguousarray(data.transpose(0, 3, 1, 2))
+            self.versions[key] = self._new(shape, layout, data.ravel())
+            return self.versions[key]
+        other = (t, CHW if layout == NATIVE else NATIVE)
+        if other not in self.versions:
+            raise UnsupportedModelError(
+                f"{op_name} reads tensor {t} ({self.g.tensors[t].name!r}), which no supported "
+                "operator computes before it"
+            )
+        out = self._new(shape, layout)
+        self._emit("transpose", f"{op_name}/layout", [self.versions[other]], [out])
+        self.versions[key] = out
+        return out
+
+    def preferred(self, t):
+        """The layout a tensor already has (channel-major first)."""
+        return CHW if self.has(t, CHW) or (t in self.consts and len(self.shape(t)) == 4) else NATIVE
+
+    def define(self, t, layout):
+        shape = self.shape(t)
+        if layout == CHW and len(shape) != 4:
+            layout = NATIVE
+        out = self._new(shape, layout)
+        self.versions[(t, layout)] = out
+        return out
+
+    # ---- checks ----------------------------------------------------------------------
+
+    def _float_const(self, t, op_name):
+        data = self.consts[t]
+        if data.dtype == np.float16:
+            data = data.astype(np.float32)
+        if data.dtype != np.float32:
+            raise UnsupportedModelError(
+                f"{op_name}: constant tensor {t} ({self.g.tensors[t].name!r}) has type "
+                f"{self.g.tensors[t].type_name}; spruce's engine runs float32 models only. "
+                "Export without quantization."
+            )
+        return np.asarray(data, dtype=np.float32).reshape(self.shape(t))
+
+    def weights(self, op, slot, op_name, what="weights"):
+        t = op.inputs[slot] if slot < len(op.inputs) else -1
+        if t < 0:
+            return None
+        if t not in self.consts:
+            raise UnsupportedModelError(
+                f"{op_name}: its {what} (tensor {t}, {self.g.tensors[t].name!r}) are computed at run "
+                "time; spruce's engine needs constant weights"
+            )
+        return self._float_const(t, op_name)
+
+    def int_const(self, t, op_name, what):
+        if t < 0 or t not in self.consts:
+            raise UnsupportedModelError(f"{op_name}: its {what} must be a constant tensor")
+        return np.asarray(self.consts[t]).astype(np.int64)
+
+    # ---- operators -------------------------------------------------------------------
+
+    def build(self):
+        g = self.g
+        supported = {s.lower() for s in SUPPORTED_OPERATORS}
+        for op in g.operators:
+            if op.opcode.lower() not in supported:
+                raise UnsupportedModelError(
+                    f"{op.opcode} (operator {op.index}) is not supported by spruce's engine. "
+                    f"Supported operators: {', '.join(SUPPORTED_OPERATORS)}. "
+                    "Run this model with the LiteRT interpreter."
+                )
+        for t in g.tensors:
+            if t.data is None and t.type_name != "FLOAT32":
+                users = [f"{o.opcode} (operator {o.index})" for o in g.operators if t.index in o.inputs or t.index in o.outputs]
+                raise UnsupportedModelError(
+                    f"tensor {t.index} ({t.name!r}) has type {t.type_name}"
+                    + (f", used by {users[0]}" if users else "")
+                    + "; spruce's engine runs float32 models only. Export without quantization."
+                )
+        for t in g.inputs:
+            self.plan.inputs.append(self.define(t, NATIVE))
+        for op in g.operators:
+            name = f"{op.opcode} (operator {op.index})"
+            getattr(self, "_op_" + op.opcode.lower())(op, name)
+        for t in g.outputs:
+            self.plan.outputs.append(self.value(t, NATIVE, "graph output"))
+        return self.plan
+
+    def _layer(self, op, kernel, sparsity=None):
+        self.plan.layers.append(LayerChoice(op.index, op.opcode, kernel, sparsity))
+
+    def _act(self, op, name):
+        act = op.options.get("fused_activation_function", "NONE")
+        if act not in _FUSED:
+            raise UnsupportedModelError(f"{name} has fused activation {act}, which spruce's engine does not run")
+        return _FUSED[act]
+
+    def _window(self, op, name, in_hw, out_hw, kh, kw):
+        sh, sw = int(op.options.get("stride_h", 1)), int(op.options.get("stride_w", 1))
+        dh = int(op.options.get("dilation_h_factor", 1))
+        dw = int(op.options.get("dilation_w_factor", 1))
+        padding = op.options.get("padding", "VALID")
+        if padding == "SAME":
+            top, bottom = _same_padding(in_hw[0], kh, sh, dh)
+            left, right = _same_padding(in_hw[1], kw, sw, dw)
+        elif padding == "VALID":
+            top = bottom = left = right = 0
+        else:
+            raise UnsupportedModelError(f"{name} has padding {padding}; expected SAME or VALID")
+        return dict(stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw,
+                    pad_top=top, pad_bottom=bottom, pad_left=left, pad_right=right)
+
+    def _op_conv_2d(self, op, name):
+        x, y = op.inputs[0], op.outputs[0]
+        xs, ys = self.shape(x), self.shape(y)
+        w = self.weights(op, 1, name)
+        b = self.weights(op, 2, name, "bias")
+        if len(xs) != 4 or w.ndim != 4 or w.shape[3] != xs[3]:
+            raise UnsupportedModelError(
+                f"{name}: expected a 4-D input and [O, kh, kw, I] weights with I = input channels; "
+                f"received input {xs} and weights {tuple(w.shape)} (grouped convs are not supported)"
+            )
+        o, kh, kw, _ = w.shape
+        win = self._window(op, name, xs[1:3], ys[1:3], kh, kw)
+        act = self._act(op, name)
+        arrays = {"weights": w}
+        if b is not None:
+            arrays["bias"] = b.ravel()
+        no_pad = not any(win[k] for k in ("pad_top", "pad_bottom", "pad_left", "pad_right"))
+        square = kh == kw and win["stride_h"] == win["stride_w"] and win["dilation_h"] == win["dilation_w"] == 1
+        entry = square and xs[3] <= 8 and self.has(x, NATIVE) and not self.has(x, CHW)
+        if entry:
+            ints = dict(kernel=kh, stride=win["stride_h"], activation=act,
+                        **{k: win[k] for k in ("pad_top", "pad_left", "pad_bottom", "pad_right")})
+            self._emit("conv_entry", name, [self.value(x, NATIVE, name)], [self.define(y, CHW)],
+                       ints=ints, arrays=arrays)
+            self._layer(op, "conv_hwc2chw")
+        elif kh == kw == 1 and win["stride_h"] == win["stride_w"] == 1 and no_pad:
+            sparsity = float(np.mean(w == 0.0))
+            sparse = sparsity >= self.threshold
+            arrays["weights"] = w.reshape(o, -1)
+            self._emit("conv1x1_sparse" if sparse else "conv1x1_dense", name,
+                       [self.value(x, CHW, name)], [self.define(y, CHW)],
+                       ints={"activation": act}, arrays=arrays)
+            self._layer(op, "spmm" if sparse else "gemm", sparsity)
+        else:
+            ints = dict(kernel_h=kh, kernel_w=kw, activation=act, **win)
+            self._emit("conv_general", name, [self.value(x, CHW, name)], [self.define(y, CHW)],
+                       ints=ints, arrays=arrays)
+            self._layer(op, "conv_general")
+
+    def _op_depthwise_conv_2d(self, op, name):
+        x, y = op.inputs[0], op.outputs[0]
+        xs, ys = self.shape(x), self.shape(y)
+        w = self.weights(op, 1, name)
+        b = self.weights(op, 2, name, "bias")
+        if len(xs) != 4 or len(ys) != 4 or w.ndim != 4 or w.shape[0] != 1 or w.shape[3] != ys[3] or ys[3] % xs[3]:
+            raise UnsupportedModelError(
+                f"{name}: expected a 4-D input and [1, kh, kw, C*multiplier] weights; received input "
+                f"{xs}, output {ys}, weights {tuple(w.shape)}"
+            )
+        _, kh, kw, c = w.shape
+        win = self._window(op, name, xs[1:3], ys[1:3], kh, kw)
+        mult = ys[3] // xs[3]
+        arrays = {"weights": np.ascontiguousarray(w[0].transpose(2, 0, 1))}
+        if b is not None:
+            arrays["bias"] = b.ravel()
+        act = self._act(op, name)
+        fast = (mult == 1 and kh == kw and win["stride_h"] == win["stride_w"]
+                and win["dilation_h"] == win["dilation_w"] == 1)
+        if fast:
+            ints = dict(kernel=kh, stride=win["stride_h"], activation=act,
+                        **{k: win[k] for k in ("pad_top", "pad_left", "pad_bottom", "pad_right")})
+            self._emit("depthwise", name, [self.value(x, CHW, name)], [self.define(y, CHW)],
+                       ints=ints, arrays=arrays)
+            self._layer(op, "dwconv_chw")
+        else:
+            ints = dict(kernel_h=kh, kernel_w=kw, activation=act, depth_multiplier=mult, **win)
+            self._emit("depthwise_general", name, [self.value(x, CHW, name)], [self.define(y, CHW)],
+                       ints=ints, arrays=arrays)
+            self._layer(op, "dwconv_general")
+
+    def _op_pad(self, op, name):
+        x, y = op.inputs[0], op.outputs[0]
+        pads = self.int_const(op.inputs[1], name, "paddings")
+        xs = self.shape(x)
+        if pads.shape != (len(xs), 2) or (pads < 0).any():
+            raise UnsupportedModelError(f"{name}: paddings {pads.tolist()} do not fit input shape {xs}")
+        layout = self.preferred(x)
+        self._emit("pad", name, [self.value(x, layout, name)], [self.define(y, layout)],
+                   arrays={"pads": pads.astype(np.float32)})
+        self._layer(op, "pad")
+
+    def _binary(self, op, name, kind):
+        a, b = op.inputs[0], op.inputs[1]
+        y = op.outputs[0]
+        ys = self.shape(y)
+        layout = CHW if len(ys) == 4 else NATIVE
+        ids = []
+        for t in (a, b):
+            ts = self.shape(t)
+            if len(ts) > len(ys):
+                raise UnsupportedModelError(f"{name}: input {ts} has more dims than output {ys}")
+            if len(ts) == len(ys):
+                ids.append(self.value(t, layout, name))
+                continue
+            full = (1,) * (len(ys) - len(ts)) + ts
+            if t in self.consts:
+                data = self._float_const(t, name).reshape(full)
+                if layout == CHW:
+                    data = data.transpose(0, 3, 1, 2)
+                ids.append(self._new(full, layout, np.ascontiguousarray(data).ravel()))
+            else:
+                flat = self._new(full, NATIVE)
+                self._emit("copy", f"{name}/broadcast", [self.value(t, NATIVE, name)], [flat])
+                if layout == CHW:
+                    chw = self._new(full, CHW)
+                    self._emit("transpose", f"{name}/layout", [flat], [chw])
+                    flat = chw
+                ids.append(flat)
+        self._emit(kind, name, ids, [self.define(y, layout)], ints={"activation": self._act(op, name)})
+        self._layer(op, kind)
+
+    def _op_add(self, op, name):
+        self._binary(op, name, "add")
+
+    def _op_mul(self, op, name):
+        self._binary(op, name, "mul")
+
+    def _unary(self, op, name):
+        x, y = op.inputs[0], op.outputs[0]
+        layout = self.preferred(x)
+        floats = {"alpha": float(op.options.get("alpha", 0.2))}
+        self._emit("unary", name, [self.value(x, layout, name)], [self.define(y, layout)],
+                   ints={"function": _UNARY[op.opcode]}, floats=floats)
+        self._layer(op, "elementwise")
+
+    _op_relu = _op_relu6 = _op_relu_n1_to_1 = _op_leaky_relu = _unary
+    _op_elu = _op_logistic = _op_hard_swish = _op_tanh = _unary
+
+    def _op_mean(self, op, name):
+        x, y = op.inputs[0], op.outputs[0]
+        xs = self.shape(x)
+        axes = sorted(int(a) % max(len(xs), 1) for a in self.int_const(op.inputs[1], name, "axes").ravel())
+        if len(xs) != 4 or axes != [1, 2]:
+            raise UnsupportedModelError(
+                f"{name}: spruce's engine averages 4-D tensors over height and width (axes [1, 2]); "
+                f"received axes {axes} of a tensor of shape {xs}"
+            )
+        self._emit("mean_hw", name, [self.value(x, CHW, name)], [self.define(y, CHW)])
+        self._layer(op, "mean_hw")
+
+    def _op_reshape(self, op, name):
+        x, y = op.inputs[0], op.outputs[0]
+        if int(np.prod(self.shape(x))) != int(np.prod(self.shape(y))):
+            raise UnsupportedModelError(f"{name}: cannot reshape {self.shape(x)} into {self.shape(y)}")
+        self._emit("copy", name, [self.value(x, NATIVE, name)], [self.define(y, NATIVE)])
+        self._layer(op, "copy")
+
+    _op_squeeze = _op_reshape
+
+    def _op_fully_connected(self, op, name):
+        x, y = op.inputs[0], op.outputs[0]
+        w = self.weights(op, 1, name)
+        b = self.weights(op, 2, name, "bias")
+        fmt = op.options.get("weights_format", "DEFAULT")
+        if w.ndim != 2 or fmt not in ("DEFAULT", 0):
+            raise UnsupportedModelError(f"{name}: expected 2-D DEFAULT-format weights; received {tuple(w.shape)} {fmt}")
+        arrays = {"weights": w}
+        if b is not None:
+            arrays["bias"] = b.ravel()
+        self._emit("fully_connected", name, [self.value(x, NATIVE, name)], [self.define(y, NATIVE)],
+                   ints={"activation": self._act(op, name)}, arrays=arrays)
+        self._layer(op, "fully_connected")
+
+    def _op_softmax(self, op, name):
+        x, y = op.inputs[0], op.outputs[0]
+        self._emit("softmax", name, [self.value(x, NATIVE, name)], [self.define(y, NATIVE)],
+                   floats={"beta": float(op.options.get("beta", 1.0))})
+        self._layer(op, "softmax")
+
+    def _op_densify(self, op, name):
+        src = op.inputs[0]
+        if src not in self.consts:
+            raise UnsupportedModelError(f"{name}: its input must be a constant tensor")
+        self.consts[op.outputs[0]] = self.consts[src]
+        self._layer(op, "constant")
+
+    def _op_dequantize(self, op, name):
+        src = op.inputs[0]
+        if src not in self.consts or self.consts[src].dtype != np.float16:
+            raise UnsupportedModelError(
+                f"{name}: only float16 constants can be dequantized; spruce's engine runs float32 "
+                "models only. Export without quantization."
+            )
+        self.consts[op.outputs[0]] = self.consts[src].astype(np.float32)
+        self._layer(op, "constant")
+
+
+def build_plan(model, sparse_threshold=DEFAULT_SPARSE_THRESHOLD):
+    """Plan for the main subgraph of a `spruce.tflite.reader.TFLiteModel`."""
+    if not 0.0 <= sparse_threshold <= 1.0:
+        raise ValueError(f"sparse_threshold must be in [0, 1]. Received: sparse_threshold={sparse_threshold}")
+    if len(model.subgraphs) != 1:
+        raise UnsupportedModelError(
+            f"the model has {len(model.subgraphs)} subgraphs (control flow); spruce's engine runs "
+            "single-subgraph models"
+        )
+    return _Builder(model.main, sparse_threshold).build()

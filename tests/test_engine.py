@@ -1,0 +1,221 @@
+"""spruce's native engine against the LiteRT interpreter, on real converter output.
+
+Models are small (tens of KFLOPs to a few MFLOPs) and each is converted once per
+session. Agreement is measured as max |engine - litert| / max |litert|.
+"""
+
+import numpy as np
+import pytest
+
+from tflite_models import convert, prune_pointwise, randomize_batchnorm
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("ai_edge_litert")
+
+from spruce import zoo  # noqa: E402
+from spruce.runtime import Engine, UnsupportedModelError  # noqa: E402
+from spruce.tflite import InvalidTFLiteError  # noqa: E402
+
+RTOL = 1e-4
+
+
+def litert_outputs(path, x):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+
+
+def assert_close_to_litert(path, x, engine=None, rtol=RTOL):
+    engine = engine or Engine(path)
+    got = engine.run(x)
+    got = got if isinstance(got, list) else [got]
+    want = litert_outputs(path, x)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        err = np.abs(g - w).max() / max(np.abs(w).max(), 1e-6)
+        assert err < rtol, f"relative error {err:.2e} >= {rtol:.0e}"
+    return engine
+
+
+def sample(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Builds and converts each test model once; name -> path."""
+    folder = tmp_path_factory.mktemp("engine_models")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            keras.utils.set_random_seed(0)
+            model, sparsity = _MODELS[name]()
+            randomize_batchnorm(model)
+            if sparsity:
+                prune_pointwise(model, sparsity)
+            cache[name] = convert(model, folder / f"{name}.tflite", sparse=True)
+        return cache[name]
+
+    return get
+
+
+def _activations_model():
+    layers = keras.layers
+    inputs = keras.Input((12, 10, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu6")(inputs)
+    a = layers.LeakyReLU(negative_slope=0.3)(x)
+    b = layers.Activation("elu")(x)
+    c = layers.Activation("sigmoid")(x)
+    d = layers.Activation("hard_swish")(x)
+    x = layers.Add()([layers.Multiply()([a, c]), layers.Add()([b, d])])
+    x = layers.DepthwiseConv2D(5, padding="same", activation="relu")(x)
+    x = layers.Conv2D(12, 1, activation="tanh")(x)
+    x = layers.Conv2D(6, 3, strides=1, padding="same", dilation_rate=2)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(5)(x)
+    outputs = layers.Softmax()(x)
+    return keras.Model(inputs, outputs), 0.0
+
+
+_MODELS = {
+    "guide": lambda: (zoo.guide_model(), 0.0),
+    "guide_flat_sparse": lambda: (zoo.guide_model(keepdims=False), 0.8),
+    "mobilenet_v1": lambda: (zoo.mobilenet_v1((64, 64, 3), num_classes=10, alpha=0.25), 0.9),
+    "mobilenet_v2": lambda: (zoo.mobilenet_v2((64, 64, 3), num_classes=10, alpha=0.35), 0.75),
+    "activations": _activations_model,
+}
+
+
+@pytest.mark.parametrize("name", ["guide", "guide_flat_sparse"])
+def test_guide_model_matches_litert(files, name):
+    path = files(name)
+    assert_close_to_litert(path, sample((1, 32, 32, 3)))
+
+
+def test_sparse_mobilenet_v1_runs_its_1x1_convs_on_the_sparse_kernel(files):
+    path = files("mobilenet_v1")
+    engine = assert_close_to_litert(path, sample((1, 64, 64, 3)))
+    kernels = [layer["kernel"] for layer in engine.summary()]
+    assert kernels.count("spmm") == 13
+    assert kernels[:2] == ["pad", "conv_hwc2chw"]
+    assert "conv_general" not in kernels
+
+
+def test_dense_weights_take_the_dense_kernel(files):
+    engine = Engine(files("guide"))
+    assert [layer["kernel"] for layer in engine.summary()].count("gemm") == 2
+
+
+def test_mobilenet_v2_with_residual_adds_and_5x5_depthwise_matches_litert(files):
+    path = files("mobilenet_v2")
+    engine = assert_close_to_litert(path, sample((1, 64, 64, 3)))
+    opcodes = [layer["opcode"] for layer in engine.summary()]
+    assert "ADD" in opcodes
+
+
+def test_standalone_activations_mul_softmax_and_dilated_conv_match_litert(files):
+    engine = assert_close_to_litert(files("activations"), sample((1, 12, 10, 3), seed=3))
+    kernels = {layer["kernel"] for layer in engine.summary()}
+    assert {"elementwise", "add", "mul", "conv_general", "softmax"} <= kernels
+
+
+def test_two_threads_give_the_one_thread_outputs(files):
+    path = files("mobilenet_v2")
+    x = sample((1, 64, 64, 3), seed=1)
+    one = Engine(path, num_threads=1).run(x)
+    two = Engine(path, num_threads=2).run(x)
+    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_of_images_runs_image_by_image(files):
+    path = files("guide")
+    engine = Engine(path)
+    x = sample((3, 32, 32, 3), seed=2)
+    y = engine.run(x)
+    assert y.shape == (3, 10)
+    for i in range(3):
+        np.testing.assert_allclose(y[i : i + 1], engine.run(x[i : i + 1]), rtol=0, atol=0)
+
+
+def test_wrong_input_shape_is_rejected_with_expected_shape(files):
+    engine = Engine(files("guide"))
+    with pytest.raises(ValueError, match=r"should have shape \(1, 32, 32, 3\).*received \(1, 31, 32, 3\)"):
+        engine.run(np.zeros((1, 31, 32, 3), np.float32))
+
+
+def test_benchmark_times_runs_in_native_loop(files):
+    engine = Engine(files("guide"))
+    report = engine.benchmark(runs=7, warmup=2)
+    assert len(report.times) == 7 and all(t > 0 for t in report.times)
+    assert report.to_dict()["median_ms"] == pytest.approx(report.median * 1e3)
+
+
+def test_arena_shares_memory_between_layers(files):
+    engine = Engine(files("mobilenet_v1"))
+    assert 0 < engine.arena_bytes < engine._graph.naive_bytes / 2
+
+
+def test_unsupported_operator_is_refused_naming_it(tmp_path):
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same")(inputs)
+    outputs = layers.MaxPooling2D()(x)
+    path = convert(keras.Model(inputs, outputs), tmp_path / "maxpool.tflite", sparse=False)
+    with pytest.raises(UnsupportedModelError, match="MAX_POOL_2D"):
+        Engine(path)
+
+
+def test_quantized_model_is_refused_with_fix(tmp_path):
+    import tensorflow as tf
+
+    inputs = keras.Input((8, 8, 16))
+    outputs = keras.layers.Conv2D(64, 3, padding="same")(inputs)  # big enough to be quantized
+    path = tmp_path / "quantized.tflite"
+    keras.Model(inputs, outputs).export(
+        str(path), format="litert", verbose=False,
+        input_signature=[tf.TensorSpec((1, 8, 8, 16), tf.float32)],
+        optimizations=[tf.lite.Optimize.DEFAULT],
+    )
+    with pytest.raises(UnsupportedModelError, match="float32 models only.*Export without quantization"):
+        Engine(path)
+
+
+def test_truncated_file_raises_invalid_tflite(files, tmp_path):
+    data = open(files("guide"), "rb").read()
+    for size in (0, 7, 100, len(data) // 2, len(data) - 1):
+        cut = tmp_path / f"cut{size}.tflite"
+        cut.write_bytes(data[:size])
+        with pytest.raises(InvalidTFLiteError):
+            Engine(cut)
+
+
+def test_corrupted_files_raise_python_errors_never_crash(files, tmp_path):
+    """Random byte flips give an error or a model that runs; the process survives."""
+    data = bytearray(open(files("guide"), "rb").read())
+    rng = np.random.default_rng(0)
+    x = sample((1, 32, 32, 3))
+    for trial in range(150):
+        bad = bytearray(data)
+        for pos in rng.integers(0, len(bad), size=int(rng.integers(1, 8))):
+            bad[pos] = int(rng.integers(0, 256))
+        path = tmp_path / "bad.tflite"
+        path.write_bytes(bytes(bad))
+        try:
+            engine = Engine(path)
+        except ValueError:  # InvalidTFLiteError, UnsupportedModelError, plan errors
+            continue
+        try:
+            engine.run(x)
+        except ValueError:
+            pass
+
+
+def test_num_threads_must_be_positive(files):
+    with pytest.raises(ValueError, match="num_threads must be a positive integer. Received: num_threads=0"):
+        Engine(files("guide"), num_threads=0)
