@@ -74,3 +74,51 @@ def conv_weights(model):
             tensor = sg.tensors[producer[tensor.index].inputs[0]]
         out.append(tensor)
     return out
+
+
+def _act(kind):
+    from keras import layers
+
+    if kind == "relu6":
+        return layers.ReLU(max_value=6.0)
+    return layers.Activation(kind)
+
+
+def sparse_path_net(input_shape=(16, 16, 3), entry_padding="valid", activations=("relu",) * 4,
+                    dw_padding="valid", dw_kernel=3, residual=False, dense_mid=False,
+                    head="dense", keepdims=True):
+    """A tiny guide-like CNN with one switch per rule of XNNPACK's sparse path.
+
+    entry 3x3/2 conv -> depthwise 3x3 -> 1x1 [-> Dense on the 4-D map] [-> residual 1x1 + Add]
+    -> stride-2 depthwise (dw_kernel, dw_padding) -> 1x1 -> global average pooling -> head.
+    """
+    import keras
+    from keras import layers
+
+    act = iter(activations)
+    inputs = keras.Input(input_shape)
+    x = layers.ZeroPadding2D(1)(inputs) if entry_padding == "valid" else inputs
+    x = layers.Conv2D(8, 3, strides=2, padding=entry_padding)(x)
+    x = _act(next(act))(layers.BatchNormalization()(x))
+    x = layers.DepthwiseConv2D(3, padding="same")(x)
+    x = _act(next(act))(layers.BatchNormalization()(x))
+    x = layers.Conv2D(16, 1)(x)
+    x = layers.BatchNormalization()(x)
+    if dense_mid:
+        x = layers.Dense(16)(x)
+    if residual:
+        h = layers.Conv2D(16, 1)(x)
+        x = layers.Add()([x, layers.BatchNormalization()(h)])
+    if dw_padding == "valid":
+        x = layers.ZeroPadding2D(dw_kernel // 2)(x)
+    x = layers.DepthwiseConv2D(dw_kernel, strides=2, padding=dw_padding)(x)
+    x = _act(next(act))(layers.BatchNormalization()(x))
+    x = layers.Conv2D(32, 1)(x)
+    x = _act(next(act))(layers.BatchNormalization()(x))
+    if head == "conv":  # a 1x1-conv classifier after the pooling
+        x = layers.GlobalAveragePooling2D(keepdims=True)(x)
+        outputs = layers.Flatten()(layers.Conv2D(10, 1)(x))
+    else:
+        x = layers.GlobalAveragePooling2D(keepdims=keepdims)(x)
+        outputs = layers.Dense(10)(layers.Flatten()(x) if keepdims else x)
+    return keras.Model(inputs, outputs)

@@ -1,0 +1,55 @@
+"""`spruce export`: a (pruned) .keras model to a verified, sparse .tflite file."""
+
+HELP = "export a .keras model (pruned or not) to .tflite, weights stored sparse, checked against Keras"
+
+
+def add_arguments(parser):
+    parser.add_argument("model", help="the .keras model to export (pruning wrappers are stripped)")
+    parser.add_argument("output", help="the .tflite file to write")
+    parser.add_argument("--dense", action="store_true", help="store weights dense (no EXPERIMENTAL_SPARSITY)")
+    parser.add_argument("--batch-size", type=int, default=1, help="static batch size of the signature (default 1)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the LiteRT-vs-Keras comparison")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the summary")
+
+
+def main(args):
+    import json
+    import os
+    import sys
+
+    def fail(message):
+        print(f"spruce export: error: {message}", file=sys.stderr)
+        return 1
+
+    if not args.output.endswith(".tflite"):
+        return fail(f"the output path must end with .tflite. Received: {args.output!r}")
+    if args.batch_size < 1:
+        return fail(f"--batch-size must be a positive integer. Received: {args.batch_size}")
+    if not os.path.isfile(args.model):
+        return fail(f"no such model file: {args.model}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    import spruce.wrapper  # noqa: F401  registers PruneLowMagnitude so pruned models load
+    from spruce.export import ExportVerificationError, export_litert
+    from spruce.export.converter import ConversionError
+
+    try:
+        model = keras.saving.load_model(args.model, compile=False)
+    except Exception as e:  # Keras raises many types for unreadable files
+        return fail(f"cannot load {args.model} as a Keras model: {e}")
+    try:
+        report = export_litert(model, args.output, sparse=not args.dense,
+                               batch_size=args.batch_size, verify=not args.no_verify)
+    except (ValueError, OSError, ConversionError, ExportVerificationError) as e:
+        return fail(str(e))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    diff = "not verified" if report.max_abs_diff is None else (
+        f"max |tflite - keras| = {report.max_abs_diff:.2g} (tolerance {report.tolerance:.2g})")
+    print(f"wrote {report.path}: {report.bytes:,} bytes, {len(report.sparse_tensors)} sparse tensors, "
+          f"{report.densify_ops} DENSIFY ops; {diff}")
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    return 0

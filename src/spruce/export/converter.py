@@ -1,0 +1,107 @@
+"""Run the real TF Lite converter on a Keras 3 model, under any Keras backend.
+
+Keras' own LiteRT export works only under the TensorFlow backend. Under JAX (or
+torch) the model is saved to a `.keras` file and converted by a child Python
+process running the TensorFlow backend (`python -m spruce.export.converter`); the
+weights, hence the zeros, are carried over exactly by the `.keras` file.
+
+The input signature is static: batch `batch_size`, the other dims from the model's
+inputs. A dynamic batch makes the converter emit SHAPE/STRIDED_SLICE/PACK arithmetic
+in front of RESHAPE, which accelerators do not want.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+
+class ConversionError(RuntimeError):
+    """The TF converter failed; the message carries its diagnostics."""
+
+
+def convert(model, path, sparse=True, batch_size=1):
+    """Write `model` as a .tflite file at `path` (which must end in .tflite)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        _convert_here(model, path, sparse, batch_size)
+    else:
+        _convert_in_child(model, path, sparse, batch_size)
+
+
+def input_shapes(model, batch_size):
+    """The static input shapes of `model` with batch `batch_size`; refuses unknown dims."""
+    shapes = []
+    for tensor in model.inputs:
+        dims = tuple(tensor.shape[1:])
+        if any(d is None for d in dims):
+            raise ValueError(
+                f"export needs static input shapes, but input {tensor.name!r} has shape "
+                f"{tuple(tensor.shape)}. Build the model with a fixed keras.Input(shape=...)."
+            )
+        shapes.append((batch_size,) + tuple(int(d) for d in dims))
+    return shapes
+
+
+def _convert_here(model, path, sparse, batch_size):
+    from spruce._deps import require
+
+    tf = require("tensorflow")
+    specs = [
+        tf.TensorSpec(shape, dtype=tensor.dtype or "float32")
+        for shape, tensor in zip(input_shapes(model, batch_size), model.inputs)
+    ]
+    signature = specs if len(specs) > 1 else specs[:1]
+    kwargs = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    if sparse:
+        kwargs["optimizations"] = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    try:
+        model.export(str(path), format="litert", verbose=False, input_signature=signature, **kwargs)
+    except Exception as e:  # the converter raises many types; keep its message
+        raise ConversionError(f"the TF Lite converter failed on model {model.name!r}: {e}") from e
+
+
+def _convert_in_child(model, path, sparse, batch_size):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, keras_path = tempfile.mkstemp(suffix=".keras", prefix=".spruce-export-", dir=folder)
+    os.close(fd)
+    try:
+        model.save(keras_path)
+        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+        cmd = [sys.executable, "-m", "spruce.export.converter", keras_path, str(path),
+               "--batch-size", str(batch_size)] + ([] if sparse else ["--dense"])
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+            raise ConversionError(
+                f"converting model {model.name!r} in a TensorFlow-backend subprocess failed "
+                f"(exit code {done.returncode}):\n{tail}"
+            )
+    finally:
+        os.unlink(keras_path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Convert a .keras file to .tflite (TensorFlow backend).")
+    parser.add_argument("keras_path")
+    parser.add_argument("tflite_path")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--dense", action="store_true")
+    args = parser.parse_args(argv)
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise SystemExit("spruce.export.converter must run with KERAS_BACKEND=tensorflow")
+    model = keras.saving.load_model(args.keras_path, compile=False)
+    try:
+        _convert_here(model, args.tflite_path, not args.dense, args.batch_size)
+    except ConversionError as e:
+        raise SystemExit(str(e)) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""`export_litert`: a pruned Keras 3 model to a verified, sparse .tflite file.
+
+Strips pruning wrappers, converts with the real TF converter (EXPERIMENTAL_SPARSITY
+when `sparse=True`, static batch), runs the written file in the LiteRT interpreter
+against the Keras model on random inputs, and only then moves it into place:
+a failed export leaves no file behind.
+"""
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from spruce.export.converter import convert, input_shapes
+
+
+class ExportVerificationError(RuntimeError):
+    """The exported file disagrees with the Keras model beyond the tolerance."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: str
+    bytes: int
+    sparse: bool  # EXPERIMENTAL_SPARSITY was requested
+    batch_size: int
+    backend: str  # the Keras backend the model came from
+    stripped: bool  # pruning wrappers were removed first
+    sparse_tensors: tuple  # names of the constants stored sparse
+    densify_ops: int
+    max_abs_diff: float | None  # None when verify=False
+    tolerance: float | None
+    verified_samples: int
+    seconds: float
+    warnings: tuple = field(default_factory=tuple)
+
+    def to_dict(self):
+        out = asdict(self)
+        out["sparse_tensors"] = list(self.sparse_tensors)
+        out["warnings"] = list(self.warnings)
+        return out
+
+
+def export_litert(model, path, sparse=True, batch_size=1, verify=True, samples=4,
+                  atol=1e-5, rtol=1e-4, seed=0):
+    """Export a Keras 3 model (pruned or not) to `path` as .tflite; returns `ExportReport`.
+
+    Args:
+        model: a built Keras 3 model with static input shapes; PruneLowMagnitude
+            wrappers are stripped first (their masks applied).
+        path: the .tflite file to write (atomically).
+        sparse: store sparse weights sparse (TF's EXPERIMENTAL_SPARSITY), behind DENSIFY.
+        batch_size: the static batch of the exported signature.
+        verify: run the LiteRT interpreter on `samples` random batches and compare with
+            Keras; the export fails when max |tflite - keras| > atol + rtol * max |keras|.
+    """
+    import keras
+
+    start = time.perf_counter()
+    path = os.fspath(path)
+    _check_arguments(model, path, batch_size, samples, atol, rtol)
+    model, stripped = _stripped(model)
+    shapes = input_shapes(model, batch_size)
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(suffix=".tflite", prefix=".spruce-export-", dir=folder)
+    os.close(fd)
+    try:
+        convert(model, tmp, sparse=sparse, batch_size=batch_size)
+        diff = tolerance = None
+        if verify:
+            diff, tolerance = _verify(model, tmp, shapes, samples, atol, rtol, seed)
+        report = _report(tmp, path, sparse, batch_size, keras.backend.backend(), stripped,
+                         diff, tolerance, samples if verify else 0, start)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return report
+
+
+def _check_arguments(model, path, batch_size, samples, atol, rtol):
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"export_litert expects a keras.Model. Received: {type(model).__name__}")
+    if not path.endswith(".tflite"):
+        raise ValueError(f"the output path must end with .tflite. Received: path={path!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive integer. Received: samples={samples!r}")
+    if atol < 0 or rtol < 0:
+        raise ValueError(f"atol and rtol must be >= 0. Received: atol={atol}, rtol={rtol}")
+    try:
+        model.inputs
+    except (AttributeError, ValueError):
+        model_inputs = None
+    else:
+        model_inputs = model.inputs
+    if not model_inputs:
+        raise ValueError(
+            f"model {model.name!r} has no defined inputs (a subclassed or unbuilt model?). "
+            f"Export a Sequential or Functional model that starts with keras.Input(shape=...)."
+        )
+
+
+def _stripped(model):
+    wrapped = any(type(layer).__name__ == "PruneLowMagnitude"
+                  for layer in model._flatten_layers(include_self=False, recursive=True))
+    if not wrapped:
+        return model, False
+    from spruce.prune import strip_pruning
+
+    return strip_pruning(model), True
+
+
+def _verify(model, tflite_path, shapes, samples, atol, rtol, seed):
+    from spruce._deps import require
+
+    Interpreter = require("ai_edge_litert.interpreter").Interpreter
+    interpreter = Interpreter(model_path=tflite_path)
+    runner = interpreter.get_signature_runner()
+    signature = next(iter(interpreter.get_signature_list().values()))
+    names = sorted(signature["inputs"], key=_output_order)
+    rng = np.random.default_rng(seed)
+    worst, scale = 0.0, 0.0
+    for _ in range(samples):
+        xs = [rng.standard_normal(shape).astype("float32") for shape in shapes]
+        expected = model(xs if len(xs) > 1 else xs[0], training=False)
+        expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
+        got = runner(**dict(zip(names, xs)))
+        got = [got[k] for k in sorted(got, key=_output_order)]
+        if len(got) != len(expected):
+            raise ExportVerificationError(
+                f"the .tflite file has {len(got)} outputs but the Keras model has {len(expected)}")
+        for g, e in zip(got, expected):
+            if g.shape != e.shape:
+                raise ExportVerificationError(
+                    f"the .tflite output has shape {g.shape} but Keras gives {e.shape}")
+            worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - e))))
+            scale = max(scale, float(np.max(np.abs(e))))
+    tolerance = atol + rtol * scale
+    if not worst <= tolerance:  # also catches NaN
+        raise ExportVerificationError(
+            f"the exported model disagrees with Keras: max |tflite - keras| = {worst:.3g} > "
+            f"tolerance {tolerance:.3g} (atol={atol} + rtol={rtol} * max|keras|={scale:.3g}). "
+            f"No file was written. Pass verify=False to skip the check, or a larger atol/rtol."
+        )
+    return worst, tolerance
+
+
+def _output_order(name):
+    """Keras names signature tensors args_0.. / output_0..: sort them numerically."""
+    head, _, tail = name.rpartition("_")
+    return (head, int(tail)) if tail.isdigit() else (name, 0)
+
+
+def _report(tmp, path, sparse, batch_size, backend, stripped, diff, tolerance, samples, start):
+    from spruce.tflite.reader import read_tflite
+
+    tfl = read_tflite(tmp)
+    sg = tfl.main
+    sparse_tensors = tuple(t.name for t in sg.tensors if t.sparsity is not None)
+    densify = sum(op.opcode == "DENSIFY" for op in sg.operators)
+    warnings = []
+    if sparse and not sparse_tensors:
+        warnings.append(
+            "sparse=True but the converter stored no tensor sparse: it encodes a weight "
+            "sparsely only when enough of it is zeros to make the file smaller."
+        )
+    dynamic = [op.opcode for op in sg.operators if op.opcode in ("SHAPE", "PACK")]
+    if dynamic:
+        warnings.append(f"the graph computes shapes at run time ({', '.join(sorted(set(dynamic)))}).")
+    return ExportReport(
+        path=path, bytes=tfl.size_bytes, sparse=sparse, batch_size=batch_size, backend=backend,
+        stripped=stripped, sparse_tensors=sparse_tensors, densify_ops=densify,
+        max_abs_diff=diff, tolerance=tolerance, verified_samples=samples,
+        seconds=round(time.perf_counter() - start, 3), warnings=tuple(warnings),
+    )
