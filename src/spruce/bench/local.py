@@ -1,0 +1,57 @@
+"""`benchmark`: time .tflite models on this machine, interleaved in one process."""
+
+import os
+
+from spruce.bench.report import BenchReport
+from spruce.bench.runners import RUNNERS
+from spruce.bench.stats import summarize
+from spruce.bench.sysinfo import system_info
+
+
+def _check_positive(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}. Received: {name}={value!r}")
+
+
+def check_paths(paths):
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise ValueError("benchmark needs at least one .tflite file. Received none.")
+    for p in paths:
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"expected a .tflite file. Received: {p!r}, which does not exist.")
+    return paths
+
+
+def with_ratios(models):
+    first = models[0]["median"]
+    for m in models:
+        m["ratio_to_first"] = m["median"] / first
+    return models
+
+
+def benchmark(paths, threads=1, runs=50, warmup=5, engine="litert"):
+    """Time each model `runs` times after `warmup` runs, interleaved run by run.
+
+    Round i runs every model once (in alternating order, so slow drift of the machine
+    hits all models alike). Returns a `BenchReport` with per-model median, quartiles,
+    IQR, min and the ratio of each median to the first model's.
+    """
+    paths = check_paths(paths)
+    _check_positive("threads", threads)
+    _check_positive("runs", runs)
+    _check_positive("warmup", warmup, 0)
+    if engine not in RUNNERS:
+        raise ValueError(f"engine must be one of {sorted(RUNNERS)}. Received: engine={engine!r}")
+    runners = [RUNNERS[engine](p, threads) for p in paths]
+    for r in runners:
+        r.time(warmup + 1)  # the first run plans and packs weights: never timed
+    times = [[] for _ in runners]
+    for i in range(runs):
+        order = range(len(runners)) if i % 2 == 0 else reversed(range(len(runners)))
+        for k in order:
+            times[k].extend(runners[k].time(1))
+    models = with_ratios([{"path": p, **summarize(t)} for p, t in zip(paths, times)])
+    settings = {"threads": threads, "runs": runs, "warmup": warmup,
+                "interleaving": "one run of each model per round, order alternating"}
+    return BenchReport(engine=engine, system=system_info(threads), models=models, settings=settings)

@@ -1,0 +1,39 @@
+"""`spruce bench`: time .tflite models, A/B interleaved, and say what they ran on."""
+
+HELP = "time .tflite models (LiteRT+XNNPACK, spruce's engine, or a phone over adb), interleaved"
+
+
+def add_arguments(parser):
+    parser.add_argument("models", nargs="+", help="the .tflite files; ratios are to the first")
+    parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per model (default 50)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    parser.add_argument("--engine", choices=["litert", "spruce"], default="litert",
+                        help="litert: the LiteRT interpreter with XNNPACK (default); spruce: spruce's engine")
+    parser.add_argument("--adb", action="store_true",
+                        help="run on an Android device with TFLite's benchmark_model instead")
+    parser.add_argument("--benchmark-binary", help="with --adb: the benchmark_model binary for the device")
+    parser.add_argument("--device", help="with --adb: the device serial (adb -s)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --adb: alternating rounds (default 3)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def main(args):
+    import json
+    import sys
+
+    from spruce.bench import adb_benchmark, benchmark
+
+    try:
+        if args.adb:
+            report = adb_benchmark(args.models, args.benchmark_binary, threads=args.threads,
+                                   runs=args.runs, warmup=args.warmup, rounds=args.rounds,
+                                   device=args.device)
+        else:
+            report = benchmark(args.models, threads=args.threads, runs=args.runs,
+                               warmup=args.warmup, engine=args.engine)
+    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as e:
+        print(f"spruce bench: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.format())
+    return 0

@@ -1,0 +1,110 @@
+"""`spruce bench`: interleaved timing of real .tflite files with the real LiteRT interpreter."""
+
+import json
+
+import numpy as np
+import pytest
+
+from _pruned_guide import export, pruned_guide
+
+from spruce.bench import benchmark
+from spruce.bench.runners import RUNNERS
+from spruce.bench.stats import summarize
+from spruce.bench.sysinfo import AVX_NOTE, cpu_model, has_avx
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    model = pruned_guide(0.75)
+    return [export(model, folder / "sparse.tflite", sparse=True),
+            export(model, folder / "dense.tflite", sparse=False)]
+
+
+def test_summarize_matches_numpy_percentiles():
+    t = [5.0, 1.0, 3.0, 2.0, 4.0, 10.0]
+    s = summarize(t)
+    q25, q50, q75 = np.percentile(t, [25, 50, 75])
+    assert (s["median"], s["q25"], s["q75"], s["iqr"]) == (q50, q25, q75, q75 - q25)
+    assert (s["min"], s["max"], s["runs"]) == (1.0, 10.0, 6)
+
+
+def test_cpu_fields_are_read_from_cpuinfo():
+    x86 = {"model name": "AMD EPYC 7B13", "flags": "fpu sse2 avx avx2 fma"}
+    assert cpu_model(x86) == "AMD EPYC 7B13" and has_avx(x86)
+    assert not has_avx({"flags": "fpu sse2 sse4_2"})  # avx512f alone would not match either
+    arm = {"processor": "0", "cpu implementer": "0x41", "cpu part": "0xd0b", "features": "fp asimd"}
+    assert cpu_model(arm) == "ARM CPU implementer 0x41 part 0xd0b" and not has_avx(arm)
+
+
+def test_report_times_every_model_interleaved_with_ratios_to_the_first(models):
+    report = benchmark(models, threads=1, runs=12, warmup=2)
+    d = json.loads(json.dumps(report.to_dict()))  # --json is plain JSON
+    assert [m["path"] for m in d["models"]] == models
+    for m in d["models"]:
+        assert m["runs"] == 12 and 0 < m["min"] <= m["q25"] <= m["median"] <= m["q75"] <= m["max"]
+    assert d["models"][0]["ratio_to_first"] == 1.0
+    assert d["models"][1]["ratio_to_first"] == pytest.approx(d["models"][1]["median"] / d["models"][0]["median"])
+    system = d["system"]
+    assert system["threads"] == 1 and system["versions"]["ai-edge-litert"] and system["versions"]["numpy"]
+    with open("/proc/cpuinfo") as f:
+        avx = " avx " in f"{f.read()} ".replace("\n", " ")
+    assert system["avx"] == avx
+    assert (system.get("note") == AVX_NOTE) == avx
+    text = report.format()
+    assert "median" in text and models[1] in text
+    if avx:
+        assert "does not use its sparse path" in text
+
+
+def test_litert_runner_outputs_match_the_interpreter_on_the_same_inputs(models):
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = RUNNERS["litert"](models[0], 1)
+    runner.time(1)
+    it = Interpreter(model_path=models[0])
+    it.allocate_tensors()
+    x = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    np.testing.assert_array_equal(runner.outputs()[0], it.get_tensor(it.get_output_details()[0]["index"]))
+
+
+def test_spruce_engine_is_one_adapter_with_the_same_interface(models):
+    try:
+        import spruce.runtime  # noqa: F401
+        from spruce.runtime import Engine  # noqa: F401
+    except ImportError as e:
+        with pytest.raises(ImportError, match="--engine spruce"):
+            benchmark(models, runs=2, warmup=0, engine="spruce")
+        pytest.skip(f"native engine not importable here ({e}); its error message was checked")
+    report = benchmark(models, runs=5, warmup=1, engine="spruce")
+    assert report.engine == "spruce" and all(m["median"] > 0 for m in report.models)
+    litert = RUNNERS["litert"](models[1], 1)
+    litert.time(1)
+    engine = RUNNERS["spruce"](models[1], 1)
+    np.testing.assert_allclose(engine.outputs()[0], litert.outputs()[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"threads": 0}, "threads must be an integer >= 1. Received: threads=0"),
+    ({"runs": 1.5}, "runs must be an integer >= 1"),
+    ({"warmup": -1}, "warmup must be an integer >= 0"),
+    ({"engine": "tvm"}, "engine must be one of"),
+])
+def test_bad_settings_are_rejected_with_the_received_value(models, kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        benchmark(models, **kwargs)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.tflite"):
+        benchmark([tmp_path / "missing.tflite"])
+
+
+def test_cli_prints_one_json_document(models, capsys):
+    from spruce.cli import main
+
+    assert main(["bench", *models, "--runs", "3", "--warmup", "1", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert len(d["models"]) == 2 and d["engine"] == "litert"
