@@ -109,6 +109,7 @@ def _encode_csr(matrix, block, index_dtype, column_major=False):
     return np.array(values, np.float32), order, block_map, meta
 
 
+@pytest.mark.multi_backend
 @pytest.mark.parametrize("block", [1, 4])
 @pytest.mark.parametrize("index_dtype", [np.uint8, np.uint16, np.int32])
 @pytest.mark.parametrize("column_major", [False, True])
@@ -123,6 +124,7 @@ def test_decoder_matches_numpy_for_blocks_orders_and_index_types(block, index_dt
     np.testing.assert_array_equal(_sparse.decode(values, matrix.shape, order, block_map, meta), matrix)
 
 
+@pytest.mark.multi_backend
 def test_decoder_rejects_an_index_past_the_dim():
     values, order, block_map, meta = _encode_csr(np.eye(4, dtype=np.float32), 1, np.int32)
     meta[1]["array_indices"][0] = 4

@@ -143,7 +143,7 @@ def _text(report):
     for i, region in enumerate(prediction.regions):
         verdict = "runs sparse" if region.qualifies else "stays dense"
         lines.append(
-            f"  region {i}: ops {region.operators[0]}..{region.operators[-1]} "
+            f"  region {i}: ops {list(region.operators)} "
             f"(entry {list(region.entries)}, exit {list(region.exits)}), 1x1 weights "
             f"{region.pointwise_zeros}/{region.pointwise_params} zeros "
             f"({100 * region.pointwise_zero_fraction:.1f}%, needs > 66.7%), "

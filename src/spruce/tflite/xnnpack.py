@@ -124,6 +124,17 @@ def predict_xnnpack_sparse(model, subgraph=0):
     return XNNPackPrediction(qualifies, tuple(regions), tuple(findings))
 
 
+def short_name(name):
+    """The Keras layer behind a converter tensor name ('model/conv2d_3/convolution;...')."""
+    parts = name.split(";")
+    for part in parts:
+        pieces = part.split("/")
+        for k in range(1, len(pieces)):
+            if pieces[k] in ("convolution", "depthwise", "MatMul", "Tensordot", "BiasAdd"):
+                return pieces[k - 1]
+    return parts[0]
+
+
 # ---- the graph as the delegate sees it -------------------------------------------------
 
 class _Graph:
@@ -230,8 +241,9 @@ class _Node:
         return 0
 
     def _where(self, graph):
-        out = graph.tensor(self.op.outputs[0]).name if self.op.outputs else ""
-        return f"{self.op.opcode} op {self.index} ({out!r})"
+        weight = self.op.inputs[1] if len(self.op.inputs) > 1 and graph.is_static(self.op.inputs[1]) else None
+        layer = short_name(graph.static_source[weight].name) if weight is not None else None
+        return f"{self.op.opcode} op {self.index}" + (f" ({layer})" if layer else "")
 
     def _check(self, graph):
         op = self.op
