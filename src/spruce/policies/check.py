@@ -72,6 +72,7 @@ class _Analysis:
         self.fused_pads = {}  # id(ZeroPadding2D call) -> the call it is fused into
         self.region = []  # calls inside the NCHW region, entries excluded
         self.boundary = {}  # id(call) -> Problem: reads the region but cannot run in NCHW
+        self.broken = []  # boundary calls mid-network: the region continues past them
         self.region_tensors = set()
 
     def refuse(self, layer_name, problem_or_rule, fix=None, auto_fix=False):
@@ -136,8 +137,20 @@ class _Analysis:
             if problem is None:
                 self.region.append(call)
                 self.region_tensors.update(call.outputs)
-            else:
-                self.boundary[id(call)] = problem
+                continue
+            self.boundary[id(call)] = problem
+            if self._breaks_mid_network(call):
+                # Analyse what follows as if this layer were fixed, so that one broken
+                # layer does not hide (or fake) problems further down.
+                self.broken.append(call)
+                self.region_tensors.update(call.outputs)
+
+    def _breaks_mid_network(self, call):
+        g = self.graph
+        reads_mid = any(t in self.region_tensors and t in g.producer
+                        and not _is_exit_tensor(g, t, g.producer[t]) for t in call.inputs)
+        outputs_mid = all(len(s) == 4 and tuple(s[1:3]) != (1, 1) for s in call.output_shapes)
+        return reads_mid and outputs_mid
 
     def validate_region(self):
         g = self.graph
@@ -167,7 +180,7 @@ class _Analysis:
                     "pass PruneForLatencyOnXNNPack(allow_keepdims_false=True) if you deploy "
                     "on a current runtime only.",
                     auto_fix=True)
-        producers = {t: c for c in self.entries + self.region for t in c.outputs}
+        producers = {t: c for c in self.entries + self.region + self.broken for t in c.outputs}
         for t, producer in producers.items():
             consumers = g.consumers.get(t, [])
             inside = [c for c in consumers if id(c) in region_ids]
@@ -238,7 +251,7 @@ class _Analysis:
                 role = "exit" if isinstance(core, L.GlobalAveragePooling2D) else "sparse"
                 reason = self._region_reason(call, pruned)
             elif id(call) in self.boundary and call.name in refused:
-                role, inside = "breaks", False
+                role, inside = "breaks", any(c is call for c in self.broken)
                 reason = f"breaks the sparse region: {self.boundary[id(call)].rule}"
             else:
                 inside = False

@@ -1,0 +1,173 @@
+"""make_xnnpack_compatible: rewrites that keep every output, with the weights carried over."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+import spruce
+from spruce import zoo
+
+pytestmark = pytest.mark.multi_backend
+
+
+def randomize(model, seed=0):
+    """Give every weight (BatchNorm statistics included) a random value, variances positive."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        value = rng.normal(0.0, 0.5, w.shape).astype(w.dtype)
+        if "variance" in w.path:
+            value = np.abs(value) + 0.5
+        w.assign(value)
+    return model
+
+
+def assert_same_outputs(original, rewritten, seed=1):
+    rng = np.random.default_rng(seed)
+    xs = [rng.normal(size=(3,) + tuple(t.shape[1:])).astype("float32") for t in original.inputs]
+    xs = xs[0] if len(xs) == 1 else xs
+    want = keras.tree.flatten(original(xs))
+    got = keras.tree.flatten(rewritten(xs))
+    assert len(want) == len(got)
+    for a, b in zip(want, got):
+        a, b = keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
+        assert a.shape == b.shape
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
+def stem(input_shape):
+    inputs = keras.Input(shape=input_shape)
+    x = layers.ZeroPadding2D(1)(inputs)
+    return inputs, layers.Conv2D(8, 3, strides=2, padding="valid")(x)
+
+
+def head(x):
+    x = layers.Conv2D(16, 1)(x)
+    x = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    return layers.Dense(4)(layers.Flatten()(x))
+
+
+def test_guide_model_with_keepdims_false_is_fixed_with_identical_outputs():
+    original = randomize(zoo.guide_model(keepdims=False))
+    with pytest.raises(ValueError):
+        spruce.PruneForLatencyOnXNNPack().ensure_model_supports_pruning(original)
+    result = spruce.make_xnnpack_compatible(original)
+    assert result.ok and result.not_fixed == []
+    assert [r.change for r in result.fixed] == [
+        "GlobalAveragePooling2D(keepdims=False) -> keepdims=True + Flatten"]
+    assert isinstance(result.model, keras.Sequential)
+    spruce.PruneForLatencyOnXNNPack().ensure_model_supports_pruning(result.model)
+    assert_same_outputs(original, result.model)
+
+
+def test_stride2_same_depthwise_on_odd_input_becomes_zero_padding_plus_valid_with_identical_outputs():
+    inputs, x = stem((18, 18, 3))  # 9x9 after the stem
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw3")(x)
+    x = layers.Conv2D(8, 1)(x)
+    x = layers.DepthwiseConv2D(5, strides=2, padding="same", name="dw5")(x)  # 5x5 input
+    original = randomize(keras.Model(inputs, head(x)))
+    result = spruce.make_xnnpack_compatible(original)
+    assert result.ok, str(result)
+    assert sorted(r.layer for r in result.fixed) == ["dw3", "dw5"]
+    new = {l.name: l for l in result.model.layers}
+    assert new["dw3"].padding == "valid" and new["dw3_pad"].padding == ((1, 1), (1, 1))
+    assert new["dw5"].padding == "valid" and new["dw5_pad"].padding == ((2, 2), (2, 2))
+    assert_same_outputs(original, result.model)
+
+
+def test_entry_conv_with_same_padding_on_odd_input_is_fixed_with_identical_outputs():
+    inputs = keras.Input((17, 17, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(inputs)
+    original = randomize(keras.Model(inputs, head(x)))
+    assert not spruce.check_xnnpack(original).ok
+    result = spruce.make_xnnpack_compatible(original)
+    assert result.ok, str(result)
+    assert_same_outputs(original, result.model)
+
+
+def test_stride2_same_depthwise_on_even_input_is_reported_not_fixed_with_the_change_needed():
+    inputs, x = stem((16, 16, 3))  # 8x8 after the stem: TF pads (0, 1)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(x)
+    original = randomize(keras.Model(inputs, head(x)))
+    result = spruce.make_xnnpack_compatible(original)
+    assert result.fixed == [] and not result.ok
+    [left] = result.not_fixed
+    assert left.layer == "dw" and not left.auto_fix
+    assert "shifts the sampling grid" in left.fix and "ZeroPadding2D(1)" in left.fix
+    assert "Still refused" in str(result)
+    assert_same_outputs(original, result.model)
+
+
+def test_dense_on_a_4d_tensor_becomes_an_equivalent_prunable_1x1_conv():
+    inputs, x = stem((16, 16, 3))
+    x = layers.Dense(12, activation="relu", name="dense4d")(x)
+    original = randomize(keras.Model(inputs, head(x)))
+    result = spruce.make_xnnpack_compatible(original)
+    assert result.ok, str(result)
+    conv = {l.name: l for l in result.model.layers}["dense4d"]
+    assert isinstance(conv, layers.Conv2D) and tuple(conv.kernel_size) == (1, 1)
+    assert "dense4d" in result.report.pruned_layers
+    assert_same_outputs(original, result.model)
+
+
+def test_residual_and_nested_models_are_rewritten_inside_with_identical_outputs():
+    block_in = keras.Input((9, 9, 8))
+    h = layers.DepthwiseConv2D(3, padding="same")(block_in)
+    h = layers.Conv2D(8, 1)(h)
+    h = layers.Add()([block_in, h])
+    h = layers.DepthwiseConv2D(3, strides=2, padding="same", name="down")(h)
+    block = keras.Model(block_in, h, name="block")
+    inputs, x = stem((18, 18, 3))
+    x = block(x)
+    x = layers.Conv2D(16, 1)(x)
+    x = layers.GlobalAveragePooling2D()(x)  # keepdims=False
+    original = randomize(keras.Model(inputs, layers.Dense(4)(x)))
+    result = spruce.make_xnnpack_compatible(original)
+    assert result.ok, str(result)
+    assert {r.layer for r in result.fixed} == {"block/down", original.layers[-2].name}
+    assert_same_outputs(original, result.model)
+
+
+def test_shared_layers_stay_shared_and_multiple_outputs_are_kept():
+    inputs, x = stem((16, 16, 3))
+    shared = layers.Conv2D(8, 1, name="shared")
+    x = shared(shared(x))
+    pool = layers.GlobalAveragePooling2D()(x)
+    original = randomize(keras.Model(inputs, [layers.Dense(3)(pool), layers.Dense(2)(pool)]))
+    result = spruce.make_xnnpack_compatible(original)
+    assert result.ok, str(result)
+    assert sum(1 for l in result.model.layers if l.name == "shared") == 1
+    assert_same_outputs(original, result.model)
+
+
+def test_rewritten_model_does_not_share_weights_with_the_original():
+    original = randomize(zoo.guide_model(keepdims=False))
+    before = [w.copy() for w in original.get_weights()]
+    result = spruce.make_xnnpack_compatible(original)
+    for w in result.model.weights:
+        w.assign(np.zeros(w.shape, w.dtype))
+    for a, b in zip(before, original.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_accepted_model_is_copied_unchanged():
+    original = randomize(zoo.guide_model(keepdims=True))
+    result = spruce.make_xnnpack_compatible(original)
+    assert result.fixed == [] and result.ok
+    assert [l.name for l in result.model.layers] == [l.name for l in original.layers]
+    assert_same_outputs(original, result.model)
+
+
+def test_keepdims_false_is_left_alone_when_the_policy_allows_it():
+    policy = spruce.PruneForLatencyOnXNNPack(allow_keepdims_false=True)
+    result = spruce.make_xnnpack_compatible(zoo.guide_model(keepdims=False), policy)
+    assert result.fixed == [] and result.ok
+
+
+def test_result_serialises_to_json():
+    result = spruce.make_xnnpack_compatible(zoo.guide_model(keepdims=False))
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["ok"] is True and data["fixed"][0]["change"].startswith("GlobalAverage")
+    assert data["report"]["ok"] is True
