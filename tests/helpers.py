@@ -1,0 +1,80 @@
+"""Domain assertions shared by the test suite (pruned and stripped Keras models)."""
+
+import numpy as np
+
+
+def kept_count(size, sparsity):
+    """tfmot's count of weights kept at `sparsity`: max(round((1 - s) * n), 1), in float32."""
+    return max(int(np.round(np.float32(size) * (np.float32(1.0) - np.float32(sparsity)))), 1)
+
+
+def iter_layers(model):
+    """Every layer of `model`, nested models expanded (the nested model itself not listed)."""
+    for layer in model.layers:
+        if hasattr(layer, "layers") and not hasattr(layer, "pruning_vars"):
+            yield from iter_layers(layer)
+        else:
+            yield layer
+
+
+def _original_name(layer):
+    inner = getattr(layer, "layer", None)
+    return inner.name if hasattr(layer, "pruning_vars") and inner is not None else layer.name
+
+
+def find_layer(model, name):
+    """The layer called `name` (a wrapper is found by its wrapped layer's name)."""
+    for layer in iter_layers(model):
+        if _original_name(layer) == name:
+            return layer
+    raise AssertionError(f"no layer named {name!r} in model {model.name!r}")
+
+
+def effective_weights(layer):
+    """A layer's weights as computed with: pruned weights multiplied by their masks."""
+    if hasattr(layer, "pruning_vars"):
+        return layer.masked_weights()
+    return [np.asarray(w) for w in layer.get_weights()]
+
+
+def pruned_layer_names(model):
+    """Names of the layers wrapped for pruning in `model` (nested models included)."""
+    return sorted(_original_name(l) for l in iter_layers(model) if hasattr(l, "pruning_vars"))
+
+
+def assert_weight_sparsity(array, sparsity, what="weight"):
+    """Exactly tfmot's number of zeros for `sparsity` in `array`."""
+    array = np.asarray(array)
+    zeros = int(np.sum(array == 0))
+    expected = array.size - kept_count(array.size, sparsity)
+    assert zeros == expected, (
+        f"{what}: {zeros} zeros of {array.size} ({zeros / array.size:.4f}); expected "
+        f"{expected} for sparsity {sparsity}"
+    )
+
+
+def assert_model_sparsity(model, expected, untouched_others=True):
+    """Check the first (kernel) weight of each layer in `expected` {name: sparsity}.
+
+    Works on pruned models (masks applied) and on stripped plain models. With
+    `untouched_others`, no other layer's kernel (any weight of rank >= 2) holds an
+    exact zero: nothing else was pruned (random or trained kernels have no zeros).
+    """
+    for name, sparsity in expected.items():
+        assert_weight_sparsity(effective_weights(find_layer(model, name))[0], sparsity,
+                               f"layer {name!r} kernel")
+    if untouched_others:
+        for layer in iter_layers(model):
+            if _original_name(layer) in expected:
+                continue
+            for array in effective_weights(layer):
+                # kernels are >= 2-D; biases and normalization parameters start at zero
+                if array.ndim >= 2 and np.any(array == 0):
+                    raise AssertionError(f"layer {_original_name(layer)!r} has zeros in a "
+                                         f"{array.shape} weight but was not to be pruned")
+
+
+def assert_same_predictions(model_a, model_b, x, atol=1e-5):
+    a = np.asarray(model_a.predict(x, verbose=0))
+    b = np.asarray(model_b.predict(x, verbose=0))
+    np.testing.assert_allclose(a, b, atol=atol)
