@@ -35,10 +35,10 @@ STRONG_RATIO = 1.5
 SLOWER_RATIO = 0.9
 DEFAULT_REPETITIONS = 15
 CAVEAT = (
-    "Emulated ratios overstate real-device speedups: qemu emulates NEON slowly, which the "
-    "sparse kernels avoid more of. On a real phone expect less (the TFMOT guide measured 1.4x "
-    "at 75% sparsity on a Pixel 4; Fast Sparse ConvNets report 1.3-2.4x). Measure on a device "
-    "with `spruce bench --adb` before promising a speedup.")
+    "Emulated ratios overstate real-device speedups: emulation changes the relative cost of "
+    "the kernels. On a real phone expect less (the TFMOT guide measured 1.4x at 75% sparsity on a "
+    "Pixel 4; Fast Sparse ConvNets report 1.3-2.4x). Measure on a device with `spruce bench --adb` "
+    "before promising a speedup.")
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
 
 
@@ -103,21 +103,16 @@ def _inspect(path):
 
 
 def _reasons(d):
-    """Every string under a key named like 'reason' in the inspector's report."""
-    found = []
-
-    def walk(x, key=""):
-        if isinstance(x, dict):
-            for k, v in x.items():
-                walk(v, k)
-        elif isinstance(x, (list, tuple)):
-            for v in x:
-                walk(v, key)
-        elif isinstance(x, str) and "reason" in key.lower() and x and x not in found:
-            found.append(x)
-
-    walk(d)
-    return found
+    """The inspector's findings (model-wide, else per region) as readable strings."""
+    findings = list(d.get("findings") or [])
+    if not findings:
+        for region in d.get("regions") or []:
+            findings += [f for f in region.get("findings") or [] if f not in findings]
+    out = []
+    for f in findings:
+        where = f"{f.get('opcode', 'operator')} #{f['operator']}: " if f.get("operator") is not None else ""
+        out.append(f"{where}{f.get('message', f)}")
+    return out
 
 
 def _emulate(env, sparse, dense, repetitions, target_seconds, timeout):
@@ -138,7 +133,8 @@ def _emulate(env, sparse, dense, repetitions, target_seconds, timeout):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _verdict(ratio, identical, inspector):
+def verdict(ratio, identical, inspector=None):
+    """(engaged, reason) from the A/B observations; see the module docstring."""
     why = ""
     if inspector is not None and inspector.get("reasons") and not inspector.get("xnnpack_sparse"):
         why = " spruce inspect: " + "; ".join(inspector["reasons"][:3])
@@ -179,11 +175,13 @@ def check_arm64(path, *, repetitions=DEFAULT_REPETITIONS, target_seconds=0.2, pr
         dense_path = os.path.join(tmp, "dense.tflite")
         densified = densify_tflite(path, dense_path)
         if not densified.changed:
-            reason = ("the file stores every weight dense (no sparse tensors, no DENSIFY operator); "
-                      "LiteRT's XNNPACK delegate only enables sparse inference for weights stored "
-                      "sparse. Export with sparse storage (spruce.export_litert(..., sparse=True)).")
+            reason = ("the file stores every weight dense (no sparse tensor, no DENSIFY operator), so "
+                      "there is nothing to compare: LiteRT's XNNPACK delegate only enables sparse "
+                      "inference for weights stored sparse. Export with spruce.export_litert(..., "
+                      "sparse=True).")
             if inspector and inspector.get("reasons"):
-                reason += " spruce inspect: " + "; ".join(inspector["reasons"][:3])
+                reason = ("stored dense, nothing to emulate. spruce inspect: "
+                          + "; ".join(inspector["reasons"][:3]))
             agrees = None if inspector is None else not inspector.get("xnnpack_sparse")
             return Arm64Report(model=path, sparse_path_engaged=False, reason=reason, inspector=inspector,
                                inspector_agrees=agrees, densify=densified.to_dict())
@@ -200,7 +198,7 @@ def check_arm64(path, *, repetitions=DEFAULT_REPETITIONS, target_seconds=0.2, pr
     best = seconds["dense"]["min"] / seconds["sparse"]["min"]
     diff, scale = result["max_abs_diff"], result["max_abs_output"]
     identical = diff == 0.0
-    engaged, reason = _verdict(ratio, identical, inspector)
+    engaged, reason = verdict(ratio, identical, inspector)
     agrees = None if inspector is None else bool(inspector.get("xnnpack_sparse")) == engaged
     return Arm64Report(
         model=path, sparse_path_engaged=engaged, reason=reason, time_ratio=ratio, time_ratio_best=best,

@@ -95,13 +95,13 @@ def _run(cmd, what, env=None, cwd=None):
     return proc.stdout
 
 
-def _host_sources(out_dir):
-    """Copy the machine's apt sources, with any architecture restriction removed."""
+def host_sources(out_dir, etc="/etc/apt"):
+    """Copy the machine's apt sources into `out_dir`, with any architecture restriction removed."""
     files = []
-    if os.path.isfile("/etc/apt/sources.list"):
-        files.append("/etc/apt/sources.list")
-    files += sorted(glob.glob("/etc/apt/sources.list.d/*.list"))
-    files += sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))
+    if os.path.isfile(os.path.join(etc, "sources.list")):
+        files.append(os.path.join(etc, "sources.list"))
+    files += sorted(glob.glob(os.path.join(etc, "sources.list.d", "*.list")))
+    files += sorted(glob.glob(os.path.join(etc, "sources.list.d", "*.sources")))
     written = 0
     for i, src in enumerate(files):
         with open(src) as f:
@@ -117,7 +117,7 @@ def _host_sources(out_dir):
         written += 1
     if not written:
         raise Arm64SetupError(
-            "found no apt sources in /etc/apt/sources.list or /etc/apt/sources.list.d/; the aarch64 "
+            f"found no apt sources in {etc}/sources.list or {etc}/sources.list.d/; the aarch64 "
             "sysroot is built from the machine's own Debian mirror. Configure apt first.")
 
 
@@ -125,7 +125,7 @@ def _apt_config(apt_dir):
     for sub in ("lists/partial", "archives/partial", "sources.list.d", "preferences.d", "apt.conf.d"):
         os.makedirs(os.path.join(apt_dir, sub), exist_ok=True)
     open(os.path.join(apt_dir, "status"), "w").close()  # no packages installed: fetch everything
-    _host_sources(os.path.join(apt_dir, "sources.list.d"))
+    host_sources(os.path.join(apt_dir, "sources.list.d"))
     conf = os.path.join(apt_dir, "apt.conf")
     settings = {
         "APT::Architecture": "arm64",
@@ -178,7 +178,7 @@ def _prepare_sysroot(root, progress):
             "point apt at a Debian 12 (bookworm) mirror.")
     shutil.rmtree(sysroot, ignore_errors=True)
     os.replace(tmp, sysroot)
-    shutil.rmtree(os.path.join(apt_dir, "archives"), ignore_errors=True)  # the .debs are unpacked
+    shutil.rmtree(apt_dir, ignore_errors=True)  # package lists and .debs (~130 MB) are no longer needed
     return sysroot
 
 
