@@ -1,0 +1,205 @@
+"""spruce's engine against the LiteRT interpreter on MobileNetV1 at 224x224.
+
+Builds spruce.zoo.mobilenet_v1 (symmetric padding), zeroes its 1x1 convs by
+magnitude to 0%, 75% and 90%, exports each with the real converter
+(EXPERIMENTAL_SPARSITY, so pruned weights are stored sparse) and times, in one
+process and interleaved round by round, 1 thread each:
+
+- LiteRT's interpreter (XNNPACK) on the dense export: the baseline;
+- spruce's engine on each export (its loop runs in native code);
+- spruce's engine with 2 threads, for the scaling figure.
+
+It also times each kernel family of the engine (GFLOP/s against the core's
+AVX2 FMA peak). Prints one JSON document. Usage:
+
+    PYTHONPATH=src python benchmarks/bench_engine.py [--rounds 5] [--runs 10] [--quick]
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+GOALS = {"sparse90_speedup": 3.0, "sparse75_speedup": 1.8, "dense_speedup_min": 1 / 1.5,
+         "two_thread_scaling": 1.6}
+
+
+def cpu_info():
+    model, mhz = platform.processor(), None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("cpu MHz") and mhz is None:
+                    mhz = float(line.split(":", 1)[1])
+    except OSError:
+        pass
+    return model, mhz
+
+
+def zero_by_magnitude(kernel, sparsity):
+    flat = np.abs(kernel).ravel()
+    k = int(round(sparsity * flat.size))
+    out = kernel.copy()
+    if k:
+        out[np.abs(kernel) <= np.partition(flat, k - 1)[k - 1]] = 0
+    return out
+
+
+def build_exports(folder, size, sparsities, alpha):
+    import keras
+    import tensorflow as tf
+
+    from spruce import zoo
+
+    keras.utils.set_random_seed(0)
+    model = zoo.mobilenet_v1((size, size, 3), num_classes=1000, alpha=alpha)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+    dense_weights = model.get_weights()
+    spec = [tf.TensorSpec((1, size, size, 3), tf.float32)]
+    paths = {}
+    for s in sparsities:
+        model.set_weights(dense_weights)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1):
+                w = layer.get_weights()
+                w[0] = zero_by_magnitude(w[0], s)
+                layer.set_weights(w)
+        path = os.path.join(folder, f"mobilenet_v1_{int(s * 100)}.tflite")
+        model.export(path, format="litert", verbose=False, input_signature=spec,
+                     optimizations=[tf.lite.Optimize.EXPERIMENTAL_SPARSITY])
+        paths[s] = path
+    model.set_weights(dense_weights)
+    paths["litert_dense"] = os.path.join(folder, "mobilenet_v1_dense.tflite")
+    model.export(paths["litert_dense"], format="litert", verbose=False, input_signature=spec)
+    return paths
+
+
+def litert_times(interpreter, x, runs):
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.set_tensor(index, x)
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        interpreter.invoke()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def summary(times):
+    return {"median_ms": statistics.median(times) * 1e3, "min_ms": min(times) * 1e3,
+            "p10_ms": float(np.percentile(times, 10)) * 1e3, "p90_ms": float(np.percentile(times, 90)) * 1e3,
+            "runs": len(times)}
+
+
+def family_throughput(engine, runs, peak_gflops):
+    families = {}
+    for op in engine.profile(runs):
+        f = families.setdefault(op["family"], {"flops": 0.0, "seconds": 0.0, "ops": 0})
+        f["flops"] += op["flops"]
+        f["seconds"] += op["seconds"]
+        f["ops"] += 1
+    for f in families.values():
+        f["gflops_per_s"] = f["flops"] / f["seconds"] / 1e9 if f["seconds"] > 0 else None
+        f["fraction_of_peak"] = f["gflops_per_s"] / peak_gflops if peak_gflops and f["gflops_per_s"] else None
+        f["ms"] = f.pop("seconds") * 1e3
+    return families
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--runs", type=int, default=10, help="timed runs per engine per round")
+    parser.add_argument("--cache-dir", default=None, help="reuse exports from this folder")
+    parser.add_argument("--quick", action="store_true", help="64x64, alpha 0.5, 2 rounds (a smoke test)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size, args.alpha, args.rounds, args.runs = 64, 0.5, 2, 5
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    import spruce
+    from spruce.runtime import Engine
+
+    sparsities = [0.0, 0.75, 0.9]
+    folder = args.cache_dir or tempfile.mkdtemp(prefix="spruce_bench_")
+    os.makedirs(folder, exist_ok=True)
+    wanted = [os.path.join(folder, f"mobilenet_v1_{int(s * 100)}.tflite") for s in sparsities]
+    if args.cache_dir and all(os.path.exists(p) for p in wanted + [os.path.join(folder, "mobilenet_v1_dense.tflite")]):
+        paths = dict(zip(sparsities, wanted), litert_dense=os.path.join(folder, "mobilenet_v1_dense.tflite"))
+    else:
+        paths = build_exports(folder, args.size, sparsities, args.alpha)
+
+    x = np.random.default_rng(0).normal(size=(1, args.size, args.size, 3)).astype(np.float32)
+    interpreter = Interpreter(model_path=paths["litert_dense"], num_threads=1)
+    interpreter.allocate_tensors()
+    engines = {s: Engine(paths[s], num_threads=1) for s in sparsities}
+    engines2 = {s: Engine(paths[s], num_threads=2) for s in (0.0, 0.9)}
+    for e in list(engines.values()) + list(engines2.values()):
+        e.run(x)
+    litert_times(interpreter, x, 2)
+
+    times = {"litert_dense": []}
+    times.update({f"spruce_{int(s * 100)}": [] for s in sparsities})
+    times.update({f"spruce_{int(s * 100)}_2threads": [] for s in engines2})
+    for _ in range(args.rounds):
+        times["litert_dense"] += litert_times(interpreter, x, args.runs)
+        for s, e in engines.items():
+            times[f"spruce_{int(s * 100)}"] += list(e.benchmark(args.runs, 1).times)
+        for s, e in engines2.items():
+            times[f"spruce_{int(s * 100)}_2threads"] += list(e.benchmark(args.runs, 1).times)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = med["litert_dense"]
+    speedups = {f"spruce_{int(s * 100)}_vs_litert_dense": base / med[f"spruce_{int(s * 100)}"] for s in sparsities}
+    scaling = {f"spruce_{int(s * 100)}_2threads_vs_1thread": med[f"spruce_{int(s * 100)}"] / med[f"spruce_{int(s * 100)}_2threads"]
+               for s in engines2}
+
+    model_name, mhz = cpu_info()
+    # AVX2 + FMA: 2 FMA pipes x 8 floats x 2 flops per cycle.
+    peak = 32 * mhz / 1e3 if mhz and engines[0.0].isa == "avx2" else None
+    import ai_edge_litert
+    import tensorflow as tf
+
+    report = {
+        "benchmark": "spruce engine vs LiteRT interpreter (dense export), MobileNetV1",
+        "note": "timings on a shared machine are noisy; rerun on a quiet one",
+        "model": {"input": [1, args.size, args.size, 3], "alpha": args.alpha, "padding": "symmetric"},
+        "cpu": model_name, "cpu_mhz": mhz, "cores": os.cpu_count(), "isa": engines[0.0].isa,
+        "versions": {"python": sys.version.split()[0], "spruce": spruce.__version__, "numpy": np.__version__,
+                     "tensorflow": tf.__version__,
+                     "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown")},
+        "rounds": args.rounds, "runs_per_round": args.runs, "threads": 1,
+        "times": {k: summary(v) for k, v in times.items()},
+        "speedups": speedups,
+        "two_thread_scaling": scaling,
+        "goals": {
+            "sparse90_at_least_3x": speedups["spruce_90_vs_litert_dense"] >= GOALS["sparse90_speedup"],
+            "sparse75_at_least_1.8x": speedups["spruce_75_vs_litert_dense"] >= GOALS["sparse75_speedup"],
+            "dense_at_most_1.5x_slower": speedups["spruce_0_vs_litert_dense"] >= GOALS["dense_speedup_min"],
+            "two_threads_at_least_1.6x": all(v >= GOALS["two_thread_scaling"] for v in scaling.values()),
+        },
+        "peak_gflops_per_core": peak,
+        "kernel_families": {f"spruce_{int(s * 100)}": family_throughput(e, 3, peak) for s, e in engines.items()},
+        "exports": {str(k): v for k, v in paths.items()},
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
