@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
@@ -108,3 +107,28 @@ print(json.dumps({{"tensorflow": "tensorflow" in sys.modules, "zeros": zeros,
                    "events": len(os.listdir(log_dir))}}))
 """)
     assert loaded == {"tensorflow": False, "zeros": [0.5, 0.5], "events": 1}
+
+
+def test_loading_a_pruned_model_needs_the_pruning_module_loaded_first(tmp_path):
+    """`import spruce` loads no Keras, so it cannot register PruneLowMagnitude with Keras;
+    any use of the pruning API (or spruce.prune.prune_scope(), as in tfmot) does."""
+    path = str(tmp_path / "p.keras")
+    run_python(f"""
+        import json, keras, spruce
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        spruce.prune_low_magnitude(model).save({path!r})
+        print(json.dumps({{}}))
+    """)
+    loaded = run_python(f"""
+        import json, keras, spruce
+        try:
+            keras.saving.load_model({path!r})
+            plain = "loaded"
+        except TypeError:
+            plain = "refused"
+        from spruce.prune import prune_scope
+        with prune_scope():
+            scoped = type(keras.saving.load_model({path!r}).layers[0]).__name__
+        print(json.dumps({{"plain": plain, "scoped": scoped}}))
+    """)
+    assert loaded == {"plain": "refused", "scoped": "PruneLowMagnitude"}

@@ -95,9 +95,6 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
             ),
         )
     )
-    if pruning_policy is not None:
-        pruning_policy.check_schedule(params["pruning_schedule"])
-
     if isinstance(to_prune, (list, tuple)):
         return [prune_low_magnitude(layer, pruning_policy=pruning_policy, **params, **kwargs)
                 for layer in to_prune]
@@ -106,6 +103,7 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         _check_model(to_prune)
         if pruning_policy is not None:
             pruning_policy.ensure_model_supports_pruning(to_prune)
+            pruning_policy.check_schedule(params["pruning_schedule"])
         pruned = _clone(to_prune, params, pruning_policy)
         _copy_weights(to_prune, pruned)
         return pruned
@@ -113,8 +111,10 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     if isinstance(to_prune, keras.layers.Layer):
         if isinstance(to_prune, PruneLowMagnitude):
             return to_prune
-        if pruning_policy is not None and not pruning_policy.allow_pruning(to_prune):
-            return to_prune
+        if pruning_policy is not None:
+            pruning_policy.check_schedule(params["pruning_schedule"])
+            if not pruning_policy.allow_pruning(to_prune):
+                return to_prune
         if registry.nothing_to_prune(to_prune):
             raise ValueError(
                 f"Layer '{to_prune.name}' ({type(to_prune).__name__}) has no weights to prune. "
