@@ -5,6 +5,7 @@ LiteRT runtime, or read from XNNPACK's NCHW-compatibility check).
 """
 
 import json
+import warnings
 
 import keras
 import pytest
@@ -96,9 +97,20 @@ def test_allow_keepdims_false_must_be_a_bool():
         spruce.PruneForLatencyOnXNNPack(allow_keepdims_false="yes")
 
 
-def test_zoo_mobilenets_are_accepted():
+# The analysis is backend-independent; building these models is slow under JAX.
+tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                     reason="backend-independent; slow to build under JAX")
+
+
+@tensorflow_only
+def test_zoo_mobilenet_v1_is_accepted():
     assert_accepted(zoo.mobilenet_v1((32, 32, 3), num_classes=4, alpha=0.25))
-    assert_accepted(zoo.mobilenet_v2((32, 32, 3), num_classes=4, alpha=0.35))
+
+
+@tensorflow_only
+def test_zoo_mobilenet_v2_with_residual_adds_and_5x5_depthwise_is_accepted():
+    report = assert_accepted(zoo.mobilenet_v2((32, 32, 3), num_classes=4, alpha=0.35))
+    assert any(v.type == "Add" and v.sparse_path for v in report.layers)
 
 
 # --- allow_pruning --------------------------------------------------------------------
@@ -401,3 +413,46 @@ def test_report_is_a_readable_table_and_serialises_to_json():
     assert data["ok"] is False and len(data["layers"]) == len(report.layers)
     assert data["refusals"][0]["message"] == str(report.refusals[0])
     assert "Accepted" in str(spruce.check_xnnpack(zoo.guide_model(keepdims=True)))
+
+
+# --- with the pruning core ------------------------------------------------------------
+
+
+def test_schedule_warning_fires_at_or_below_two_thirds_final_sparsity():
+    with pytest.warns(UserWarning, match="final_sparsity=0.6 is at or below 2/3"):
+        POLICY.check_schedule(spruce.PolynomialDecay(0.25, 0.6, 0, 100))
+    with pytest.warns(UserWarning, match="at or below 2/3"):
+        POLICY.check_schedule(spruce.ConstantSparsity(0.5, 0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        POLICY.check_schedule(spruce.PolynomialDecay(0.25, 0.75, 0, 100))
+        POLICY.check_schedule(spruce.ConstantSparsity(0.7, 0))
+
+
+def test_prune_low_magnitude_warns_about_a_low_schedule_at_wrapping_time():
+    with pytest.warns(UserWarning, match="would run dense"):
+        spruce.prune_low_magnitude(zoo.guide_model(keepdims=True),
+                                   pruning_schedule=spruce.PolynomialDecay(0.25, 0.6, 0, 100),
+                                   pruning_policy=POLICY)
+
+
+def test_guide_model_pruned_with_the_policy_wraps_only_its_two_1x1_convs():
+    model = zoo.guide_model(keepdims=True)
+    pruned = spruce.prune_low_magnitude(
+        model, pruning_schedule=spruce.PolynomialDecay(0.25, 0.75, 0, 100),
+        pruning_policy=POLICY)
+    wrapped = [l.layer.name for l in pruned.layers if isinstance(l, keras.layers.Wrapper)]
+    one_by_one = [l.name for l in model.layers
+                  if isinstance(l, layers.Conv2D) and tuple(l.kernel_size) == (1, 1)]
+    assert wrapped == one_by_one and len(wrapped) == 2
+    # the report reads the wrapped model too: same verdicts
+    report = spruce.check_xnnpack(pruned)
+    assert report.ok and report.pruned_layers == [l.name for l in pruned.layers
+                                                  if isinstance(l, keras.layers.Wrapper)]
+
+
+def test_prune_low_magnitude_refuses_the_guide_model_with_keepdims_false():
+    with pytest.raises(ValueError, match="keepdims=True.*Flatten"):
+        spruce.prune_low_magnitude(zoo.guide_model(keepdims=False),
+                                   pruning_schedule=spruce.PolynomialDecay(0.25, 0.75, 0, 100),
+                                   pruning_policy=POLICY)
