@@ -65,3 +65,20 @@ def test_stage_keys_chain_so_later_changes_keep_earlier_stages():
     assert base.stage_key("pruned") != dense_changed.stage_key("pruned")
     assert base.stage_key("export") != dense_changed.stage_key("export")
     assert base.stage_key("export") == RunConfig(threads=2).stage_key("export")  # bench settings only
+
+
+def test_cli_reports_a_bad_setting_and_exits_2(capsys):
+    from spruce.cli import main
+
+    assert main(["run", "--final-sparsity", "1.5", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "spruce run: final_sparsity must be in [initial_sparsity=0.25, 1). Received: final_sparsity=1.5" in err
+
+
+def test_cli_reports_a_broken_config_file_and_exits_2(tmp_path, capsys):
+    from spruce.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[prune]\nfinal = 0.9\n")
+    assert main(["run", "--config", str(bad)]) == 2
+    assert "unknown key 'final' in [prune]" in capsys.readouterr().err

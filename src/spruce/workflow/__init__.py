@@ -10,7 +10,7 @@ __all__ = ["RunConfig", "load_config", "run"]
 
 
 def run(config, fresh=False, progress=True, quiet=False):
-    """See :func:`spruce.workflow.run.run`."""
-    from spruce.workflow.run import run as _run
+    """See :func:`spruce.workflow.pipeline.run`."""
+    from spruce.workflow.pipeline import run as _run
 
     return _run(config, fresh=fresh, progress=progress, quiet=quiet)

@@ -59,12 +59,13 @@ def _jsonable(value):
 
 
 def remove_partials(folder):
-    """Delete temporaries an earlier, killed run may have left (kill -9 skips `finally`)."""
+    """Delete temporaries an earlier, killed run may have left (kill -9 skips `finally`):
+    ours (``.<name>.<random>.part<suffix>``) and export_litert's (``.spruce-export-*``)."""
     if not os.path.isdir(folder):
         return
     for root, _, files in os.walk(folder):
         for name in files:
-            if name.startswith(".") and ".part" in name:
+            if name.startswith(".") and (".part" in name or name.startswith(".spruce-export-")):
                 os.unlink(os.path.join(root, name))
 
 

@@ -35,10 +35,11 @@ class RunConfig:
     final_sparsity: float = 0.75
     pruning_frequency: int = 100
     pruning_end_fraction: float = 0.75  # sparsity reaches its final value at this share of the fine-tuning
+    distill: float = 0.0  # weight of the dense model's soft targets while fine-tuning (0: labels only)
     # [export]
     export_batch_size: int = 1
     # [bench]
-    bench_runs: int = 200
+    bench_runs: int = 1000
     bench_warmup: int = 20
     threads: int = 1
     arm64_check: bool = True
@@ -76,6 +77,8 @@ class RunConfig:
             bad("final_sparsity", f"in [initial_sparsity={self.initial_sparsity}, 1)")
         if not 0.0 < self.pruning_end_fraction <= 1.0:
             bad("pruning_end_fraction", "in (0, 1]")
+        if not 0.0 <= self.distill < 1.0:
+            bad("distill", "in [0, 1)")
         return self
 
     # ------------------------------------------------------------ stage keys
@@ -84,7 +87,7 @@ class RunConfig:
         "data": ("dataset", "data_dir", "val_fraction", "seed", "quick", "quick_train", "quick_test"),
         "dense": ("model", "dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
         "pruned": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
-                   "pruning_frequency", "pruning_end_fraction"),
+                   "pruning_frequency", "pruning_end_fraction", "distill"),
         "export": ("export_batch_size",),
     }
 
@@ -107,7 +110,7 @@ SECTIONS = {
     "model": ("model",),
     "dense": ("dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
     "prune": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
-              "pruning_frequency", "pruning_end_fraction"),
+              "pruning_frequency", "pruning_end_fraction", "distill"),
     "export": ("export_batch_size",),
     "bench": ("bench_runs", "bench_warmup", "threads", "arm64_check"),
     "run": ("seed", "quick", "quick_train", "quick_test", "out_dir", "name"),
@@ -123,7 +126,7 @@ _FIELD_TYPES = {f.name: type(f.default) for f in dataclasses.fields(RunConfig)}
 
 
 # --quick: these replace the defaults (not values given in the file or on the command line)
-QUICK = {"dense_epochs": 3, "prune_epochs": 2, "bench_runs": 50}
+QUICK = {"dense_epochs": 3, "prune_epochs": 2, "bench_runs": 200}
 
 
 class ConfigError(ValueError):
@@ -140,6 +143,14 @@ def _coerce(key, value, where):
     return value
 
 
+def _toml_keys(section):
+    """The key names a [section] documents: its aliases, and the fields without one."""
+    aliased = {field for (s, _), field in _TOML_ALIASES.items() if s == section}
+    keys = {k for (s, k) in _TOML_ALIASES if s == section}
+    keys |= {f for f in SECTIONS[section] if f not in aliased}
+    return sorted(keys)
+
+
 def parse_toml(text, source="<config>"):
     """TOML text -> {field: value}, refusing unknown sections and keys by name."""
     try:
@@ -153,15 +164,11 @@ def parse_toml(text, source="<config>"):
                               f"Expected one of: {', '.join(f'[{s}]' for s in SECTIONS)}.")
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: {section} must be a [section] table. Received: {section} = {table!r}.")
-        allowed = {_TOML_ALIASES.get((section, k), k) for k in SECTIONS[section]}
-        allowed |= {a for (s, a) in _TOML_ALIASES if s == section}
         for key, value in table.items():
             field = _TOML_ALIASES.get((section, key), key)
             if field not in SECTIONS[section]:
-                names = sorted(k for (s, k) in _TOML_ALIASES if s == section) + \
-                    sorted(k for k in SECTIONS[section] if (section, k) not in {(s, v) for (s, _), v in _TOML_ALIASES.items()})
                 raise ConfigError(f"{source}: unknown key {key!r} in [{section}]. "
-                                  f"Expected one of: {', '.join(sorted(set(names)))}.")
+                                  f"Expected one of: {', '.join(_toml_keys(section))}.")
             values[field] = _coerce(field, value, f"{source} [{section}]")
     return values
 

@@ -1,0 +1,78 @@
+"""`spruce run`: the guide's whole workflow in one command (see spruce.workflow.pipeline)."""
+
+HELP = "train, prune, export, evaluate and benchmark in one command, and write a report"
+
+# command-line flag -> RunConfig field
+_FLAGS = [
+    ("--dataset", "dataset", str, "fashion_mnist (default, Debian package) or cifar10"),
+    ("--data-dir", "data_dir", str, "dataset folder (CIFAR-10: the cifar-10-batches-py folder, or 'keras' to download)"),
+    ("--model", "model", str, "a .keras model to prune instead of the guide's network"),
+    ("--epochs", "dense_epochs", int, "dense training epochs"),
+    ("--prune-epochs", "prune_epochs", int, "fine-tuning epochs with pruning"),
+    ("--batch-size", "batch_size", int, "batch size for both trainings"),
+    ("--lr", "learning_rate", float, "initial learning rate of dense training"),
+    ("--prune-lr", "prune_learning_rate", float, "initial learning rate of fine-tuning"),
+    ("--lr-schedule", "lr_schedule", str, "cosine (default), exponential or constant"),
+    ("--initial-sparsity", "initial_sparsity", float, "PolynomialDecay initial_sparsity"),
+    ("--final-sparsity", "final_sparsity", float, "PolynomialDecay final_sparsity"),
+    ("--pruning-frequency", "pruning_frequency", int, "steps between mask updates"),
+    ("--threads", "threads", int, "threads for the latency benchmark"),
+    ("--bench-runs", "bench_runs", int, "timed runs per model"),
+    ("--seed", "seed", int, "random seed (data split, initialisation, shuffling)"),
+    ("--out", "out_dir", str, "parent folder of run folders (default ./spruce-runs)"),
+    ("--name", "name", str, "run folder name (default: the dataset, -quick for --quick)"),
+]
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", metavar="FILE.toml",
+                        help="settings file (see configs/default.toml); flags override it")
+    for flag, dest, kind, text in _FLAGS:
+        metavar = {int: "N", float: "X"}.get(kind, flag.lstrip("-").split("-")[-1].upper())
+        parser.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=text)
+    parser.add_argument("--quick", dest="quick", action="store_const", const=True, default=None,
+                        help="smoke run on a subset (3000 training, 1000 test images, short training)")
+    parser.add_argument("--no-arm64", dest="arm64_check", action="store_const", const=False, default=None,
+                        help="skip the emulated aarch64 sparse-path check")
+    parser.add_argument("--fresh", action="store_true", help="redo every stage instead of resuming")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def main(args):
+    import json
+    import os
+    import sys
+
+    from spruce.workflow.config import ConfigError, load_config
+    from spruce.workflow.data import DataError
+    from spruce.workflow.model import ModelError
+
+    overrides = {dest: getattr(args, dest) for _, dest, _, _ in _FLAGS}
+    overrides["quick"] = args.quick
+    overrides["arm64_check"] = args.arm64_check
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as e:
+        print(f"spruce run: {e}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from spruce.workflow.pipeline import run
+
+    try:
+        result = run(config, fresh=args.fresh, progress=not args.no_progress, quiet=False)
+    except (DataError, ModelError) as e:
+        print(f"spruce run: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str))
+    else:
+        print()
+        print(result.summary_table())
+        m = result.metrics
+        print(f"\npruning cost {m['accuracy_drop_points']:+.2f} accuracy points; "
+              f"wall time {m['wall_seconds']:.0f} s"
+              + (f" (reused: {', '.join(m['reused'])})" if m["reused"] else ""))
+        print(f"report: {result.report_path}")
+    return 0
+

@@ -1,0 +1,374 @@
+"""The pipeline of `spruce run`: data -> dense model -> pruned model -> .tflite -> measurements -> report.
+
+Each expensive stage (dense training, pruning, export, evaluation) is recorded in the
+run folder's manifest with the hash of the settings it depends on; re-running the same
+command reuses finished stages, a changed setting redoes its stage and those after it,
+and ``fresh=True`` redoes everything. All files are written atomically.
+"""
+
+import dataclasses
+import gzip
+import os
+import sys
+import time
+
+import numpy as np
+
+from spruce.workflow import artifacts, evaluate, plots, report
+from spruce.workflow.artifacts import Manifest, atomic_path, read_json, write_json
+from spruce.workflow.data import load_dataset
+from spruce.workflow.model import build_model
+
+FILES = {
+    "dense.keras": "dense model after training (Keras 3)",
+    "pruned.keras": "pruned model, wrappers stripped (Keras 3)",
+    "dense.tflite": "dense export, batch-1 static signature",
+    "pruned.tflite": "sparse export (1x1 filters stored sparse behind DENSIFY)",
+    "metrics.json": "every figure of this report, machine-readable",
+    "stages.json": "stage manifest: settings hash per finished stage (resume)",
+    "logs/": "TensorBoard logs (dense/, pruned/ with per-layer sparsity)",
+}
+
+
+@dataclasses.dataclass
+class RunReport:
+    folder: str
+    metrics: dict
+
+    @property
+    def report_path(self):
+        return os.path.join(self.folder, "report.md")
+
+    def summary_table(self):
+        return report.table(report.summary_rows(self.metrics))
+
+    def to_dict(self):
+        return {"folder": self.folder, "report": self.report_path, **self.metrics}
+
+
+def default_name(config):
+    """Deterministic, so that re-running the same command finds (and resumes) its folder."""
+    if config.name:
+        return config.name
+    name = config.dataset.replace("-", "_")
+    if config.model:
+        name += "-" + os.path.splitext(os.path.basename(config.model))[0]
+    return name + ("-quick" if config.quick else "")
+
+
+def _log(msg, quiet):
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def run(config, fresh=False, progress=True, quiet=False):
+    """Run the whole workflow for `config` (a validated RunConfig); return a RunReport."""
+    t_start = time.perf_counter()
+    import keras
+
+    folder = os.path.abspath(os.path.join(config.out_dir, default_name(config)))
+    os.makedirs(folder, exist_ok=True)
+    artifacts.remove_partials(folder)
+    manifest = Manifest(folder)
+    if fresh:
+        manifest.forget(*list(manifest.stages))
+    path = lambda name: os.path.join(folder, name)  # noqa: E731
+    stage_seconds, reused = {}, []
+
+    # ------------------------------------------------------------ data
+    t = time.perf_counter()
+    data = load_dataset(config.dataset, config.data_dir or None, config.val_fraction, config.seed,
+                        train_limit=config.quick_train if config.quick else None,
+                        test_limit=config.quick_test if config.quick else None)
+    stage_seconds["data"] = time.perf_counter() - t
+    _log(f"spruce run -> {folder}\ndata: {data.name} {data.sizes()} in {stage_seconds['data']:.1f} s", quiet)
+
+    # ------------------------------------------------------------ dense
+    t = time.perf_counter()
+    key = config.stage_key("dense")
+    if manifest.done("dense", key):
+        reused.append("dense")
+        _log("dense: reusing dense.keras (same settings; --fresh retrains)", quiet)
+        dense_history = read_json(path("history_dense.json"))
+        model_info = manifest.get("dense").get("model", {})
+    else:
+        manifest.forget("dense", "pruned", "export", "evaluate", "arm64")
+        keras.utils.set_random_seed(config.seed)  # before building: the initial weights
+        choice = build_model(config, data)
+        model_info = {"source": choice.source, "compatibility": choice.compatibility}
+        dense_history = _train_dense(choice.model, data, config, path("logs/dense"), progress)
+        _save_keras(choice.model, path("dense.keras"))
+        write_json(path("history_dense.json"), dense_history)
+        manifest.record("dense", key, ["dense.keras", "history_dense.json"], model=model_info,
+                        seconds=time.perf_counter() - t)
+    stage_seconds["dense"] = time.perf_counter() - t
+
+    # ------------------------------------------------------------ pruned
+    t = time.perf_counter()
+    key = config.stage_key("pruned")
+    if manifest.done("pruned", key):
+        reused.append("pruned")
+        _log("pruned: reusing pruned.keras (same settings; --fresh redoes it)", quiet)
+        pruned_history = read_json(path("history_pruned.json"))
+        trace = read_json(path("sparsity_trace.json"))
+    else:
+        manifest.forget("pruned", "export", "evaluate", "arm64")
+        from spruce.workflow.train import prune_finetune
+
+        dense_model = keras.models.load_model(path("dense.keras"))
+        pruned_model, pruned_history, trace = prune_finetune(
+            dense_model, data, config, path("logs/pruned"), progress)
+        _save_keras(pruned_model, path("pruned.keras"))
+        write_json(path("history_pruned.json"), pruned_history)
+        write_json(path("sparsity_trace.json"), trace)
+        manifest.record("pruned", key, ["pruned.keras", "history_pruned.json", "sparsity_trace.json"],
+                        seconds=time.perf_counter() - t)
+    stage_seconds["pruned"] = time.perf_counter() - t
+
+    dense_model = keras.models.load_model(path("dense.keras"))
+    pruned_model = keras.models.load_model(path("pruned.keras"))
+
+    # ------------------------------------------------------------ export
+    t = time.perf_counter()
+    key = config.stage_key("export")
+    if manifest.done("export", key):
+        reused.append("export")
+        _log("export: reusing dense.tflite and pruned.tflite", quiet)
+        exports = manifest.get("export")["reports"]
+    else:
+        manifest.forget("export", "evaluate", "arm64")
+        exports = _export(dense_model, pruned_model, folder, config, quiet)
+        manifest.record("export", key, ["dense.tflite", "pruned.tflite"], reports=exports,
+                        seconds=time.perf_counter() - t)
+    stage_seconds["export"] = time.perf_counter() - t
+
+    # ------------------------------------------------------------ evaluate
+    t = time.perf_counter()
+    if manifest.done("evaluate", key):
+        reused.append("evaluate")
+        accuracy = manifest.get("evaluate")["accuracy"]
+    else:
+        accuracy = _evaluate(dense_model, pruned_model, folder, data, progress)
+        manifest.record("evaluate", key, ["dense.tflite", "pruned.tflite"], accuracy=accuracy,
+                        seconds=time.perf_counter() - t)
+    stage_seconds["evaluate"] = time.perf_counter() - t
+
+    # ------------------------------------------------------------ inspect, bench, arm64 (cheap: always)
+    t = time.perf_counter()
+    metrics = _measure(config, folder, data, dense_model, pruned_model, dense_history, pruned_history,
+                       trace, accuracy, exports, model_info, progress, quiet, manifest)
+    stage_seconds["measure"] = time.perf_counter() - t
+    metrics["stage_seconds"] = stage_seconds
+    metrics["reused"] = reused
+
+    # ------------------------------------------------------------ report
+    t = time.perf_counter()
+    plot_paths = {"training": path("training_curves.png"), "sparsity": path("sparsity_per_layer.png"),
+                  "comparison": path("comparison.png")}
+    plots.training_curves(dense_history, pruned_history, plot_paths["training"])
+    plots.sparsity_over_steps(trace, plot_paths["sparsity"], metrics.get("schedule_target"))
+    plots.comparison(metrics, plot_paths["comparison"])
+    stage_seconds["report"] = time.perf_counter() - t
+    metrics["wall_seconds"] = time.perf_counter() - t_start
+    report.write_report(folder, metrics, config.to_dict(), plot_paths)
+    write_json(path("metrics.json"), metrics)
+    return RunReport(folder, metrics)
+
+
+def _train_dense(model, data, config, log_dir, progress):
+    from spruce.workflow.train import train_dense
+
+    return train_dense(model, data, config, log_dir, progress)
+
+
+def _save_keras(model, final):
+    with atomic_path(final) as tmp:
+        model.save(tmp)
+
+
+def _export(dense_model, pruned_model, folder, config, quiet):
+    import spruce
+
+    out = {}
+    for name, model, sparse in (("dense", dense_model, False), ("pruned", pruned_model, True)):
+        _log(f"export: {name}.tflite ({'sparse' if sparse else 'dense'} storage) ...", quiet)
+        rep = spruce.export_litert(model, os.path.join(folder, f"{name}.tflite"), sparse=sparse,
+                                   batch_size=config.export_batch_size, verify=True)
+        out[name] = rep.to_dict() if hasattr(rep, "to_dict") else {}
+    return out
+
+
+def _evaluate(dense_model, pruned_model, folder, data, progress):
+    acc = {}
+    for name, model in (("dense", dense_model), ("pruned", pruned_model)):
+        acc[name] = {
+            "keras_accuracy": evaluate.keras_accuracy(model, data.x_test, data.y_test,
+                                                      label=f"test {name} (Keras)", progress=progress),
+            "tflite_accuracy": evaluate.tflite_accuracy(os.path.join(folder, f"{name}.tflite"),
+                                                        data.x_test, data.y_test,
+                                                        label=f"test {name}.tflite (LiteRT)",
+                                                        progress=progress),
+        }
+    return acc
+
+
+def _gzip_size(path):
+    with open(path, "rb") as f:
+        return len(gzip.compress(f.read(), 9))
+
+
+def _measure(config, folder, data, dense_model, pruned_model, dense_history, pruned_history, trace,
+             accuracy, exports, model_info, progress, quiet, manifest):
+    import spruce
+    from spruce.workflow.train import kernel_sparsity, pruning_schedule
+
+    path = lambda name: os.path.join(folder, name)  # noqa: E731
+    metrics = {
+        "name": os.path.basename(folder),
+        "data": {"dataset": data.name, **data.sizes()},
+        "model": model_info,
+        "config": config.to_dict(),
+    }
+    schedule = pruning_schedule(config, len(data.x_train))
+    metrics["schedule"] = {"initial_sparsity": config.initial_sparsity,
+                           "final_sparsity": config.final_sparsity,
+                           "end_step": int(schedule.end_step), "frequency": int(schedule.frequency)}
+    metrics["schedule_target"] = _schedule_target(schedule, trace)
+    for name, model, history in (("dense", dense_model, dense_history), ("pruned", pruned_model, pruned_history)):
+        tfl = path(f"{name}.tflite")
+        layers = kernel_sparsity(model)
+        entry = {
+            **accuracy[name],
+            "final_val_accuracy": history.get("val_accuracy", [None])[-1],
+            "keras_bytes": os.path.getsize(path(f"{name}.keras")),
+            "tflite_bytes": os.path.getsize(tfl),
+            "tflite_gzip_bytes": _gzip_size(tfl),
+            "layer_sparsity": {k: layers[k] for k in _one_by_one(model)},
+            "sparsity_1x1": _weighted_1x1_sparsity(model),
+            "export": exports.get(name, {}),
+        }
+        insp = spruce.inspect_tflite(tfl).to_dict()
+        entry["xnnpack_sparse"] = bool(insp.get("xnnpack_sparse"))
+        entry["inspect"] = {"reason": _inspect_reason(insp), "report": insp}
+        metrics[name] = entry
+    metrics["accuracy_drop_points"] = 100 * (metrics["dense"]["keras_accuracy"] - metrics["pruned"]["keras_accuracy"])
+    try:
+        metrics["policy"] = _policy_summary(spruce.check_xnnpack(dense_model))
+    except Exception as e:  # the policy refusing the model is a finding, not a crash
+        metrics["policy"] = {"summary": f"refused: {e}"}
+    metrics["latency"], metrics["cpu"] = _bench(folder, config, progress, quiet)
+    metrics["arm64"] = _arm64(folder, config, quiet, manifest, progress)
+    metrics["files"] = {k: v for k, v in FILES.items()}
+    return metrics
+
+
+def _one_by_one(model):
+    from spruce.workflow.train import _flatten
+
+    return [layer.name for layer in _flatten(model)
+            if type(layer).__name__ == "Conv2D" and tuple(layer.kernel_size) == (1, 1)]
+
+
+def _weighted_1x1_sparsity(model):
+    from spruce.workflow.train import _flatten
+
+    zeros = total = 0
+    for layer in _flatten(model):
+        if type(layer).__name__ == "Conv2D" and tuple(layer.kernel_size) == (1, 1):
+            k = np.asarray(layer.kernel.numpy() if hasattr(layer.kernel, "numpy") else layer.kernel)
+            zeros += int(np.sum(k == 0))
+            total += k.size
+    return zeros / total if total else None
+
+
+def _schedule_target(schedule, trace):
+    """At each traced step, the sparsity the schedule set at its latest pruning step."""
+    steps = trace.get("steps", [])
+    if not steps:
+        return None
+    values, current, s = [], 0.0, 0
+    for step in steps:
+        while s < step:  # schedules are pure functions of the step: replay them
+            s += 1
+            should_prune, sparsity = schedule(s)
+            if should_prune:
+                current = float(sparsity)
+        values.append(current)
+    return {"steps": steps, "sparsity": values}
+
+
+def _inspect_reason(insp):
+    """The inspector's findings as one sentence (empty when the sparse path qualifies)."""
+    if insp.get("xnnpack_sparse"):
+        return ""
+    return " ".join(f.get("message", "") for f in insp.get("findings", [])[:3]).strip()
+
+
+def _policy_summary(rep):
+    text = str(rep).strip().splitlines()
+    summary = next((line for line in reversed(text) if line.startswith(("Accepted", "Refused"))),
+                   text[-1] if text else "")
+    return {"summary": summary, "ok": bool(rep.ok), "report": rep.to_dict()}
+
+
+def _bench(folder, config, progress, quiet):
+    """Latency of both exports, interleaved A/B: LiteRT, and spruce's engine when it is built."""
+    from spruce.bench import benchmark
+    from spruce.workflow.progress import bar
+
+    files = [os.path.join(folder, "dense.tflite"), os.path.join(folder, "pruned.tflite")]
+    out, system = {}, {}
+    engines = (("litert", "LiteRT interpreter (XNNPACK)"), ("spruce", "spruce's native sparse engine"))
+    with bar(len(engines), "benchmark dense vs pruned", progress, "engine") as b:
+        for engine, description in engines:
+            try:
+                rep = benchmark(files, threads=config.threads, runs=config.bench_runs,
+                                warmup=config.bench_warmup, engine=engine)
+            except ImportError as e:  # the native engine is not compiled in this install
+                _log(f"bench: {description} not measured ({str(e).splitlines()[0]})", quiet)
+                b.update(1)
+                continue
+            d = rep.to_dict()
+            system = system or d["system"]
+            out[engine] = _latency_entry(d, description, config.threads)
+            b.update(1)
+    return out, system
+
+
+def _latency_entry(d, description, threads):
+    dense, pruned = (m["median"] * 1e3 for m in d["models"])  # seconds -> ms
+    return {"dense_ms": dense, "pruned_ms": pruned, "threads": threads,
+            "speedup": dense / pruned,
+            "description": f"{description}, {threads} thread(s), {d['settings']['runs']} interleaved "
+                           f"runs: dense {dense * 1000:.0f} µs, pruned {pruned * 1000:.0f} µs median per "
+                           f"image ({dense / pruned:.2f}x)",
+            "raw": d}
+
+
+def _arm64(folder, config, quiet, manifest, progress):
+    """The emulated aarch64 check of pruned.tflite, when qemu is installed (cached per export)."""
+    if not config.arm64_check:
+        return {"reason": "disabled (arm64_check = false / --no-arm64)"}
+    try:
+        from spruce.arm64 import check_arm64, environment
+
+        environment.find_qemu()
+    except (ImportError, RuntimeError) as e:
+        return {"reason": str(e).splitlines()[0]}
+    stamp = os.path.join(environment.cache_dir(), getattr(environment, "_STAMP", ""))
+    if config.quick and not os.path.isfile(stamp):
+        return {"reason": "--quick does not prepare the aarch64 emulation environment "
+                          "(run `spruce check-arm64 FILE` once, or a full `spruce run`)"}
+    key = config.stage_key("export")
+    if manifest.done("arm64", key):
+        return manifest.get("arm64")["result"]
+    _log("arm64: checking XNNPACK's sparse path on aarch64 under emulation ...", quiet)
+    try:
+        rep = check_arm64(os.path.join(folder, "pruned.tflite"), progress=progress)
+    except (RuntimeError, OSError, ValueError) as e:
+        return {"reason": f"check failed: {str(e).splitlines()[0]}"}
+    d = rep.to_dict()
+    result = {"sparse_path_engaged": d["sparse_path_engaged"], "ratio": d.get("time_ratio"),
+              "reason": d.get("reason"), "report": d}
+    manifest.record("arm64", key, ["pruned.tflite"], result=result)
+    return result

@@ -1,0 +1,129 @@
+"""`spruce run` end to end on a small slice of real Fashion-MNIST, with the real components:
+spruce's pruning, the TF converter, the LiteRT interpreter, matplotlib. Then resume behaviour."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from spruce.workflow.artifacts import read_json
+from spruce.workflow.config import load_config
+from spruce.workflow.data import FASHION_MNIST_DIR
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR),
+                       reason="needs the Debian package dataset-fashion-mnist"),
+]
+
+SMALL = {"quick": True, "quick_train": 400, "quick_test": 200, "dense_epochs": 1, "prune_epochs": 1,
+         "batch_size": 32, "pruning_frequency": 2, "pruning_end_fraction": 0.5,
+         "bench_runs": 5, "bench_warmup": 1, "arm64_check": False}
+
+
+def _config(tmp_path, **changes):
+    return load_config(None, {**SMALL, "out_dir": str(tmp_path), "name": "small", **changes})
+
+
+def _mtimes(folder, names):
+    return {n: os.stat(os.path.join(folder, n)).st_mtime_ns for n in names}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    from spruce.workflow import run
+
+    tmp = tmp_path_factory.mktemp("runs")
+    return tmp, run(_config(tmp), progress=False, quiet=True)
+
+
+def test_run_writes_models_exports_metrics_and_a_report_with_its_plots(first_run):
+    _, result = first_run
+    folder = result.folder
+    for name in ("dense.keras", "pruned.keras", "dense.tflite", "pruned.tflite", "metrics.json",
+                 "report.md", "stages.json"):
+        assert os.path.getsize(os.path.join(folder, name)) > 0, name
+    report = open(result.report_path).read()
+    images = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
+    assert len(images) == 3
+    for image in images:
+        with open(os.path.join(folder, image), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(os.path.join(folder, "logs", "pruned"))  # TensorBoard event files
+    assert not [n for n in os.listdir(folder) if ".part" in n]
+
+
+def test_pruned_model_reaches_the_final_sparsity_in_its_1x1_convs(first_run):
+    _, result = first_run
+    pruned = result.metrics["pruned"]
+    assert pruned["sparsity_1x1"] == pytest.approx(0.75, abs=0.01)
+    assert result.metrics["dense"]["sparsity_1x1"] < 0.01
+    # the 1x1 filters are stored sparse behind DENSIFY in pruned.tflite, and only there
+    assert len(pruned["export"]["sparse_tensors"]) == 2 and pruned["export"]["densify_ops"] == 2
+    assert result.metrics["dense"]["export"]["sparse_tensors"] == []
+
+
+def test_tflite_accuracy_matches_keras_on_the_test_set(first_run):
+    _, result = first_run
+    for name in ("dense", "pruned"):
+        m = result.metrics[name]
+        # the same weights through the converter and LiteRT: at most 1 image of 200 may flip on a tie
+        assert abs(m["keras_accuracy"] - m["tflite_accuracy"]) <= 1 / 200 + 1e-9, name
+
+
+def test_metrics_json_is_the_report_data(first_run):
+    _, result = first_run
+    on_disk = read_json(os.path.join(result.folder, "metrics.json"))
+    assert on_disk["pruned"]["keras_accuracy"] == result.metrics["pruned"]["keras_accuracy"]
+    assert on_disk["data"] == {"dataset": "fashion_mnist", "train": 360, "val": 40, "test": 200}
+    assert on_disk["latency"]["litert"]["dense_ms"] > 0
+    assert isinstance(on_disk["pruned"]["xnnpack_sparse"], bool)
+
+
+def test_rerun_reuses_every_finished_stage_and_prints_one_json_document(first_run, capsys):
+    from spruce.cli import main
+
+    tmp, result = first_run
+    names = ["dense.keras", "pruned.keras", "dense.tflite", "pruned.tflite"]
+    before = _mtimes(result.folder, names)
+    argv = ["run", "--quick", "--out", str(tmp), "--name", "small", "--json", "--no-progress", "--no-arm64"]
+    flags = {"dense_epochs": "--epochs", "prune_epochs": "--prune-epochs", "batch_size": "--batch-size",
+             "pruning_frequency": "--pruning-frequency", "bench_runs": "--bench-runs"}
+    for key, flag in flags.items():
+        argv += [flag, str(SMALL[key])]
+    # the settings the CLI has no flag for come from a config file
+    cfg = tmp / "small.toml"
+    cfg.write_text("[prune]\nend_fraction = 0.5\n[bench]\nwarmup = 1\n[run]\nquick_train = 400\nquick_test = 200\n")
+    assert main(argv + ["--config", str(cfg)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["reused"] == ["dense", "pruned", "export", "evaluate"]
+    assert doc["pruned"]["keras_accuracy"] == result.metrics["pruned"]["keras_accuracy"]
+    assert _mtimes(result.folder, names) == before
+
+
+def test_changed_pruning_setting_redoes_pruning_but_reuses_the_dense_model(first_run):
+    from spruce.workflow import run
+
+    tmp, result = first_run
+    before = _mtimes(result.folder, ["dense.keras", "pruned.keras"])
+    again = run(_config(tmp, final_sparsity=0.8), progress=False, quiet=True)
+    after = _mtimes(result.folder, ["dense.keras", "pruned.keras"])
+    assert again.metrics["reused"] == ["dense"]
+    assert after["dense.keras"] == before["dense.keras"]
+    assert after["pruned.keras"] != before["pruned.keras"]
+    assert again.metrics["pruned"]["sparsity_1x1"] == pytest.approx(0.8, abs=0.01)
+
+
+def test_fresh_redoes_everything_and_the_seed_makes_it_repeatable(first_run):
+    from spruce.workflow import run
+
+    tmp, result = first_run
+    again = run(_config(tmp), fresh=True, progress=False, quiet=True)
+    assert again.metrics["reused"] == []
+    # same seed, same data, same recipe: the same weights, so the same predictions
+    assert again.metrics["dense"]["keras_accuracy"] == result.metrics["dense"]["keras_accuracy"]
+    assert again.metrics["pruned"]["keras_accuracy"] == result.metrics["pruned"]["keras_accuracy"]
+    # (layer names carry Keras' per-process counters, so compare the values in layer order)
+    np.testing.assert_equal(list(again.metrics["pruned"]["layer_sparsity"].values()),
+                            list(result.metrics["pruned"]["layer_sparsity"].values()))
