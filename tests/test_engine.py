@@ -103,8 +103,8 @@ def test_sparse_mobilenet_v1_runs_its_1x1_convs_on_the_sparse_kernel(files):
     engine = assert_close_to_litert(path, sample((1, 64, 64, 3)))
     kernels = [layer["kernel"] for layer in engine.summary()]
     assert kernels.count("spmm") == 13
-    assert kernels[:2] == ["pad", "conv_hwc2chw"]
-    assert "conv_general" not in kernels
+    assert kernels[:2] == ["folded into the next conv", "conv_hwc2chw"]
+    assert "conv_general" not in kernels and "pad" not in kernels
 
 
 def test_dense_weights_take_the_dense_kernel(files):

@@ -35,7 +35,7 @@ Window read_window(const OpSpec& s) {
            get_int(s, "pad_bottom"), get_int(s, "pad_right")};
   expect_positive(s, w.kernel, "kernel", 64);
   expect_positive(s, w.stride, "stride", 64);
-  for (int64_t p : {w.top, w.left, w.bottom, w.right}) expect_nonneg(s, p, "padding", 64);
+  for (int64_t p : {w.top, w.left, w.bottom, w.right}) expect_nonneg(s, p, "padding", 4096);
   return w;
 }
 

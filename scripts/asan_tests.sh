@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds spruce's native engine with AddressSanitizer and runs the engine and
+# kernel tests against that build (a copy of the package under build/asan-pkg,
+# so the release build is untouched). Python leaks by design: leak checks off.
+# Usage: scripts/asan_tests.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=build/asan
+PKG=build/asan-pkg
+GEN=()
+if command -v ninja >/dev/null 2>&1; then GEN=(-G Ninja); fi
+cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DSPRUCE_ASAN=ON \
+    -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
+cmake --build "$BUILD" -j "$(nproc)"
+rm -rf "$PKG" && mkdir -p "$PKG"
+cp -r src/spruce "$PKG/"
+find "$PKG" -name '_engine*.so' -delete
+cp "$BUILD"/_engine*.so "$PKG/spruce/runtime/"
+LIBASAN=$(${CXX:-g++} -print-file-name=libasan.so)
+echo "== AddressSanitizer: $LIBASAN"
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_odr_violation=0
+export PYTHONPATH="$PWD/$PKG"
+export TF_CPP_MIN_LOG_LEVEL=2
+# The model property test converts many models (slow under ASan); the mutated-plan
+# fuzz and the corrupted-file tests are what matter here.
+LD_PRELOAD="$LIBASAN" python3 -m pytest -q -p no:cacheprovider \
+    tests/test_engine.py tests/test_kernels.py \
+    "tests/test_engine_fuzz.py::test_corrupted_plans_raise_value_error_never_crash" "$@"
