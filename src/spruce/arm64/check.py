@@ -57,7 +57,7 @@ class Arm64Report:
     outputs_agree: bool = None
     inspector: dict = None              # {"xnnpack_sparse": bool, "reasons": [...]} when available
     inspector_agrees: bool = None       # spruce inspect's prediction matches the measurement
-    densify: dict = None
+    densify: dict = None                # what the dense-storage rewrite changed
     emulator: dict = None
     repetitions: int = None
     caveat: str = CAVEAT
@@ -113,6 +113,11 @@ def _reasons(d):
         where = f"{f.get('opcode', 'operator')} #{f['operator']}: " if f.get("operator") is not None else ""
         out.append(f"{where}{f.get('message', f)}")
     return out
+
+
+def _densify_summary(report):
+    d = report.to_dict()
+    return {k: d[k] for k in ("decoded_tensors", "removed_densify_ops", "size_before", "size_after")}
 
 
 def _emulate(env, sparse, dense, repetitions, target_seconds, timeout):
@@ -184,7 +189,7 @@ def check_arm64(path, *, repetitions=DEFAULT_REPETITIONS, target_seconds=0.2, pr
                           + "; ".join(inspector["reasons"][:3]))
             agrees = None if inspector is None else not inspector.get("xnnpack_sparse")
             return Arm64Report(model=path, sparse_path_engaged=False, reason=reason, inspector=inspector,
-                               inspector_agrees=agrees, densify=densified.to_dict())
+                               inspector_agrees=agrees, densify=_densify_summary(densified))
         env = environment.prepare(progress=progress)
         if progress:
             print(f"[spruce check-arm64] timing stored-sparse vs stored-dense under emulation "
@@ -197,12 +202,12 @@ def check_arm64(path, *, repetitions=DEFAULT_REPETITIONS, target_seconds=0.2, pr
     ratio = seconds["dense"]["median"] / seconds["sparse"]["median"]
     best = seconds["dense"]["min"] / seconds["sparse"]["min"]
     diff, scale = result["max_abs_diff"], result["max_abs_output"]
-    identical = diff == 0.0
+    identical = bool(result["bitwise_identical"])
     engaged, reason = verdict(ratio, identical, inspector)
     agrees = None if inspector is None else bool(inspector.get("xnnpack_sparse")) == engaged
     return Arm64Report(
         model=path, sparse_path_engaged=engaged, reason=reason, time_ratio=ratio, time_ratio_best=best,
         seconds=seconds, outputs_identical=identical, max_abs_diff=diff,
         outputs_agree=diff <= 1e-4 * max(scale, 1.0), inspector=inspector, inspector_agrees=agrees,
-        densify=densified.to_dict(), repetitions=repetitions,
+        densify=_densify_summary(densified), repetitions=repetitions,
         emulator={**env.versions, "invokes_per_repetition": result["invokes_per_repetition"]})

@@ -18,6 +18,7 @@ visible, from which XNNPACK reads the CPU's features.
 """
 
 import dataclasses
+import fcntl
 import glob
 import json
 import os
@@ -231,6 +232,12 @@ def prepare(progress=True, root=None):
     qemu = find_qemu()
     root = root or cache_dir()
     os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes preparing at once wait for each other
+        return _prepare_locked(qemu, root, progress)
+
+
+def _prepare_locked(qemu, root, progress):
     stamp = os.path.join(root, _STAMP)
     if os.path.isfile(stamp):
         with open(stamp) as f:

@@ -19,7 +19,7 @@ def main(args):
 
     try:
         report = check_arm64(args.model, repetitions=args.repetitions, progress=not args.quiet)
-    except (Arm64SetupError, FileNotFoundError, ValueError, RuntimeError) as e:
+    except (Arm64SetupError, FileNotFoundError, ValueError, RuntimeError, ImportError) as e:
         print(f"spruce check-arm64: {e}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.format())
