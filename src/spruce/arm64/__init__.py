@@ -6,6 +6,6 @@ exported and on the same weights stored dense, and reports whether the sparse pa
 """
 
 from spruce.arm64.check import Arm64Report, check_arm64
-from spruce.arm64.environment import Arm64SetupError, prepare
+from spruce.arm64.environment import Arm64SetupError, available, prepare
 
-__all__ = ["Arm64Report", "Arm64SetupError", "check_arm64", "prepare"]
+__all__ = ["Arm64Report", "Arm64SetupError", "available", "check_arm64", "prepare"]

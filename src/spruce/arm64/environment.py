@@ -5,14 +5,15 @@ Three pieces, each under `<cache>/spruce/arm64/` (XDG_CACHE_HOME or ~/.cache):
 - the emulator: `qemu-aarch64-static` from Debian's `qemu-user-static` (installed by
   the system's package manager; spruce only checks it is there);
 - `sysroot/`: an aarch64 Python 3.11 and its libraries, unpacked from Debian's arm64
-  packages. apt runs with a private configuration (`apt/`): the machine's own apt
+  packages. apt runs with a private configuration (`apt/`, removed once unpacked): the machine's own apt
   sources, architecture arm64, its own package lists and an empty dpkg status, so
-  it downloads the packages and their dependencies without touching the system;
-  `dpkg-deb -x` unpacks them. Nothing here needs root;
+  it downloads the packages and their dependencies without touching the system
+  (no `dpkg --add-architecture`, no root); `dpkg-deb -x` unpacks them;
 - `site/`: the aarch64 wheels of numpy and ai-edge-litert 1.4.0 (the last release
   with aarch64 wheels for Python 3.11), fetched by `pip download --platform`.
 
-`qemu-aarch64-static -L sysroot sysroot/usr/bin/python3.11` then runs the real
+Only installing `qemu-user-static` needs root (scripts/install.sh does it); the rest
+runs as any user. `qemu-aarch64-static -L sysroot sysroot/usr/bin/python3.11` runs the real
 aarch64 LiteRT with XNNPACK's ARM kernels. `-L` (not chroot) keeps the host's /sys
 visible, from which XNNPACK reads the CPU's features.
 """
@@ -60,6 +61,11 @@ class Arm64Environment:
 def cache_dir():
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(root, "spruce", "arm64")
+
+
+def available():
+    """True when the emulator is installed, so `check_arm64` can run (it may still download)."""
+    return any(shutil.which(n) for n in ("qemu-aarch64-static", "qemu-aarch64"))
 
 
 def find_qemu():
