@@ -131,7 +131,7 @@ def _verify(model, tflite_path, shapes, samples, atol, rtol, seed):
     rng = np.random.default_rng(seed)
     worst, scale = 0.0, 0.0
     for _ in range(samples):
-        xs = [rng.standard_normal(shape).astype("float32") for shape in shapes]
+        xs = [_random_input(rng, shape, tensor.dtype) for shape, tensor in zip(shapes, model.inputs)]
         expected = model(xs if len(xs) > 1 else xs[0], training=False)
         expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
         got = runner(**dict(zip(names, xs)))
@@ -153,6 +153,13 @@ def _verify(model, tflite_path, shapes, samples, atol, rtol, seed):
             f"No file was written. Pass verify=False to skip the check, or a larger atol/rtol."
         )
     return worst, tolerance
+
+
+def _random_input(rng, shape, dtype):
+    dtype = np.dtype(str(dtype or "float32").split(".")[-1])
+    if np.issubdtype(dtype, np.integer):  # token ids, class ids: small non-negative ints
+        return rng.integers(0, 10, shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
 
 
 def _output_order(name):

@@ -152,4 +152,6 @@ def _text(report):
     for f in prediction.findings:
         where = f" [op {f.operator} {f.opcode}]" if f.operator is not None else ""
         lines.append(f"  - {f.rule}{where}: {f.message}")
+    for f in prediction.warnings:
+        lines.append(f"  warning ({f.rule}): {f.message}")
     return "\n".join(lines)

@@ -24,11 +24,15 @@ This follows what the runtime does, read from the TFLite XNNPACK delegate
 5. A region runs sparse only if its 1x1 conv weights, counted together, hold more
    than 2/3 zeros (`num_zeroes * 3 > num_params * 2`).
 
-Checked against LiteRT 1.4 for aarch64 under emulation (the cases in the tests).
-Two choices follow those observations where XNNPACK's newest source differs:
-FULLY_CONNECTED stays outside the NCHW region (a Dense classifier after pooling does
-not dilute the 1x1 sparsity; a Dense on a 4-D tensor mid-network cuts the region),
-and a region must contain one of the exits (MEAN over H,W / DEPTH_TO_SPACE).
+Checked against LiteRT 1.4 for aarch64 under emulation (the cases in the tests, and
+`spruce check-arm64`). Where XNNPACK's newest source and that runtime differ, the
+runtime decides: FULLY_CONNECTED stays outside the region (a Dense classifier after the
+pooling does not dilute the 1x1 sparsity; a Dense on a 4-D feature map cuts the
+region), and a region counts only if it reaches an exit (MEAN over H,W /
+DEPTH_TO_SPACE). XNNPACK's source also switches an NCHW-capable chain that never
+reaches an exit to NCHW when another region exists; with a stride-2 'same' depthwise
+after such a chain, LiteRT 1.4's outputs differed from the dense-stored file. That is
+reported as a warning.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -90,12 +94,14 @@ class XNNPackPrediction:
     qualifies: bool
     regions: tuple
     findings: tuple  # reasons when no region qualifies (all regions', or model-wide)
+    warnings: tuple = ()  # hazards that do not change the verdict
 
     def to_dict(self):
         return {
             "xnnpack_sparse": self.qualifies,
             "regions": [r.to_dict() for r in self.regions],
             "findings": [f.to_dict() for f in self.findings],
+            "warnings": [f.to_dict() for f in self.warnings],
         }
 
 
@@ -103,9 +109,24 @@ def predict_xnnpack_sparse(model, subgraph=0):
     """Will XNNPACK run `model` (a `TFLiteModel`) sparse? Returns `XNNPackPrediction`."""
     graph = _Graph(model.subgraphs[subgraph])
     nodes = {i: _Node(graph, op) for i, op in graph.live_ops.items()}
-    regions = _regions(graph, nodes)
+    regions, orphans = _regions(graph, nodes)
+    warnings = tuple(
+        Finding(
+            "exitless_region",
+            f"operators {list(r.operators)} can all run in NCHW and their 1x1 weights are sparse "
+            f"enough, but they never reach global average pooling. XNNPACK may still switch them "
+            f"to NCHW with no way back to NHWC: under emulation, LiteRT 1.4 gave outputs ~1e-2 "
+            f"away from the dense-stored copy for such a file. Fix the rule reported for the "
+            f"operators that follow them, or export with sparse=False.",
+            r.operators[-1], nodes[r.operators[-1]].op.opcode,
+        )
+        for r in orphans
+    )
     findings = []
     if not regions:
+        # an exit that cannot run in NCHW says why (e.g. an int8 model's MEAN)
+        findings.extend(n.reason for n in nodes.values()
+                        if n.op.opcode in ("MEAN", "SUM", "DEPTH_TO_SPACE") and n.reason is not None)
         findings.append(Finding(
             "exit",
             "no NCHW region found: the sparse path needs global average pooling (MEAN over "
@@ -121,7 +142,7 @@ def predict_xnnpack_sparse(model, subgraph=0):
                 if key not in seen:
                     seen.add(key)
                     findings.append(f)
-    return XNNPackPrediction(qualifies, tuple(regions), tuple(findings))
+    return XNNPackPrediction(qualifies, tuple(regions), tuple(findings), warnings)
 
 
 def short_name(name):
@@ -132,7 +153,8 @@ def short_name(name):
         for k in range(1, len(pieces)):
             if pieces[k] in ("convolution", "depthwise", "MatMul", "Tensordot", "BiasAdd"):
                 return pieces[k - 1]
-    return parts[0]
+    pieces = parts[0].split("/")
+    return pieces[-2] if len(pieces) > 2 else parts[0]
 
 
 # ---- the graph as the delegate sees it -------------------------------------------------
@@ -241,8 +263,10 @@ class _Node:
         return 0
 
     def _where(self, graph):
-        weight = self.op.inputs[1] if len(self.op.inputs) > 1 and graph.is_static(self.op.inputs[1]) else None
-        layer = short_name(graph.static_source[weight].name) if weight is not None else None
+        if self.op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and graph.is_static(self.op.inputs[1]):
+            layer = short_name(graph.static_source[self.op.inputs[1]].name)
+        else:
+            layer = short_name(graph.tensor(self.op.outputs[0]).name) if self.op.outputs else ""
         return f"{self.op.opcode} op {self.index}" + (f" ({layer})" if layer else "")
 
     def _check(self, graph):
@@ -367,8 +391,12 @@ class _Node:
         return NCHW
 
     def _check_fully_connected(self, graph):
+        # XNNPACK's source lists FULLY_CONNECTED as NCHW-capable (weights counted towards
+        # the 2/3 rule), but LiteRT 1.4 ran the guide's Dense classifier after the pooling
+        # without diluting the 1x1 sparsity, and did not run sparse with a Dense on a 4-D
+        # feature map mid-network: it is treated as outside the region.
         shape = graph.tensor(self.data_inputs[0]).shape
-        if len(shape) == 4:
+        if len(shape) == 4 and any(d != 1 for d in shape[1:3]):
             return self._fail(
                 "dense_4d",
                 f"{self._where(graph)} applies a Dense layer to a 4-D tensor {shape}; XNNPACK's "
@@ -486,13 +514,15 @@ def _regions(graph, nodes):
     members = {}
     for i in nodes:
         members.setdefault(find(i), []).append(i)
-    regions = []
+    regions, orphans = [], []
     for root, ops in sorted(members.items()):
         ops = sorted(ops)
-        if not any(i in original_exit for i in ops):
-            continue  # not reached from an exit: XNNPACK leaves it in NHWC
-        regions.append(_region(graph, nodes, ops, bad, original_exit))
-    return regions
+        if any(i in original_exit for i in ops):
+            regions.append(_region(graph, nodes, ops, bad, original_exit))
+        elif len(ops) > 1 and not any(i in bad for i in ops):
+            orphans.append(_region(graph, nodes, ops, bad, original_exit))
+    seeded = any(len(r.operators) > 1 for r in regions)  # XNNPACK's rewrite goes ahead
+    return regions, [r for r in orphans if seeded and r.qualifies]
 
 
 def _region(graph, nodes, ops, bad, original_exit):
@@ -524,8 +554,9 @@ def _region(graph, nodes, ops, bad, original_exit):
         if src is None:
             continue
         w = src.data
-        params += int(w.shape[0] * w.shape[-1])
-        zeros += int(np.count_nonzero(w.reshape(-1)[: w.shape[0] * w.shape[-1]] == 0))
+        n = int(w.shape[0] * w.shape[-1])  # as XNNPACK counts: first dim times last
+        params += n
+        zeros += int(np.count_nonzero(w.reshape(-1)[:n] == 0))
     stored_sparse = _partition_has_sparse_weights(graph, members)
     if not pointwise:
         findings.append(Finding(
