@@ -17,12 +17,15 @@ cp -r src/spruce "$PKG/"
 find "$PKG" -name '_engine*.so' -delete
 cp "$BUILD"/_engine*.so "$PKG/spruce/runtime/"
 LIBASAN=$(${CXX:-g++} -print-file-name=libasan.so)
+# libstdc++ preloaded too, so ASan's __cxa_throw interceptor finds the real one
+# (without it the first C++ exception, e.g. in TensorFlow's import, aborts).
+LIBSTDCXX=$(${CXX:-g++} -print-file-name=libstdc++.so)
 echo "== AddressSanitizer: $LIBASAN"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_odr_violation=0
 export PYTHONPATH="$PWD/$PKG"
 export TF_CPP_MIN_LOG_LEVEL=2
 # The model property test converts many models (slow under ASan); the mutated-plan
 # fuzz and the corrupted-file tests are what matter here.
-LD_PRELOAD="$LIBASAN" python3 -m pytest -q -p no:cacheprovider \
+LD_PRELOAD="$LIBASAN:$LIBSTDCXX" python3 -m pytest -q -p no:cacheprovider \
     tests/test_engine.py tests/test_kernels.py \
     "tests/test_engine_fuzz.py::test_corrupted_plans_raise_value_error_never_crash" "$@"
