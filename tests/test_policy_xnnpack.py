@@ -247,12 +247,50 @@ def test_hard_swish_swish_and_squeeze_excite_blocks_are_accepted():
         x = layers.Activation("swish")(x)
         se = layers.GlobalAveragePooling2D(keepdims=True)(x)
         se = layers.Conv2D(4, 1, activation="relu")(se)
-        se = layers.Conv2D(16, 1, activation="hard_sigmoid")(se)
+        se = layers.Conv2D(16, 1, activation="sigmoid")(se)
         x = layers.Multiply(name="excite")([x, se])
         return layers.Conv2D(8, 1, activation="silu")(x)
 
     report = assert_accepted(net(body))
     assert {v.name: v for v in report.layers}["excite"].sparse_path
+
+
+def test_hard_sigmoid_gating_a_multiply_is_refused_with_fix():
+    """relu6(x + 3) * (1/6): the scalar multiply has nowhere to fold before the Multiply."""
+    def body(x):
+        x = layers.Conv2D(16, 1)(x)
+        se = layers.GlobalAveragePooling2D(keepdims=True)(x)
+        se = layers.Conv2D(16, 1, activation="hard_sigmoid", name="gate")(se)
+        return layers.Multiply()([x, se])
+
+    assert_refused(net(body), "gate", "scalar", "Use sigmoid")
+
+
+def test_hard_sigmoid_between_convolutions_folds_and_is_accepted():
+    assert_accepted(net(lambda x: layers.Activation("hard_sigmoid")(layers.Conv2D(8, 1)(x))))
+
+
+def test_x_times_hard_sigmoid_x_becomes_hard_swish_and_is_accepted():
+    assert_accepted(net(lambda x: layers.Multiply()([x, layers.Activation("hard_sigmoid")(x)])))
+
+
+def test_batchnorm_right_after_a_convolution_is_accepted():
+    def body(x):
+        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Conv2D(8, 1, use_bias=False)(x)
+        return layers.ReLU()(layers.BatchNormalization()(x))
+
+    assert_accepted(net(body))
+
+
+def test_batchnorm_not_after_a_convolution_is_refused_with_fix():
+    def body(x):
+        x = layers.Conv2D(8, 1)(x)
+        x = layers.Add()([x, x])
+        return layers.BatchNormalization(name="bn")(x)
+
+    assert_refused(net(body), "bn", "1-D constant", "right after the Conv2D")
 
 
 def test_other_ops_of_the_sparse_path_are_accepted():
@@ -263,6 +301,8 @@ def test_other_ops_of_the_sparse_path_are_accepted():
         x = layers.Dropout(0.2)(x)
         x = layers.ReLU()(x)
         x = layers.Activation("relu6")(x)
+        x = layers.Activation("tanh")(x)
+        x = layers.Activation("gelu")(x)
         x = layers.UpSampling2D(interpolation="bilinear")(x)
         x = layers.Multiply()([x, x])
         x = layers.ZeroPadding2D(1)(x)
@@ -282,7 +322,7 @@ def test_dense_applied_to_a_4d_tensor_mid_network_is_refused_with_fix():
     (lambda: layers.Conv2D(8, 3, padding="same", name="bad"), "depthwise-separable"),
     (lambda: layers.Conv2D(8, 1, strides=2, name="bad"), "strides=1"),
     (lambda: layers.UpSampling2D(name="bad"), "bilinear"),
-    (lambda: layers.Activation("tanh", name="bad"), "activation 'tanh'"),
+    (lambda: layers.Activation("softmax", name="bad"), "activation 'softmax'"),
     (lambda: layers.SeparableConv2D(8, 3, padding="same", name="bad"), "DepthwiseConv2D +"),
     (lambda: layers.ReLU(max_value=3.0, name="bad"), "ReLU(max_value=6)"),
 ])

@@ -158,7 +158,12 @@ class _Analysis:
         for call in self.region:
             for t in call.inputs:
                 if t not in self.region_tensors:
-                    source = g.producer[t].name if t in g.producer else "a model input"
+                    producer = g.producer.get(t)
+                    if producer is not None and id(producer) in self.boundary:
+                        # it would be inside if it ran in NCHW: its own rule says why not
+                        self.refuse(producer.name, self.boundary[id(producer)])
+                        continue
+                    source = producer.name if producer is not None else "a model input"
                     self.refuse(
                         call.name,
                         f"reads '{source}', which is computed outside the sparse region "

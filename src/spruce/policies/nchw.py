@@ -11,8 +11,10 @@ layer, and were confirmed on the LiteRT runtime:
 - Inside: 1x1 convolutions (stride 1, no dilation, one group); 3x3 / 5x5
   depthwise convolutions, stride 1 or 2, padding 1 / 2 on every side; two-input
   Add and Multiply on 4-D tensors; unary element-wise ops on 4-D tensors;
-  bilinear resize; global average pooling. BatchNormalization folds into the
-  preceding convolution or becomes a per-channel Multiply + Add; Dropout vanishes.
+  bilinear resize; global average pooling. BatchNormalization right after a
+  convolution folds into it; Dropout vanishes. Add / Multiply need 4-D operands,
+  so an op the converter leaves with a 1-D or scalar constant (an unfolded
+  BatchNormalization, hard_sigmoid's "* 1/6") cuts the region.
 - TensorFlow "same" padding is turned into explicit padding only at stride 1.
   At stride 2 the op keeps the "same" flag, which the check rejects, so a
   stride-2 layer must pad with ZeroPadding2D and use "valid".
@@ -26,13 +28,14 @@ import keras
 
 L = keras.layers
 
-# Activation functions (by Keras function name) whose TFLite ops (RELU, RELU6,
-# LOGISTIC, ELU, LEAKY_RELU, and ADD/MUL around them) XNNPACK runs in NCHW.
+# Activation functions (by Keras function name) that the converter turns into ops
+# XNNPACK runs in NCHW: unary ops (RELU, RELU6, LOGISTIC, ELU, LEAKY_RELU,
+# HARD_SWISH, TANH, GELU) on 4-D tensors, and swish's MUL of two 4-D tensors.
 NCHW_ACTIVATIONS = {
-    "linear", "relu", "relu6", "sigmoid", "hard_sigmoid", "silu", "hard_silu",
-    "elu", "leaky_relu",
+    "linear", "relu", "relu6", "sigmoid", "silu", "hard_silu", "elu", "leaky_relu", "tanh",
+    "gelu",
 }
-_ACTIVATION_LIST = "relu, relu6, sigmoid, hard_sigmoid, swish, hard_swish, elu, leaky_relu"
+_ACTIVATION_LIST = "relu, relu6, sigmoid, swish, hard_swish, elu, leaky_relu, tanh, gelu"
 
 DROPOUTS = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.GaussianDropout,
             L.GaussianNoise, L.AlphaDropout)
@@ -94,14 +97,63 @@ def activation_name(fn):
     return getattr(fn, "__name__", type(fn).__name__)
 
 
-def _activation_problem(call, fn):
+def _activation_problem(call, fn, graph, own=False):
+    """`own`: the activation argument of a convolution (its constants fold into the bias)."""
     name = activation_name(fn)
     if name in NCHW_ACTIVATIONS:
         return None
+    if name == "hard_sigmoid":
+        # relu6(x + 3) * (1/6): XNNPACK's NCHW Add/Multiply need 4-D operands, so the
+        # scalar +3 and *1/6 must fold into the convolutions around the activation.
+        if not own and _is_hard_swish_pattern(call, graph):
+            return None  # x * hard_sigmoid(x): the converter emits one HARD_SWISH op
+        folds_in = own or _follows_linear_conv(call, graph)
+        folds_out = _feeds_one_conv(call, graph)
+        if folds_in and folds_out:
+            return None
+        return Problem(
+            "hard_sigmoid is relu6(x + 3) * (1/6); unless a convolution right before and "
+            "right after absorb the scalar add and multiply, they stay as ops with scalar "
+            "operands, which XNNPACK's sparse path rejects (it needs 4-D operands)",
+            "Use sigmoid (as EfficientNet's squeeze-and-excite does), or hard_swish on the "
+            "feature map.")
     return Problem(
         f"activation '{name}' is not one XNNPACK's sparse path runs ({_ACTIVATION_LIST})",
         "Use one of those, or move this activation after the global average pooling.",
     )
+
+
+def _is_hard_swish_pattern(call, graph):
+    consumers = graph.consumers_of(call)
+    if len(consumers) != 1 or not isinstance(consumers[0].core, L.Multiply):
+        return False
+    return sorted(consumers[0].inputs) == sorted([call.inputs[0], call.outputs[0]])
+
+
+def _sole_producer(call, graph):
+    """The call producing `call`'s only input, if `call` is its only reader."""
+    producers = graph.producers_of(call)
+    if len(producers) != 1 or graph.consumers_of(producers[0]) != [call]:
+        return None
+    return producers[0]
+
+
+def _follows_linear_conv(call, graph):
+    """True if `call` reads a linear convolution (or a BatchNorm folded into one) alone."""
+    p = _sole_producer(call, graph)
+    if p is None:
+        return False
+    if type(p.core) in (L.Conv2D, L.DepthwiseConv2D):
+        return activation_name(p.core.activation) == "linear"
+    if isinstance(p.core, L.BatchNormalization):
+        return _follows_linear_conv(p, graph)
+    return False
+
+
+def _feeds_one_conv(call, graph):
+    consumers = graph.consumers_of(call)
+    return (len(consumers) == 1 and type(consumers[0].core) in (L.Conv2D, L.DepthwiseConv2D)
+            and not any(t in graph.outputs for t in call.outputs))
 
 
 def _stride2_same_problem(call, kind, k):
@@ -155,7 +207,7 @@ def entry_problem(call, graph):
     if padding != (1, 1, 1, 1):
         return Problem(f"{rule}; this one is padded (top, bottom, left, right)={padding}",
                        "Put ZeroPadding2D(1) right before it and use padding='valid'.")
-    return _activation_problem(call, layer.activation)
+    return _activation_problem(call, layer.activation, graph, own=True)
 
 
 def nchw_problem(call, graph):
@@ -166,12 +218,19 @@ def nchw_problem(call, graph):
     if isinstance(layer, DROPOUTS):
         return None
     if isinstance(layer, L.BatchNormalization):
-        if layer.axis in (-1, 3) or list(getattr(layer, "axis", [])) in ([-1], [3]):
-            return None
-        return Problem(f"BatchNormalization over axis={layer.axis} is not per-channel in NHWC",
-                       "Use axis=-1 (the channel axis).")
+        if layer.axis not in (-1, 3):
+            return Problem(f"BatchNormalization over axis={layer.axis} is not per-channel "
+                           "in NHWC", "Use axis=-1 (the channel axis).")
+        if _follows_linear_conv(call, graph):
+            return None  # the converter folds it into the convolution's weights and bias
+        return Problem(
+            "BatchNormalization that does not directly follow a convolution (without "
+            "activation) is not folded into one: it stays a per-channel Multiply with a "
+            "1-D constant, which XNNPACK's sparse path rejects (it needs 4-D operands)",
+            "Put BatchNormalization right after the Conv2D / DepthwiseConv2D, with the "
+            "activation after it (conv -> BN -> activation).")
     if isinstance(layer, L.Activation):
-        return _activation_problem(call, layer.activation)
+        return _activation_problem(call, layer.activation, graph)
     if isinstance(layer, L.ReLU):
         max_value = None if layer.max_value is None else float(layer.max_value)
         if float(layer.threshold) == 0.0 and (max_value is None or
@@ -260,7 +319,7 @@ def _conv_problem(call, graph):
     if fused_padding(call, graph) is not None:
         return Problem("a 1x1 Conv2D after ZeroPadding2D: the sparse path runs unpadded 1x1 "
                        "convolutions only", "Remove the ZeroPadding2D before it.")
-    return _activation_problem(call, layer.activation)
+    return _activation_problem(call, layer.activation, graph, own=True)
 
 
 def _depthwise_problem(call, graph):
@@ -293,7 +352,7 @@ def _depthwise_problem(call, graph):
             fix = f"Put ZeroPadding2D({k // 2}) right before it and use padding='valid'."
         return Problem(f"a {k}x{k} depthwise convolution padded (top, bottom, left, right)="
                        f"{padding}: the sparse path needs {k // 2} on every side", fix)
-    return _activation_problem(call, layer.activation)
+    return _activation_problem(call, layer.activation, graph, own=True)
 
 
 _UNSUPPORTED_FIX = {
