@@ -1,6 +1,9 @@
 """spruce.tflite.reader: real converter output in, validated Python objects out."""
 
+import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -74,6 +77,16 @@ def test_bytes_and_path_read_the_same(guide_files):
     b = read_tflite(guide_files["sparse"].read_bytes())
     assert b.path is None and a.size_bytes == b.size_bytes
     assert [op.opcode for op in a.main.operators] == [op.opcode for op in b.main.operators]
+
+
+@pytest.mark.multi_backend
+def test_reading_and_inspecting_import_neither_keras_nor_tensorflow():
+    code = ("import sys, spruce.tflite.inspect, spruce.tflite.reader; "
+            "print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_rejects_a_non_path_with_type_error():

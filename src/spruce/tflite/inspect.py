@@ -124,6 +124,12 @@ def _storage_text(op):
     return f"sparse ({fmt}){block}"
 
 
+def _ops_text(ops):
+    if len(ops) <= 10:
+        return f"ops {list(ops)}"
+    return f"{len(ops)} ops from {ops[0]} to {ops[-1]}"
+
+
 def _text(report):
     lines = [
         f"{report.path}: {report.size_bytes:,} bytes, {len(report.operators)} operators, "
@@ -143,7 +149,7 @@ def _text(report):
     for i, region in enumerate(prediction.regions):
         verdict = "runs sparse" if region.qualifies else "stays dense"
         lines.append(
-            f"  region {i}: ops {list(region.operators)} "
+            f"  region {i}: {_ops_text(region.operators)} "
             f"(entry {list(region.entries)}, exit {list(region.exits)}), 1x1 weights "
             f"{region.pointwise_zeros}/{region.pointwise_params} zeros "
             f"({100 * region.pointwise_zero_fraction:.1f}%, needs > 66.7%), "
