@@ -496,3 +496,56 @@ def test_prune_low_magnitude_refuses_the_guide_model_with_keepdims_false():
         spruce.prune_low_magnitude(zoo.guide_model(keepdims=False),
                                    pruning_schedule=spruce.PolynomialDecay(0.25, 0.75, 0, 100),
                                    pruning_policy=POLICY)
+
+
+# --- against the converter's output ---------------------------------------------------
+
+
+def _gated(x, gate):
+    x = layers.Conv2D(16, 1)(x)
+    se = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    se = layers.Conv2D(4, 1, activation="relu")(se)
+    return layers.Multiply()([x, layers.Conv2D(16, 1, activation=gate)(se)])
+
+
+def _bn_after_add(x):
+    x = layers.Conv2D(8, 1)(x)
+    return layers.BatchNormalization()(layers.Add()([x, x]))
+
+
+CONVERTER_CASES = {
+    "guide_model": lambda: zoo.guide_model(keepdims=True),
+    "swish_and_sigmoid_gate": lambda: net(lambda x: layers.Activation("swish")(_gated(x, "sigmoid"))),
+    "hard_sigmoid_gate": lambda: net(lambda x: _gated(x, "hard_sigmoid")),
+    "residual": lambda: net(lambda x: layers.Add()([x, layers.Conv2D(8, 1)(x)])),
+    "stride2_same_depthwise": lambda: net(
+        lambda x: layers.DepthwiseConv2D(3, strides=2, padding="same")(x)),
+    "entry_on_one_channel": lambda: net(lambda x: x, input_shape=(16, 16, 1)),
+    "dense_on_4d": lambda: net(lambda x: layers.Dense(8)(x)),
+    "batchnorm_after_add": lambda: net(_bn_after_add),
+}
+
+
+@tensorflow_only
+@pytest.mark.parametrize("case", sorted(CONVERTER_CASES))
+def test_policy_agrees_with_the_xnnpack_prediction_on_the_converted_tflite(case, tmp_path):
+    """The Keras-level rules against the .tflite-level model of XNNPACK (spruce.tflite),
+    on what the real TF converter emits, with the 1x1 convolutions 90% zeros."""
+    import numpy as np
+
+    from spruce.export import export_litert
+    from spruce.tflite import inspect_tflite
+
+    model = CONVERTER_CASES[case]()
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if POLICY.allow_pruning(layer):
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
+            layer.kernel.assign(np.where(rng.random(kernel.shape) < 0.9, 0.0, kernel))
+    path = tmp_path / f"{case}.tflite"
+    export_litert(model, path, sparse=True, verify=False)
+    prediction = inspect_tflite(path).xnnpack
+    report = spruce.check_xnnpack(model)
+    assert report.ok == prediction.qualifies, (
+        f"policy: {[str(r) for r in report.refusals]}\n"
+        f"tflite: {[f.message for f in prediction.findings]}")
