@@ -141,7 +141,19 @@ def good_file(tmp_path_factory):
     return path
 
 
+def _operator_input_out_of_range(data):
+    import struct
+
+    from spruce.tflite._flatbuffer import Table
+
+    buf = bytearray(data)
+    op = Table.root(buf).tables(2, "subgraphs")[0].tables(3, "operators")[1]
+    struct.pack_into("<i", buf, op.vector_span(1, "inputs", 4)[0], 9999)
+    return bytes(buf)
+
+
 BAD_FILES = {
+    "operator input out of range": _operator_input_out_of_range,
     "truncated": lambda b: b[: len(b) // 3],
     "random bytes": lambda b: np.random.default_rng(3).bytes(len(b)),
     "wrong magic": lambda b: b[:4] + b"ABCD" + b[8:],

@@ -113,7 +113,7 @@ def read_tflite(path_or_bytes):
         return _parse(path, buf)
     except (FlatbufferError, ValueError, struct.error, IndexError, OverflowError) as e:
         if isinstance(e, InvalidTFLiteError):
-            raise InvalidTFLiteError(f"{where}: {e}") from None
+            raise InvalidTFLiteError(f"{where} is not a valid .tflite file: {e}") from None
         raise InvalidTFLiteError(f"{where} is not a valid .tflite file (truncated or corrupted?): {e}") from None
 
 
