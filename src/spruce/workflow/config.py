@@ -35,6 +35,7 @@ class RunConfig:
     final_sparsity: float = 0.75
     pruning_frequency: int = 100
     pruning_end_fraction: float = 0.75  # sparsity reaches its final value at this share of the fine-tuning
+    sparsity_allocation: str = "uniform"  # uniform | erk (same total, small layers denser)
     distill: float = 0.0  # weight of the dense model's soft targets while fine-tuning (0: labels only)
     # [export]
     export_batch_size: int = 1
@@ -77,6 +78,8 @@ class RunConfig:
             bad("final_sparsity", f"in [initial_sparsity={self.initial_sparsity}, 1)")
         if not 0.0 < self.pruning_end_fraction <= 1.0:
             bad("pruning_end_fraction", "in (0, 1]")
+        if self.sparsity_allocation not in ("uniform", "erk"):
+            bad("sparsity_allocation", "one of uniform, erk")
         if not 0.0 <= self.distill < 1.0:
             bad("distill", "in [0, 1)")
         return self
@@ -87,7 +90,7 @@ class RunConfig:
         "data": ("dataset", "data_dir", "val_fraction", "seed", "quick", "quick_train", "quick_test"),
         "dense": ("model", "dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
         "pruned": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
-                   "pruning_frequency", "pruning_end_fraction", "distill"),
+                   "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "distill"),
         "export": ("export_batch_size",),
     }
 
@@ -110,7 +113,7 @@ SECTIONS = {
     "model": ("model",),
     "dense": ("dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
     "prune": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
-              "pruning_frequency", "pruning_end_fraction", "distill"),
+              "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "distill"),
     "export": ("export_batch_size",),
     "bench": ("bench_runs", "bench_warmup", "threads", "arm64_check"),
     "run": ("seed", "quick", "quick_train", "quick_test", "out_dir", "name"),

@@ -9,6 +9,7 @@ and ``fresh=True`` redoes everything. All files are written atomically.
 import dataclasses
 import gzip
 import os
+import shutil
 import sys
 import time
 
@@ -93,6 +94,7 @@ def run(config, fresh=False, progress=True, quiet=False):
         model_info = manifest.get("dense").get("model", {})
     else:
         manifest.forget("dense", "pruned", "export", "evaluate", "arm64")
+        _clear(path("logs/dense"))
         keras.utils.set_random_seed(config.seed)  # before building: the initial weights
         choice = build_model(config, data)
         model_info = {"source": choice.source, "compatibility": choice.compatibility}
@@ -115,6 +117,7 @@ def run(config, fresh=False, progress=True, quiet=False):
         manifest.forget("pruned", "export", "evaluate", "arm64")
         from spruce.workflow.train import prune_finetune
 
+        _clear(path("logs/pruned"))
         dense_model = keras.models.load_model(path("dense.keras"))
         pruned_model, pruned_history, trace = prune_finetune(
             dense_model, data, config, path("logs/pruned"), progress)
@@ -173,6 +176,12 @@ def run(config, fresh=False, progress=True, quiet=False):
     report.write_report(folder, metrics, config.to_dict(), plot_paths)
     write_json(path("metrics.json"), metrics)
     return RunReport(folder, metrics)
+
+
+def _clear(folder):
+    """Remove a stage's old TensorBoard logs, so a redone stage does not mix two runs."""
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
 
 
 def _train_dense(model, data, config, log_dir, progress):
@@ -355,10 +364,9 @@ def _arm64(folder, config, quiet, manifest, progress):
         environment.find_qemu()
     except (ImportError, RuntimeError) as e:
         return {"reason": str(e).splitlines()[0]}
-    stamp = os.path.join(environment.cache_dir(), getattr(environment, "_STAMP", ""))
-    if config.quick and not os.path.isfile(stamp):
-        return {"reason": "--quick does not prepare the aarch64 emulation environment "
-                          "(run `spruce check-arm64 FILE` once, or a full `spruce run`)"}
+    if config.quick:
+        return {"reason": "skipped by --quick (it takes 15-60 s); run `spruce check-arm64 "
+                          "pruned.tflite`, or a full `spruce run`"}
     key = config.stage_key("export")
     if manifest.done("arm64", key):
         return manifest.get("arm64")["result"]

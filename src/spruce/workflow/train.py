@@ -94,6 +94,8 @@ def prune_finetune(dense_model, data, config, log_dir=None, progress=True):
     schedule = pruning_schedule(config, len(data.x_train))
     pruned = prune_low_magnitude(dense_model, pruning_schedule=schedule,
                                  pruning_policy=PruneForLatencyOnXNNPack())
+    if config.sparsity_allocation == "erk":
+        _allocate_erk(pruned, schedule)
     spe = steps_per_epoch(len(data.x_train), config.batch_size)
     lr = learning_rate(config.prune_learning_rate, config.lr_schedule, spe * config.prune_epochs, spe)
     y_train, y_val = data.y_train, data.y_val
@@ -115,6 +117,33 @@ def prune_finetune(dense_model, data, config, log_dir=None, progress=True):
     trace.sample(stripped, trace.step, force=True)
     history = {k.replace("categorical_accuracy", "accuracy"): v for k, v in _history(h).items()}
     return stripped, history, trace.to_dict()
+
+
+def erk_sparsities(shapes, sparsity):
+    """Per-layer sparsities averaging `sparsity` over all weights, with densities
+    proportional to (n_in + n_out) / (n_in * n_out) (Erdos-Renyi, as in RigL): small
+    layers keep more of their weights."""
+    sizes = np.array([a * b for a, b in shapes], np.float64)
+    score = np.array([(a + b) / (a * b) for a, b in shapes], np.float64)
+    density = (1.0 - sparsity) * sizes.sum() / (score * sizes).sum() * score
+    if density.max() > 1.0:
+        raise ValueError(f"ERK allocation needs a layer denser than 1 for sparsity={sparsity}; "
+                         "use sparsity_allocation='uniform'.")
+    return (1.0 - density).tolist()
+
+
+def _allocate_erk(pruned, schedule):
+    from spruce.schedules import PolynomialDecay
+    from spruce.wrapper import collect_prunable_layers
+
+    wrappers = collect_prunable_layers(pruned)
+    shapes = [(int(np.prod(w.layer.kernel.shape[:-1])), int(w.layer.kernel.shape[-1])) for w in wrappers]
+    finals = erk_sparsities(shapes, schedule.final_sparsity)
+    ratio = schedule.initial_sparsity / schedule.final_sparsity if schedule.final_sparsity else 0.0
+    for wrapper, final in zip(wrappers, finals):
+        wrapper.pruning_schedule = PolynomialDecay(
+            initial_sparsity=final * ratio, final_sparsity=final, begin_step=schedule.begin_step,
+            end_step=schedule.end_step, frequency=schedule.frequency)
 
 
 def distillation_targets(teacher, data, alpha):
