@@ -549,3 +549,31 @@ def test_policy_agrees_with_the_xnnpack_prediction_on_the_converted_tflite(case,
     assert report.ok == prediction.qualifies, (
         f"policy: {[str(r) for r in report.refusals]}\n"
         f"tflite: {[f.message for f in prediction.findings]}")
+
+
+@tensorflow_only
+def test_the_guides_flow_refuse_fix_fine_tune_gives_75_percent_in_the_1x1_convs_only():
+    """The TFMOT XNNPACK guide with spruce: keepdims=False is refused, the rewrite is
+    accepted, PolynomialDecay(0.25, 0.75, 0, end_step) leaves exactly 75% zeros in
+    both 1x1 convolutions and touches no other layer."""
+    import numpy as np
+    from helpers import assert_model_sparsity
+
+    original = zoo.guide_model(keepdims=False)
+    schedule = spruce.PolynomialDecay(0.25, 0.75, 0, end_step=4, frequency=2)
+    with pytest.raises(ValueError, match="make_xnnpack_compatible"):
+        spruce.prune_low_magnitude(original, pruning_schedule=schedule, pruning_policy=POLICY)
+
+    model = spruce.make_xnnpack_compatible(original).model
+    pruned = spruce.prune_low_magnitude(model, pruning_schedule=schedule, pruning_policy=POLICY)
+    pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, 16)
+    pruned.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[spruce.UpdatePruningStep()])
+
+    stripped = spruce.strip_pruning(pruned)
+    one_by_one = [l.name for l in model.layers
+                  if isinstance(l, layers.Conv2D) and tuple(l.kernel_size) == (1, 1)]
+    assert_model_sparsity(stripped, {name: 0.75 for name in one_by_one})
+    assert spruce.check_xnnpack(stripped).ok
