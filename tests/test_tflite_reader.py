@@ -72,6 +72,57 @@ def test_pointwise_kernel_matches_keras_weights(tmp_path):
     np.testing.assert_array_equal(consts[0], bias)
 
 
+def _block_sparse_dense_layer():
+    """Dense(64) whose [out, in] kernel has 80% of its 1x4 blocks along `in` zeroed."""
+    import keras
+
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64)])
+    kernel, bias = model.layers[0].get_weights()
+    blocks = kernel.T.reshape(64, 16, 4)
+    blocks[np.random.default_rng(0).random((64, 16)) < 0.8] = 0
+    model.layers[0].set_weights([blocks.reshape(64, 64).T.copy(), bias])
+    return model
+
+
+def test_block_sparse_storage_decodes_to_the_dense_export(tmp_path):
+    """The converter stores 1x4-block zeros with a block map: decode against its dense export."""
+    model = _block_sparse_dense_layer()
+    kernel = model.layers[0].get_weights()[0]
+
+    def weight(sparse):
+        path = convert(model, tmp_path / f"{sparse}.tflite", sparse=sparse)
+        return next(t for t in read_tflite(path).main.tensors if t.shape == (64, 64) and t.data is not None)
+
+    sparse, dense = weight(True), weight(False)
+    assert sparse.sparsity.block_map == (1,) and sparse.sparsity.block_size == (4,)
+    assert sparse.sparsity.formats == ("DENSE", "SPARSE_CSR", "DENSE")
+    np.testing.assert_array_equal(sparse.data, dense.data)
+    np.testing.assert_array_equal(sparse.data, kernel.T)
+
+
+def test_int8_sparse_storage_decodes_to_the_int8_dense_export(tmp_path):
+    import tensorflow as tf
+
+    model = _block_sparse_dense_layer()
+    spec = [tf.TensorSpec((1, 64), tf.float32)]
+
+    def samples():
+        for x in np.random.default_rng(1).random((8, 1, 64), dtype=np.float32):
+            yield [x]
+
+    weights = []
+    for optimizations in ([tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY],
+                          [tf.lite.Optimize.DEFAULT]):
+        path = tmp_path / f"int8_{len(optimizations)}.tflite"
+        model.export(str(path), format="litert", verbose=False, input_signature=spec,
+                     optimizations=optimizations, representative_dataset=samples)
+        weights.append(next(t for t in read_tflite(path).main.tensors if t.shape == (64, 64)))
+    sparse, dense = weights
+    assert sparse.type_name == "INT8" and sparse.sparsity is not None and dense.sparsity is None
+    assert sparse.quantization["scale"] and len(sparse.quantization["scale"]) == 64
+    np.testing.assert_array_equal(sparse.data, dense.data)
+
+
 def test_bytes_and_path_read_the_same(guide_files):
     a = read_tflite(guide_files["sparse"])
     b = read_tflite(guide_files["sparse"].read_bytes())
