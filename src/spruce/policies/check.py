@@ -209,14 +209,18 @@ class _Analysis:
                                 "GlobalAveragePooling2D",
                                 "End every branch with GlobalAveragePooling2D(keepdims=True) "
                                 "before Flatten/Dense or the model output.")
-        if self.entries and not any(self._is_prunable_conv(c) for c in self.region):
+        if self.entries and not any(self._is_prunable_conv(c) for c in self.region + self.broken):
             self.refuse(self.model.name,
                         "no 1x1 Conv2D inside the sparse region: XNNPACK switches to the "
                         "sparse path only when its 1x1 convolutions are more than 2/3 zeros",
                         "Use depthwise-separable blocks (DepthwiseConv2D + Conv2D(filters, 1)).")
 
     def _is_prunable_conv(self, call):
-        return type(call.core) is L.Conv2D and nchw.pair(call.core.kernel_size) == (1, 1)
+        """A 1x1 Conv2D, or a Dense on a 4-D tensor (one once rewritten)."""
+        core = call.core
+        if isinstance(core, L.Dense):
+            return len(call.input_shapes[0]) == 4
+        return type(core) is L.Conv2D and nchw.pair(core.kernel_size) == (1, 1)
 
     def _refuse_boundary(self, call, producer, mixed):
         problem = self.boundary.get(id(call))
@@ -292,7 +296,7 @@ class _Analysis:
         if isinstance(core, nchw.DROPOUTS):
             return "no-op at inference"
         if isinstance(core, L.BatchNormalization):
-            return "folds into the preceding conv (or a per-channel scale and shift)"
+            return "folds into the preceding conv"
         return "runs in NCHW"
 
 
