@@ -56,7 +56,7 @@ def to_numpy(pair):
 
 
 @pytest.mark.parametrize("shape", [(7,), (16, 8), (3, 3, 5, 7), (1, 1, 16, 32)])
-@pytest.mark.parametrize("sparsity", [0.0, 0.25, 0.5, 0.75, 0.9, 0.999])
+@pytest.mark.parametrize("sparsity", [0.0, 0.25, 0.75, 0.999])
 def test_magnitude_mask_matches_numpy_reference(shape, sparsity):
     from spruce.masking import magnitude_mask
 
@@ -102,8 +102,8 @@ def test_block_mask_refuses_weights_without_a_matrix_view():
         block_mask(np.ones((3, 3, 4, 8), "float32"), 0.5, (2, 1))
 
 
-@pytest.mark.parametrize("shape", [(8, 6), (16, 4), (3, 3, 8, 5), (1, 1, 10, 3), (5, 7, 4)])
-@pytest.mark.parametrize("m_by_n", [(2, 4), (1, 2), (3, 8)])
+@pytest.mark.parametrize("shape, m_by_n", [((8, 6), (2, 4)), ((16, 4), (1, 2)), ((3, 3, 8, 5), (2, 4)),
+                                           ((1, 1, 10, 3), (3, 8)), ((5, 7, 4), (2, 4))])
 def test_m_by_n_mask_matches_numpy_reference_along_input_channels(shape, m_by_n):
     from spruce.masking import m_by_n_mask
 

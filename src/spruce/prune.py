@@ -64,7 +64,7 @@ def _copy_weights(source, target):
             clone.layer.set_weights(layer.get_weights())
 
 
-def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
+def prune_low_magnitude(to_prune, pruning_schedule=ConstantSparsity(0.5, 0), block_size=(1, 1),
                         block_pooling_type="AVG", pruning_policy=None, sparsity_m_by_n=None,
                         **kwargs):
     """Wrap the prunable layers of a layer, list of layers, or Sequential/Functional model.

@@ -177,7 +177,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def call(self, inputs, training=None, **kwargs):
         if training and self.pruning_vars:
             self._update_masks()
-        if self.layer._call_has_training_arg:
+        if getattr(self.layer, "_call_has_training_arg", False):
             kwargs["training"] = training
         return self._call_masked(inputs, kwargs)
 
