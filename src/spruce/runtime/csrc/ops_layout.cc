@@ -83,11 +83,14 @@ class PadOp : public Op {
     const size_t r = x.shape.size();
     expect_array(s, pads, {static_cast<int64_t>(r), 2}, "pads");
     std::vector<int64_t> before(r), after(r);
+    for (float v : pads.data) {
+      if (!(v >= 0.0f && v <= 65536.0f) || v != static_cast<float>(static_cast<int64_t>(v))) {
+        fail(s, "paddings must be whole numbers in [0, 65536]. Received: " + std::to_string(v));
+      }
+    }
     for (size_t i = 0; i < r; ++i) {
       before[i] = static_cast<int64_t>(pads.data[2 * i]);
       after[i] = static_cast<int64_t>(pads.data[2 * i + 1]);
-      expect_nonneg(s, before[i], "padding");
-      expect_nonneg(s, after[i], "padding");
       if (x.shape[i] + before[i] + after[i] != y.shape[i]) {
         fail(s, "padding " + dims_str(x.shape) + " gives " + std::to_string(x.shape[i] + before[i] + after[i]) +
                     " in dimension " + std::to_string(i) + ", not " + std::to_string(y.shape[i]));
