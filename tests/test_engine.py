@@ -59,10 +59,22 @@ def files(tmp_path_factory):
             randomize_batchnorm(model)
             if sparsity:
                 prune_pointwise(model, sparsity)
-            cache[name] = convert(model, folder / f"{name}.tflite", sparse=True)
+            cache[name] = _convert(model, folder / f"{name}.tflite")
         return cache[name]
 
     return get
+
+
+def _convert(model, path):
+    """`tflite_models.convert`, for models with several inputs too."""
+    if len(model.inputs) == 1:
+        return convert(model, path, sparse=True)
+    import tensorflow as tf
+
+    spec = [[tf.TensorSpec((1,) + tuple(t.shape[1:]), tf.float32) for t in model.inputs]]
+    model.export(str(path), format="litert", verbose=False, input_signature=spec,
+                 optimizations=[tf.lite.Optimize.EXPERIMENTAL_SPARSITY])
+    return path
 
 
 def _activations_model():
@@ -83,7 +95,26 @@ def _activations_model():
     return keras.Model(inputs, outputs), 0.0
 
 
+def _layouts_model():
+    """Two inputs and two outputs, squeeze-excite, reshapes between 4-D shapes, channel padding."""
+    layers = keras.layers
+    a = keras.Input((8, 6, 4))
+    b = keras.Input((8, 6, 4))
+    x = layers.Add()([a, layers.Activation("relu")(b)])  # both inputs row-major
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    se = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    se = layers.Conv2D(8, 1, activation="sigmoid")(se)
+    x = layers.Multiply()([x, se])  # [1, 8, 6, 8] * [1, 1, 1, 8]
+    x = layers.Reshape((6, 8, 8))(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same")(x)
+    y = layers.ZeroPadding2D(((1, 0), (0, 2)))(x)  # PAD that feeds an output, not a conv
+    z = layers.Reshape((3 * 4 * 8,))(x)
+    z = layers.Dense(6, activation="relu")(z)
+    return keras.Model([a, b], [y, z]), 0.0
+
+
 _MODELS = {
+    "layouts": _layouts_model,
     "guide": lambda: (zoo.guide_model(), 0.0),
     "guide_flat_sparse": lambda: (zoo.guide_model(keepdims=False), 0.8),
     "mobilenet_v1": lambda: (zoo.mobilenet_v1((64, 64, 3), num_classes=10, alpha=0.25), 0.9),
@@ -123,6 +154,27 @@ def test_standalone_activations_mul_softmax_and_dilated_conv_match_litert(files)
     engine = assert_close_to_litert(files("activations"), sample((1, 12, 10, 3), seed=3))
     kernels = {layer["kernel"] for layer in engine.summary()}
     assert {"elementwise", "add", "mul", "conv_general", "softmax"} <= kernels
+
+
+def test_multiple_inputs_outputs_reshapes_and_squeeze_excite_match_litert(files):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = files("layouts")
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    xs = [sample((1, 8, 6, 4), seed=i) for i in range(2)]
+    engine = Engine(path)
+    # Match inputs/outputs by name: the converter may order them differently.
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], xs[engine.input_names.index(detail["name"])])
+    interpreter.invoke()
+    want = {d["name"]: interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()}
+    got = engine.run(*xs)
+    assert len(got) == 2
+    for name, g in zip(engine.output_names, got):
+        w = want[name]
+        assert g.shape == w.shape
+        assert np.abs(g - w).max() / np.abs(w).max() < RTOL
 
 
 def test_two_threads_give_the_one_thread_outputs(files):
