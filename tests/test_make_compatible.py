@@ -171,3 +171,19 @@ def test_result_serialises_to_json():
     data = json.loads(json.dumps(result.to_dict()))
     assert data["ok"] is True and data["fixed"][0]["change"].startswith("GlobalAverage")
     assert data["report"]["ok"] is True
+
+
+def test_a_layer_that_cannot_be_copied_is_named_in_the_error():
+    class Scale(layers.Layer):
+        def __init__(self, fn, **kwargs):  # a function: Keras cannot serialise the config
+            super().__init__(**kwargs)
+            self.fn = fn
+
+        def call(self, x):
+            return self.fn(x)
+
+    inputs, x = stem((16, 16, 3))
+    x = Scale(lambda t: t * 2.0, name="scale")(x)
+    model = keras.Model(inputs, head(x))
+    with pytest.raises(ValueError, match="(?s)layer 'scale' \\(Scale\\).*get_config"):
+        spruce.make_xnnpack_compatible(model)

@@ -207,7 +207,7 @@ class _Rebuilder:
         return stack
 
     def _make(self, layer, kind):
-        config = layer.get_config()
+        config = _checked(layer, layer.get_config)
         self.names.add(config["name"])
         if kind == "pad_valid":
             k = nchw.pair(layer.kernel_size)[0]
@@ -226,7 +226,7 @@ class _Rebuilder:
             new = L.Conv2D(layer.units, 1, **conv)
             self.pairs.append((layer, new, kind))
             return [new]
-        new = type(layer).from_config(config)
+        new = _checked(layer, lambda: type(layer).from_config(config))
         self.pairs.append((layer, new, None))
         return [new]
 
@@ -238,3 +238,15 @@ class _Rebuilder:
             if kind == "dense_to_conv":
                 weights[0] = weights[0].reshape((1, 1) + weights[0].shape)
             new.set_weights(weights)
+
+
+def _checked(layer, copy):
+    """Run `copy()` (get_config / from_config of `layer`); name the layer if it fails."""
+    try:
+        return copy()
+    except Exception as e:
+        raise ValueError(
+            "make_xnnpack_compatible copies each layer through get_config() / "
+            f"from_config(), which failed for layer '{layer.name}' "
+            f"({type(layer).__name__}): {e}\nGive the layer a complete get_config()."
+        ) from e
