@@ -15,6 +15,7 @@ import sys
 # subcommand -> module name under spruce.cli
 SUBCOMMANDS = {
     "run": "run",
+    "check": "check",
     "export": "export",
     "inspect": "inspect",
     "bench": "bench",
