@@ -185,6 +185,16 @@ def test_two_threads_give_the_one_thread_outputs(files):
     np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
 
 
+def test_any_thread_count_gives_bit_identical_outputs_run_after_run(files):
+    path = files("mobilenet_v1")
+    x = sample((1, 64, 64, 3), seed=5)
+    reference = Engine(path, num_threads=1).run(x)
+    for threads in (2, 3, 5):
+        engine = Engine(path, num_threads=threads)
+        for _ in range(20):
+            np.testing.assert_array_equal(engine.run(x), reference)
+
+
 def test_a_batch_of_images_runs_image_by_image(files):
     path = files("guide")
     engine = Engine(path)
