@@ -156,6 +156,22 @@ def test_nested_models_are_pruned_inside_and_stripped_back():
     assert_same_predictions(pruned, stripped, x[:4])
 
 
+def test_a_shared_layer_advances_its_step_once_per_batch():
+    import keras
+
+    from spruce.prune import prune_low_magnitude
+    from spruce.schedules import ConstantSparsity
+
+    shared = keras.layers.Dense(6, name="shared")
+    inputs = keras.Input((6,))
+    outputs = keras.layers.Dense(4, name="head")(shared(shared(inputs)))
+    pruned = prune_low_magnitude(keras.Model(inputs, outputs),
+                                 ConstantSparsity(0.5, 0, frequency=1))
+    fit(pruned, steps=3)
+    assert step_of(pruned, "shared") == step_of(pruned, "head") == 3
+    assert_model_sparsity(pruned, {"shared": 0.5, "head": 0.5})
+
+
 def test_layers_without_prunable_weights_pass_through_unwrapped():
     import keras
 

@@ -6,7 +6,8 @@ wrapper updates inside `call(training=True)`, so every Keras backend carries the
 updates through its train step (JAX keeps variables in its own state during an
 epoch; TF traces the step), as it does for BatchNormalization's moving stats:
 
-1. the step advances by one per training batch (tfmot: step 1 is the first batch);
+1. the step advances by one per training batch (tfmot: step 1 is the first batch),
+   once even when a shared layer runs several times in the batch;
 2. when the schedule says so, masks are recomputed from |weight * mask|, so
    pruned weights stay pruned while the sparsity rises;
 3. the wrapped layer runs with weight * mask in place of weight.
@@ -19,6 +20,7 @@ import numbers
 
 import keras
 from keras import ops
+from keras.src.backend.common.stateless_scope import get_stateless_scope  # no public accessor
 
 from spruce import registry
 from spruce.masking import POOLING_TYPES, as_matrix_shape, compute_mask
@@ -174,8 +176,27 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             mask.assign(new_mask)
             threshold.assign(new_threshold)
 
+    def _first_call_in_step(self):
+        """False when this (shared) layer already ran in the same train step.
+
+        A step is marked on the object that lives exactly as long as it: the
+        trainer's StatelessScope (JAX calls the model through `stateless_call`)
+        or else the outermost layer call's context (TF, eager loops).
+        """
+        marker = get_stateless_scope()
+        if marker is None:
+            get_context = getattr(self, "_get_call_context", None)
+            marker = get_context() if get_context is not None else None
+        if marker is None:
+            return True
+        key = f"_spruce_stepped_{id(self)}"
+        if getattr(marker, key, False):
+            return False
+        setattr(marker, key, True)
+        return True
+
     def call(self, inputs, training=None, **kwargs):
-        if training and self.pruning_vars:
+        if training and self.pruning_vars and self._first_call_in_step():
             self._update_masks()
         if getattr(self.layer, "_call_has_training_arg", False):
             kwargs["training"] = training
