@@ -1,14 +1,13 @@
 // Depthwise convolution in CHW, AVX2 + FMA, for 3x3 and 5x5 at stride 1 and 2.
 //
-// Per channel and output row, the columns whose taps all fall inside the input
-// are computed 8 at a time (stride 2 loads 16 inputs and deinterleaves even and
-// odd lanes, one load pair serving two taps); the few border columns are
-// computed one by one. Rows outside the input are skipped, which is the zero
+// Per channel and output row, 8 output columns at a time (stride 2 loads 16
+// inputs and deinterleaves even and odd lanes, one load pair serving two taps).
+// Vectors whose taps all fall inside the row use plain loads; border and short
+// vectors use masked loads that read zeros outside the row, so narrow layers
+// (14x14, 7x7) stay vectorised. Rows outside the input are skipped, which is the zero
 // padding. Consecutive vectors are independent, so out-of-order execution
 // overlaps their FMA chains.
 #if defined(__AVX2__) && defined(__FMA__)
-#include <cmath>
-
 #include "simd_avx2.h"
 
 namespace spruce {
@@ -25,9 +24,16 @@ inline __m256 odd_lanes(__m256 lo, __m256 hi) {
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
+// Lanes i of the 8 with 0 <= first + i < limit.
+inline __m256i inside(int32_t first, int32_t limit) {
+  const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(first), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  return _mm256_and_si256(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(-1)),
+                          _mm256_cmpgt_epi32(_mm256_set1_epi32(limit), idx));
+}
+
 template <int K, int S>
 void dwconv_channel(const DwConvParams& p, const float* w, float b, const float* in, float* out,
-                    const Activation& act, const avx2::Epilogue& epilogue) {
+                    const avx2::Epilogue& epilogue) {
   const int32_t in_h = p.in_h, in_w = p.in_w, out_h = p.out_h(), out_w = p.out_w();
   // Columns whose K taps are all inside [0, in_w).
   int32_t ox_lo = (p.pad_left + S - 1) / S;
@@ -37,53 +43,73 @@ void dwconv_channel(const DwConvParams& p, const float* w, float b, const float*
   __m256 wv[K * K];
   for (int i = 0; i < K * K; ++i) wv[i] = _mm256_set1_ps(w[i]);
   const __m256 bv = _mm256_set1_ps(b);
+  constexpr int kLoads = S == 1 ? K : 2 * ((K + 1) / 2);
 
   for (int32_t oy = 0; oy < out_h; ++oy) {
     const int32_t iy0 = oy * S - p.pad_top;
     const int32_t ky_lo = std::max(0, -iy0), ky_hi = std::min(K, in_h - iy0);
     float* orow = out + static_cast<int64_t>(oy) * out_w;
-
-    auto border = [&](int32_t ox) {
-      float acc = b;
-      for (int32_t ky = ky_lo; ky < ky_hi; ++ky) {
-        const float* row = in + static_cast<int64_t>(iy0 + ky) * in_w;
-        for (int32_t kx = 0; kx < K; ++kx) {
-          const int32_t ix = ox * S + kx - p.pad_left;
-          if (ix >= 0 && ix < in_w) acc = std::fma(w[ky * K + kx], row[ix], acc);
-        }
-      }
-      orow[ox] = apply_activation(acc, act);
-    };
-
-    for (int32_t ox = 0; ox < ox_lo; ++ox) border(ox);
-    for (int32_t ox = ox_lo; ox < ox_hi; ox += 8) {
-      const int n = std::min<int32_t>(8, ox_hi - ox);
-      const __m256i mask = avx2::tail_mask(n);
-      const int32_t base = ox * S - p.pad_left;
+    for (int32_t ox = 0; ox < out_w; ox += 8) {
+      const int n = std::min<int32_t>(8, out_w - ox);
+      const int32_t base = ox * S - p.pad_left;  // input column of lane 0, tap 0
       __m256 acc = bv;
-      for (int32_t ky = ky_lo; ky < ky_hi; ++ky) {
-        const float* row = in + static_cast<int64_t>(iy0 + ky) * in_w + base;
-        const __m256* wk = wv + ky * K;
-        if (S == 1) {
-          for (int kx = 0; kx < K; ++kx) {
-            const __m256 x = n == 8 ? _mm256_loadu_ps(row + kx) : _mm256_maskload_ps(row + kx, mask);
-            acc = _mm256_fmadd_ps(x, wk[kx], acc);
+      if (n == 8 && ox >= ox_lo && ox + 8 <= ox_hi) {
+        // Every tap of every lane is inside the row.
+        for (int32_t ky = ky_lo; ky < ky_hi; ++ky) {
+          const float* row = in + static_cast<int64_t>(iy0 + ky) * in_w + base;
+          const __m256* wk = wv + ky * K;
+          if (S == 1) {
+            // Two partial sums halve the FMA dependency chain.
+            __m256 odd = _mm256_mul_ps(_mm256_loadu_ps(row + 1), wk[1]);
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(row), wk[0], acc);
+            for (int kx = 2; kx < K; kx += 2) {
+              acc = _mm256_fmadd_ps(_mm256_loadu_ps(row + kx), wk[kx], acc);
+              if (kx + 1 < K) odd = _mm256_fmadd_ps(_mm256_loadu_ps(row + kx + 1), wk[kx + 1], odd);
+            }
+            acc = _mm256_add_ps(acc, odd);
+          } else {
+            for (int kx = 0; kx < K; kx += 2) {
+              // The load pair must not pass the end of the input.
+              const int32_t avail = in_w - (base + kx);
+              __m256 lo, hi;
+              if (avail >= 16) {
+                lo = _mm256_loadu_ps(row + kx);
+                hi = _mm256_loadu_ps(row + kx + 8);
+              } else {
+                lo = _mm256_maskload_ps(row + kx, avx2::tail_mask(std::max(0, std::min(avail, 8))));
+                hi = _mm256_maskload_ps(row + kx + 8, avx2::tail_mask(std::max(0, std::min(avail - 8, 8))));
+              }
+              acc = _mm256_fmadd_ps(even_lanes(lo, hi), wk[kx], acc);
+              if (kx + 1 < K) acc = _mm256_fmadd_ps(odd_lanes(lo, hi), wk[kx + 1], acc);
+            }
           }
+        }
+      } else {
+        // Border or short vector: masked loads read zeros outside the row
+        // (the padding); masked-off lanes are never touched.
+        __m256i masks[kLoads];
+        if (S == 1) {
+          for (int kx = 0; kx < K; ++kx) masks[kx] = inside(base + kx, in_w);
         } else {
           for (int kx = 0; kx < K; kx += 2) {
-            // Floats of this row available from row + kx (the load must not pass the row end).
-            const int32_t avail = in_w - (base + kx);
-            __m256 lo, hi;
-            if (avail >= 16) {
-              lo = _mm256_loadu_ps(row + kx);
-              hi = _mm256_loadu_ps(row + kx + 8);
-            } else {
-              lo = _mm256_maskload_ps(row + kx, avx2::tail_mask(std::max(0, std::min(avail, 8))));
-              hi = _mm256_maskload_ps(row + kx + 8,
-                                      avx2::tail_mask(std::max(0, std::min(avail - 8, 8))));
+            masks[kx] = inside(base + kx, in_w);
+            masks[kx + 1] = inside(base + kx + 8, in_w);
+          }
+        }
+        for (int32_t ky = ky_lo; ky < ky_hi; ++ky) {
+          const float* row = in + static_cast<int64_t>(iy0 + ky) * in_w;
+          const __m256* wk = wv + ky * K;
+          if (S == 1) {
+            for (int kx = 0; kx < K; ++kx) {
+              acc = _mm256_fmadd_ps(_mm256_maskload_ps(row + (base + kx), masks[kx]), wk[kx], acc);
             }
-            acc = _mm256_fmadd_ps(even_lanes(lo, hi), wk[kx], acc);
-            if (kx + 1 < K) acc = _mm256_fmadd_ps(odd_lanes(lo, hi), wk[kx + 1], acc);
+          } else {
+            for (int kx = 0; kx < K; kx += 2) {
+              const __m256 lo = _mm256_maskload_ps(row + (base + kx), masks[kx]);
+              const __m256 hi = _mm256_maskload_ps(row + (base + kx + 8), masks[kx + 1]);
+              acc = _mm256_fmadd_ps(even_lanes(lo, hi), wk[kx], acc);
+              if (kx + 1 < K) acc = _mm256_fmadd_ps(odd_lanes(lo, hi), wk[kx + 1], acc);
+            }
           }
         }
       }
@@ -91,10 +117,9 @@ void dwconv_channel(const DwConvParams& p, const float* w, float b, const float*
       if (n == 8) {
         _mm256_storeu_ps(orow + ox, y);
       } else {
-        _mm256_maskstore_ps(orow + ox, mask, y);
+        _mm256_maskstore_ps(orow + ox, avx2::tail_mask(n), y);
       }
     }
-    for (int32_t ox = ox_hi; ox < out_w; ++ox) border(ox);
   }
 }
 
@@ -108,7 +133,7 @@ void dwconv_channels(const DwConvParams& p, const float* weights, const float* b
   for (int32_t c = c_begin; c < c_end; ++c) {
     dwconv_channel<K, S>(p, weights + static_cast<int64_t>(c) * K * K,
                          bias != nullptr ? bias[c] : 0.0f, input + c * in_plane,
-                         output + c * out_plane, act, epilogue);
+                         output + c * out_plane, epilogue);
   }
 }
 

@@ -59,16 +59,23 @@ struct Activation {
 // -------------------------------------------------- 1. sparse 1x1 conv (SpMM) --
 //
 // out[n][p] = act(bias[n] + sum_k W[n][k] * in[k][p])
-// W is compressed per output channel (CSR). The input offsets are byte offsets
-// (k * in_stride * sizeof(float)), so a matrix is packed for one input stride.
+// W is compressed per output channel (CSR) within blocks of k_block input
+// channels, so the kernel's tile of input rows stays in L1 (the kernel runs the
+// blocks one after the other, keeping partial sums in the output). The input
+// offsets are byte offsets (k * in_stride * sizeof(float)), so a matrix is
+// packed for one input stride.
 struct SparseMatrix {
   int32_t rows = 0;            // N, output channels
   int32_t cols = 0;            // K, input channels
   int64_t in_stride = 0;       // floats between input channels the offsets assume
-  std::vector<int32_t> row_ptr;      // [N + 1], nonzeros of row n: [row_ptr[n], row_ptr[n+1])
-  std::vector<float> values;         // [nnz] nonzero weights, increasing k within a row
+  int32_t k_block = 0;         // input channels per block
+  int32_t blocks = 0;          // ceil(cols / k_block), at least 1
+  // [blocks][N + 1]: nonzeros of row n in block b are
+  // [row_ptr[b * (N + 1) + n], row_ptr[b * (N + 1) + n + 1]).
+  std::vector<int32_t> row_ptr;
+  std::vector<float> values;         // [nnz] nonzero weights, increasing k within a row and block
   std::vector<int32_t> byte_offset;  // [nnz] k * in_stride * sizeof(float)
-  int64_t nnz() const { return row_ptr.empty() ? 0 : row_ptr.back(); }
+  int64_t nnz() const { return static_cast<int64_t>(values.size()); }
 };
 
 // Packs a dense row-major [rows][cols] matrix; exact zeros are dropped.

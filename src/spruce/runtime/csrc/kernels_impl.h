@@ -47,6 +47,9 @@ SPRUCE_DECLARE_ISA_KERNELS(avx2)
 // Panel sizes shared by packing and every ISA's kernel.
 constexpr int32_t kGemmPanel = 4;      // output channels per packed dense panel
 constexpr int32_t kConvHwcGroup = 8;   // output channels per packed entry-conv group
+// Input channels per sparse block: 128 rows x 32 pixels x 4 bytes = 16 KiB of
+// input per tile, half of a typical L1D.
+constexpr int32_t kSpmmKBlock = 128;
 
 }  // namespace kernels
 }  // namespace spruce

@@ -31,16 +31,27 @@ SparseMatrix pack_sparse(const float* dense, int32_t rows, int32_t cols, int64_t
   m.rows = rows;
   m.cols = cols;
   m.in_stride = in_stride;
-  m.row_ptr.assign(static_cast<size_t>(rows) + 1, 0);
-  for (int32_t n = 0; n < rows; ++n) {
-    const float* row = dense + static_cast<int64_t>(n) * cols;
-    for (int32_t k = 0; k < cols; ++k) {
-      if (row[k] != 0.0f) {
-        m.values.push_back(row[k]);
-        m.byte_offset.push_back(static_cast<int32_t>(k * in_stride * static_cast<int64_t>(sizeof(float))));
+  m.k_block = cols <= kSpmmKBlock * 3 / 2 ? std::max<int32_t>(cols, 1) : kSpmmKBlock;
+  m.blocks = std::max<int32_t>(1, (cols + m.k_block - 1) / m.k_block);
+  m.row_ptr.assign(static_cast<size_t>(m.blocks) * (rows + 1), 0);
+  for (int32_t b = 0; b < m.blocks; ++b) {
+    const int32_t k_begin = b * m.k_block, k_end = std::min(cols, k_begin + m.k_block);
+    int32_t* row_ptr = m.row_ptr.data() + static_cast<int64_t>(b) * (rows + 1);
+    row_ptr[0] = static_cast<int32_t>(m.values.size());
+    for (int32_t n = 0; n < rows; ++n) {
+      const float* row = dense + static_cast<int64_t>(n) * cols;
+      for (int32_t k = k_begin; k < k_end; ++k) {
+        if (row[k] != 0.0f) {
+          m.values.push_back(row[k]);
+          m.byte_offset.push_back(static_cast<int32_t>(k * in_stride * static_cast<int64_t>(sizeof(float))));
+        }
       }
+      row_ptr[n + 1] = static_cast<int32_t>(m.values.size());
     }
-    m.row_ptr[n + 1] = static_cast<int32_t>(m.values.size());
+  }
+  if (m.values.size() > static_cast<size_t>(INT32_MAX)) {
+    throw std::invalid_argument("pack_sparse: more than 2^31 - 1 nonzeros. Received: rows=" +
+                                std::to_string(rows) + ", cols=" + std::to_string(cols));
   }
   return m;
 }
@@ -53,30 +64,40 @@ template <int T, bool kFull>
 inline void spmm_tile_portable(const SparseMatrix& w, const float* bias, const char* in,
                                float* out, int64_t out_stride, int32_t n_begin, int32_t n_end,
                                int width, const Activation& act) {
-  for (int32_t n = n_begin; n < n_end; ++n) {
-    float acc0[T], acc1[T];
-    const float b = bias != nullptr ? bias[n] : 0.0f;
-    for (int i = 0; i < T; ++i) { acc0[i] = b; acc1[i] = 0.0f; }
-    int32_t j = w.row_ptr[n];
-    const int32_t end = w.row_ptr[n + 1];
-    for (; j + 1 < end; j += 2) {
-      const float w0 = w.values[j], w1 = w.values[j + 1];
-      const float* x0 = reinterpret_cast<const float*>(in + w.byte_offset[j]);
-      const float* x1 = reinterpret_cast<const float*>(in + w.byte_offset[j + 1]);
+  for (int32_t b = 0; b < w.blocks; ++b) {
+    const int32_t* row_ptr = w.row_ptr.data() + static_cast<int64_t>(b) * (w.rows + 1);
+    const bool first = b == 0, last = b + 1 == w.blocks;
+    for (int32_t n = n_begin; n < n_end; ++n) {
+      float acc0[T], acc1[T];
+      float* o = out + n * out_stride;
+      const float bn = bias != nullptr ? bias[n] : 0.0f;
       for (int i = 0; i < T; ++i) {
-        if (kFull || i < width) {
-          acc0[i] += w0 * x0[i];
-          acc1[i] += w1 * x1[i];
+        acc0[i] = first ? bn : ((kFull || i < width) ? o[i] : 0.0f);
+        acc1[i] = 0.0f;
+      }
+      int32_t j = row_ptr[n];
+      const int32_t end = row_ptr[n + 1];
+      for (; j + 1 < end; j += 2) {
+        const float w0 = w.values[j], w1 = w.values[j + 1];
+        const float* x0 = reinterpret_cast<const float*>(in + w.byte_offset[j]);
+        const float* x1 = reinterpret_cast<const float*>(in + w.byte_offset[j + 1]);
+        for (int i = 0; i < T; ++i) {
+          if (kFull || i < width) {
+            acc0[i] += w0 * x0[i];
+            acc1[i] += w1 * x1[i];
+          }
         }
       }
+      if (j < end) {
+        const float w0 = w.values[j];
+        const float* x0 = reinterpret_cast<const float*>(in + w.byte_offset[j]);
+        for (int i = 0; i < T; ++i) if (kFull || i < width) acc0[i] += w0 * x0[i];
+      }
+      for (int i = 0; i < width; ++i) {
+        const float y = acc0[i] + acc1[i];
+        o[i] = last ? apply_activation(y, act) : y;
+      }
     }
-    if (j < end) {
-      const float w0 = w.values[j];
-      const float* x0 = reinterpret_cast<const float*>(in + w.byte_offset[j]);
-      for (int i = 0; i < T; ++i) if (kFull || i < width) acc0[i] += w0 * x0[i];
-    }
-    float* o = out + n * out_stride;
-    for (int i = 0; i < width; ++i) o[i] = apply_activation(acc0[i] + acc1[i], act);
   }
 }
 

@@ -1,6 +1,8 @@
 // Sparse 1x1 convolution in CHW, AVX2 + FMA (see spmm.cc for the design).
 //
 // Pixel tiles of 32, 16 and 8 floats, then one masked vector for the tail.
+// The input channels come in blocks (SparseMatrix::k_block) whose tile of input
+// rows fits in L1; partial sums of a block wait in the output tile.
 // Each output channel keeps two accumulator sets (even and odd nonzeros) so a
 // 32-pixel tile has 8 independent FMA chains, enough to hide the FMA latency.
 // Every tile width does the same arithmetic per element, so splitting the
@@ -16,45 +18,51 @@ template <int V, bool kMasked>
 inline void spmm_tile(const SparseMatrix& w, const float* bias, const char* in, float* out,
                       int64_t out_stride, int32_t n_begin, int32_t n_end, __m256i mask,
                       const avx2::Epilogue& epilogue) {
-  const int32_t* row_ptr = w.row_ptr.data();
   const float* values = w.values.data();
   const int32_t* offsets = w.byte_offset.data();
-  for (int32_t n = n_begin; n < n_end; ++n) {
-    const __m256 b = bias != nullptr ? _mm256_broadcast_ss(bias + n) : _mm256_setzero_ps();
-    __m256 acc0[V], acc1[V];
-    for (int v = 0; v < V; ++v) {
-      acc0[v] = b;
-      acc1[v] = _mm256_setzero_ps();
-    }
-    int32_t j = row_ptr[n];
-    const int32_t end = row_ptr[n + 1];
-    for (; j + 1 < end; j += 2) {
-      const __m256 w0 = _mm256_broadcast_ss(values + j);
-      const __m256 w1 = _mm256_broadcast_ss(values + j + 1);
-      const float* x0 = reinterpret_cast<const float*>(in + offsets[j]);
-      const float* x1 = reinterpret_cast<const float*>(in + offsets[j + 1]);
-      for (int v = 0; v < V; ++v) {
-        const __m256 i0 = kMasked ? _mm256_maskload_ps(x0, mask) : _mm256_loadu_ps(x0 + 8 * v);
-        const __m256 i1 = kMasked ? _mm256_maskload_ps(x1, mask) : _mm256_loadu_ps(x1 + 8 * v);
-        acc0[v] = _mm256_fmadd_ps(i0, w0, acc0[v]);
-        acc1[v] = _mm256_fmadd_ps(i1, w1, acc1[v]);
-      }
-    }
-    if (j < end) {
-      const __m256 w0 = _mm256_broadcast_ss(values + j);
-      const float* x0 = reinterpret_cast<const float*>(in + offsets[j]);
-      for (int v = 0; v < V; ++v) {
-        const __m256 i0 = kMasked ? _mm256_maskload_ps(x0, mask) : _mm256_loadu_ps(x0 + 8 * v);
-        acc0[v] = _mm256_fmadd_ps(i0, w0, acc0[v]);
-      }
-    }
-    float* o = out + n * out_stride;
-    for (int v = 0; v < V; ++v) {
-      const __m256 r = epilogue(_mm256_add_ps(acc0[v], acc1[v]));
-      if (kMasked) {
-        _mm256_maskstore_ps(o, mask, r);
+  for (int32_t b = 0; b < w.blocks; ++b) {
+    const int32_t* row_ptr = w.row_ptr.data() + static_cast<int64_t>(b) * (w.rows + 1);
+    const bool first = b == 0, last = b + 1 == w.blocks;
+    for (int32_t n = n_begin; n < n_end; ++n) {
+      float* o = out + n * out_stride;
+      __m256 acc0[V], acc1[V];
+      if (first) {
+        const __m256 bn = bias != nullptr ? _mm256_broadcast_ss(bias + n) : _mm256_setzero_ps();
+        for (int v = 0; v < V; ++v) acc0[v] = bn;
       } else {
-        _mm256_storeu_ps(o + 8 * v, r);
+        for (int v = 0; v < V; ++v) acc0[v] = kMasked ? _mm256_maskload_ps(o, mask) : _mm256_loadu_ps(o + 8 * v);
+      }
+      for (int v = 0; v < V; ++v) acc1[v] = _mm256_setzero_ps();
+      int32_t j = row_ptr[n];
+      const int32_t end = row_ptr[n + 1];
+      for (; j + 1 < end; j += 2) {
+        const __m256 w0 = _mm256_broadcast_ss(values + j);
+        const __m256 w1 = _mm256_broadcast_ss(values + j + 1);
+        const float* x0 = reinterpret_cast<const float*>(in + offsets[j]);
+        const float* x1 = reinterpret_cast<const float*>(in + offsets[j + 1]);
+        for (int v = 0; v < V; ++v) {
+          const __m256 i0 = kMasked ? _mm256_maskload_ps(x0, mask) : _mm256_loadu_ps(x0 + 8 * v);
+          const __m256 i1 = kMasked ? _mm256_maskload_ps(x1, mask) : _mm256_loadu_ps(x1 + 8 * v);
+          acc0[v] = _mm256_fmadd_ps(i0, w0, acc0[v]);
+          acc1[v] = _mm256_fmadd_ps(i1, w1, acc1[v]);
+        }
+      }
+      if (j < end) {
+        const __m256 w0 = _mm256_broadcast_ss(values + j);
+        const float* x0 = reinterpret_cast<const float*>(in + offsets[j]);
+        for (int v = 0; v < V; ++v) {
+          const __m256 i0 = kMasked ? _mm256_maskload_ps(x0, mask) : _mm256_loadu_ps(x0 + 8 * v);
+          acc0[v] = _mm256_fmadd_ps(i0, w0, acc0[v]);
+        }
+      }
+      for (int v = 0; v < V; ++v) {
+        __m256 r = _mm256_add_ps(acc0[v], acc1[v]);
+        if (last) r = epilogue(r);
+        if (kMasked) {
+          _mm256_maskstore_ps(o, mask, r);
+        } else {
+          _mm256_storeu_ps(o + 8 * v, r);
+        }
       }
     }
   }

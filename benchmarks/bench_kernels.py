@@ -1,0 +1,170 @@
+"""Kernel throughput on MobileNetV1-224's layer shapes; prints one JSON document.
+
+For every 1x1 conv of MobileNetV1 (alpha=1, 224x224) it times the dense GEMM
+kernel and the sparse kernel at 75% and 90% (random unstructured) sparsity,
+interleaved round by round in one process, with the timing loop in native code.
+Sparse GFLOP/s count useful FLOPs only (2 * nnz * pixels). Depthwise and entry
+conv layers are timed too. Peak = 2 FMA units x 8 lanes x 2 FLOPs x clock, with
+the clock read from /proc/cpuinfo ("cpu MHz", nominal: turbo makes the real
+clock differ, so fractions of peak above 1 are possible).
+
+    PYTHONPATH=src python benchmarks/bench_kernels.py [--rounds 5] [--repeats 20] [--isa auto]
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+
+import numpy as np
+
+from spruce.runtime import _engine
+
+K = _engine.kernels
+
+# (in_channels, out_channels, height=width) of the 13 pointwise convs.
+POINTWISE = [
+    (32, 64, 112), (64, 128, 56), (128, 128, 56), (128, 256, 28), (256, 256, 28), (256, 512, 14),
+    (512, 512, 14), (512, 512, 14), (512, 512, 14), (512, 512, 14), (512, 512, 14),
+    (512, 1024, 7), (1024, 1024, 7),
+]
+# (channels, input height=width, stride, padding top/left/bottom/right) of the 13 depthwise convs.
+DEPTHWISE = [
+    (32, 112, 1, (1, 1, 1, 1)), (64, 112, 2, (0, 0, 1, 1)), (128, 56, 1, (1, 1, 1, 1)),
+    (128, 56, 2, (0, 0, 1, 1)), (256, 28, 1, (1, 1, 1, 1)), (256, 28, 2, (0, 0, 1, 1)),
+    *[(512, 14, 1, (1, 1, 1, 1))] * 5, (512, 14, 2, (0, 0, 1, 1)), (1024, 7, 1, (1, 1, 1, 1)),
+]
+SPARSITIES = [0.75, 0.9]
+
+
+def cpu_info():
+    model, mhz = platform.processor() or "unknown", None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "cpu MHz" and mhz is None:
+                    mhz = float(value)
+    except OSError:
+        pass
+    return model, mhz
+
+
+def median_ms(samples):
+    return 1e3 * statistics.median(samples)
+
+
+def bench_pointwise(rng, rounds, repeats, isa):
+    rows = []
+    for cin, cout, hw in POINTWISE:
+        p = hw * hw
+        x = rng.standard_normal((cin, p)).astype(np.float32)
+        bias = rng.standard_normal(cout).astype(np.float32)
+        w = rng.standard_normal((cout, cin)).astype(np.float32)
+        dense = K.pack_dense(w)
+        sparse = {}
+        for s in SPARSITIES:
+            ws = w.copy()
+            ws[rng.random(w.shape) < s] = 0.0
+            sparse[s] = K.pack_sparse(ws, p)
+        times = {"dense": [], **{s: [] for s in SPARSITIES}}
+        for _ in range(rounds):  # A/B interleaved
+            times["dense"].extend(K.time_gemm(dense, x, bias, repeats=repeats, warmup=2, isa=isa))
+            for s in SPARSITIES:
+                times[s].extend(K.time_spmm(sparse[s], x, bias, repeats=repeats, warmup=2, isa=isa))
+        dense_ms = median_ms(times["dense"])
+        row = {
+            "shape": f"{cin}->{cout} @ {hw}x{hw}",
+            "macs_dense": cin * cout * p,
+            "dense": {"ms": dense_ms, "gflops": 2 * cin * cout * p / dense_ms / 1e6},
+        }
+        for s in SPARSITIES:
+            ms = median_ms(times[s])
+            row[f"sparse_{int(s * 100)}"] = {
+                "ms": ms,
+                "nnz": sparse[s].nnz,
+                "useful_gflops": 2 * sparse[s].nnz * p / ms / 1e6,
+                "speedup_vs_dense": dense_ms / ms,
+                "spread_ms": [1e3 * min(times[s]), 1e3 * max(times[s])],
+            }
+        rows.append(row)
+    return rows
+
+
+def bench_depthwise(rng, rounds, repeats, isa):
+    rows = []
+    for c, hw, stride, pad in DEPTHWISE:
+        w = rng.standard_normal((c, 3, 3)).astype(np.float32)
+        x = rng.standard_normal((c, hw, hw)).astype(np.float32)
+        samples = []
+        for _ in range(rounds):
+            samples.extend(K.time_dwconv_chw(w, x, stride=stride, padding=list(pad), repeats=repeats, warmup=2, isa=isa))
+        out = (hw + pad[0] + pad[2] - 3) // stride + 1
+        ms = median_ms(samples)
+        rows.append({"shape": f"dw3x3/{stride} {c} @ {hw}x{hw}", "ms": ms, "gflops": 2 * 9 * c * out * out / ms / 1e6})
+    return rows
+
+
+def bench_entry(rng, rounds, repeats, isa):
+    w = K.pack_conv_hwc2chw(rng.standard_normal((32, 3, 3, 3)).astype(np.float32))
+    x = rng.random((224, 224, 3)).astype(np.float32)
+    samples = []
+    for _ in range(rounds):
+        samples.extend(K.time_conv_hwc2chw(w, x, stride=2, padding=[0, 0, 1, 1], repeats=repeats, warmup=2, isa=isa))
+    ms = median_ms(samples)
+    return {"shape": "conv3x3/2 3->32 @ 224x224 HWC->CHW", "ms": ms, "gflops": 2 * 27 * 32 * 112 * 112 / ms / 1e6}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per round (default 10)")
+    parser.add_argument("--isa", default="auto", choices=["auto", "avx2", "portable"])
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    model, mhz = cpu_info()
+    isa = K.default_isa() if args.isa == "auto" else args.isa
+    peak = 2 * 8 * 2 * mhz / 1e3 if (mhz and isa == "avx2") else None
+
+    pointwise = bench_pointwise(rng, args.rounds, args.repeats, args.isa)
+    depthwise = bench_depthwise(rng, args.rounds, args.repeats, args.isa)
+    entry = bench_entry(rng, args.rounds, args.repeats, args.isa)
+
+    totals = {"dense_ms": sum(r["dense"]["ms"] for r in pointwise)}
+    for s in SPARSITIES:
+        key = f"sparse_{int(s * 100)}"
+        totals[f"{key}_ms"] = sum(r[key]["ms"] for r in pointwise)
+        totals[f"{key}_speedup"] = totals["dense_ms"] / totals[f"{key}_ms"]
+    totals["depthwise_ms"] = sum(r["ms"] for r in depthwise)
+    totals["entry_ms"] = entry["ms"]
+    if peak:
+        for r in pointwise:
+            r["dense"]["fraction_of_peak"] = r["dense"]["gflops"] / peak
+            for s in SPARSITIES:
+                r[f"sparse_{int(s * 100)}"]["fraction_of_peak"] = r[f"sparse_{int(s * 100)}"]["useful_gflops"] / peak
+
+    report = {
+        "benchmark": "spruce kernels, MobileNetV1-224 layer shapes, batch 1, 1 thread",
+        "cpu": model,
+        "isa": isa,
+        "clock_mhz_nominal": mhz,
+        "peak_gflops_nominal": peak,
+        "peak_note": "2 FMA units x 8 lanes x 2 FLOPs x nominal clock; turbo can exceed it",
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "rounds": args.rounds,
+        "repeats_per_round": args.repeats,
+        "pointwise": pointwise,
+        "depthwise": depthwise,
+        "entry_conv": entry,
+        "totals": totals,
+    }
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
