@@ -135,6 +135,19 @@ def test_pruned_model_is_a_clone_and_the_original_is_untouched():
     assert pruned_layer_names(model) == []
 
 
+def test_pruning_a_pruned_model_keeps_its_wrappers_masks_and_step():
+    from spruce.prune import prune_low_magnitude
+    from spruce.schedules import ConstantSparsity
+
+    pruned = prune_low_magnitude(small_model(), ConstantSparsity(0.5, 0, frequency=1))
+    fit(pruned, steps=2)
+    again = prune_low_magnitude(pruned)
+    assert pruned_layer_names(again) == ["head", "hidden"]
+    assert step_of(again, "hidden") == 2
+    np.testing.assert_array_equal(mask_of(again, "hidden"), mask_of(pruned, "hidden"))
+    again.summary(print_fn=lambda *args, **kwargs: None)
+
+
 def test_nested_models_are_pruned_inside_and_stripped_back():
     import keras
 
