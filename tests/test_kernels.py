@@ -242,6 +242,17 @@ def test_dwconv_chw_on_mobilenet_shapes(isa, k, stride, pad):
     assert_close(y, dwconv_ref(w, x, bias, stride, pad, (0.0, 6.0, False)))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("k,stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
+def test_dwconv_chw_on_planes_too_wide_for_the_padded_buffer(isa, k, stride):
+    rng = np.random.default_rng(3)
+    pad = (1, 2, 2, 1)
+    w = rng.standard_normal((3, k, k)).astype(np.float32)
+    x = rng.standard_normal((3, 9, 150)).astype(np.float32)
+    y = kernels.dwconv_chw(w, x, None, stride=stride, padding=list(pad), isa=isa)
+    assert_close(y, dwconv_ref(w, x, None, stride, pad, (-np.inf, np.inf, False)))
+
+
 # ------------------------------------------------- entry conv, HWC -> CHW --
 
 

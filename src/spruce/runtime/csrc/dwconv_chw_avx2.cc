@@ -123,6 +123,72 @@ void dwconv_channel(const DwConvParams& p, const float* w, float b, const float*
   }
 }
 
+// Narrow planes (14x14, 7x7, ...) have few vectors per row and most of them
+// touch the border. For those the channel is copied into a zero-padded buffer
+// on the stack, so every vector takes plain loads; the last vector of a row
+// goes through a small buffer instead of a (slow on AMD) masked store.
+constexpr int64_t kPaddedFloats = 16384;  // 64 KiB of stack
+
+struct PaddedGeometry {
+  int32_t rows = 0, stride = 0;  // padded plane: rows x stride floats
+  bool fits = false;
+};
+
+template <int K, int S>
+PaddedGeometry padded_geometry(const DwConvParams& p) {
+  PaddedGeometry g;
+  const int32_t vectors = (p.out_w() + 7) / 8;
+  // Widest read: last vector's last lane, last tap (+8 for stride 2's load pair).
+  g.stride = ((vectors * 8 - 1) * S + K + (S == 2 ? 8 : 0) + 7) / 8 * 8;
+  g.stride = std::max(g.stride, (p.pad_left + p.in_w + 7) / 8 * 8);
+  g.rows = std::max(p.pad_top + p.in_h, (p.out_h() - 1) * S + K);
+  g.fits = p.in_w <= 128 && static_cast<int64_t>(g.rows) * g.stride <= kPaddedFloats;
+  return g;
+}
+
+template <int K, int S>
+void dwconv_channel_padded(const DwConvParams& p, const PaddedGeometry& g, const float* w, float b,
+                           float* padded, float* out, const avx2::Epilogue& epilogue) {
+  const int32_t out_h = p.out_h(), out_w = p.out_w();
+  __m256 wv[K * K];
+  for (int i = 0; i < K * K; ++i) wv[i] = _mm256_set1_ps(w[i]);
+  const __m256 bv = _mm256_set1_ps(b);
+  alignas(32) float last[8];
+  for (int32_t oy = 0; oy < out_h; ++oy) {
+    const float* rows = padded + static_cast<int64_t>(oy) * S * g.stride;
+    float* orow = out + static_cast<int64_t>(oy) * out_w;
+    for (int32_t ox = 0; ox < out_w; ox += 8) {
+      __m256 acc = bv, odd = _mm256_setzero_ps();
+      for (int ky = 0; ky < K; ++ky) {
+        const float* row = rows + ky * g.stride + ox * S;
+        const __m256* wk = wv + ky * K;
+        if (S == 1) {
+          for (int kx = 0; kx < K; ++kx) {
+            if (kx % 2 == 0) {
+              acc = _mm256_fmadd_ps(_mm256_loadu_ps(row + kx), wk[kx], acc);
+            } else {
+              odd = _mm256_fmadd_ps(_mm256_loadu_ps(row + kx), wk[kx], odd);
+            }
+          }
+        } else {
+          for (int kx = 0; kx < K; kx += 2) {
+            const __m256 lo = _mm256_loadu_ps(row + kx), hi = _mm256_loadu_ps(row + kx + 8);
+            acc = _mm256_fmadd_ps(even_lanes(lo, hi), wk[kx], acc);
+            if (kx + 1 < K) odd = _mm256_fmadd_ps(odd_lanes(lo, hi), wk[kx + 1], odd);
+          }
+        }
+      }
+      const __m256 y = epilogue(_mm256_add_ps(acc, odd));
+      if (ox + 8 <= out_w) {
+        _mm256_storeu_ps(orow + ox, y);
+      } else {
+        _mm256_store_ps(last, y);
+        for (int32_t i = 0; i < out_w - ox; ++i) orow[ox + i] = last[i];
+      }
+    }
+  }
+}
+
 template <int K, int S>
 void dwconv_channels(const DwConvParams& p, const float* weights, const float* bias,
                      const float* input, float* output, int32_t c_begin, int32_t c_end,
@@ -130,6 +196,28 @@ void dwconv_channels(const DwConvParams& p, const float* weights, const float* b
   const avx2::Epilogue epilogue(act);
   const int64_t in_plane = static_cast<int64_t>(p.in_h) * p.in_w;
   const int64_t out_plane = static_cast<int64_t>(p.out_h()) * p.out_w();
+  const PaddedGeometry g = padded_geometry<K, S>(p);
+  if (g.fits) {
+    alignas(32) float padded[kPaddedFloats + 8];  // + 8: slack for the last row's tail store
+    // Zero once: every channel overwrites the same interior, the padding stays 0.
+    std::fill(padded, padded + static_cast<int64_t>(g.rows) * g.stride, 0.0f);
+    for (int32_t c = c_begin; c < c_end; ++c) {
+      const float* in = input + c * in_plane;
+      for (int32_t y = 0; y < p.in_h; ++y) {
+        // Full 8-float stores: the zeros a row's tail writes past its end land
+        // in padding (zero anyway) or in the next row, which is copied after.
+        const float* src = in + static_cast<int64_t>(y) * p.in_w;
+        float* dst = padded + static_cast<int64_t>(p.pad_top + y) * g.stride + p.pad_left;
+        int32_t x = 0;
+        for (; x + 8 <= p.in_w; x += 8) _mm256_storeu_ps(dst + x, _mm256_loadu_ps(src + x));
+        if (x < p.in_w) _mm256_storeu_ps(dst + x, _mm256_maskload_ps(src + x, avx2::tail_mask(p.in_w - x)));
+      }
+      dwconv_channel_padded<K, S>(p, g, weights + static_cast<int64_t>(c) * K * K,
+                                  bias != nullptr ? bias[c] : 0.0f, padded, output + c * out_plane,
+                                  epilogue);
+    }
+    return;
+  }
   for (int32_t c = c_begin; c < c_end; ++c) {
     dwconv_channel<K, S>(p, weights + static_cast<int64_t>(c) * K * K,
                          bias != nullptr ? bias[c] : 0.0f, input + c * in_plane,
