@@ -26,10 +26,10 @@ This follows what the runtime does, read from the TFLite XNNPACK delegate
 
 Checked against LiteRT 1.4 for aarch64 under emulation (the cases in the tests, and
 `spruce check-arm64`). Where XNNPACK's newest source and that runtime differ, the
-runtime decides: FULLY_CONNECTED stays outside the region (a Dense classifier after the
-pooling does not dilute the 1x1 sparsity; a Dense on a 4-D feature map cuts the
-region), and a region counts only if it reaches an exit (MEAN over H,W /
-DEPTH_TO_SPACE). XNNPACK's source also switches an NCHW-capable chain that never
+runtime decides: a FULLY_CONNECTED on a 4-D feature map (keep_num_dims) joins the
+region and its weights count like a 1x1 conv's, while the classifier after the pooling
+stays outside (it does not dilute the 1x1 sparsity); a region counts only if it
+reaches an exit (MEAN over H,W / DEPTH_TO_SPACE). XNNPACK's source also switches an NCHW-capable chain that never
 reaches an exit to NCHW when another region exists; with a stride-2 'same' depthwise
 after such a chain, LiteRT 1.4's outputs differed from the dense-stored file. That is
 reported as a warning.
@@ -391,17 +391,13 @@ class _Node:
         return NCHW
 
     def _check_fully_connected(self, graph):
-        # XNNPACK's source lists FULLY_CONNECTED as NCHW-capable (weights counted towards
-        # the 2/3 rule), but LiteRT 1.4 ran the guide's Dense classifier after the pooling
-        # without diluting the 1x1 sparsity, and did not run sparse with a Dense on a 4-D
-        # feature map mid-network: it is treated as outside the region.
-        shape = graph.tensor(self.data_inputs[0]).shape
-        if len(shape) == 4 and any(d != 1 for d in shape[1:3]):
-            return self._fail(
-                "dense_4d",
-                f"{self._where(graph)} applies a Dense layer to a 4-D tensor {shape}; XNNPACK's "
-                f"sparse region cannot pass through it. Use a 1x1 Conv2D instead.",
-            )
+        # XNNPACK counts FULLY_CONNECTED as NCHW-capable, its weights towards the 2/3
+        # rule. On LiteRT 1.4 (emulated) that held for a Dense on a 4-D feature map
+        # (keep_num_dims: unpruned it diluted the region below 2/3, pruned it ran sparse),
+        # but not for the classifier after the pooling (keep_num_dims=False, 2-D), which
+        # stayed outside the region.
+        if self.op.options.get("keep_num_dims") and len(graph.tensor(self.data_inputs[0]).shape) == 4:
+            return NCHW
         return self._fail(
             "unsupported_op",
             f"{self._where(graph)} runs in NHWC after the sparse region (it does not take part in it).",
@@ -546,17 +542,21 @@ def _region(graph, nodes, ops, bad, original_exit):
                     f"XNNPACK keeps the region in NHWC.",
                     i, n.op.opcode, graph.tensor(t).name,
                 ))
-    pointwise = [i for i in ops if nodes[i].op.opcode == "CONV_2D"
-                 and max(graph.tensor(nodes[i].op.inputs[1]).shape[1:3]) == 1]
+    pointwise = [i for i in ops if nodes[i].op.opcode == "FULLY_CONNECTED" or (
+        nodes[i].op.opcode == "CONV_2D" and max(graph.tensor(nodes[i].op.inputs[1]).shape[1:3]) == 1)]
     params = zeros = 0
+    dense_layers = []
     for i in pointwise:
         src = graph.static_source.get(nodes[i].op.inputs[1])
         if src is None:
             continue
         w = src.data
         n = int(w.shape[0] * w.shape[-1])  # as XNNPACK counts: first dim times last
-        params += n
-        zeros += int(np.count_nonzero(w.reshape(-1)[:n] == 0))
+        z = int(np.count_nonzero(w.reshape(-1)[:n] == 0))
+        params, zeros = params + n, zeros + z
+        if nodes[i].op.opcode == "FULLY_CONNECTED":
+            dense_layers.append(f"{nodes[i]._where(graph)}, a Dense layer on a 4-D tensor that "
+                                f"counts like a 1x1 conv, has {z} zeros in {n} weights")
     stored_sparse = _partition_has_sparse_weights(graph, members)
     if not pointwise:
         findings.append(Finding(
@@ -566,8 +566,11 @@ def _region(graph, nodes, ops, bad, original_exit):
         first = nodes[pointwise[0]]
         findings.append(Finding(
             "sparsity",
-            f"the 1x1 convs of this region hold {zeros} zeros in {params} weights "
-            f"({100 * zeros / params:.1f}%); XNNPACK needs more than 2/3 (66.7%). Prune them further.",
+            f"the 1x1 convs{' and Dense layers' if dense_layers else ''} of this region hold "
+            f"{zeros} zeros in {params} weights "
+            f"({100 * zeros / params:.1f}%); XNNPACK needs more than 2/3 (66.7%). "
+            + (f"{'; '.join(dense_layers)}: prune it with the 1x1 convs, or use a Conv2D." if dense_layers
+               else "Prune them further."),
             first.index, first.op.opcode, graph.tensor(first.op.inputs[1]).name,
         ))
     if pointwise and not stored_sparse:
