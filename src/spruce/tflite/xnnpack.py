@@ -568,7 +568,7 @@ def _region(graph, nodes, ops, bad, original_exit):
             "sparsity",
             f"the 1x1 convs{' and Dense layers' if dense_layers else ''} of this region hold "
             f"{zeros} zeros in {params} weights "
-            f"({100 * zeros / params:.1f}%); XNNPACK needs more than 2/3 (66.7%). "
+            f"({100 * zeros / max(params, 1):.1f}%); XNNPACK needs more than 2/3 (66.7%). "
             + (f"{'; '.join(dense_layers)}: prune it with the 1x1 convs, or use a Conv2D." if dense_layers
                else "Prune them further."),
             first.index, first.op.opcode, graph.tensor(first.op.inputs[1]).name,
