@@ -58,6 +58,11 @@ def test_verdict_needs_different_kernels_and_no_slowdown(ratio, identical, engag
     assert got is engaged and words in reason
 
 
+def test_disagreeing_outputs_are_not_a_working_sparse_path():
+    got, reason = verdict(2.0, identical=False, outputs_agree=False)
+    assert got is False and "DISAGREE" in reason
+
+
 def test_missing_file_and_too_few_repetitions_are_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         check_arm64(tmp_path / "missing.tflite")

@@ -138,11 +138,16 @@ def _emulate(env, sparse, dense, repetitions, target_seconds, timeout):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def verdict(ratio, identical, inspector=None):
+def verdict(ratio, identical, inspector=None, outputs_agree=True):
     """(engaged, reason) from the A/B observations; see the module docstring."""
     why = ""
     if inspector is not None and inspector.get("reasons") and not inspector.get("xnnpack_sparse"):
         why = " spruce inspect: " + "; ".join(inspector["reasons"][:3])
+    if not identical and not outputs_agree:
+        return False, ("the sparse-stored file ran other kernels and its outputs DISAGREE with the "
+                       "dense-stored copy beyond float rounding: XNNPACK switched part of the model to "
+                       "its NCHW layout without a working sparse path (seen with a stride-2 'same' "
+                       "depthwise). Do not ship this model as is." + why)
     if identical:
         return False, ("the sparse-stored file ran exactly the dense kernels (outputs bitwise "
                        "identical to the dense-stored copy), so XNNPACK did not take its sparse "
@@ -203,11 +208,12 @@ def check_arm64(path, *, repetitions=DEFAULT_REPETITIONS, target_seconds=0.2, pr
     best = seconds["dense"]["min"] / seconds["sparse"]["min"]
     diff, scale = result["max_abs_diff"], result["max_abs_output"]
     identical = bool(result["bitwise_identical"])
-    engaged, reason = verdict(ratio, identical, inspector)
+    outputs_agree = diff <= 1e-4 * max(scale, 1.0)
+    engaged, reason = verdict(ratio, identical, inspector, outputs_agree)
     agrees = None if inspector is None else bool(inspector.get("xnnpack_sparse")) == engaged
     return Arm64Report(
         model=path, sparse_path_engaged=engaged, reason=reason, time_ratio=ratio, time_ratio_best=best,
         seconds=seconds, outputs_identical=identical, max_abs_diff=diff,
-        outputs_agree=diff <= 1e-4 * max(scale, 1.0), inspector=inspector, inspector_agrees=agrees,
+        outputs_agree=outputs_agree, inspector=inspector, inspector_agrees=agrees,
         densify=_densify_summary(densified), repetitions=repetitions,
         emulator={**env.versions, "invokes_per_repetition": result["invokes_per_repetition"]})
