@@ -50,6 +50,10 @@ constexpr int32_t kConvHwcGroup = 8;   // output channels per packed entry-conv 
 // Input channels per sparse block: 128 rows x 32 pixels x 4 bytes = 16 KiB of
 // input per tile, half of a typical L1D.
 constexpr int32_t kSpmmKBlock = 128;
+// Up to this many input channels the AVX2 sparse kernel uses 64-pixel tiles
+// with one accumulator set (measured faster up to 128 on Zen 3; the per-row
+// cost then dominates more than the 32 KiB input tile's L1 misses).
+constexpr int32_t kSpmmWideTileMaxCols = 128;
 
 }  // namespace kernels
 }  // namespace spruce
