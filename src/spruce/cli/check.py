@@ -30,7 +30,7 @@ def main(args):
 
     import spruce.wrapper  # noqa: F401  registers PruneLowMagnitude so pruned models load
     from spruce.policies import PruneForLatencyOnXNNPack, check_xnnpack, make_xnnpack_compatible
-    from spruce.workflow.artifacts import atomic_path
+    from spruce._atomic import atomic_path
 
     try:
         model = keras.saving.load_model(args.model, compile=False)

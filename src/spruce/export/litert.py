@@ -7,12 +7,12 @@ a failed export leaves no file behind.
 """
 
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from spruce._atomic import atomic_path
 from spruce.export.converter import convert, input_shapes
 
 
@@ -64,23 +64,13 @@ def export_litert(model, path, sparse=True, batch_size=1, verify=True, samples=4
     model, stripped = _stripped(model)
     shapes = input_shapes(model, batch_size)
 
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(suffix=".tflite", prefix=".spruce-export-", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         convert(model, tmp, sparse=sparse, batch_size=batch_size)
         diff = tolerance = None
         if verify:
             diff, tolerance = _verify(model, tmp, shapes, samples, atol, rtol, seed)
         report = _report(tmp, path, sparse, batch_size, keras.backend.backend(), stripped,
                          diff, tolerance, samples if verify else 0, start)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return report
 
 

@@ -11,10 +11,10 @@ XNNPACK only considers its sparse path for weights stored sparse.
 
 import dataclasses
 import os
-import tempfile
 
 import numpy as np
 
+from spruce._atomic import write_bytes
 from spruce._deps import require
 from spruce.tflite._sparse import decode
 
@@ -209,15 +209,6 @@ def densify_tflite(source, path):
     with open(source, "rb") as f:
         data = f.read()
     out, decoded, removed = densify_bytes(data)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".densify-", suffix=".tflite", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(out)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes(path, out)
     return DensifyReport(source=source, path=path, decoded_tensors=decoded, removed_densify_ops=removed,
                          size_before=len(data), size_after=len(out))
