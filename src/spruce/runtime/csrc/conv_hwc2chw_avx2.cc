@@ -36,10 +36,13 @@ inline void transpose8(__m256 r[8]) {
   r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
-template <bool kChecked>
-inline void conv_block(const ConvHwcParams& p, const float* wg, __m256 bias8, const float* input,
-                       int32_t oy, int32_t ox0, int32_t cols, __m256 acc[8]) {
-  const int32_t K = p.kernel, S = p.stride, C = p.in_c;
+// KT, ST, CT: kernel size, stride and input channels fixed at compile time
+// (0 = read from p), so the common 3x3/2 RGB case gets constant addressing.
+template <int KT, int ST, int CT, bool kChecked>
+__attribute__((always_inline)) inline void conv_block(const ConvHwcParams& p, const float* wg,
+                                                      __m256 bias8, const float* input, int32_t oy,
+                                                      int32_t ox0, int32_t cols, __m256 acc[8]) {
+  const int32_t K = KT ? KT : p.kernel, S = ST ? ST : p.stride, C = CT ? CT : p.in_c;
   for (int j = 0; j < 8; ++j) acc[j] = bias8;
   for (int32_t ky = 0; ky < K; ++ky) {
     const int32_t iy = oy * S + ky - p.pad_top;
@@ -61,13 +64,12 @@ inline void conv_block(const ConvHwcParams& p, const float* wg, __m256 bias8, co
   }
 }
 
-}  // namespace
-
 static_assert(kConvHwcGroup == 8, "conv_hwc2chw_avx2 is written for groups of 8 output channels");
 
-void conv_hwc2chw_avx2(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias,
-                       const float* input, float* output, int32_t oy_begin, int32_t oy_end,
-                       const Activation& act) {
+template <int KT, int ST, int CT>
+void conv_rows(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias,
+               const float* input, float* output, int32_t oy_begin, int32_t oy_end,
+               const Activation& act) {
   const avx2::Epilogue epilogue(act);
   const int32_t K = p.kernel, S = p.stride, out_w = p.out_w();
   const int64_t out_plane = static_cast<int64_t>(p.out_h()) * out_w;
@@ -76,6 +78,7 @@ void conv_hwc2chw_avx2(const ConvHwcParams& p, const PackedConvHwc& w, const flo
   const int32_t ox_lo = (p.pad_left + S - 1) / S;
   const int32_t ox_hi = p.in_w - K + p.pad_left >= 0 ? (p.in_w - K + p.pad_left) / S + 1 : 0;
   alignas(32) float bias_pad[kConvHwcGroup];
+  alignas(32) float last[8];
   for (int32_t g = 0; g * kConvHwcGroup < p.out_c; ++g) {
     const int32_t o0 = g * kConvHwcGroup;
     const int32_t channels = std::min<int32_t>(kConvHwcGroup, p.out_c - o0);
@@ -87,23 +90,37 @@ void conv_hwc2chw_avx2(const ConvHwcParams& p, const PackedConvHwc& w, const flo
         const int32_t cols = std::min<int32_t>(8, out_w - ox);
         __m256 acc[8];
         if (cols == 8 && ox >= ox_lo && ox + 8 <= ox_hi) {
-          conv_block<false>(p, wg, bias8, input, oy, ox, cols, acc);
+          conv_block<KT, ST, CT, false>(p, wg, bias8, input, oy, ox, cols, acc);
         } else {
-          conv_block<true>(p, wg, bias8, input, oy, ox, cols, acc);
+          conv_block<KT, ST, CT, true>(p, wg, bias8, input, oy, ox, cols, acc);
         }
         transpose8(acc);
-        const __m256i mask = avx2::tail_mask(cols);
         for (int32_t i = 0; i < channels; ++i) {
           float* o = output + (o0 + i) * out_plane + static_cast<int64_t>(oy) * out_w + ox;
           const __m256 y = epilogue(acc[i]);
           if (cols == 8) {
             _mm256_storeu_ps(o, y);
           } else {
-            _mm256_maskstore_ps(o, mask, y);
+            _mm256_store_ps(last, y);  // no masked store: slow on AMD
+            for (int32_t j = 0; j < cols; ++j) o[j] = last[j];
           }
         }
       }
     }
+  }
+}
+
+}  // namespace
+
+void conv_hwc2chw_avx2(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias,
+                       const float* input, float* output, int32_t oy_begin, int32_t oy_end,
+                       const Activation& act) {
+  if (p.kernel == 3 && p.stride == 2 && p.in_c == 3) {
+    conv_rows<3, 2, 3>(p, w, bias, input, output, oy_begin, oy_end, act);
+  } else if (p.kernel == 3 && p.stride == 1 && p.in_c == 3) {
+    conv_rows<3, 1, 3>(p, w, bias, input, output, oy_begin, oy_end, act);
+  } else {
+    conv_rows<0, 0, 0>(p, w, bias, input, output, oy_begin, oy_end, act);
   }
 }
 
