@@ -134,19 +134,53 @@ struct PaddedGeometry {
   bool fits = false;
 };
 
-template <int K, int S>
+// D (stride 2 only): rows stored deinterleaved, which pays off on wide rows.
+template <int K, int S, bool D>
 PaddedGeometry padded_geometry(const DwConvParams& p) {
   PaddedGeometry g;
   const int32_t vectors = (p.out_w() + 7) / 8;
   // Widest read: last vector's last lane, last tap (+8 for stride 2's load pair).
-  g.stride = ((vectors * 8 - 1) * S + K + (S == 2 ? 8 : 0) + 7) / 8 * 8;
-  g.stride = std::max(g.stride, (p.pad_left + p.in_w + 7) / 8 * 8);
+  if (!D) {
+    // Widest read: last vector's last lane, last tap (+8: stride 2's load pair).
+    g.stride = ((vectors * 8 - 1) * S + K + (S == 2 ? 8 : 0) + 7) / 8 * 8;
+    g.stride = std::max(g.stride, (p.pad_left + p.in_w + 7) / 8 * 8);
+  } else {
+    // Stride 2 rows are stored deinterleaved: even padded columns, then odd ones.
+    int32_t half = std::max(vectors * 8 + K / 2, (p.pad_left + p.in_w + 1) / 2);
+    half = (half + 7) / 8 * 8;
+    g.stride = 2 * half;
+  }
   g.rows = std::max(p.pad_top + p.in_h, (p.out_h() - 1) * S + K);
   g.fits = p.in_w <= 128 && static_cast<int64_t>(g.rows) * g.stride <= kPaddedFloats;
   return g;
 }
 
-template <int K, int S>
+// Input row -> padded row of a stride-2 buffer: padded column c = pad_left + x
+// goes to dst[c / 2] if c is even, else to dst[half + c / 2]. Only data columns
+// are written, so the padding keeps its zeros.
+inline void copy_row_deinterleaved(const float* src, int32_t in_w, int32_t pad_left, int32_t half,
+                                   float* dst) {
+  float* even = dst;
+  float* odd = dst + half;
+  int32_t x = 0;
+  for (; x + 16 <= in_w; x += 16) {
+    const __m256 lo = _mm256_loadu_ps(src + x), hi = _mm256_loadu_ps(src + x + 8);
+    const int32_t c = pad_left + x;
+    if (c % 2 == 0) {
+      _mm256_storeu_ps(even + c / 2, even_lanes(lo, hi));
+      _mm256_storeu_ps(odd + c / 2, odd_lanes(lo, hi));
+    } else {
+      _mm256_storeu_ps(odd + c / 2, even_lanes(lo, hi));
+      _mm256_storeu_ps(even + c / 2 + 1, odd_lanes(lo, hi));
+    }
+  }
+  for (; x < in_w; ++x) {
+    const int32_t c = pad_left + x;
+    (c % 2 == 0 ? even : odd)[c / 2] = src[x];
+  }
+}
+
+template <int K, int S, bool D>
 void dwconv_channel_padded(const DwConvParams& p, const PaddedGeometry& g, const float* w, float b,
                            float* padded, float* out, const avx2::Epilogue& epilogue) {
   const int32_t out_h = p.out_h(), out_w = p.out_w();
@@ -162,7 +196,13 @@ void dwconv_channel_padded(const DwConvParams& p, const PaddedGeometry& g, const
       for (int ky = 0; ky < K; ++ky) {
         const float* row = rows + ky * g.stride + ox * S;
         const __m256* wk = wv + ky * K;
-        if (S == 1) {
+        if (S == 2 && !D) {
+          for (int kx = 0; kx < K; kx += 2) {
+            const __m256 lo = _mm256_loadu_ps(row + kx), hi = _mm256_loadu_ps(row + kx + 8);
+            acc = _mm256_fmadd_ps(even_lanes(lo, hi), wk[kx], acc);
+            if (kx + 1 < K) odd = _mm256_fmadd_ps(odd_lanes(lo, hi), wk[kx + 1], odd);
+          }
+        } else if (S == 1) {
           for (int kx = 0; kx < K; ++kx) {
             if (kx % 2 == 0) {
               acc = _mm256_fmadd_ps(_mm256_loadu_ps(row + kx), wk[kx], acc);
@@ -171,10 +211,15 @@ void dwconv_channel_padded(const DwConvParams& p, const PaddedGeometry& g, const
             }
           }
         } else {
-          for (int kx = 0; kx < K; kx += 2) {
-            const __m256 lo = _mm256_loadu_ps(row + kx), hi = _mm256_loadu_ps(row + kx + 8);
-            acc = _mm256_fmadd_ps(even_lanes(lo, hi), wk[kx], acc);
-            if (kx + 1 < K) odd = _mm256_fmadd_ps(odd_lanes(lo, hi), wk[kx + 1], odd);
+          // Padded column 2 * (ox + i) + kx is even[ox + i + kx / 2] or odd[...].
+          const float* even = rows + ky * g.stride + ox;
+          const float* odd_cols = even + g.stride / 2;
+          for (int kx = 0; kx < K; ++kx) {
+            if (kx % 2 == 0) {
+              acc = _mm256_fmadd_ps(_mm256_loadu_ps(even + kx / 2), wk[kx], acc);
+            } else {
+              odd = _mm256_fmadd_ps(_mm256_loadu_ps(odd_cols + kx / 2), wk[kx], odd);
+            }
           }
         }
       }
@@ -189,6 +234,37 @@ void dwconv_channel_padded(const DwConvParams& p, const PaddedGeometry& g, const
   }
 }
 
+template <int K, int S, bool D>
+void dwconv_channels_padded(const DwConvParams& p, const PaddedGeometry& g, const float* weights,
+                            const float* bias, const float* input, float* output, int32_t c_begin,
+                            int32_t c_end, const avx2::Epilogue& epilogue) {
+  const int64_t in_plane = static_cast<int64_t>(p.in_h) * p.in_w;
+  const int64_t out_plane = static_cast<int64_t>(p.out_h()) * p.out_w();
+  alignas(32) float padded[kPaddedFloats + 8];  // + 8: slack for the last row's tail store
+  // Zero once: every channel overwrites the same interior, the padding stays 0.
+  std::fill(padded, padded + static_cast<int64_t>(g.rows) * g.stride, 0.0f);
+  for (int32_t c = c_begin; c < c_end; ++c) {
+    const float* in = input + c * in_plane;
+    for (int32_t y = 0; y < p.in_h; ++y) {
+      // Full 8-float stores: the zeros a row's tail writes past its end land
+      // in padding (zero anyway) or in the next row, which is copied after.
+      const float* src = in + static_cast<int64_t>(y) * p.in_w;
+      float* dst = padded + static_cast<int64_t>(p.pad_top + y) * g.stride + p.pad_left;
+      if (!D) {
+        int32_t x = 0;
+        for (; x + 8 <= p.in_w; x += 8) _mm256_storeu_ps(dst + x, _mm256_loadu_ps(src + x));
+        if (x < p.in_w) _mm256_storeu_ps(dst + x, _mm256_maskload_ps(src + x, avx2::tail_mask(p.in_w - x)));
+      } else {
+        copy_row_deinterleaved(src, p.in_w, p.pad_left, g.stride / 2,
+                               padded + static_cast<int64_t>(p.pad_top + y) * g.stride);
+      }
+    }
+    dwconv_channel_padded<K, S, D>(p, g, weights + static_cast<int64_t>(c) * K * K,
+                                bias != nullptr ? bias[c] : 0.0f, padded, output + c * out_plane,
+                                epilogue);
+  }
+}
+
 template <int K, int S>
 void dwconv_channels(const DwConvParams& p, const float* weights, const float* bias,
                      const float* input, float* output, int32_t c_begin, int32_t c_end,
@@ -196,26 +272,18 @@ void dwconv_channels(const DwConvParams& p, const float* weights, const float* b
   const avx2::Epilogue epilogue(act);
   const int64_t in_plane = static_cast<int64_t>(p.in_h) * p.in_w;
   const int64_t out_plane = static_cast<int64_t>(p.out_h()) * p.out_w();
-  const PaddedGeometry g = padded_geometry<K, S>(p);
-  if (g.fits) {
-    alignas(32) float padded[kPaddedFloats + 8];  // + 8: slack for the last row's tail store
-    // Zero once: every channel overwrites the same interior, the padding stays 0.
-    std::fill(padded, padded + static_cast<int64_t>(g.rows) * g.stride, 0.0f);
-    for (int32_t c = c_begin; c < c_end; ++c) {
-      const float* in = input + c * in_plane;
-      for (int32_t y = 0; y < p.in_h; ++y) {
-        // Full 8-float stores: the zeros a row's tail writes past its end land
-        // in padding (zero anyway) or in the next row, which is copied after.
-        const float* src = in + static_cast<int64_t>(y) * p.in_w;
-        float* dst = padded + static_cast<int64_t>(p.pad_top + y) * g.stride + p.pad_left;
-        int32_t x = 0;
-        for (; x + 8 <= p.in_w; x += 8) _mm256_storeu_ps(dst + x, _mm256_loadu_ps(src + x));
-        if (x < p.in_w) _mm256_storeu_ps(dst + x, _mm256_maskload_ps(src + x, avx2::tail_mask(p.in_w - x)));
+  if constexpr (S == 2) {
+    if (p.in_w >= 32) {
+      const PaddedGeometry g = padded_geometry<K, S, true>(p);
+      if (g.fits) {
+        dwconv_channels_padded<K, S, true>(p, g, weights, bias, input, output, c_begin, c_end, epilogue);
+        return;
       }
-      dwconv_channel_padded<K, S>(p, g, weights + static_cast<int64_t>(c) * K * K,
-                                  bias != nullptr ? bias[c] : 0.0f, padded, output + c * out_plane,
-                                  epilogue);
     }
+  }
+  const PaddedGeometry g = padded_geometry<K, S, false>(p);
+  if (g.fits) {
+    dwconv_channels_padded<K, S, false>(p, g, weights, bias, input, output, c_begin, c_end, epilogue);
     return;
   }
   for (int32_t c = c_begin; c < c_end; ++c) {
