@@ -1,7 +1,7 @@
 """Pruned models train under Keras' own data-parallel engines, on 2 CPU devices.
 
 JAX: keras.distribution.DataParallel over 2 host devices (XLA_FLAGS). TensorFlow:
-tf.distribute.MirroredStrategy over 2 logical CPUs. Each engine trains the guide's
+tf.distribute.MirroredStrategy over 2 logical CPUs. Both through spruce.distribute.data_parallel. Each engine trains the guide's
 model once on 1 device and once on 2, in one subprocess (the device set-up must
 come before the backend starts), and the test checks the sparsity of every
 pruned layer, that each replica holds the same step/masks/thresholds, and the
@@ -63,32 +63,30 @@ def model_for(engine):
 def replica_values(variable, strategy):
     if ENGINE == "jax":
         return [np.asarray(s.data) for s in variable.value.addressable_shards]
-    import tensorflow as tf
-
-    strategy = strategy or tf.distribute.get_strategy()
     return [np.asarray(v) for v in strategy.experimental_local_results(variable._value)]
 
 
 def train(devices):
-    strategy, scope = None, contextlib.nullcontext()
-    if ENGINE == "jax":
-        import jax
+    from spruce.distribute import data_parallel
 
-        keras.distribution.set_distribution(
-            keras.distribution.DataParallel(devices=jax.devices()[:devices]) if devices > 1
-            else None)
-    else:
-        import tensorflow as tf
+    engine = data_parallel() if devices > 1 else contextlib.nullcontext(1)
+    strategy = None
+    with engine as replicas:
+        assert replicas == devices, (replicas, devices)
+        if ENGINE == "tensorflow":
+            import tensorflow as tf
 
-        if devices > 1:
-            strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(devices)])
-            scope = strategy.scope()
-    with scope:
+            strategy = tf.distribute.get_strategy()
         pruned = spruce.prune_low_magnitude(
             model_for(ENGINE), spruce.PolynomialDecay(0.25, 0.75, 0, STEPS, frequency=5),
             pruning_policy=PointwiseOnly())
         pruned.compile(keras.optimizers.SGD(0.01),
                        keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        result = fit_and_read(pruned, strategy)
+    return result
+
+
+def fit_and_read(pruned, strategy):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(STEPS * BATCH, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, STEPS * BATCH)

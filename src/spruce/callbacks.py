@@ -39,7 +39,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         for layer in self.prunable_layers:
             layer.step_callback_ready = True
             step = getattr(layer, "pruning_step", None)
-            if step is not None and int(ops.convert_to_numpy(step.value)) == -1:
+            if step is not None and int(ops.convert_to_numpy(step)) == -1:
                 step.assign(0)
 
     def _recover_from_failed_step(self):
@@ -76,9 +76,9 @@ def pruning_scalars(model):
     for layer in collect_prunable_layers(model):
         for weight, mask, threshold in layer.pruning_vars:
             prefix = f"{layer.layer.name}/{weight.name}"
-            mask_value = ops.convert_to_numpy(mask.value)
+            mask_value = ops.convert_to_numpy(mask)
             scalars[f"{prefix}/sparsity"] = float(1.0 - mask_value.mean())
-            scalars[f"{prefix}/threshold"] = float(ops.convert_to_numpy(threshold.value))
+            scalars[f"{prefix}/threshold"] = float(ops.convert_to_numpy(threshold))
     return scalars
 
 
@@ -118,7 +118,7 @@ class PruningSummaries(keras.callbacks.Callback):
     def _step(self):
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None and getattr(optimizer, "iterations", None) is not None:
-            return int(ops.convert_to_numpy(optimizer.iterations.value))
+            return int(ops.convert_to_numpy(optimizer.iterations))
         return self._batches
 
     def _write(self):

@@ -244,9 +244,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         masks = {id(w): m for w, m, _ in self.pruning_vars}
         values = []
         for variable in self.layer.weights:
-            value = ops.convert_to_numpy(variable.value)
+            value = ops.convert_to_numpy(variable)
             if id(variable) in masks:
-                value = value * ops.convert_to_numpy(masks[id(variable)].value)
+                value = value * ops.convert_to_numpy(masks[id(variable)])
             values.append(value)
         return values
 
