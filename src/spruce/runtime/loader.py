@@ -33,6 +33,10 @@ SUPPORTED_OPERATORS = tuple(sorted(
      "FULLY_CONNECTED", "SOFTMAX", "DENSIFY", "DEQUANTIZE"} | set(_UNARY)
 ))
 
+# Inputs each operator must have (later ones are optional: a conv's bias).
+_MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "PAD": 2, "ADD": 2,
+               "MUL": 2, "MEAN": 2}
+
 # 1x1 convs whose weights are at least this sparse take the sparse kernel (measured
 # crossover of the two kernels on AVX2: between 50% and 75% zeros).
 DEFAULT_SPARSE_THRESHOLD = 0.6
@@ -191,10 +195,25 @@ class _Builder:
                     + (f", used by {users[0]}" if users else "")
                     + "; spruce's engine runs float32 models only. Export without quantization."
                 )
+        used = {t for op in g.operators for t in (*op.inputs, *op.outputs) if t >= 0} | set(g.inputs) | set(g.outputs)
+        for t in sorted(used):
+            shape = self.shape(t)
+            if t not in self.consts and any(d < 1 for d in shape):
+                raise UnsupportedModelError(
+                    f"tensor {t} ({g.tensors[t].name!r}) has shape {shape}; spruce's engine needs static "
+                    "positive dimensions. Export with a fixed input shape (batch 1)."
+                )
         for t in g.inputs:
             self.plan.inputs.append(self.define(t, NATIVE))
         for op in g.operators:
             name = f"{op.opcode} (operator {op.index})"
+            needed = _MIN_INPUTS.get(op.opcode, 1)
+            if (len(op.inputs) < needed or any(t < 0 for t in op.inputs[:needed])
+                    or len(op.outputs) != 1 or op.outputs[0] < 0):
+                raise UnsupportedModelError(
+                    f"{name} has inputs {list(op.inputs)} and outputs {list(op.outputs)}; expected at "
+                    f"least {needed} input(s) and one output. The file may be corrupted."
+                )
             getattr(self, "_op_" + op.opcode.lower())(op, name)
         for t in g.outputs:
             self.plan.outputs.append(self.value(t, NATIVE, "graph output"))
