@@ -45,3 +45,30 @@ def test_schedule_target_holds_the_value_of_the_latest_pruning_step():
     at5, at10 = schedule(5)[1], schedule(10)[1]
     assert target["sparsity"] == pytest.approx([0.0, 0.0, at5, at5, at10, at10])
     assert at10 == pytest.approx(0.75)
+
+
+def test_batchnorm_recalibration_sets_the_statistics_of_the_data():
+    import keras
+
+    from spruce.workflow.train import recalibrate_batchnorm
+
+    x = np.random.default_rng(0).normal(3.0, 2.0, (64, 4, 4, 2)).astype(np.float32)
+    model = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.BatchNormalization()])
+    bn = model.layers[0]
+    recalibrate_batchnorm(model, x, batches=5, batch_size=256)  # every batch is all of x
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), x.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), x.var(axis=(0, 1, 2)), rtol=1e-4)
+    assert bn.momentum == 0.99  # restored
+
+
+@pytest.mark.parametrize("n_train,epochs", [(54000, 10), (5400, 2)])
+def test_pruning_schedule_reaches_the_final_sparsity_at_a_pruning_step(n_train, epochs):
+    from spruce.workflow.config import RunConfig
+    from spruce.workflow.train import pruning_schedule, steps_per_epoch
+
+    config = RunConfig(prune_epochs=epochs, batch_size=128 if n_train > 10000 else 32)
+    s = pruning_schedule(config, n_train)
+    total = steps_per_epoch(n_train, config.batch_size) * epochs
+    assert s.end_step <= total and s.end_step % s.frequency == 0
+    assert s(s.end_step) == (True, pytest.approx(0.75))
+    assert s.end_step // s.frequency >= 4  # sparsity rises in several steps, even when short

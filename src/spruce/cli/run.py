@@ -16,6 +16,7 @@ _FLAGS = [
     ("--initial-sparsity", "initial_sparsity", float, "PolynomialDecay initial_sparsity"),
     ("--final-sparsity", "final_sparsity", float, "PolynomialDecay final_sparsity"),
     ("--pruning-frequency", "pruning_frequency", int, "steps between mask updates"),
+    ("--allocation", "sparsity_allocation", str, "uniform (every 1x1 conv at the final sparsity) or erk"),
     ("--threads", "threads", int, "threads for the latency benchmark"),
     ("--bench-runs", "bench_runs", int, "timed runs per model"),
     ("--seed", "seed", int, "random seed (data split, initialisation, shuffling)"),
@@ -31,7 +32,7 @@ def add_arguments(parser):
         metavar = {int: "N", float: "X"}.get(kind, flag.lstrip("-").split("-")[-1].upper())
         parser.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=text)
     parser.add_argument("--quick", dest="quick", action="store_const", const=True, default=None,
-                        help="smoke run on a subset (3000 training, 1000 test images, short training)")
+                        help="smoke run on a subset (6000 training, 1000 test images, 3 + 2 epochs)")
     parser.add_argument("--no-arm64", dest="arm64_check", action="store_const", const=False, default=None,
                         help="skip the emulated aarch64 sparse-path check")
     parser.add_argument("--fresh", action="store_true", help="redo every stage instead of resuming")

@@ -15,6 +15,11 @@ import tomllib
 from spruce.workflow.data import DATASETS
 
 
+# Bumped when the training recipe's code changes what a stage produces, so that runs
+# made with an older recipe are not reused as if they were current.
+RECIPE_VERSION = 2
+
+
 @dataclasses.dataclass
 class RunConfig:
     # [data]
@@ -24,19 +29,18 @@ class RunConfig:
     # [model]
     model: str = ""  # path to a .keras model; empty: the guide's net
     # [dense]
-    dense_epochs: int = 8
+    dense_epochs: int = 12
     batch_size: int = 128
     learning_rate: float = 0.005
     lr_schedule: str = "cosine"  # cosine | exponential | constant
     # [prune]
-    prune_epochs: int = 4
-    prune_learning_rate: float = 0.001
+    prune_epochs: int = 10
+    prune_learning_rate: float = 0.005
     initial_sparsity: float = 0.25
     final_sparsity: float = 0.75
     pruning_frequency: int = 100
-    pruning_end_fraction: float = 0.75  # sparsity reaches its final value at this share of the fine-tuning
+    pruning_end_fraction: float = 0.4  # sparsity reaches its final value at this share of the fine-tuning
     sparsity_allocation: str = "uniform"  # uniform | erk (same total, small layers denser)
-    distill: float = 0.0  # weight of the dense model's soft targets while fine-tuning (0: labels only)
     # [export]
     export_batch_size: int = 1
     # [bench]
@@ -47,7 +51,7 @@ class RunConfig:
     # [run]
     seed: int = 0
     quick: bool = False
-    quick_train: int = 3000
+    quick_train: int = 6000
     quick_test: int = 1000
     out_dir: str = "spruce-runs"
     name: str = ""
@@ -80,8 +84,6 @@ class RunConfig:
             bad("pruning_end_fraction", "in (0, 1]")
         if self.sparsity_allocation not in ("uniform", "erk"):
             bad("sparsity_allocation", "one of uniform, erk")
-        if not 0.0 <= self.distill < 1.0:
-            bad("distill", "in [0, 1)")
         return self
 
     # ------------------------------------------------------------ stage keys
@@ -90,7 +92,7 @@ class RunConfig:
         "data": ("dataset", "data_dir", "val_fraction", "seed", "quick", "quick_train", "quick_test"),
         "dense": ("model", "dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
         "pruned": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
-                   "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "distill"),
+                   "pruning_frequency", "pruning_end_fraction", "sparsity_allocation"),
         "export": ("export_batch_size",),
     }
 
@@ -100,7 +102,8 @@ class RunConfig:
         if stage not in order:
             raise ValueError(f"stage must be one of {order}. Received: stage={stage!r}")
         fields = [f for s in order[: order.index(stage) + 1] for f in self._STAGE_FIELDS[s]]
-        blob = json.dumps({f: getattr(self, f) for f in fields}, sort_keys=True)
+        blob = json.dumps({"recipe": RECIPE_VERSION, **{f: getattr(self, f) for f in fields}},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_dict(self):
@@ -113,7 +116,7 @@ SECTIONS = {
     "model": ("model",),
     "dense": ("dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
     "prune": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
-              "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "distill"),
+              "pruning_frequency", "pruning_end_fraction", "sparsity_allocation"),
     "export": ("export_batch_size",),
     "bench": ("bench_runs", "bench_warmup", "threads", "arm64_check"),
     "run": ("seed", "quick", "quick_train", "quick_test", "out_dir", "name"),
@@ -122,14 +125,16 @@ SECTIONS = {
 _TOML_ALIASES = {("model", "path"): "model", ("dense", "epochs"): "dense_epochs",
                  ("prune", "epochs"): "prune_epochs", ("prune", "learning_rate"): "prune_learning_rate",
                  ("prune", "frequency"): "pruning_frequency", ("prune", "end_fraction"): "pruning_end_fraction",
+                 ("prune", "allocation"): "sparsity_allocation",
                  ("export", "batch_size"): "export_batch_size", ("bench", "runs"): "bench_runs",
                  ("bench", "warmup"): "bench_warmup"}
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 _FIELD_TYPES = {f.name: type(f.default) for f in dataclasses.fields(RunConfig)}
 
 
-# --quick: these replace the defaults (not values given in the file or on the command line)
-QUICK = {"dense_epochs": 3, "prune_epochs": 2, "bench_runs": 200}
+# --quick: these replace the defaults (not values given in the file or on the command line);
+# a small batch gives BatchNorm's moving statistics enough steps to settle on the subset
+QUICK = {"dense_epochs": 3, "prune_epochs": 2, "batch_size": 32, "bench_runs": 200}
 
 
 class ConfigError(ValueError):

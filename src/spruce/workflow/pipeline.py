@@ -7,6 +7,7 @@ and ``fresh=True`` redoes everything. All files are written atomically.
 """
 
 import dataclasses
+import gc
 import gzip
 import os
 import shutil
@@ -66,6 +67,12 @@ def run(config, fresh=False, progress=True, quiet=False):
     """Run the whole workflow for `config` (a validated RunConfig); return a RunReport."""
     t_start = time.perf_counter()
     import keras
+
+    # A fresh Keras state per run: layer names restart (conv2d, conv2d_1, ...), and the graphs
+    # of earlier runs in this process are freed before the TF converter runs (repeated
+    # conversions in one process have crashed it inside a garbage collection).
+    keras.backend.clear_session()
+    gc.collect()
 
     folder = os.path.abspath(os.path.join(config.out_dir, default_name(config)))
     os.makedirs(folder, exist_ok=True)
@@ -201,8 +208,13 @@ def _export(dense_model, pruned_model, folder, config, quiet):
     out = {}
     for name, model, sparse in (("dense", dense_model, False), ("pruned", pruned_model, True)):
         _log(f"export: {name}.tflite ({'sparse' if sparse else 'dense'} storage) ...", quiet)
-        rep = spruce.export_litert(model, os.path.join(folder, f"{name}.tflite"), sparse=sparse,
-                                   batch_size=config.export_batch_size, verify=True)
+        gc.collect()  # see run(): no garbage collection may start inside the converter
+        gc.disable()
+        try:
+            rep = spruce.export_litert(model, os.path.join(folder, f"{name}.tflite"), sparse=sparse,
+                                       batch_size=config.export_batch_size, verify=True)
+        finally:
+            gc.enable()
         out[name] = rep.to_dict() if hasattr(rep, "to_dict") else {}
     return out
 

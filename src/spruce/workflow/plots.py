@@ -53,8 +53,11 @@ def sparsity_over_steps(trace, path, target=None):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = trace.get("steps", [])
-    for name, values in sorted(trace.get("layers", {}).items()):
-        ax.plot(steps[: len(values)], values, marker=".", label=name)
+    layers = sorted(trace.get("layers", {}).items())
+    for i, (name, values) in enumerate(layers):
+        # layers pruned alike overlap: thinner lines and other markers on top keep each visible
+        ax.plot(steps[: len(values)], values, marker="osv^D"[i % 5], ms=6 - i, mfc="none",
+                lw=3.0 - 2.0 * i / max(1, len(layers)), label=name)
     if target:
         ax.step(target["steps"], target["sparsity"], where="post", color="black", ls="--", lw=1,
                 label="schedule target (at its pruning steps)")

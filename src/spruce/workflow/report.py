@@ -95,6 +95,10 @@ def write_report(folder, metrics, config, plots):
         "",
         "![training curves](" + os.path.basename(plots["training"]) + ")",
         "",
+        "Validation accuracy is what Keras measured during training, with BatchNorm's moving "
+        "statistics; after each training the statistics are recalibrated on the final weights "
+        "(one pass over 32 training batches), and the test accuracies above are measured after it.",
+        "",
         "![sparsity per layer](" + os.path.basename(plots["sparsity"]) + ")",
         "",
         "Zeros per pruned layer at the end:",
