@@ -12,5 +12,7 @@ cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DSPRUCE_ASAN=$ASA
     -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
 cmake --build "$BUILD" -j 2
 SO=$(find "$BUILD" -maxdepth 1 -name '_engine*.so' | head -1)
-cp "$SO" src/spruce/runtime/
+# Replace atomically (new inode): processes that loaded the old module keep it intact.
+cp "$SO" "src/spruce/runtime/.$(basename "$SO").tmp"
+mv -f "src/spruce/runtime/.$(basename "$SO").tmp" "src/spruce/runtime/$(basename "$SO")"
 echo "built $(basename "$SO") -> src/spruce/runtime/ (asan=$ASAN)"
