@@ -253,6 +253,31 @@ def test_dwconv_chw_on_planes_too_wide_for_the_padded_buffer(isa, k, stride):
     assert_close(y, dwconv_ref(w, x, None, stride, pad, (-np.inf, np.inf, False)))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(
+    "k,hw,pad",
+    [(3, (7, 7), (1, 1, 1, 1)), (3, (14, 14), (1, 1, 1, 1)), (3, (5, 3), (2, 0, 0, 2)),
+     (5, (7, 7), (2, 2, 2, 2)), (5, (9, 6), (0, 4, 3, 0)), (3, (16, 16), (1, 1, 1, 1))],
+)
+def test_dwconv_chw_on_small_same_width_planes_any_channel_split(isa, k, hw, pad):
+    # Small stride-1 planes run flattened (vectors cross row ends); a short last
+    # vector must not leak into another thread's channel range.
+    rng = np.random.default_rng(4)
+    c = 7
+    w = rng.standard_normal((c, k, k)).astype(np.float32)
+    x = rng.standard_normal((c, *hw)).astype(np.float32)
+    bias = rng.standard_normal(c).astype(np.float32)
+    y = kernels.dwconv_chw(w, x, bias, stride=1, padding=list(pad), act_min=0.0, act_max=6.0, isa=isa)
+    assert_close(y, dwconv_ref(w, x, bias, 1, pad, (0.0, 6.0, False)))
+    for c0 in range(c):
+        out = np.full_like(y, np.nan)
+        kernels.dwconv_chw(w, x, bias, stride=1, padding=list(pad), act_min=0.0, act_max=6.0, out=out,
+                           c_begin=c0, c_end=c0 + 1, isa=isa)
+        expected = np.full_like(y, np.nan)
+        expected[c0] = y[c0]
+        np.testing.assert_array_equal(out, expected)
+
+
 # ------------------------------------------------- entry conv, HWC -> CHW --
 
 

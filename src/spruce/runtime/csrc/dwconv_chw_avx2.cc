@@ -265,6 +265,71 @@ void dwconv_channels_padded(const DwConvParams& p, const PaddedGeometry& g, cons
   }
 }
 
+// Small stride-1 planes whose output is as wide as the input (14x14, 7x7, ...):
+// the plane is processed flattened, 8 consecutive output pixels per vector
+// (crossing row ends), so a 7x7 plane is 7 vectors and 14x14 is 25 instead of
+// one short vector per row. Every tap is then one offset in the flattened
+// input; a per-(vector, tap) mask, computed once per call, zeroes the lanes
+// whose tap falls outside the input (the padding) and keeps loads in the plane.
+constexpr int32_t kFlatMaxVectors = 32;  // planes up to 256 output pixels
+
+template <int K>
+void dwconv_channels_flat(const DwConvParams& p, const float* weights, const float* bias,
+                          const float* input, float* output, int32_t c_begin, int32_t c_end,
+                          const avx2::Epilogue& epilogue) {
+  const int32_t in_w = p.in_w, in_h = p.in_h, out_h = p.out_h(), out_w = p.out_w();
+  const int32_t pixels = out_h * out_w, vectors = (pixels + 7) / 8;
+  const int64_t in_plane = static_cast<int64_t>(in_h) * in_w;
+  alignas(32) int32_t masks[kFlatMaxVectors][K * K][8];
+  int32_t offset[K * K];
+  for (int ky = 0; ky < K; ++ky) {
+    for (int kx = 0; kx < K; ++kx) offset[ky * K + kx] = (ky - p.pad_top) * in_w + (kx - p.pad_left);
+  }
+  for (int32_t v = 0; v < vectors; ++v) {
+    for (int lane = 0; lane < 8; ++lane) {
+      const int32_t q = v * 8 + lane, oy = q / out_w, ox = q % out_w;
+      for (int ky = 0; ky < K; ++ky) {
+        for (int kx = 0; kx < K; ++kx) {
+          const int32_t iy = oy - p.pad_top + ky, ix = ox - p.pad_left + kx;
+          const bool ok = q < pixels && iy >= 0 && iy < in_h && ix >= 0 && ix < in_w;
+          masks[v][ky * K + kx][lane] = ok ? -1 : 0;
+        }
+      }
+    }
+  }
+  alignas(32) float last[8];
+  for (int32_t c = c_begin; c < c_end; ++c) {
+    const float* in = input + c * in_plane;
+    float* out = output + static_cast<int64_t>(c) * pixels;
+    const float* w = weights + static_cast<int64_t>(c) * K * K;
+    __m256 wv[K * K];
+    for (int i = 0; i < K * K; ++i) wv[i] = _mm256_broadcast_ss(w + i);
+    const __m256 bv = bias != nullptr ? _mm256_broadcast_ss(bias + c) : _mm256_setzero_ps();
+    for (int32_t v = 0; v < vectors; ++v) {
+      const float* x = in + v * 8;
+      __m256 acc = bv, odd = _mm256_setzero_ps();
+      for (int t = 0; t < K * K; ++t) {
+        const __m256i m = _mm256_load_si256(reinterpret_cast<const __m256i*>(masks[v][t]));
+        const __m256 xv = _mm256_maskload_ps(x + offset[t], m);
+        if (t % 2 == 0) {
+          acc = _mm256_fmadd_ps(xv, wv[t], acc);
+        } else {
+          odd = _mm256_fmadd_ps(xv, wv[t], odd);
+        }
+      }
+      const __m256 y = epilogue(_mm256_add_ps(acc, odd));
+      // A short last vector may spill into the next channel's plane when this
+      // thread writes that plane afterwards anyway; otherwise store lane by lane.
+      if (v * 8 + 8 <= pixels || c + 1 < c_end) {
+        _mm256_storeu_ps(out + v * 8, y);
+      } else {
+        _mm256_store_ps(last, y);
+        for (int32_t i = 0; i < pixels - v * 8; ++i) out[v * 8 + i] = last[i];
+      }
+    }
+  }
+}
+
 template <int K, int S>
 void dwconv_channels(const DwConvParams& p, const float* weights, const float* bias,
                      const float* input, float* output, int32_t c_begin, int32_t c_end,
@@ -272,6 +337,12 @@ void dwconv_channels(const DwConvParams& p, const float* weights, const float* b
   const avx2::Epilogue epilogue(act);
   const int64_t in_plane = static_cast<int64_t>(p.in_h) * p.in_w;
   const int64_t out_plane = static_cast<int64_t>(p.out_h()) * p.out_w();
+  if constexpr (S == 1) {
+    if (p.out_w() == p.in_w && (p.out_h() * p.out_w() + 7) / 8 <= kFlatMaxVectors) {
+      dwconv_channels_flat<K>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+      return;
+    }
+  }
   if constexpr (S == 2) {
     if (p.in_w >= 32) {
       const PaddedGeometry g = padded_geometry<K, S, true>(p);
