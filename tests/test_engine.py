@@ -177,6 +177,21 @@ def test_multiple_inputs_outputs_reshapes_and_squeeze_excite_match_litert(files)
         assert np.abs(g - w).max() / np.abs(w).max() < RTOL
 
 
+def test_1x1_conv_pruned_to_all_zeros_matches_litert(tmp_path):
+    """The converter stores an all-zero sparse kernel with no values at all."""
+    from tflite_models import zero_by_magnitude
+
+    layers = keras.layers
+    inputs = keras.Input((6, 6, 4))
+    conv = layers.Conv2D(5, 1)
+    x = layers.Add()([conv(inputs), layers.Conv2D(5, 1)(inputs)])
+    model = keras.Model(inputs, layers.Dense(3)(layers.Flatten()(x)))
+    kernel, bias = conv.get_weights()
+    conv.set_weights([zero_by_magnitude(kernel, 1.0), bias + 0.5])
+    path = convert(model, tmp_path / "zeros.tflite", sparse=True)
+    assert_close_to_litert(path, sample((1, 6, 6, 4)))
+
+
 def test_two_threads_give_the_one_thread_outputs(files):
     path = files("mobilenet_v2")
     x = sample((1, 64, 64, 3), seed=1)

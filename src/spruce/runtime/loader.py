@@ -437,6 +437,10 @@ class _Builder:
 
     def _op_densify(self, op, name):
         src = op.inputs[0]
+        computed = src in self.g.inputs or any(src in o.outputs for o in self.g.operators)
+        if src not in self.consts and not computed and self.g.tensors[src].type_name == "FLOAT32":
+            # A sparse constant whose values are all zero is stored with no values at all.
+            self.consts[src] = np.zeros(self.shape(src), np.float32)
         if src not in self.consts:
             raise UnsupportedModelError(f"{name}: its input must be a constant tensor")
         self.consts[op.outputs[0]] = self.consts[src]

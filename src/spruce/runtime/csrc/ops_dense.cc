@@ -1,6 +1,8 @@
 // FULLY_CONNECTED and SOFTMAX on row-major tensors.
 #include <cmath>
 
+#include "fully_connected.h"
+#include "kernels.h"
 #include "ops.h"
 #include "ops_common.h"
 
@@ -46,6 +48,7 @@ class FullyConnectedOp : public Op {
       bias_ = b->data;
     }
     act_ = checked_activation(s);
+    avx2_ = kernels::default_isa() == kernels::Isa::kAvx2;
   }
   const char* family() const override { return "fully_connected"; }
   double flops() const override { return 2.0 * rows_ * out_ * k_; }
@@ -55,6 +58,17 @@ class FullyConnectedOp : public Op {
     float lo, hi;
     activation_range(act_, &lo, &hi);
     auto body = [&](size_t ob, size_t oe) {
+#if SPRUCE_FC_AVX2
+      if (avx2_) {
+        for (int64_t m = 0; m < rows_; ++m) {
+          float* ym = y + m * out_;
+          fully_connected_rows_avx2(x + m * k_, weights_.data(), bias_.data(), ym, k_,
+                                    static_cast<int64_t>(ob), static_cast<int64_t>(oe));
+          clamp_range(ym + ob, oe - ob, lo, hi);
+        }
+        return;
+      }
+#endif
       for (int64_t m = 0; m < rows_; ++m) {
         for (size_t o = ob; o < oe; ++o) {
           float v = dot(x + m * k_, weights_.data() + o * k_, k_) + bias_[o];
@@ -62,7 +76,7 @@ class FullyConnectedOp : public Op {
         }
       }
     };
-    if (flops() > 1e6) ctx.pool->parallel_for(static_cast<size_t>(out_), 16, body);
+    if (flops() > 1e6) ctx.pool->parallel_for(static_cast<size_t>(out_), 64, body);
     else body(0, static_cast<size_t>(out_));
   }
 
@@ -70,6 +84,7 @@ class FullyConnectedOp : public Op {
   int64_t out_, k_, rows_;
   std::vector<float> weights_, bias_;
   int act_ = 0;
+  bool avx2_ = false;
 };
 
 class SoftmaxOp : public Op {
