@@ -255,23 +255,26 @@ def test_dwconv_chw_on_planes_too_wide_for_the_padded_buffer(isa, k, stride):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize(
-    "k,hw,pad",
-    [(3, (7, 7), (1, 1, 1, 1)), (3, (14, 14), (1, 1, 1, 1)), (3, (5, 3), (2, 0, 0, 2)),
-     (5, (7, 7), (2, 2, 2, 2)), (5, (9, 6), (0, 4, 3, 0)), (3, (16, 16), (1, 1, 1, 1))],
+    "k,stride,hw,pad",
+    [(3, 1, (7, 7), (1, 1, 1, 1)), (3, 1, (14, 14), (1, 1, 1, 1)), (3, 1, (5, 3), (2, 0, 0, 2)),
+     (5, 1, (7, 7), (2, 2, 2, 2)), (5, 1, (9, 6), (0, 4, 3, 0)), (3, 1, (16, 16), (1, 1, 1, 1)),
+     (3, 2, (14, 14), (0, 0, 1, 1)), (3, 2, (28, 28), (0, 0, 1, 1)), (3, 2, (14, 14), (1, 1, 1, 1)),
+     (3, 2, (15, 15), (0, 0, 0, 0)), (3, 2, (15, 13), (1, 2, 1, 0)), (5, 2, (14, 14), (2, 2, 2, 2)),
+     (5, 2, (9, 11), (1, 0, 2, 3)), (3, 2, (3, 40), (0, 1, 0, 1))],
 )
-def test_dwconv_chw_on_small_same_width_planes_any_channel_split(isa, k, hw, pad):
-    # Small stride-1 planes run flattened (vectors cross row ends); a short last
-    # vector must not leak into another thread's channel range.
+def test_dwconv_chw_on_small_planes_any_channel_split(isa, k, stride, hw, pad):
+    # Small planes run flattened (vectors cross row ends, stride 2 via phase
+    # planes); a short last vector must not leak into another channel range.
     rng = np.random.default_rng(4)
     c = 7
     w = rng.standard_normal((c, k, k)).astype(np.float32)
     x = rng.standard_normal((c, *hw)).astype(np.float32)
     bias = rng.standard_normal(c).astype(np.float32)
-    y = kernels.dwconv_chw(w, x, bias, stride=1, padding=list(pad), act_min=0.0, act_max=6.0, isa=isa)
-    assert_close(y, dwconv_ref(w, x, bias, 1, pad, (0.0, 6.0, False)))
+    y = kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), act_min=0.0, act_max=6.0, isa=isa)
+    assert_close(y, dwconv_ref(w, x, bias, stride, pad, (0.0, 6.0, False)))
     for c0 in range(c):
         out = np.full_like(y, np.nan)
-        kernels.dwconv_chw(w, x, bias, stride=1, padding=list(pad), act_min=0.0, act_max=6.0, out=out,
+        kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), act_min=0.0, act_max=6.0, out=out,
                            c_begin=c0, c_end=c0 + 1, isa=isa)
         expected = np.full_like(y, np.nan)
         expected[c0] = y[c0]

@@ -330,6 +330,104 @@ void dwconv_channels_flat(const DwConvParams& p, const float* weights, const flo
   }
 }
 
+// Small stride-2 planes (28x28 -> 14x14, 14x14 -> 7x7): each channel is split
+// once into its 4 phase planes (even/odd rows x even/odd columns), each with
+// out_w columns, after which every tap is again one offset into a flattened
+// phase plane and the plane runs like the stride-1 flattened kernel.
+// Applies when every tap inside the input lands in a phase column < out_w.
+constexpr int32_t kPhaseFloats = 4 * (kFlatMaxVectors * 8 + 4 * 64);
+
+template <int K>
+bool flat_stride2_applies(const DwConvParams& p) {
+  const int32_t out_h = p.out_h(), out_w = p.out_w();
+  if (out_h * out_w > kFlatMaxVectors * 8) return false;
+  if (4 * (static_cast<int64_t>((p.in_h + 1) / 2) * out_w + 16) > kPhaseFloats) return false;
+  // Rightmost column read by any output: 2 * (out_w - 1) + K - 1 - pad_left.
+  const int32_t ix_max = std::min(p.in_w - 1, 2 * (out_w - 1) + K - 1 - p.pad_left);
+  return (ix_max >> 1) < out_w;
+}
+
+template <int K>
+void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const float* bias,
+                           const float* input, float* output, int32_t c_begin, int32_t c_end,
+                           const avx2::Epilogue& epilogue) {
+  const int32_t in_w = p.in_w, in_h = p.in_h, out_h = p.out_h(), out_w = p.out_w();
+  const int32_t pixels = out_h * out_w, vectors = (pixels + 7) / 8;
+  const int64_t in_plane = static_cast<int64_t>(in_h) * in_w;
+  const int32_t phase_rows = (in_h + 1) / 2;
+  // + 16: the last row's 8-float stores spill past out_w.
+  const int32_t phase_size = phase_rows * out_w + 16;
+  alignas(32) float phases[kPhaseFloats + 64];  // + 64: masked reads past the end
+  alignas(32) int32_t masks[kFlatMaxVectors][K * K][8];
+  int32_t offset[K * K];  // tap -> phase plane base + flattened offset
+  for (int ky = 0; ky < K; ++ky) {
+    for (int kx = 0; kx < K; ++kx) {
+      const int32_t dy = ky - p.pad_top, dx = kx - p.pad_left;
+      const int32_t phase = (dy & 1) * 2 + (dx & 1);
+      offset[ky * K + kx] = phase * phase_size + (dy >> 1) * out_w + (dx >> 1);
+    }
+  }
+  for (int32_t v = 0; v < vectors; ++v) {
+    for (int lane = 0; lane < 8; ++lane) {
+      const int32_t q = v * 8 + lane, oy = q / out_w, ox = q % out_w;
+      for (int ky = 0; ky < K; ++ky) {
+        for (int kx = 0; kx < K; ++kx) {
+          const int32_t iy = 2 * oy - p.pad_top + ky, ix = 2 * ox - p.pad_left + kx;
+          const bool ok = q < pixels && iy >= 0 && iy < in_h && ix >= 0 && ix < in_w;
+          masks[v][ky * K + kx][lane] = ok ? -1 : 0;
+        }
+      }
+    }
+  }
+  alignas(32) float last[8];
+  for (int32_t c = c_begin; c < c_end; ++c) {
+    const float* in = input + c * in_plane;
+    for (int32_t iy = 0; iy < in_h; ++iy) {
+      const float* src = in + static_cast<int64_t>(iy) * in_w;
+      float* even = phases + (iy & 1) * 2 * phase_size + (iy >> 1) * out_w;
+      float* odd = even + phase_size;
+      // Columns past out_w spill into the next phase row, written after this one.
+      for (int32_t x = 0; x < in_w && (x >> 1) < out_w; x += 16) {
+        __m256 lo, hi;
+        if (x + 16 <= in_w) {
+          lo = _mm256_loadu_ps(src + x);
+          hi = _mm256_loadu_ps(src + x + 8);
+        } else {
+          lo = _mm256_maskload_ps(src + x, avx2::tail_mask(std::min(8, in_w - x)));
+          hi = _mm256_maskload_ps(src + x + 8, avx2::tail_mask(std::max(0, in_w - x - 8)));
+        }
+        _mm256_storeu_ps(even + x / 2, even_lanes(lo, hi));
+        _mm256_storeu_ps(odd + x / 2, odd_lanes(lo, hi));
+      }
+    }
+    float* out = output + static_cast<int64_t>(c) * pixels;
+    const float* w = weights + static_cast<int64_t>(c) * K * K;
+    __m256 wv[K * K];
+    for (int i = 0; i < K * K; ++i) wv[i] = _mm256_broadcast_ss(w + i);
+    const __m256 bv = bias != nullptr ? _mm256_broadcast_ss(bias + c) : _mm256_setzero_ps();
+    for (int32_t v = 0; v < vectors; ++v) {
+      const float* x = phases + v * 8;
+      __m256 acc = bv, odd = _mm256_setzero_ps();
+      for (int t = 0; t < K * K; ++t) {
+        const __m256i m = _mm256_load_si256(reinterpret_cast<const __m256i*>(masks[v][t]));
+        const __m256 xv = _mm256_maskload_ps(x + offset[t], m);
+        if (t % 2 == 0) {
+          acc = _mm256_fmadd_ps(xv, wv[t], acc);
+        } else {
+          odd = _mm256_fmadd_ps(xv, wv[t], odd);
+        }
+      }
+      const __m256 y = epilogue(_mm256_add_ps(acc, odd));
+      if (v * 8 + 8 <= pixels || c + 1 < c_end) {
+        _mm256_storeu_ps(out + v * 8, y);
+      } else {
+        _mm256_store_ps(last, y);
+        for (int32_t i = 0; i < pixels - v * 8; ++i) out[v * 8 + i] = last[i];
+      }
+    }
+  }
+}
+
 template <int K, int S>
 void dwconv_channels(const DwConvParams& p, const float* weights, const float* bias,
                      const float* input, float* output, int32_t c_begin, int32_t c_end,
@@ -340,6 +438,12 @@ void dwconv_channels(const DwConvParams& p, const float* weights, const float* b
   if constexpr (S == 1) {
     if (p.out_w() == p.in_w && (p.out_h() * p.out_w() + 7) / 8 <= kFlatMaxVectors) {
       dwconv_channels_flat<K>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+      return;
+    }
+  }
+  if constexpr (S == 2) {
+    if (flat_stride2_applies<K>(p)) {
+      dwconv_channels_flat2<K>(p, weights, bias, input, output, c_begin, c_end, epilogue);
       return;
     }
   }
