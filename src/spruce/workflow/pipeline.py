@@ -7,7 +7,6 @@ and ``fresh=True`` redoes everything. All files are written atomically.
 """
 
 import dataclasses
-import gc
 import gzip
 import os
 import shutil
@@ -68,11 +67,8 @@ def run(config, fresh=False, progress=True, quiet=False):
     t_start = time.perf_counter()
     import keras
 
-    # A fresh Keras state per run: layer names restart (conv2d, conv2d_1, ...), and the graphs
-    # of earlier runs in this process are freed before the TF converter runs (repeated
-    # conversions in one process have crashed it inside a garbage collection).
+    # A fresh Keras state per run: layer names restart (conv2d, conv2d_1, ...).
     keras.backend.clear_session()
-    gc.collect()
 
     folder = os.path.abspath(os.path.join(config.out_dir, default_name(config)))
     os.makedirs(folder, exist_ok=True)
@@ -147,7 +143,7 @@ def run(config, fresh=False, progress=True, quiet=False):
         exports = manifest.get("export")["reports"]
     else:
         manifest.forget("export", "evaluate", "arm64")
-        exports = _export(dense_model, pruned_model, folder, config, quiet)
+        exports = _export(folder, config, quiet)
         manifest.record("export", key, ["dense.tflite", "pruned.tflite"], reports=exports,
                         seconds=time.perf_counter() - t)
     stage_seconds["export"] = time.perf_counter() - t
@@ -202,21 +198,11 @@ def _save_keras(model, final):
         model.save(tmp)
 
 
-def _export(dense_model, pruned_model, folder, config, quiet):
-    import spruce
+def _export(folder, config, quiet):
+    from spruce.workflow.export_stage import export_in_child
 
-    out = {}
-    for name, model, sparse in (("dense", dense_model, False), ("pruned", pruned_model, True)):
-        _log(f"export: {name}.tflite ({'sparse' if sparse else 'dense'} storage) ...", quiet)
-        gc.collect()  # see run(): no garbage collection may start inside the converter
-        gc.disable()
-        try:
-            rep = spruce.export_litert(model, os.path.join(folder, f"{name}.tflite"), sparse=sparse,
-                                       batch_size=config.export_batch_size, verify=True)
-        finally:
-            gc.enable()
-        out[name] = rep.to_dict() if hasattr(rep, "to_dict") else {}
-    return out
+    _log("export: converting dense.keras and pruned.keras in a child process ...", quiet)
+    return export_in_child(folder, config.export_batch_size)
 
 
 def _evaluate(dense_model, pruned_model, folder, data, progress):
