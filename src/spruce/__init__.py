@@ -14,6 +14,7 @@ _EXPORTS = {
     # tfmot-compatible pruning API
     "prune_low_magnitude": "spruce.prune",
     "strip_pruning": "spruce.prune",
+    "prune_scope": "spruce.prune",
     "PruningSchedule": "spruce.schedules",
     "ConstantSparsity": "spruce.schedules",
     "PolynomialDecay": "spruce.schedules",
