@@ -164,6 +164,8 @@ def run(config, fresh=False, progress=True, quiet=False):
     metrics = _measure(config, folder, data, dense_model, pruned_model, dense_history, pruned_history,
                        trace, accuracy, exports, model_info, progress, quiet, manifest)
     stage_seconds["measure"] = time.perf_counter() - t
+    for stage in reused:  # report what a reused stage cost when it ran
+        stage_seconds[stage] = manifest.get(stage).get("seconds", stage_seconds.get(stage, 0.0))
     metrics["stage_seconds"] = stage_seconds
     metrics["reused"] = reused
 

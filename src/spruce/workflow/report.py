@@ -120,7 +120,7 @@ def write_report(folder, metrics, config, plots):
         "",
         f"TensorBoard: `tensorboard --logdir {os.path.join(folder, 'logs')}`.",
         "",
-        "Stage times: " + ", ".join(f"{k} {v:.0f} s{' (reused)' if k in metrics['reused'] else ''}"
+        "Stage times: " + ", ".join(f"{k} {v:.0f} s{' (when it ran; reused now)' if k in metrics['reused'] else ''}"
                                     for k, v in metrics["stage_seconds"].items()) + ".",
         "",
     ]
