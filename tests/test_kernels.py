@@ -260,7 +260,9 @@ def test_dwconv_chw_on_planes_too_wide_for_the_padded_buffer(isa, k, stride):
      (5, 1, (7, 7), (2, 2, 2, 2)), (5, 1, (9, 6), (0, 4, 3, 0)), (3, 1, (16, 16), (1, 1, 1, 1)),
      (3, 2, (14, 14), (0, 0, 1, 1)), (3, 2, (28, 28), (0, 0, 1, 1)), (3, 2, (14, 14), (1, 1, 1, 1)),
      (3, 2, (15, 15), (0, 0, 0, 0)), (3, 2, (15, 13), (1, 2, 1, 0)), (5, 2, (14, 14), (2, 2, 2, 2)),
-     (5, 2, (9, 11), (1, 0, 2, 3)), (3, 2, (3, 40), (0, 1, 0, 1))],
+     (5, 2, (9, 11), (1, 0, 2, 3)), (3, 2, (3, 40), (0, 1, 0, 1)),
+     (3, 1, (28, 28), (1, 1, 1, 1)), (5, 1, (20, 30), (2, 2, 2, 2)), (3, 2, (56, 56), (0, 0, 1, 1)),
+     (5, 2, (40, 50), (1, 2, 2, 1))],
 )
 def test_dwconv_chw_on_small_planes_any_channel_split(isa, k, stride, hw, pad):
     # Small planes run flattened (vectors cross row ends, stride 2 via phase
@@ -279,6 +281,22 @@ def test_dwconv_chw_on_small_planes_any_channel_split(isa, k, stride, hw, pad):
         expected = np.full_like(y, np.nan)
         expected[c0] = y[c0]
         np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("k,stride,hw,pad", [(3, 2, (1, 4), (1, 1, 1, 0)), (3, 1, (1, 3), (1, 1, 1, 1)), (5, 2, (3, 3), (2, 2, 2, 2))])
+def test_dwconv_chw_on_tiny_planes_writes_nothing_outside_the_output(isa, k, stride, hw, pad):
+    # Planes smaller than one vector: no store may reach past the last plane.
+    rng = np.random.default_rng(5)
+    c = 3
+    w = rng.standard_normal((c, k, k)).astype(np.float32)
+    x = rng.standard_normal((c, *hw)).astype(np.float32)
+    y = kernels.dwconv_chw(w, x, None, stride=stride, padding=list(pad), isa=isa)
+    buf = np.full(y.size + 64, 7.0, np.float32)
+    out = buf[32 : 32 + y.size].reshape(y.shape)
+    kernels.dwconv_chw(w, x, None, stride=stride, padding=list(pad), out=out, isa=isa)
+    np.testing.assert_array_equal(out, y)
+    assert np.all(buf[:32] == 7.0) and np.all(buf[32 + y.size :] == 7.0)
 
 
 # ------------------------------------------------- entry conv, HWC -> CHW --

@@ -271,16 +271,18 @@ void dwconv_channels_padded(const DwConvParams& p, const PaddedGeometry& g, cons
 // one short vector per row. Every tap is then one offset in the flattened
 // input; a per-(vector, tap) mask, computed once per call, zeroes the lanes
 // whose tap falls outside the input (the padding) and keeps loads in the plane.
-constexpr int32_t kFlatMaxVectors = 32;  // planes up to 256 output pixels
+// Planes up to 256 output pixels use small stack tables; up to 1024 (28x28) large ones.
+constexpr int32_t kFlatSmallVectors = 32;
+constexpr int32_t kFlatMaxVectors = 128;
 
-template <int K>
+template <int K, int MaxV>
 void dwconv_channels_flat(const DwConvParams& p, const float* weights, const float* bias,
                           const float* input, float* output, int32_t c_begin, int32_t c_end,
                           const avx2::Epilogue& epilogue) {
   const int32_t in_w = p.in_w, in_h = p.in_h, out_h = p.out_h(), out_w = p.out_w();
   const int32_t pixels = out_h * out_w, vectors = (pixels + 7) / 8;
   const int64_t in_plane = static_cast<int64_t>(in_h) * in_w;
-  alignas(32) int32_t masks[kFlatMaxVectors][K * K][8];
+  alignas(32) int32_t masks[MaxV][K * K][8];
   int32_t offset[K * K];
   for (int ky = 0; ky < K; ++ky) {
     for (int kx = 0; kx < K; ++kx) offset[ky * K + kx] = (ky - p.pad_top) * in_w + (kx - p.pad_left);
@@ -318,9 +320,9 @@ void dwconv_channels_flat(const DwConvParams& p, const float* weights, const flo
         }
       }
       const __m256 y = epilogue(_mm256_add_ps(acc, odd));
-      // A short last vector may spill into the next channel's plane when this
-      // thread writes that plane afterwards anyway; otherwise store lane by lane.
-      if (v * 8 + 8 <= pixels || c + 1 < c_end) {
+      // A short last vector may spill into the following planes of this range
+      // (written afterwards anyway); otherwise it is stored lane by lane.
+      if (v * 8 + 8 <= pixels + static_cast<int64_t>(c_end - 1 - c) * pixels) {
         _mm256_storeu_ps(out + v * 8, y);
       } else {
         _mm256_store_ps(last, y);
@@ -335,19 +337,20 @@ void dwconv_channels_flat(const DwConvParams& p, const float* weights, const flo
 // out_w columns, after which every tap is again one offset into a flattened
 // phase plane and the plane runs like the stride-1 flattened kernel.
 // Applies when every tap inside the input lands in a phase column < out_w.
-constexpr int32_t kPhaseFloats = 4 * (kFlatMaxVectors * 8 + 4 * 64);
 
 template <int K>
 bool flat_stride2_applies(const DwConvParams& p) {
   const int32_t out_h = p.out_h(), out_w = p.out_w();
   if (out_h * out_w > kFlatMaxVectors * 8) return false;
-  if (4 * (static_cast<int64_t>((p.in_h + 1) / 2) * out_w + 16) > kPhaseFloats) return false;
+  // The phase planes must fit the buffer of the table size used.
+  const int32_t max_v = out_h * out_w <= kFlatSmallVectors * 8 ? kFlatSmallVectors : kFlatMaxVectors;
+  if (4 * (static_cast<int64_t>((p.in_h + 1) / 2) * out_w + 16) > 4 * (max_v * 8 + 4 * 64)) return false;
   // Rightmost column read by any output: 2 * (out_w - 1) + K - 1 - pad_left.
   const int32_t ix_max = std::min(p.in_w - 1, 2 * (out_w - 1) + K - 1 - p.pad_left);
   return (ix_max >> 1) < out_w;
 }
 
-template <int K>
+template <int K, int MaxV>
 void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const float* bias,
                            const float* input, float* output, int32_t c_begin, int32_t c_end,
                            const avx2::Epilogue& epilogue) {
@@ -357,8 +360,8 @@ void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const fl
   const int32_t phase_rows = (in_h + 1) / 2;
   // + 16: the last row's 8-float stores spill past out_w.
   const int32_t phase_size = phase_rows * out_w + 16;
-  alignas(32) float phases[kPhaseFloats + 64];  // + 64: masked reads past the end
-  alignas(32) int32_t masks[kFlatMaxVectors][K * K][8];
+  alignas(32) float phases[4 * (MaxV * 8 + 4 * 64) + 64];  // + 64: masked reads past the end
+  alignas(32) int32_t masks[MaxV][K * K][8];
   int32_t offset[K * K];  // tap -> phase plane base + flattened offset
   for (int ky = 0; ky < K; ++ky) {
     for (int kx = 0; kx < K; ++kx) {
@@ -418,7 +421,7 @@ void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const fl
         }
       }
       const __m256 y = epilogue(_mm256_add_ps(acc, odd));
-      if (v * 8 + 8 <= pixels || c + 1 < c_end) {
+      if (v * 8 + 8 <= pixels + static_cast<int64_t>(c_end - 1 - c) * pixels) {
         _mm256_storeu_ps(out + v * 8, y);
       } else {
         _mm256_store_ps(last, y);
@@ -437,13 +440,21 @@ void dwconv_channels(const DwConvParams& p, const float* weights, const float* b
   const int64_t out_plane = static_cast<int64_t>(p.out_h()) * p.out_w();
   if constexpr (S == 1) {
     if (p.out_w() == p.in_w && (p.out_h() * p.out_w() + 7) / 8 <= kFlatMaxVectors) {
-      dwconv_channels_flat<K>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+      if (p.out_h() * p.out_w() <= kFlatSmallVectors * 8) {
+        dwconv_channels_flat<K, kFlatSmallVectors>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+      } else {
+        dwconv_channels_flat<K, kFlatMaxVectors>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+      }
       return;
     }
   }
   if constexpr (S == 2) {
     if (flat_stride2_applies<K>(p)) {
-      dwconv_channels_flat2<K>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+      if (p.out_h() * p.out_w() <= kFlatSmallVectors * 8) {
+        dwconv_channels_flat2<K, kFlatSmallVectors>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+      } else {
+        dwconv_channels_flat2<K, kFlatMaxVectors>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+      }
       return;
     }
   }
