@@ -10,29 +10,19 @@ built from and the files it produced; a stage is reused only when both still mat
 import contextlib
 import json
 import os
-import tempfile
 import time
+
+from spruce._atomic import atomic_path as _atomic_path
 
 MANIFEST = "stages.json"
 
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path next to `path` (same suffix); rename it to `path` on success."""
-    folder, base = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    stem, suffix = os.path.splitext(base)
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{suffix}", dir=folder)
-    os.close(fd)
-    os.unlink(tmp)  # writers such as model.save want to create the file themselves
-    try:
+    """`spruce._atomic.atomic_path`, creating the run folder's subfolders as needed."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with _atomic_path(path) as tmp:
         yield tmp
-        if not os.path.exists(tmp):
-            raise FileNotFoundError(f"the writer did not create {tmp}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_text(path, text):
