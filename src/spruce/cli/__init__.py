@@ -37,12 +37,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"spruce {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            module = _load(name)
-        except ModuleNotFoundError as e:
-            if e.name != f"spruce.cli.{SUBCOMMANDS[name]}":
-                raise
-            continue  # subcommand not part of this build
+        module = _load(name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_module=module)
