@@ -34,7 +34,7 @@ class RunConfig:
     learning_rate: float = 0.005
     lr_schedule: str = "cosine"  # cosine | exponential | constant
     # [prune]
-    prune_epochs: int = 10
+    prune_epochs: int = 14
     prune_learning_rate: float = 0.005
     initial_sparsity: float = 0.25
     final_sparsity: float = 0.75
