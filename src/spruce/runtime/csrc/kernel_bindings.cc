@@ -141,6 +141,27 @@ void check_conv_geometry(const char* op, int64_t in_h, int64_t in_w, int32_t ker
   }
 }
 
+// Validates depthwise weights [C][K][K], input [C][H][W] and the geometry; returns the params.
+kernels::DwConvParams dwconv_params(const py::object& weights, const py::object& input, int32_t stride,
+                                   const std::vector<int32_t>& padding, py::array& w, py::array& x) {
+  w = check_array(weights, "weights", {-1, -1, -1});
+  const int64_t C = w.shape(0);
+  const int32_t K = static_cast<int32_t>(w.shape(1));
+  check_array(weights, "weights", {C, K, K});
+  x = check_array(input, "input", {C, -1, -1});
+  check_conv_geometry("dwconv_chw", x.shape(1), x.shape(2), K, stride, padding);
+  kernels::DwConvParams p;
+  p.in_h = static_cast<int32_t>(x.shape(1));
+  p.in_w = static_cast<int32_t>(x.shape(2));
+  p.kernel = K;
+  p.stride = stride;
+  p.pad_top = padding[0];
+  p.pad_left = padding[1];
+  p.pad_bottom = padding[2];
+  p.pad_right = padding[3];
+  return p;
+}
+
 // Runs `fn` warmup + repeats times; returns the seconds of each timed run.
 template <typename Fn>
 py::array_t<double> time_runs(Fn&& fn, int repeats, int warmup) {
@@ -282,21 +303,9 @@ void register_kernel_bindings(py::module_& parent) {
          const std::vector<int32_t>& padding, const py::object& out, int64_t c_begin,
          std::optional<int64_t> c_end, float act_min, float act_max, bool hard_swish,
          const std::string& isa) {
-        py::array w = check_array(weights, "weights", {-1, -1, -1});
+        py::array w, x;
+        const kernels::DwConvParams p = dwconv_params(weights, input, stride, padding, w, x);
         const int64_t C = w.shape(0);
-        const int32_t K = static_cast<int32_t>(w.shape(1));
-        check_array(weights, "weights", {C, K, K});
-        py::array x = check_array(input, "input", {C, -1, -1});
-        check_conv_geometry("dwconv_chw", x.shape(1), x.shape(2), K, stride, padding);
-        kernels::DwConvParams p;
-        p.in_h = static_cast<int32_t>(x.shape(1));
-        p.in_w = static_cast<int32_t>(x.shape(2));
-        p.kernel = K;
-        p.stride = stride;
-        p.pad_top = padding[0];
-        p.pad_left = padding[1];
-        p.pad_bottom = padding[2];
-        p.pad_right = padding[3];
         py::array b_keep;
         const float* b = optional_bias(bias, C, &b_keep);
         py::array y = output_array(out, {C, p.out_h(), p.out_w()});
@@ -433,21 +442,9 @@ void register_kernel_bindings(py::module_& parent) {
       "time_dwconv_chw",
       [](const py::object& weights, const py::object& input, int32_t stride,
          const std::vector<int32_t>& padding, int repeats, int warmup, const std::string& isa) {
-        py::array w = check_array(weights, "weights", {-1, -1, -1});
+        py::array w, x;
+        const kernels::DwConvParams p = dwconv_params(weights, input, stride, padding, w, x);
         const int64_t C = w.shape(0);
-        const int32_t K = static_cast<int32_t>(w.shape(1));
-        check_array(weights, "weights", {C, K, K});
-        py::array x = check_array(input, "input", {C, -1, -1});
-        check_conv_geometry("dwconv_chw", x.shape(1), x.shape(2), K, stride, padding);
-        kernels::DwConvParams p;
-        p.in_h = static_cast<int32_t>(x.shape(1));
-        p.in_w = static_cast<int32_t>(x.shape(2));
-        p.kernel = K;
-        p.stride = stride;
-        p.pad_top = padding[0];
-        p.pad_left = padding[1];
-        p.pad_bottom = padding[2];
-        p.pad_right = padding[3];
         py::array y = output_array(py::none(), {C, p.out_h(), p.out_w()});
         const Isa i = parse_isa(isa);
         const float* wd = data_of(w);
