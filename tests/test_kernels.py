@@ -347,6 +347,34 @@ def test_conv_hwc2chw_on_the_mobilenet_entry_shape(isa):
     assert_close(y, conv_hwc2chw_ref(w, x, bias, 2, (0, 0, 1, 1), (0.0, 6.0, False)))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(
+    "hw,pad,out_c",
+    [((1, 1), (0, 0, 2, 2), 1), ((1, 1), (1, 1, 1, 1), 5), ((2, 3), (0, 0, 1, 1), 4), ((2, 3), (1, 0, 0, 1), 7),
+     ((17, 15), (0, 0, 1, 1), 32), ((16, 33), (1, 1, 1, 1), 9), ((9, 20), (3, 2, 0, 4), 13), ((5, 7), (2, 3, 2, 3), 3),
+     ((4, 252), (0, 0, 1, 1), 8), ((4, 254), (1, 1, 1, 1), 6), ((4, 300), (0, 0, 1, 1), 4)],
+)
+def test_conv_hwc2chw_3x3_stride2_rgb_any_shape_row_split_and_no_stray_writes(isa, hw, pad, out_c):
+    # The RGB 3x3/2 entry conv splits input rows into column phases; tiny and
+    # odd planes, large pads, channel counts that are not whole tiles and rows
+    # too wide for the phase rows (which take the general path) must all match
+    # NumPy, split by rows bit-identically and write nothing past the output.
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((out_c, 3, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((*hw, 3)).astype(np.float32)
+    bias = rng.standard_normal(out_c).astype(np.float32)
+    packed = kernels.pack_conv_hwc2chw(w)
+    kw = dict(stride=2, padding=list(pad), act_min=0.0, act_max=6.0, isa=isa)
+    y = kernels.conv_hwc2chw(packed, x, bias, **kw)
+    assert_close(y, conv_hwc2chw_ref(w, x, bias, 2, pad, (0.0, 6.0, False)))
+    buf = np.full(y.size + 64, 7.0, np.float32)
+    out = buf[32 : 32 + y.size].reshape(y.shape)
+    for r in range(y.shape[1]):
+        kernels.conv_hwc2chw(packed, x, bias, out=out, oy_begin=r, oy_end=r + 1, **kw)
+    np.testing.assert_array_equal(out, y)
+    assert np.all(buf[:32] == 7.0) and np.all(buf[32 + y.size :] == 7.0)
+
+
 # ------------------------------------------------------- global average pool --
 
 

@@ -8,6 +8,7 @@
 // checks; the border blocks check each tap (same arithmetic order).
 #if defined(__AVX2__) && defined(__FMA__)
 #include "simd_avx2.h"
+#include <climits>
 
 namespace spruce {
 namespace kernels {
@@ -110,12 +111,148 @@ void conv_rows(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias
   }
 }
 
+// Stride-2 entry conv with output pixels in lanes. Each input row is split
+// once into phase rows, one per input channel and column parity, zero padded:
+// padded column x of channel i goes to phase x % 2 at index x / 2 (gathers for
+// the interior). A ring of K such rows serves consecutive output rows. Tap
+// (ky, kx, i) of 8 consecutive outputs is then one unaligned load, and a tile
+// of OC output channels x PV pixel vectors accumulates broadcast weights
+// times those loads; results go straight into the CHW planes. Every output
+// sums bias, then taps in (ky, kx, i) order, as conv_block does. 4 x 2 tiles
+// measured best on Zen 3 (8 FMA chains; 4 x 3 spills, 8 x 1 loads more).
+constexpr int32_t kPhaseWidth = 128;  // floats per phase row
+
+// Phase rows usable: every read (last vector's lanes + K / 2) and every data
+// column fit kPhaseWidth.
+template <int K>
+bool phased_applies(const ConvHwcParams& p) {
+  const int32_t vectors = (p.out_w() + 7) / 8;
+  return vectors * 8 + K / 2 <= kPhaseWidth && (p.pad_left + p.in_w + 1) / 2 <= kPhaseWidth &&
+         p.out_c <= 1024;
+}
+
+// Splits input row iy into C * 2 phase rows at dst (phase row of channel i,
+// parity ph at dst + (i * 2 + ph) * kPhaseWidth). Rows outside the image are zeros.
+template <int C>
+void fill_phase_row(const ConvHwcParams& p, const float* input, int32_t iy, float* dst) {
+  if (iy < 0 || iy >= p.in_h) {
+    std::fill(dst, dst + C * 2 * kPhaseWidth, 0.0f);
+    return;
+  }
+  const float* src = input + static_cast<int64_t>(iy) * p.in_w * C;
+  const __m256i lanes = _mm256_setr_epi32(0, 2 * C, 4 * C, 6 * C, 8 * C, 10 * C, 12 * C, 14 * C);
+  for (int ph = 0; ph < 2; ++ph) {
+    // Index j holds input column 2 * j + ph - pad_left.
+    const int32_t j_lo = (p.pad_left - ph + 1) / 2;
+    const int32_t last = p.in_w - 1 + p.pad_left - ph;  // 2 * j of the last column
+    const int32_t j_hi = last >= 0 ? last / 2 + 1 : 0;
+    for (int i = 0; i < C; ++i) {
+      float* d = dst + (i * 2 + ph) * kPhaseWidth;
+      int32_t j = j_lo;
+      for (; j + 8 <= j_hi; j += 8) {
+        const float* base = src + static_cast<int64_t>(2 * j + ph - p.pad_left) * C + i;
+        _mm256_storeu_ps(d + j, _mm256_i32gather_ps(base, lanes, 4));
+      }
+      for (; j < j_hi; ++j) d[j] = src[static_cast<int64_t>(2 * j + ph - p.pad_left) * C + i];
+    }
+  }
+}
+
+template <int K, int C, int OC, int PV>
+__attribute__((always_inline)) inline void phase_tile(const float* const rows[K], int32_t ox,
+                                                      const float* wt, const float* b,
+                                                      __m256 acc[OC][PV]) {
+  for (int o = 0; o < OC; ++o) {
+    const __m256 bv = _mm256_broadcast_ss(b + o);
+    for (int v = 0; v < PV; ++v) acc[o][v] = bv;
+  }
+#pragma GCC unroll 8
+  for (int ky = 0; ky < K; ++ky) {
+#pragma GCC unroll 8
+    for (int kx = 0; kx < K; ++kx) {
+#pragma GCC unroll 4
+      for (int i = 0; i < C; ++i) {
+        const float* row = rows[ky] + (i * 2 + (kx & 1)) * kPhaseWidth + ox + (kx >> 1);
+        const float* w = wt + ((ky * K + kx) * C + i) * kConvHwcGroup;
+        __m256 x[PV];
+        for (int v = 0; v < PV; ++v) x[v] = _mm256_loadu_ps(row + v * 8);
+        for (int o = 0; o < OC; ++o) {
+          const __m256 wv = _mm256_broadcast_ss(w + o);
+          for (int v = 0; v < PV; ++v) acc[o][v] = _mm256_fmadd_ps(x[v], wv, acc[o][v]);
+        }
+      }
+    }
+  }
+}
+
+template <int K, int C, int OC, int PV>
+void conv_rows_phased(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias,
+                      const float* input, float* output, int32_t oy_begin, int32_t oy_end,
+                      const Activation& act) {
+  const avx2::Epilogue epilogue(act);
+  const int32_t out_w = p.out_w(), vectors = (out_w + 7) / 8;
+  const int64_t out_plane = static_cast<int64_t>(p.out_h()) * out_w;
+  const int64_t group_size = static_cast<int64_t>(K) * K * C * kConvHwcGroup;
+  // Bias padded to whole tiles.
+  alignas(32) float bias_pad[1024 + 8];
+  for (int32_t o = 0; o < p.out_c + OC; ++o) bias_pad[o] = (bias != nullptr && o < p.out_c) ? bias[o] : 0.0f;
+  // Ring of K input rows' phase rows (+ 8: garbage lanes of a last vector may read past).
+  alignas(32) float ring[K * C * 2 * kPhaseWidth + 8];
+  std::fill(ring, ring + K * C * 2 * kPhaseWidth + 8, 0.0f);
+  int32_t ring_row[K];  // input row held by each slot
+  for (int k = 0; k < K; ++k) ring_row[k] = INT32_MIN;
+  alignas(32) float last[8];
+  for (int32_t oy = oy_begin; oy < oy_end; ++oy) {
+    const float* rows[K];
+    for (int ky = 0; ky < K; ++ky) {
+      const int32_t iy = oy * 2 + ky - p.pad_top;
+      const int slot = ((iy % K) + K) % K;
+      float* dst = ring + slot * C * 2 * kPhaseWidth;
+      if (ring_row[slot] != iy) {
+        fill_phase_row<C>(p, input, iy, dst);
+        ring_row[slot] = iy;
+      }
+      rows[ky] = dst;
+    }
+    for (int32_t o0 = 0; o0 < p.out_c; o0 += OC) {
+      // Weights of channels o0.. inside their packed group of 8.
+      const float* wt = w.data.data() + (o0 / kConvHwcGroup) * group_size + o0 % kConvHwcGroup;
+      const int oc = std::min<int32_t>(OC, p.out_c - o0);
+      auto store = [&](int o, int32_t ox, __m256 y) {
+        float* dst = output + (o0 + o) * out_plane + static_cast<int64_t>(oy) * out_w + ox;
+        y = epilogue(y);
+        if (ox + 8 <= out_w) {
+          _mm256_storeu_ps(dst, y);
+        } else {
+          _mm256_store_ps(last, y);
+          for (int32_t j = 0; j < out_w - ox; ++j) dst[j] = last[j];
+        }
+      };
+      int32_t v = 0;
+      for (; v + PV <= vectors; v += PV) {
+        __m256 acc[OC][PV];
+        phase_tile<K, C, OC, PV>(rows, v * 8, wt, bias_pad + o0, acc);
+        for (int o = 0; o < oc; ++o) {
+          for (int j = 0; j < PV; ++j) store(o, (v + j) * 8, acc[o][j]);
+        }
+      }
+      for (; v < vectors; ++v) {
+        __m256 acc[OC][1];
+        phase_tile<K, C, OC, 1>(rows, v * 8, wt, bias_pad + o0, acc);
+        for (int o = 0; o < oc; ++o) store(o, v * 8, acc[o][0]);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void conv_hwc2chw_avx2(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias,
                        const float* input, float* output, int32_t oy_begin, int32_t oy_end,
                        const Activation& act) {
-  if (p.kernel == 3 && p.stride == 2 && p.in_c == 3) {
+  if (p.kernel == 3 && p.stride == 2 && p.in_c == 3 && phased_applies<3>(p)) {
+    conv_rows_phased<3, 3, 4, 2>(p, w, bias, input, output, oy_begin, oy_end, act);
+  } else if (p.kernel == 3 && p.stride == 2 && p.in_c == 3) {
     conv_rows<3, 2, 3>(p, w, bias, input, output, oy_begin, oy_end, act);
   } else if (p.kernel == 3 && p.stride == 1 && p.in_c == 3) {
     conv_rows<3, 1, 3>(p, w, bias, input, output, oy_begin, oy_end, act);
