@@ -33,6 +33,12 @@ def add_arguments(parser):
         parser.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=text)
     parser.add_argument("--quick", dest="quick", action="store_const", const=True, default=None,
                         help="smoke run on a subset (6000 training, 1000 test images, 3 + 2 epochs)")
+    parser.add_argument("--distribute", dest="distribute", action="store_const", const=True, default=None,
+                        help="train on all local devices with the backend's data-parallel engine "
+                             "(JAX: keras.distribution.DataParallel, TensorFlow: MirroredStrategy); "
+                             "--batch-size is the global batch")
+    parser.add_argument("--cpu-devices", dest="cpu_devices", type=int, default=None, metavar="N",
+                        help="with --distribute on a CPU-only host: split the CPU into N devices")
     parser.add_argument("--no-arm64", dest="arm64_check", action="store_const", const=False, default=None,
                         help="skip the emulated aarch64 sparse-path check")
     parser.add_argument("--fresh", action="store_true", help="redo every stage instead of resuming")
@@ -52,17 +58,20 @@ def main(args):
     overrides = {dest: getattr(args, dest) for _, dest, _, _ in _FLAGS}
     overrides["quick"] = args.quick
     overrides["arm64_check"] = args.arm64_check
+    overrides["distribute"] = args.distribute
+    overrides["cpu_devices"] = args.cpu_devices
     try:
         config = load_config(args.config, overrides)
     except ConfigError as e:
         print(f"spruce run: {e}", file=sys.stderr)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from spruce.workflow import report
     from spruce.workflow.pipeline import run
 
     try:
         result = run(config, fresh=args.fresh, progress=not args.no_progress, quiet=False)
-    except (DataError, ModelError) as e:
+    except (ConfigError, DataError, ModelError) as e:
         print(f"spruce run: {e}", file=sys.stderr)
         return 2
     if args.json:
@@ -74,6 +83,7 @@ def main(args):
         print(f"\npruning cost {m['accuracy_drop_points']:+.2f} accuracy points; "
               f"wall time {m['wall_seconds']:.0f} s"
               + (f" (reused: {', '.join(m['reused'])})" if m["reused"] else ""))
+        print(report.devices_sentence(m.get("training")))
         print(f"report: {result.report_path}")
     return 0
 

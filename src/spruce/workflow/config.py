@@ -55,6 +55,8 @@ class RunConfig:
     quick_test: int = 1000
     out_dir: str = "spruce-runs"
     name: str = ""
+    distribute: bool = False  # train on all local devices (keras.distribution / tf.distribute)
+    cpu_devices: int = 1  # split the host CPU into this many devices (1: no split)
 
     def validate(self):
         """Raise ValueError naming the bad field, the value received and what is expected."""
@@ -84,6 +86,13 @@ class RunConfig:
             bad("pruning_end_fraction", "in (0, 1]")
         if self.sparsity_allocation not in ("uniform", "erk"):
             bad("sparsity_allocation", "one of uniform, erk")
+        if self.cpu_devices < 1:
+            bad("cpu_devices", "a positive integer (the number of devices to split the host CPU "
+                               "into; 1 = no split)")
+        if self.cpu_devices > 1 and not self.distribute:
+            raise ValueError(f"cpu_devices={self.cpu_devices} splits the host CPU into devices for "
+                             "data-parallel training, which is off. Received: distribute=False. "
+                             "Add --distribute (distribute = true), or drop --cpu-devices.")
         return self
 
     # ------------------------------------------------------------ stage keys
@@ -96,14 +105,22 @@ class RunConfig:
         "export": ("export_batch_size",),
     }
 
-    def stage_key(self, stage):
-        """Hash of everything `stage` depends on, including the stages before it."""
+    def stage_key(self, stage, replicas=1, engine=""):
+        """Hash of everything `stage` depends on, including the stages before it.
+
+        A model trained on `replicas` > 1 devices differs from a 1-device one by the
+        order of floating-point reductions, so the data-parallel engine and the number of
+        replicas are part of the key of training and of every stage after it. (1 replica
+        adds nothing: a 1-device run keeps the key it always had.)
+        """
         order = list(self._STAGE_FIELDS)
         if stage not in order:
             raise ValueError(f"stage must be one of {order}. Received: stage={stage!r}")
         fields = [f for s in order[: order.index(stage) + 1] for f in self._STAGE_FIELDS[s]]
-        blob = json.dumps({"recipe": RECIPE_VERSION, **{f: getattr(self, f) for f in fields}},
-                          sort_keys=True)
+        values = {"recipe": RECIPE_VERSION, **{f: getattr(self, f) for f in fields}}
+        if replicas > 1 and order.index(stage) >= order.index("dense"):
+            values["data_parallel"] = {"engine": engine, "replicas": int(replicas)}
+        blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_dict(self):
@@ -119,7 +136,7 @@ SECTIONS = {
               "pruning_frequency", "pruning_end_fraction", "sparsity_allocation"),
     "export": ("export_batch_size",),
     "bench": ("bench_runs", "bench_warmup", "threads", "arm64_check"),
-    "run": ("seed", "quick", "quick_train", "quick_test", "out_dir", "name"),
+    "run": ("seed", "quick", "quick_train", "quick_test", "out_dir", "name", "distribute", "cpu_devices"),
 }
 # in the TOML file, [model] path = "..." reads better than [model] model = "..."
 _TOML_ALIASES = {("model", "path"): "model", ("dense", "epochs"): "dense_epochs",

@@ -65,6 +65,8 @@ def _log(msg, quiet):
 def run(config, fresh=False, progress=True, quiet=False):
     """Run the whole workflow for `config` (a validated RunConfig); return a RunReport."""
     t_start = time.perf_counter()
+    # before anything creates a tensor: splitting the CPU must precede the backend's start
+    training = _training_devices(config, quiet)
     import keras
 
     # A fresh Keras state per run: layer names restart (conv2d, conv2d_1, ...).
@@ -84,12 +86,15 @@ def run(config, fresh=False, progress=True, quiet=False):
     data = load_dataset(config.dataset, config.data_dir or None, config.val_fraction, config.seed,
                         train_limit=config.quick_train if config.quick else None,
                         test_limit=config.quick_test if config.quick else None)
+    data = _fit_to_replicas(data, training, quiet)
     stage_seconds["data"] = time.perf_counter() - t
+    keys = {stage: config.stage_key(stage, training["replicas"], training["engine"])
+            for stage in ("dense", "pruned", "export")}
     _log(f"spruce run -> {folder}\ndata: {data.name} {data.sizes()} in {stage_seconds['data']:.1f} s", quiet)
 
     # ------------------------------------------------------------ dense
     t = time.perf_counter()
-    key = config.stage_key("dense")
+    key = keys["dense"]
     if manifest.done("dense", key):
         reused.append("dense")
         _log("dense: reusing dense.keras (same settings; --fresh retrains)", quiet)
@@ -101,7 +106,8 @@ def run(config, fresh=False, progress=True, quiet=False):
         keras.utils.set_random_seed(config.seed)  # before building: the initial weights
         choice = build_model(config, data)
         model_info = {"source": choice.source, "compatibility": choice.compatibility}
-        dense_history = _train_dense(choice.model, data, config, path("logs/dense"), progress)
+        dense_history = _train_dense(choice.model, data, config, path("logs/dense"), progress,
+                                     training["replicas"] > 1)
         _save_keras(choice.model, path("dense.keras"))
         write_json(path("history_dense.json"), dense_history)
         manifest.record("dense", key, ["dense.keras", "history_dense.json"], model=model_info,
@@ -110,7 +116,7 @@ def run(config, fresh=False, progress=True, quiet=False):
 
     # ------------------------------------------------------------ pruned
     t = time.perf_counter()
-    key = config.stage_key("pruned")
+    key = keys["pruned"]
     if manifest.done("pruned", key):
         reused.append("pruned")
         _log("pruned: reusing pruned.keras (same settings; --fresh redoes it)", quiet)
@@ -123,7 +129,7 @@ def run(config, fresh=False, progress=True, quiet=False):
         _clear(path("logs/pruned"))
         dense_model = keras.models.load_model(path("dense.keras"))
         pruned_model, pruned_history, trace = prune_finetune(
-            dense_model, data, config, path("logs/pruned"), progress)
+            dense_model, data, config, path("logs/pruned"), progress, training["replicas"] > 1)
         _save_keras(pruned_model, path("pruned.keras"))
         write_json(path("history_pruned.json"), pruned_history)
         write_json(path("sparsity_trace.json"), trace)
@@ -136,7 +142,7 @@ def run(config, fresh=False, progress=True, quiet=False):
 
     # ------------------------------------------------------------ export
     t = time.perf_counter()
-    key = config.stage_key("export")
+    key = keys["export"]
     if manifest.done("export", key):
         reused.append("export")
         _log("export: reusing dense.tflite and pruned.tflite", quiet)
@@ -162,7 +168,8 @@ def run(config, fresh=False, progress=True, quiet=False):
     # ------------------------------------------------------------ inspect, bench, arm64 (cheap: always)
     t = time.perf_counter()
     metrics = _measure(config, folder, data, dense_model, pruned_model, dense_history, pruned_history,
-                       trace, accuracy, exports, model_info, progress, quiet, manifest)
+                       trace, accuracy, exports, model_info, progress, quiet, manifest, keys)
+    metrics["training"] = training
     stage_seconds["measure"] = time.perf_counter() - t
     for stage in reused:  # report what a reused stage cost when it ran
         stage_seconds[stage] = manifest.get(stage).get("seconds", stage_seconds.get(stage, 0.0))
@@ -189,10 +196,70 @@ def _clear(folder):
         shutil.rmtree(folder)
 
 
-def _train_dense(model, data, config, log_dir, progress):
+def _train_dense(model, data, config, log_dir, progress, distributed):
     from spruce.workflow.train import train_dense
 
-    return train_dense(model, data, config, log_dir, progress)
+    return train_dense(model, data, config, log_dir, progress, distributed)
+
+
+def _training_devices(config, quiet):
+    """Where both trainings run: {engine, replicas, devices, ...} (also the report's entry).
+
+    With `config.distribute`, all local devices through the backend's data-parallel
+    engine, after splitting the host CPU into `config.cpu_devices` devices when asked.
+    """
+    single = {"engine": "single device", "replicas": 1, "global_batch": config.batch_size}
+    if not config.distribute:
+        return single
+    import keras
+
+    from spruce import distribute
+    from spruce.workflow.config import ConfigError
+
+    backend = keras.backend.backend()
+    try:
+        engine = distribute.check_engine(backend)
+    except ValueError as e:
+        raise ConfigError(f"--distribute: {str(e).rstrip('.')}, or drop --distribute.") from None
+    if config.cpu_devices > 1:
+        try:
+            distribute.split_cpu(config.cpu_devices)
+        except RuntimeError as e:
+            raise ConfigError(f"--cpu-devices {config.cpu_devices}: {e}") from None
+    devices = distribute.local_devices()
+    replicas = len(devices)
+    if replicas == 1:
+        _log(f"distribute: one device ({devices[0]}), so training runs on it alone; on a CPU-only "
+             "host, --cpu-devices N splits the CPU into N devices", quiet)
+        return {**single, "devices": devices}
+    if config.batch_size % replicas:
+        fit = max(replicas, round(config.batch_size / replicas) * replicas)
+        raise ConfigError(
+            f"batch_size must be a multiple of the {replicas} replicas under --distribute (it is the "
+            f"global batch, split evenly over the devices). Received: batch_size={config.batch_size}. "
+            f"Use --batch-size {fit}.")
+    _log(f"distribute: {engine} over {replicas} devices ({', '.join(devices)}), global batch "
+         f"{config.batch_size} ({config.batch_size // replicas} per replica)", quiet)
+    return {"engine": engine, "backend": backend, "replicas": replicas, "devices": devices,
+            "global_batch": config.batch_size, "per_replica_batch": config.batch_size // replicas,
+            "synchronized_batchnorm": backend == "tensorflow"}
+
+
+def _fit_to_replicas(data, training, quiet):
+    """JAX shards every batch evenly over the devices, the last, partial one too: keep a
+    multiple of the replicas of the training and validation images (with a batch size that
+    is one, every batch then splits evenly). TensorFlow splits uneven batches itself."""
+    replicas = training["replicas"]
+    if replicas == 1 or training.get("backend") != "jax":
+        return data
+    n_train, n_val = (len(data.x_train) // replicas * replicas, len(data.x_val) // replicas * replicas)
+    dropped = len(data.x_train) - n_train + len(data.x_val) - n_val
+    if not dropped:
+        return data
+    _log(f"distribute: dropping {dropped} image(s) so that {replicas} devices get equal shares", quiet)
+    training["dropped_images"] = dropped
+    return dataclasses.replace(data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train],
+                               x_val=data.x_val[:n_val], y_val=data.y_val[:n_val])
 
 
 def _save_keras(model, final):
@@ -227,7 +294,7 @@ def _gzip_size(path):
 
 
 def _measure(config, folder, data, dense_model, pruned_model, dense_history, pruned_history, trace,
-             accuracy, exports, model_info, progress, quiet, manifest):
+             accuracy, exports, model_info, progress, quiet, manifest, keys):
     import spruce
     from spruce.workflow.train import kernel_sparsity, pruning_schedule
 
@@ -266,7 +333,7 @@ def _measure(config, folder, data, dense_model, pruned_model, dense_history, pru
     except Exception as e:  # the policy refusing the model is a finding, not a crash
         metrics["policy"] = {"summary": f"refused: {e}"}
     metrics["latency"], metrics["cpu"] = _bench(folder, config, progress, quiet)
-    metrics["arm64"] = _arm64(folder, config, quiet, manifest, progress)
+    metrics["arm64"] = _arm64(folder, keys["export"], config, quiet, manifest, progress)
     metrics["files"] = {k: v for k, v in FILES.items()}
     return metrics
 
@@ -354,7 +421,7 @@ def _latency_entry(d, description, threads):
             "raw": d}
 
 
-def _arm64(folder, config, quiet, manifest, progress):
+def _arm64(folder, key, config, quiet, manifest, progress):
     """The emulated aarch64 check of pruned.tflite, when qemu is installed (cached per export)."""
     if not config.arm64_check:
         return {"reason": "disabled (arm64_check = false / --no-arm64)"}
@@ -367,7 +434,6 @@ def _arm64(folder, config, quiet, manifest, progress):
     if config.quick:
         return {"reason": "skipped by --quick (it takes 15-60 s); run `spruce check-arm64 "
                           "pruned.tflite`, or a full `spruce run`"}
-    key = config.stage_key("export")
     if manifest.done("arm64", key):
         return manifest.get("arm64")["result"]
     _log("arm64: checking XNNPACK's sparse path on aarch64 under emulation ...", quiet)

@@ -42,6 +42,20 @@ def summary_rows(metrics):
     return rows
 
 
+def devices_sentence(training):
+    """Where both trainings ran, as one sentence for report.md and the terminal."""
+    if not training or training.get("replicas", 1) == 1:
+        return "Both trainings ran on a single device."
+    text = (f"Both trainings ran data-parallel on {training['replicas']} replicas with "
+            f"{training['engine']} ({', '.join(training.get('devices', []))}), global batch "
+            f"{training['global_batch']} ({training['per_replica_batch']} per replica)")
+    if training.get("synchronized_batchnorm"):
+        text += ", BatchNormalization synchronized across replicas"
+    if training.get("dropped_images"):
+        text += f", {training['dropped_images']} image(s) dropped for equal shares"
+    return text + "."
+
+
 def table(rows, headers=("", "dense", "pruned")):
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
@@ -91,7 +105,8 @@ def write_report(folder, metrics, config, plots):
         f"epochs from the dense weights, learning rate {config['prune_learning_rate']} ({config['lr_schedule']}), "
         f"PolynomialDecay {config['initial_sparsity']} -> {config['final_sparsity']} "
         f"(every {metrics['schedule']['frequency']} steps, reached at step {metrics['schedule']['end_step']}), "
-        "policy PruneForLatencyOnXNNPack (only the 1x1 convolutions are pruned).",
+        "policy PruneForLatencyOnXNNPack (only the 1x1 convolutions are pruned). "
+        + devices_sentence(metrics.get("training")),
         "",
         "![training curves](" + os.path.basename(plots["training"]) + ")",
         "",

@@ -7,6 +7,7 @@ dense on Fashion-MNIST with tfmot). A learning rate that decays to almost zero l
 weights, and so the statistics, settle: that is the recipe here (Adam, cosine decay).
 """
 
+import contextlib
 import math
 
 import keras
@@ -53,18 +54,52 @@ def _history(h):
     return {k: [float(v) for v in values] for k, values in h.history.items()}
 
 
-def train_dense(model, data, config, log_dir=None, progress=True):
-    """Train `model` on `data` with the dense recipe; return the per-epoch history."""
-    keras.utils.set_random_seed(config.seed)
+@contextlib.contextmanager
+def _engine(distributed):
+    """All local devices through the backend's data-parallel engine, or nothing special."""
+    if not distributed:
+        yield
+        return
+    from spruce.distribute import data_parallel
+
+    with data_parallel():
+        yield
+
+
+def _replicated(model, distributed):
+    """The model to train: `model` itself, or (inside the engine) its replicated copy.
+
+    Under TensorFlow the copy's BatchNormalization is synchronized, so that replicas
+    normalise with the global batch's statistics as one device does; under JAX the
+    batch is one sharded array and its statistics are global already.
+    """
+    if not distributed:
+        return model
+    from spruce.distribute import copy_model
+
+    return copy_model(model, synchronized_batchnorm=keras.backend.backend() == "tensorflow")
+
+
+def train_dense(model, data, config, log_dir=None, progress=True, distributed=False):
+    """Train `model` on `data` with the dense recipe; return the per-epoch history.
+
+    `distributed`: train a replicated copy on all local devices (the batch size is the
+    global batch), then copy its weights back into `model`, which stays a plain model.
+    """
     spe = steps_per_epoch(len(data.x_train), config.batch_size)
-    compile_model(model, learning_rate(config.learning_rate, config.lr_schedule,
-                                       spe * config.dense_epochs, spe))
-    callbacks = [FitProgress("dense", spe, progress)]
-    if log_dir:
-        callbacks.append(EpochScalars(log_dir))
-    h = model.fit(data.x_train, data.y_train, batch_size=config.batch_size,
-                  epochs=config.dense_epochs, validation_data=(data.x_val, data.y_val),
-                  shuffle=True, verbose=0, callbacks=callbacks)
+    with _engine(distributed):
+        trained = _replicated(model, distributed)
+        keras.utils.set_random_seed(config.seed)  # after the copy: the same shuffles as 1 device
+        compile_model(trained, learning_rate(config.learning_rate, config.lr_schedule,
+                                             spe * config.dense_epochs, spe))
+        callbacks = [FitProgress("dense", spe, progress)]
+        if log_dir:
+            callbacks.append(EpochScalars(log_dir))
+        h = trained.fit(data.x_train, data.y_train, batch_size=config.batch_size,
+                        epochs=config.dense_epochs, validation_data=(data.x_val, data.y_val),
+                        shuffle=True, verbose=0, callbacks=callbacks)
+    if trained is not model:
+        model.set_weights(trained.get_weights())
     recalibrate_batchnorm(model, data.x_train, config.seed)
     return _history(h)
 
@@ -112,34 +147,42 @@ def pruning_schedule(config, n_train):
                            begin_step=0, end_step=end, frequency=frequency)
 
 
-def prune_finetune(dense_model, data, config, log_dir=None, progress=True):
+def prune_finetune(dense_model, data, config, log_dir=None, progress=True, distributed=False):
     """Wrap `dense_model` for pruning (XNNPACK policy), fine-tune it, strip it.
 
     Returns (stripped_model, history, sparsity_trace); the trace holds the fraction of
-    zeros of every pruned kernel, sampled at each pruning step.
+    zeros of every pruned kernel, sampled at each pruning step. `distributed`: prune
+    and fine-tune a replicated copy on all local devices; the returned model is a
+    plain single-device one either way.
     """
     from spruce.callbacks import PruningSummaries, UpdatePruningStep
     from spruce.policies import PruneForLatencyOnXNNPack
     from spruce.prune import prune_low_magnitude, strip_pruning
 
-    keras.utils.set_random_seed(config.seed + 1)
     schedule = pruning_schedule(config, len(data.x_train))
-    pruned = prune_low_magnitude(dense_model, pruning_schedule=schedule,
-                                 pruning_policy=PruneForLatencyOnXNNPack())
-    if config.sparsity_allocation == "erk":
-        _allocate_erk(pruned, schedule)
     spe = steps_per_epoch(len(data.x_train), config.batch_size)
-    lr = learning_rate(config.prune_learning_rate, config.lr_schedule, spe * config.prune_epochs, spe)
-    compile_model(pruned, lr)
-    trace = SparsityTrace(schedule.frequency)
-    callbacks = [UpdatePruningStep(), trace, FitProgress("prune", spe, progress)]
-    if log_dir:
-        callbacks += [PruningSummaries(log_dir=log_dir, update_freq=schedule.frequency),
-                      EpochScalars(log_dir)]
-    h = pruned.fit(data.x_train, data.y_train, batch_size=config.batch_size,
-                   epochs=config.prune_epochs, validation_data=(data.x_val, data.y_val),
-                   shuffle=True, verbose=0, callbacks=callbacks)
-    stripped = strip_pruning(pruned)
+    with _engine(distributed):
+        source = _replicated(dense_model, distributed)
+        keras.utils.set_random_seed(config.seed + 1)
+        pruned = prune_low_magnitude(source, pruning_schedule=schedule,
+                                     pruning_policy=PruneForLatencyOnXNNPack())
+        if config.sparsity_allocation == "erk":
+            _allocate_erk(pruned, schedule)
+        lr = learning_rate(config.prune_learning_rate, config.lr_schedule, spe * config.prune_epochs, spe)
+        compile_model(pruned, lr)
+        trace = SparsityTrace(schedule.frequency)
+        callbacks = [UpdatePruningStep(), trace, FitProgress("prune", spe, progress)]
+        if log_dir:
+            callbacks += [PruningSummaries(log_dir=log_dir, update_freq=schedule.frequency),
+                          EpochScalars(log_dir)]
+        h = pruned.fit(data.x_train, data.y_train, batch_size=config.batch_size,
+                       epochs=config.prune_epochs, validation_data=(data.x_val, data.y_val),
+                       shuffle=True, verbose=0, callbacks=callbacks)
+        stripped = strip_pruning(pruned)
+    if distributed:  # a plain single-device model, BatchNorm not synchronized: what export wants
+        from spruce.distribute import copy_model
+
+        stripped = copy_model(stripped)
     recalibrate_batchnorm(stripped, data.x_train, config.seed)
     trace.sample(stripped, trace.step, force=True)
     return stripped, _history(h), trace.to_dict()

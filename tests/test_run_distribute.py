@@ -1,0 +1,184 @@
+"""`spruce run --distribute` end to end on 2 CPU devices, under each data-parallel engine.
+
+JAX (keras.distribution.DataParallel, 2 host devices through XLA_FLAGS) and TensorFlow
+(tf.distribute.MirroredStrategy, 2 logical CPUs) each run the real workflow on a slice of
+Fashion-MNIST in their own process, as a user runs it: `spruce run --distribute
+--cpu-devices 2`, then the same settings on 1 device in the same process (the reference:
+same initial weights and batches, so only the reduction order differs). The training
+steps themselves are compared with 1 device to 1e-5 in test_distribute.py; here the
+whole run must finish, say where it trained, prune to the target, export a plain model
+and score like the 1-device run.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import assert_weight_sparsity
+from spruce.workflow.data import FASHION_MNIST_DIR
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+needs_data = pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR),
+                                reason="needs the Debian package dataset-fashion-mnist")
+
+# The smallest run that is still a real one: 1800 training images, 2 dense epochs and 1 of
+# pruning (171 steps of batch 32) score about 4-5x chance on 500 test images.
+SETTINGS = ("[dense]\nepochs = 2\nbatch_size = 32\n[prune]\nepochs = 1\nend_fraction = 0.5\n"
+            "[bench]\nruns = 1\nwarmup = 0\narm64_check = false\n"
+            "[run]\nquick = true\nquick_train = 2000\nquick_test = 500\n")
+TEST_IMAGES = 500
+# 1 vs 2 devices diverge only by reduction order, which a short Adam run amplifies:
+# measured gaps were 0-1.8 points (TF, JAX); 4 points is 20 of the 500 test images.
+MAX_GAP = 0.04
+
+SCRIPT = r"""
+import json, sys
+from spruce.cli import main
+
+config, out = sys.argv[1], sys.argv[2]
+for name, extra in (("two", ["--distribute", "--cpu-devices", "2"]), ("one", []),
+                    ("two", ["--distribute", "--cpu-devices", "2"])):
+    status = main(["run", "--config", config, "--out", out, "--name", name, "--json",
+                   "--no-progress", *extra])
+    if status:
+        sys.exit(status)
+"""
+
+
+def _spruce_env(backend, **extra):
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+    env.pop("XLA_FLAGS", None)  # the device split must come from --cpu-devices
+    return env
+
+
+def _runs(tmp, backend):
+    """The JSON documents of: 2 devices, 1 device, 2 devices again (to resume)."""
+    config = tmp / "settings.toml"
+    config.write_text(SETTINGS)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(config), str(tmp)],
+                          env=_spruce_env(backend), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    docs = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"folder"')]
+    assert len(docs) == 3, done.stdout[-2000:]
+    return docs
+
+
+def _check_run(two, one, again, engine):
+    # where it trained, in the JSON document and in report.md
+    training = two["training"]
+    assert training["replicas"] == 2 and training["engine"] == engine
+    assert training["global_batch"] == 32 and training["per_replica_batch"] == 16
+    assert one["training"]["replicas"] == 1
+    report = open(two["report"], encoding="utf-8").read()
+    assert f"data-parallel on 2 replicas with {engine}" in report
+
+    # every 1x1 conv of the saved pruned model at the target, with tfmot's exact count
+    import keras
+
+    pruned = keras.models.load_model(os.path.join(two["folder"], "pruned.keras"))
+    pointwise = [layer for layer in pruned.layers
+                 if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1)]
+    assert len(pointwise) == 2
+    for layer in pointwise:
+        assert_weight_sparsity(keras.ops.convert_to_numpy(layer.kernel), 0.75, layer.name)
+    assert two["pruned"]["export"]["densify_ops"] == 2 and two["pruned"]["xnnpack_sparse"]
+
+    # export got plain models: no synchronized BatchNorm left in the saved files
+    for name in ("dense", "pruned"):
+        model = keras.models.load_model(os.path.join(two["folder"], f"{name}.keras"))
+        assert not any(getattr(layer, "synchronized", False) for layer in model.layers), name
+
+    # accuracy: far above chance, the .tflite as the Keras model, and as on 1 device
+    for name in ("dense", "pruned"):
+        a2, a1 = two[name]["keras_accuracy"], one[name]["keras_accuracy"]
+        assert a2 > 0.3, f"{name}: {a2:.3f} on 2 devices is near chance (0.1)"
+        assert abs(two[name]["tflite_accuracy"] - a2) <= 1 / TEST_IMAGES + 1e-9, name
+        assert abs(a2 - a1) <= MAX_GAP, f"{name}: 2 devices {a2:.3f} vs 1 device {a1:.3f}"
+
+    # re-running the 2-device command resumes every stage
+    assert again["reused"] == ["dense", "pruned", "export", "evaluate"]
+    assert again["pruned"]["keras_accuracy"] == two["pruned"]["keras_accuracy"]
+
+
+@pytest.mark.slow
+@needs_data
+def test_spruce_run_distribute_on_two_jax_devices_prunes_and_scores_like_one_device(tmp_path):
+    _check_run(*_runs(tmp_path, "jax"), engine="keras.distribution.DataParallel")
+
+
+@pytest.mark.slow
+@needs_data
+def test_spruce_run_distribute_on_two_tf_logical_cpus_prunes_and_scores_like_one_device(tmp_path):
+    _check_run(*_runs(tmp_path, "tensorflow"), engine="tf.distribute.MirroredStrategy")
+
+
+# ---------------------------------------------------------------- bad input, with the fix
+
+
+def _cli_error(backend, *argv):
+    done = subprocess.run([sys.executable, "-m", "spruce", "run", "--no-progress", *argv],
+                          env=_spruce_env(backend), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    return done.stderr
+
+
+def test_batch_size_not_divisible_by_the_replicas_is_refused_with_the_nearest_fit(tmp_path):
+    err = _cli_error("jax", "--distribute", "--cpu-devices", "2", "--batch-size", "33",
+                     "--out", str(tmp_path))
+    assert ("batch_size must be a multiple of the 2 replicas under --distribute" in err
+            and "Received: batch_size=33. Use --batch-size 32." in err), err
+
+
+def test_distribute_under_a_backend_without_an_engine_is_refused_with_the_fix(tmp_path):
+    err = _cli_error("numpy", "--distribute", "--out", str(tmp_path))
+    assert "Received: KERAS_BACKEND='numpy'. Set KERAS_BACKEND=jax or KERAS_BACKEND=tensorflow" in err
+    assert "or drop --distribute" in err
+
+
+def test_cpu_devices_zero_is_refused(capsys):
+    from spruce.cli import main
+
+    assert main(["run", "--distribute", "--cpu-devices", "0", "--no-progress"]) == 2
+    assert "cpu_devices must be a positive integer" in capsys.readouterr().err
+
+
+def test_cpu_devices_without_distribute_is_refused_with_the_fix(capsys):
+    from spruce.cli import main
+
+    assert main(["run", "--cpu-devices", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Received: distribute=False. Add --distribute" in err, err
+
+
+def test_splitting_the_cpu_after_tensorflow_started_names_the_fix():
+    tf = pytest.importorskip("tensorflow")
+    import keras
+
+    from spruce.distribute import split_cpu
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("checks the TensorFlow backend")
+    have = len(tf.config.list_logical_devices("CPU"))  # starts TensorFlow's devices
+    with pytest.raises(RuntimeError, match=rf"already runs with {have} CPU device\(s\).*"
+                                           rf"split_cpu\({have + 1}\) before creating any Keras model"):
+        split_cpu(have + 1)
+
+
+def test_device_count_and_engine_are_part_of_the_training_results_keys():
+    from spruce.workflow.config import RunConfig
+
+    config = RunConfig()
+    engine = "tf.distribute.MirroredStrategy"
+    for stage in ("dense", "pruned", "export"):
+        one = config.stage_key(stage)
+        assert config.stage_key(stage, 1, engine) == one  # 1 replica: the key of a 1-device run
+        assert config.stage_key(stage, 2, engine) != one
+        assert config.stage_key(stage, 2, engine) != config.stage_key(stage, 4, engine)
+        assert config.stage_key(stage, 2, engine) != config.stage_key(
+            stage, 2, "keras.distribution.DataParallel")
+    assert config.stage_key("data", 2, engine) == config.stage_key("data")
