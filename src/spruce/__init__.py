@@ -5,7 +5,7 @@ change. Everything is imported lazily: ``import spruce`` loads neither Keras nor
 TensorFlow; the first use of a name loads only the module that defines it.
 """
 
-import importlib
+from spruce._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -34,14 +34,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'spruce' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

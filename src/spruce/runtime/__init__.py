@@ -6,7 +6,7 @@ times dense-activation products. Imported lazily: `import spruce.runtime` does n
 load the native module until an Engine is made.
 """
 
-import importlib
+from spruce._lazy import lazy_exports
 
 _EXPORTS = {
     "Engine": "spruce.runtime.engine",
@@ -19,8 +19,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'spruce.runtime' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

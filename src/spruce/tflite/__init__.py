@@ -5,7 +5,7 @@ how each weight is stored and whether XNNPACK would run the model on its sparse 
 Imported lazily, so `spruce.tflite.reader` stays light for the native engine.
 """
 
-import importlib
+from spruce._lazy import lazy_exports
 
 _EXPORTS = {
     "read_tflite": "spruce.tflite.reader",
@@ -19,8 +19,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'spruce.tflite' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
