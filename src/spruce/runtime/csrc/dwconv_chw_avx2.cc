@@ -272,6 +272,8 @@ void dwconv_channels_padded(const DwConvParams& p, const PaddedGeometry& g, cons
 // input; a per-(vector, tap) mask, computed once per call, zeroes the lanes
 // whose tap falls outside the input (the padding) and keeps loads in the plane.
 // Planes up to 256 output pixels use small stack tables; up to 1024 (28x28) large ones.
+// Masks are stored as one byte per lane (sign-extended on load), so the large
+// tables (98 vectors x 9 taps for 28x28 outputs) stay in L1 next to the data.
 constexpr int32_t kFlatSmallVectors = 32;
 constexpr int32_t kFlatMaxVectors = 128;
 
@@ -282,7 +284,7 @@ void dwconv_channels_flat(const DwConvParams& p, const float* weights, const flo
   const int32_t in_w = p.in_w, in_h = p.in_h, out_h = p.out_h(), out_w = p.out_w();
   const int32_t pixels = out_h * out_w, vectors = (pixels + 7) / 8;
   const int64_t in_plane = static_cast<int64_t>(in_h) * in_w;
-  alignas(32) int32_t masks[MaxV][K * K][8];
+  alignas(32) int8_t masks[MaxV][K * K][8];
   int32_t offset[K * K];
   for (int ky = 0; ky < K; ++ky) {
     for (int kx = 0; kx < K; ++kx) offset[ky * K + kx] = (ky - p.pad_top) * in_w + (kx - p.pad_left);
@@ -311,7 +313,7 @@ void dwconv_channels_flat(const DwConvParams& p, const float* weights, const flo
       const float* x = in + v * 8;
       __m256 acc = bv, odd = _mm256_setzero_ps();
       for (int t = 0; t < K * K; ++t) {
-        const __m256i m = _mm256_load_si256(reinterpret_cast<const __m256i*>(masks[v][t]));
+        const __m256i m = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(masks[v][t])));
         const __m256 xv = _mm256_maskload_ps(x + offset[t], m);
         if (t % 2 == 0) {
           acc = _mm256_fmadd_ps(xv, wv[t], acc);
@@ -361,7 +363,7 @@ void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const fl
   // + 16: the last row's 8-float stores spill past out_w.
   const int32_t phase_size = phase_rows * out_w + 16;
   alignas(32) float phases[4 * (MaxV * 8 + 4 * 64) + 64];  // + 64: masked reads past the end
-  alignas(32) int32_t masks[MaxV][K * K][8];
+  alignas(32) int8_t masks[MaxV][K * K][8];
   int32_t offset[K * K];  // tap -> phase plane base + flattened offset
   for (int ky = 0; ky < K; ++ky) {
     for (int kx = 0; kx < K; ++kx) {
@@ -412,7 +414,7 @@ void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const fl
       const float* x = phases + v * 8;
       __m256 acc = bv, odd = _mm256_setzero_ps();
       for (int t = 0; t < K * K; ++t) {
-        const __m256i m = _mm256_load_si256(reinterpret_cast<const __m256i*>(masks[v][t]));
+        const __m256i m = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(masks[v][t])));
         const __m256 xv = _mm256_maskload_ps(x + offset[t], m);
         if (t % 2 == 0) {
           acc = _mm256_fmadd_ps(xv, wv[t], acc);
