@@ -58,9 +58,12 @@ void accumulate_tap(const float* in, int64_t ih, int64_t iw, float* out, int64_t
   }
 }
 
-class ConvGeneralOp : public Op {
+// What both general convs share: a CHW input and output, the window geometry,
+// a bias per output channel and a fused activation. Subclasses add the weights
+// and compute one output plane at a time; run() splits the output channels.
+class GeneralConvBase : public Op {
  public:
-  ConvGeneralOp(const OpSpec& s, const std::vector<Tensor>& t) {
+  GeneralConvBase(const OpSpec& s, const std::vector<Tensor>& t) {
     expect_arity(s, 1, 1, 1);
     const Tensor& x = in_t(s, t, 0);
     const Tensor& y = out_t(s, t, 0);
@@ -70,9 +73,6 @@ class ConvGeneralOp : public Op {
     check_geometry(s, g_, x, y);
     n_ = x.shape[0], ih_ = x.shape[1], iw_ = x.shape[2], ic_ = x.shape[3];
     oh_ = y.shape[1], ow_ = y.shape[2], oc_ = y.shape[3];
-    const Array& w = get_array(s, "weights");
-    expect_array(s, w, {oc_, g_.kh, g_.kw, ic_}, "weights");
-    weights_ = w.data;
     bias_.assign(static_cast<size_t>(oc_), 0.0f);
     if (const Array* b = find_array(s, "bias")) {
       expect_array(s, *b, {oc_}, "bias");
@@ -80,8 +80,6 @@ class ConvGeneralOp : public Op {
     }
     act_ = checked_activation(s);
   }
-  const char* family() const override { return "conv_general"; }
-  double flops() const override { return 2.0 * n_ * oh_ * ow_ * oc_ * g_.kh * g_.kw * ic_; }
   void run(RunContext& ctx) override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
@@ -95,38 +93,49 @@ class ConvGeneralOp : public Op {
         for (size_t o = ob; o < oe; ++o) {
           float* out = yi + static_cast<int64_t>(o) * out_plane;
           std::fill(out, out + out_plane, bias_[o]);
-          for (int64_t ky = 0; ky < g_.kh; ++ky)
-            for (int64_t kx = 0; kx < g_.kw; ++kx)
-              for (int64_t c = 0; c < ic_; ++c) {
-                float w = weights_[((static_cast<int64_t>(o) * g_.kh + ky) * g_.kw + kx) * ic_ + c];
-                if (w != 0.0f) accumulate_tap(xi + c * in_plane, ih_, iw_, out, oh_, ow_, g_, ky, kx, w);
-              }
+          accumulate_plane(xi, static_cast<int64_t>(o), out);
           clamp_range(out, static_cast<size_t>(out_plane), lo, hi);
         }
       });
     }
   }
 
- private:
+ protected:
+  // out (one output plane, holding the bias) += the taps of output channel o.
+  virtual void accumulate_plane(const float* image, int64_t o, float* out) const = 0;
+
   Geometry g_;
   int64_t n_, ih_, iw_, ic_, oh_, ow_, oc_;
   std::vector<float> weights_, bias_;
   int act_ = 0;
 };
 
-// Depthwise: output channel o reads input channel o / multiplier.
-class DepthwiseGeneralOp : public Op {
+class ConvGeneralOp : public GeneralConvBase {
  public:
-  DepthwiseGeneralOp(const OpSpec& s, const std::vector<Tensor>& t) {
-    expect_arity(s, 1, 1, 1);
-    const Tensor& x = in_t(s, t, 0);
-    const Tensor& y = out_t(s, t, 0);
-    expect_layout(s, x, kCHW, "input");
-    expect_layout(s, y, kCHW, "output");
-    g_ = read_geometry(s);
-    check_geometry(s, g_, x, y);
-    n_ = x.shape[0], ih_ = x.shape[1], iw_ = x.shape[2], ic_ = x.shape[3];
-    oh_ = y.shape[1], ow_ = y.shape[2], oc_ = y.shape[3];
+  ConvGeneralOp(const OpSpec& s, const std::vector<Tensor>& t) : GeneralConvBase(s, t) {
+    const Array& w = get_array(s, "weights");
+    expect_array(s, w, {oc_, g_.kh, g_.kw, ic_}, "weights");
+    weights_ = w.data;
+  }
+  const char* family() const override { return "conv_general"; }
+  double flops() const override { return 2.0 * n_ * oh_ * ow_ * oc_ * g_.kh * g_.kw * ic_; }
+
+ protected:
+  void accumulate_plane(const float* image, int64_t o, float* out) const override {
+    const int64_t in_plane = ih_ * iw_;
+    for (int64_t ky = 0; ky < g_.kh; ++ky)
+      for (int64_t kx = 0; kx < g_.kw; ++kx)
+        for (int64_t c = 0; c < ic_; ++c) {
+          float w = weights_[((o * g_.kh + ky) * g_.kw + kx) * ic_ + c];
+          if (w != 0.0f) accumulate_tap(image + c * in_plane, ih_, iw_, out, oh_, ow_, g_, ky, kx, w);
+        }
+  }
+};
+
+// Depthwise: output channel o reads input channel o / multiplier.
+class DepthwiseGeneralOp : public GeneralConvBase {
+ public:
+  DepthwiseGeneralOp(const OpSpec& s, const std::vector<Tensor>& t) : GeneralConvBase(s, t) {
     mult_ = get_int(s, "depth_multiplier", 1);
     expect_positive(s, mult_, "depth_multiplier", 1 << 16);
     if (ic_ * mult_ != oc_) {
@@ -136,45 +145,22 @@ class DepthwiseGeneralOp : public Op {
     const Array& w = get_array(s, "weights");
     expect_array(s, w, {oc_, g_.kh, g_.kw}, "weights");
     weights_ = w.data;
-    bias_.assign(static_cast<size_t>(oc_), 0.0f);
-    if (const Array* b = find_array(s, "bias")) {
-      expect_array(s, *b, {oc_}, "bias");
-      bias_ = b->data;
-    }
-    act_ = checked_activation(s);
   }
   const char* family() const override { return "dwconv_general"; }
   double flops() const override { return 2.0 * n_ * oh_ * ow_ * oc_ * g_.kh * g_.kw; }
-  void run(RunContext& ctx) override {
-    const float* x = (*ctx.tensors)[inputs[0]].data;
-    float* y = (*ctx.tensors)[outputs[0]].data;
-    float lo, hi;
-    activation_range(act_, &lo, &hi);
-    const int64_t in_plane = ih_ * iw_, out_plane = oh_ * ow_;
-    for (int64_t n = 0; n < n_; ++n) {
-      const float* xi = x + n * ic_ * in_plane;
-      float* yi = y + n * oc_ * out_plane;
-      ctx.pool->parallel_for(static_cast<size_t>(oc_), 1, [&](size_t ob, size_t oe) {
-        for (size_t o = ob; o < oe; ++o) {
-          float* out = yi + static_cast<int64_t>(o) * out_plane;
-          const float* in = xi + (static_cast<int64_t>(o) / mult_) * in_plane;
-          std::fill(out, out + out_plane, bias_[o]);
-          for (int64_t ky = 0; ky < g_.kh; ++ky)
-            for (int64_t kx = 0; kx < g_.kw; ++kx) {
-              float w = weights_[(static_cast<int64_t>(o) * g_.kh + ky) * g_.kw + kx];
-              if (w != 0.0f) accumulate_tap(in, ih_, iw_, out, oh_, ow_, g_, ky, kx, w);
-            }
-          clamp_range(out, static_cast<size_t>(out_plane), lo, hi);
-        }
-      });
-    }
+
+ protected:
+  void accumulate_plane(const float* image, int64_t o, float* out) const override {
+    const float* in = image + (o / mult_) * ih_ * iw_;
+    for (int64_t ky = 0; ky < g_.kh; ++ky)
+      for (int64_t kx = 0; kx < g_.kw; ++kx) {
+        float w = weights_[(o * g_.kh + ky) * g_.kw + kx];
+        if (w != 0.0f) accumulate_tap(in, ih_, iw_, out, oh_, ow_, g_, ky, kx, w);
+      }
   }
 
  private:
-  Geometry g_;
-  int64_t n_, ih_, iw_, ic_, oh_, ow_, oc_, mult_ = 1;
-  std::vector<float> weights_, bias_;
-  int act_ = 0;
+  int64_t mult_ = 1;
 };
 
 }  // namespace
