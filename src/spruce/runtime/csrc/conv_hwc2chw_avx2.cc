@@ -122,6 +122,16 @@ void conv_rows(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias
 // measured best on Zen 3 (8 FMA chains; 4 x 3 spills, 8 x 1 loads more).
 constexpr int32_t kPhaseWidth = 128;  // floats per phase row
 
+inline __m256 even_lanes(__m256 lo, __m256 hi) {
+  const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+inline __m256 odd_lanes(__m256 lo, __m256 hi) {
+  const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
 // Phase rows usable: every read (last vector's lanes + K / 2) and every data
 // column fit kPhaseWidth.
 template <int K>
@@ -140,6 +150,41 @@ void fill_phase_row(const ConvHwcParams& p, const float* input, int32_t iy, floa
     return;
   }
   const float* src = input + static_cast<int64_t>(iy) * p.in_w * C;
+  if (C == 3) {
+    // 16 RGB pixels (6 vectors) at a time: blends and one lane permute per
+    // channel split 8 pixels into R, G, B; even/odd lanes then give the phases.
+    int32_t ix = 0;
+    for (; ix + 16 <= p.in_w; ix += 16) {
+      __m256 ch[2][3];
+      for (int h = 0; h < 2; ++h) {
+        const float* q = src + static_cast<int64_t>(ix + 8 * h) * 3;
+        const __m256 a = _mm256_loadu_ps(q), b = _mm256_loadu_ps(q + 8), c = _mm256_loadu_ps(q + 16);
+        ch[h][0] = _mm256_permutevar8x32_ps(_mm256_blend_ps(_mm256_blend_ps(a, b, 0x92), c, 0x24),
+                                            _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5));
+        ch[h][1] = _mm256_permutevar8x32_ps(_mm256_blend_ps(_mm256_blend_ps(a, b, 0x24), c, 0x49),
+                                            _mm256_setr_epi32(1, 4, 7, 2, 5, 0, 3, 6));
+        ch[h][2] = _mm256_permutevar8x32_ps(_mm256_blend_ps(_mm256_blend_ps(a, b, 0x49), c, 0x92),
+                                            _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7));
+      }
+      const int32_t x = ix + p.pad_left;  // padded column of pixel ix
+      for (int i = 0; i < 3; ++i) {
+        const __m256 even = even_lanes(ch[0][i], ch[1][i]), odd = odd_lanes(ch[0][i], ch[1][i]);
+        float* d = dst + i * 2 * kPhaseWidth;
+        if (x % 2 == 0) {
+          _mm256_storeu_ps(d + x / 2, even);
+          _mm256_storeu_ps(d + kPhaseWidth + x / 2, odd);
+        } else {
+          _mm256_storeu_ps(d + kPhaseWidth + x / 2, even);
+          _mm256_storeu_ps(d + x / 2 + 1, odd);
+        }
+      }
+    }
+    for (; ix < p.in_w; ++ix) {
+      const int32_t x = ix + p.pad_left;
+      for (int i = 0; i < 3; ++i) dst[(i * 2 + (x & 1)) * kPhaseWidth + (x >> 1)] = src[ix * 3 + i];
+    }
+    return;
+  }
   const __m256i lanes = _mm256_setr_epi32(0, 2 * C, 4 * C, 6 * C, 8 * C, 10 * C, 12 * C, 14 * C);
   for (int ph = 0; ph < 2; ++ph) {
     // Index j holds input column 2 * j + ph - pad_left.
