@@ -182,3 +182,19 @@ def test_device_count_and_engine_are_part_of_the_training_results_keys():
         assert config.stage_key(stage, 2, engine) != config.stage_key(
             stage, 2, "keras.distribution.DataParallel")
     assert config.stage_key("data", 2, engine) == config.stage_key("data")
+
+
+def test_distribute_with_one_device_trains_on_it_alone_and_says_how_to_split_the_cpu(capsys):
+    tf = pytest.importorskip("tensorflow")
+    import keras
+
+    from spruce.workflow.config import load_config
+    from spruce.workflow.pipeline import _training_devices
+
+    if keras.backend.backend() != "tensorflow" or tf.config.list_logical_devices("GPU"):
+        pytest.skip("checks a CPU-only TensorFlow process")
+    if len(tf.config.list_logical_devices("CPU")) != 1:
+        pytest.skip("this process's CPU is already split")
+    training = _training_devices(load_config(None, {"distribute": True}), quiet=False)
+    assert training["replicas"] == 1 and training["engine"] == "single device"
+    assert "--cpu-devices N splits the CPU into N devices" in capsys.readouterr().err
