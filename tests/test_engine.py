@@ -192,6 +192,32 @@ def test_1x1_conv_pruned_to_all_zeros_matches_litert(tmp_path):
     assert_close_to_litert(path, sample((1, 6, 6, 4)))
 
 
+def test_sparse_1x1_convs_on_unaligned_planes_match_litert_at_any_thread_count(tmp_path):
+    """14x14 and 7x7 planes (not a multiple of 16 floats) run from aligned input tiles.
+
+    14x14 has 7 tiles of 32 pixels, split across threads by tile; 7x7 is one tile,
+    split by output channels. Wide (<= 128 inputs) and paired (> 128) kernels both.
+    """
+    layers = keras.layers
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((14, 14, 160))
+    x = layers.Conv2D(144, 1, activation="relu")(inputs)
+    x = layers.Conv2D(96, 1)(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same")(x)
+    x = layers.Conv2D(200, 1, activation="relu6")(x)
+    x = layers.Conv2D(64, 1)(x)
+    model = keras.Model(inputs, x)
+    prune_pointwise(model, 0.8)
+    path = convert(model, tmp_path / "unaligned.tflite", sparse=True)
+    x = sample((1, 14, 14, 160), seed=2)
+    reference = Engine(path, num_threads=1)
+    assert [row["family"] for row in reference.profile(1)].count("spmm") == 4
+    one = reference.run(x)
+    assert_close_to_litert(path, x, engine=reference)
+    for threads in (2, 3, 5):
+        np.testing.assert_array_equal(Engine(path, num_threads=threads).run(x), one)
+
+
 def test_two_threads_give_the_one_thread_outputs(files):
     path = files("mobilenet_v2")
     x = sample((1, 64, 64, 3), seed=1)

@@ -167,11 +167,17 @@ void Graph::plan_memory() {
   for (int idx : outputs_) last[idx] = end;
   for (int idx : inputs_) last[idx] = end;  // inputs stay readable (benchmark reruns)
 
+  // Items n + i are the scratch of op i, alive during that op only.
   struct Item { size_t tensor, size; int first, last; size_t offset; };
   std::vector<Item> items;
   for (size_t i = 0; i < n; ++i) {
     if (tensors_[i].is_const || last[i] < first[i]) continue;
     items.push_back({i, round_up(tensors_[i].numel + kSlackFloats, kAlignFloats), first[i], last[i], 0});
+  }
+  for (int i = 0; i < end; ++i) {
+    if (size_t floats = ops_[i]->scratch_floats()) {
+      items.push_back({n + static_cast<size_t>(i), round_up(floats + kSlackFloats, kAlignFloats), i, i, 0});
+    }
   }
   std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
     return a.size != b.size ? a.size > b.size : a.tensor < b.tensor;
@@ -204,7 +210,13 @@ void Graph::plan_memory() {
   std::memset(p, 0, arena_floats_ * sizeof(float));
   arena_owner_ = std::unique_ptr<float[], void (*)(float*)>(static_cast<float*>(p), free_aligned);
   arena_ = arena_owner_.get();
-  for (const Item& it : items) tensors_[it.tensor].data = arena_ + it.offset;
+  for (const Item& it : items) {
+    if (it.tensor < n) {
+      tensors_[it.tensor].data = arena_ + it.offset;
+    } else {
+      ops_[it.tensor - n]->scratch = arena_ + it.offset;
+    }
+  }
 }
 
 void Graph::execute() {

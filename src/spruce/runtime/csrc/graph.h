@@ -71,9 +71,14 @@ class Op {
   // Multiply-adds x 2 per run, for GFLOP/s reports; 0 when negligible.
   virtual double flops() const { return 0.0; }
   virtual const char* family() const = 0;
+  // Floats of working memory the op needs while it runs; the graph places it in
+  // the arena (64-byte aligned, shared with tensors not alive at that op) and
+  // sets `scratch` before the first run.
+  virtual size_t scratch_floats() const { return 0; }
   std::string name;
   std::vector<int> inputs;
   std::vector<int> outputs;
+  float* scratch = nullptr;
 };
 
 // Builds and checks one op; defined in ops_registry.cc.

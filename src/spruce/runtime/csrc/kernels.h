@@ -82,6 +82,11 @@ struct SparseMatrix {
 // Throws std::invalid_argument if cols * in_stride * 4 does not fit in int32.
 SparseMatrix pack_sparse(const float* dense, int32_t rows, int32_t cols, int64_t in_stride);
 
+// The pixels the AVX2 kernel covers per pass over the weights of a matrix with
+// `cols` input channels, on an image of `pixels`: the whole image when it fits
+// one pass, else the tile width (pixel ranges cut at its multiples run fastest).
+int64_t spmm_tile_pixels(int32_t cols, int64_t pixels);
+
 // Rows [n_begin, n_end), pixels [p_begin, p_end). bias may be null (zero).
 // input: [K][in_stride] (w.in_stride), output: [N][out_stride].
 void spmm(const SparseMatrix& w, const float* bias, const float* input, float* output,

@@ -54,6 +54,12 @@ constexpr int32_t kSpmmKBlock = 128;
 // with one accumulator set (measured faster up to 128 on Zen 3; the per-row
 // cost then dominates more than the 32 KiB input tile's L1 misses).
 constexpr int32_t kSpmmWideTileMaxCols = 128;
+// Pixels per AVX2 sparse tile: 64 with one accumulator set (few input
+// channels), else 32 with two; a range up to kSpmmPairedSinglePass pixels (a
+// 7x7 image) runs as one tile of up to 7 vectors.
+constexpr int64_t kSpmmWideTile = 64;
+constexpr int64_t kSpmmPairedTile = 32;
+constexpr int64_t kSpmmPairedSinglePass = 56;
 
 }  // namespace kernels
 }  // namespace spruce

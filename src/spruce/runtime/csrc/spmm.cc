@@ -6,6 +6,7 @@
 // channel's nonzeros. The tile of input rows is reused by every output channel,
 // so it stays in cache. Pixel order inside a tile never changes the arithmetic
 // of one output element, so any split of the ranges gives identical results.
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -54,6 +55,13 @@ SparseMatrix pack_sparse(const float* dense, int32_t rows, int32_t cols, int64_t
                                 std::to_string(rows) + ", cols=" + std::to_string(cols));
   }
   return m;
+}
+
+int64_t spmm_tile_pixels(int32_t cols, int64_t pixels) {
+  const bool wide = cols <= kSpmmWideTileMaxCols;
+  const int64_t single = wide ? kSpmmWideTile : kSpmmPairedSinglePass;
+  if (pixels <= single) return std::max<int64_t>((pixels + 7) / 8 * 8, 8);
+  return wide ? kSpmmWideTile : kSpmmPairedTile;
 }
 
 namespace {

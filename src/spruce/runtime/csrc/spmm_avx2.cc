@@ -105,7 +105,8 @@ void spmm_tiles(const SparseMatrix& w, const float* bias, const float* input, fl
                 int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
                 int64_t p_end, const avx2::Epilogue& epilogue) {
   // Paired tiles hold 2V accumulators: at most 7 vectors fit the 16 registers.
-  constexpr int64_t kTile = kPaired ? 32 : 64, kMaxSinglePass = kPaired ? 56 : 64;
+  constexpr int64_t kTile = kPaired ? kSpmmPairedTile : kSpmmWideTile;
+  constexpr int64_t kMaxSinglePass = kPaired ? kSpmmPairedSinglePass : kSpmmWideTile;
   const __m256i all = _mm256_set1_epi32(-1);
   auto run = [&](int64_t p, int64_t width) {
     const int vectors = static_cast<int>((width + 7) / 8);
