@@ -32,8 +32,9 @@ SETTINGS = ("[dense]\nepochs = 2\nbatch_size = 32\n[prune]\nepochs = 1\nend_frac
             "[run]\nquick = true\nquick_train = 2000\nquick_test = 500\n")
 TEST_IMAGES = 500
 # 1 vs 2 devices diverge only by reduction order, which a short Adam run amplifies:
-# measured gaps were 0-1.8 points (TF, JAX); 4 points is 20 of the 500 test images.
-MAX_GAP = 0.04
+# measured gaps were 0-1.8 points (TF, JAX) here; 5 points (25 of the 500 test images)
+# leaves room for other CPUs' kernels, and still catches a run that trained on less.
+MAX_GAP = 0.05
 
 SCRIPT = r"""
 import json, sys
@@ -198,3 +199,30 @@ def test_distribute_with_one_device_trains_on_it_alone_and_says_how_to_split_the
     training = _training_devices(load_config(None, {"distribute": True}), quiet=False)
     assert training["replicas"] == 1 and training["engine"] == "single device"
     assert "--cpu-devices N splits the CPU into N devices" in capsys.readouterr().err
+
+
+def test_training_copy_has_synchronized_batchnorm_and_the_exported_copy_is_plain():
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from spruce.distribute import copy_model, data_parallel
+    from spruce.workflow.train import _replicated
+    from spruce.zoo import guide_model
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("synchronized BatchNorm exists under TensorFlow only")
+    model = guide_model()
+    x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+
+    def batchnorms(m):
+        return [layer for layer in m.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+    with data_parallel():
+        replicated = _replicated(model, distributed=True)
+    plain = copy_model(replicated)
+    assert batchnorms(replicated) and all(bn.synchronized for bn in batchnorms(replicated))
+    assert not any(bn.synchronized for bn in batchnorms(plain))
+    for copy in (replicated, plain):
+        for a, b in zip(model.get_weights(), copy.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
