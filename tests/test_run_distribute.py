@@ -190,13 +190,13 @@ def test_distribute_with_one_device_trains_on_it_alone_and_says_how_to_split_the
     import keras
 
     from spruce.workflow.config import load_config
-    from spruce.workflow.pipeline import _training_devices
+    from spruce.workflow.devices import training_devices
 
     if keras.backend.backend() != "tensorflow" or tf.config.list_logical_devices("GPU"):
         pytest.skip("checks a CPU-only TensorFlow process")
     if len(tf.config.list_logical_devices("CPU")) != 1:
         pytest.skip("this process's CPU is already split")
-    training = _training_devices(load_config(None, {"distribute": True}), quiet=False)
+    training = training_devices(load_config(None, {"distribute": True}), quiet=False)
     assert training["replicas"] == 1 and training["engine"] == "single device"
     assert "--cpu-devices N splits the CPU into N devices" in capsys.readouterr().err
 
@@ -226,3 +226,21 @@ def test_training_copy_has_synchronized_batchnorm_and_the_exported_copy_is_plain
         for a, b in zip(model.get_weights(), copy.get_weights()):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_jax_keeps_a_multiple_of_the_replicas_of_images_so_every_batch_splits_evenly():
+    from spruce.workflow.data import Dataset
+    from spruce.workflow.devices import fit_to_replicas
+
+    images = lambda n: np.zeros((n, 32, 32, 3), np.float32)  # noqa: E731
+    labels = lambda n: np.arange(n)  # noqa: E731
+    data = Dataset("d", images(7), labels(7), images(5), labels(5), images(3), labels(3), tuple("ab"))
+    training = {"engine": "keras.distribution.DataParallel", "backend": "jax", "replicas": 2}
+    kept = fit_to_replicas(data, training, quiet=True)
+    assert (len(kept.x_train), len(kept.y_train), len(kept.x_val), len(kept.y_val)) == (6, 6, 4, 4)
+    assert len(kept.x_test) == 3 and training["dropped_images"] == 2  # the test set is not trained on
+    np.testing.assert_array_equal(kept.y_train, np.arange(6))
+    # with a batch size that is a multiple of 2, the last, partial batch (6 % 4 = 2) splits too
+    assert len(kept.x_train) % 4 % 2 == 0
+    tf_training = {"engine": "tf.distribute.MirroredStrategy", "backend": "tensorflow", "replicas": 2}
+    assert fit_to_replicas(data, tf_training, quiet=True) is data  # MirroredStrategy splits unevenly

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from spruce.workflow import artifacts, evaluate, plots, report
+from spruce.workflow import artifacts, devices, evaluate, plots, report
 from spruce.workflow.artifacts import Manifest, atomic_path, read_json, write_json
 from spruce.workflow.data import load_dataset
 from spruce.workflow.model import build_model
@@ -66,7 +66,7 @@ def run(config, fresh=False, progress=True, quiet=False):
     """Run the whole workflow for `config` (a validated RunConfig); return a RunReport."""
     t_start = time.perf_counter()
     # before anything creates a tensor: splitting the CPU must precede the backend's start
-    training = _training_devices(config, quiet)
+    training = devices.training_devices(config, quiet)
     import keras
 
     # A fresh Keras state per run: layer names restart (conv2d, conv2d_1, ...).
@@ -86,7 +86,7 @@ def run(config, fresh=False, progress=True, quiet=False):
     data = load_dataset(config.dataset, config.data_dir or None, config.val_fraction, config.seed,
                         train_limit=config.quick_train if config.quick else None,
                         test_limit=config.quick_test if config.quick else None)
-    data = _fit_to_replicas(data, training, quiet)
+    data = devices.fit_to_replicas(data, training, quiet)
     stage_seconds["data"] = time.perf_counter() - t
     keys = {stage: config.stage_key(stage, training["replicas"], training["engine"])
             for stage in ("dense", "pruned", "export")}
@@ -200,66 +200,6 @@ def _train_dense(model, data, config, log_dir, progress, distributed):
     from spruce.workflow.train import train_dense
 
     return train_dense(model, data, config, log_dir, progress, distributed)
-
-
-def _training_devices(config, quiet):
-    """Where both trainings run: {engine, replicas, devices, ...} (also the report's entry).
-
-    With `config.distribute`, all local devices through the backend's data-parallel
-    engine, after splitting the host CPU into `config.cpu_devices` devices when asked.
-    """
-    single = {"engine": "single device", "replicas": 1, "global_batch": config.batch_size}
-    if not config.distribute:
-        return single
-    import keras
-
-    from spruce import distribute
-    from spruce.workflow.config import ConfigError
-
-    backend = keras.backend.backend()
-    try:
-        engine = distribute.check_engine(backend)
-    except ValueError as e:
-        raise ConfigError(f"--distribute: {str(e).rstrip('.')}, or drop --distribute.") from None
-    if config.cpu_devices > 1:
-        try:
-            distribute.split_cpu(config.cpu_devices)
-        except RuntimeError as e:
-            raise ConfigError(f"--cpu-devices {config.cpu_devices}: {e}") from None
-    devices = distribute.local_devices()
-    replicas = len(devices)
-    if replicas == 1:
-        _log(f"distribute: one device ({devices[0]}), so training runs on it alone; on a CPU-only "
-             "host, --cpu-devices N splits the CPU into N devices", quiet)
-        return {**single, "devices": devices}
-    if config.batch_size % replicas:
-        fit = max(replicas, round(config.batch_size / replicas) * replicas)
-        raise ConfigError(
-            f"batch_size must be a multiple of the {replicas} replicas under --distribute (it is the "
-            f"global batch, split evenly over the devices). Received: batch_size={config.batch_size}. "
-            f"Use --batch-size {fit}.")
-    _log(f"distribute: {engine} over {replicas} devices ({', '.join(devices)}), global batch "
-         f"{config.batch_size} ({config.batch_size // replicas} per replica)", quiet)
-    return {"engine": engine, "backend": backend, "replicas": replicas, "devices": devices,
-            "global_batch": config.batch_size, "per_replica_batch": config.batch_size // replicas,
-            "synchronized_batchnorm": backend == "tensorflow"}
-
-
-def _fit_to_replicas(data, training, quiet):
-    """JAX shards every batch evenly over the devices, the last, partial one too: keep a
-    multiple of the replicas of the training and validation images (with a batch size that
-    is one, every batch then splits evenly). TensorFlow splits uneven batches itself."""
-    replicas = training["replicas"]
-    if replicas == 1 or training.get("backend") != "jax":
-        return data
-    n_train, n_val = (len(data.x_train) // replicas * replicas, len(data.x_val) // replicas * replicas)
-    dropped = len(data.x_train) - n_train + len(data.x_val) - n_val
-    if not dropped:
-        return data
-    _log(f"distribute: dropping {dropped} image(s) so that {replicas} devices get equal shares", quiet)
-    training["dropped_images"] = dropped
-    return dataclasses.replace(data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train],
-                               x_val=data.x_val[:n_val], y_val=data.y_val[:n_val])
 
 
 def _save_keras(model, final):
