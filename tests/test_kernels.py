@@ -352,12 +352,14 @@ def test_conv_hwc2chw_on_the_mobilenet_entry_shape(isa):
     "hw,pad,out_c",
     [((1, 1), (0, 0, 2, 2), 1), ((1, 1), (1, 1, 1, 1), 5), ((2, 3), (0, 0, 1, 1), 4), ((2, 3), (1, 0, 0, 1), 7),
      ((17, 15), (0, 0, 1, 1), 32), ((16, 33), (1, 1, 1, 1), 9), ((9, 20), (3, 2, 0, 4), 13), ((5, 7), (2, 3, 2, 3), 3),
-     ((4, 252), (0, 0, 1, 1), 8), ((4, 254), (1, 1, 1, 1), 6), ((4, 300), (0, 0, 1, 1), 4)],
+     ((4, 252), (0, 0, 1, 1), 8), ((4, 254), (1, 1, 1, 1), 6), ((4, 300), (0, 0, 1, 1), 4),
+     ((5, 9), (1, 1, 1, 1), 130), ((3, 5), (0, 0, 1, 1), 1030)],
 )
 def test_conv_hwc2chw_3x3_stride2_rgb_any_shape_row_split_and_no_stray_writes(isa, hw, pad, out_c):
     # The RGB 3x3/2 entry conv splits input rows into column phases; tiny and
-    # odd planes, large pads, channel counts that are not whole tiles and rows
-    # too wide for the phase rows (which take the general path) must all match
+    # odd planes, large pads, channel counts that are not whole tiles, and rows
+    # too wide for the phase rows or more than 1024 channels (which take the
+    # general path) must all match
     # NumPy, split by rows bit-identically and write nothing past the output.
     rng = np.random.default_rng(6)
     w = rng.standard_normal((out_c, 3, 3, 3)).astype(np.float32)
