@@ -195,8 +195,9 @@ def test_1x1_conv_pruned_to_all_zeros_matches_litert(tmp_path):
 def test_sparse_1x1_convs_on_unaligned_planes_match_litert_at_any_thread_count(tmp_path):
     """14x14 and 7x7 planes (not a multiple of 16 floats) run from aligned input tiles.
 
-    14x14 has 7 tiles of 32 pixels, split across threads by tile; 7x7 is one tile,
-    split by output channels. Wide (<= 128 inputs) and paired (> 128) kernels both.
+    14x14 makes 5 tiles of 40 pixels: 5 threads take a tile each, other counts split
+    (tile, channel group) items; 7x7 is one tile, split by output channels. Wide
+    (<= 128 inputs) and paired (> 128) kernels both.
     """
     layers = keras.layers
     keras.utils.set_random_seed(3)
@@ -214,7 +215,7 @@ def test_sparse_1x1_convs_on_unaligned_planes_match_litert_at_any_thread_count(t
     assert [row["family"] for row in reference.profile(1)].count("spmm") == 4
     one = reference.run(x)
     assert_close_to_litert(path, x, engine=reference)
-    for threads in (2, 3, 5):
+    for threads in (2, 3, 5, 7):
         np.testing.assert_array_equal(Engine(path, num_threads=threads).run(x), one)
 
 

@@ -82,10 +82,14 @@ struct SparseMatrix {
 // Throws std::invalid_argument if cols * in_stride * 4 does not fit in int32.
 SparseMatrix pack_sparse(const float* dense, int32_t rows, int32_t cols, int64_t in_stride);
 
-// The pixels the AVX2 kernel covers per pass over the weights of a matrix with
-// `cols` input channels, on an image of `pixels`: the whole image when it fits
-// one pass, else the tile width (pixel ranges cut at its multiples run fastest).
-int64_t spmm_tile_pixels(int32_t cols, int64_t pixels);
+// How a caller should feed spmm a matrix of `cols` input channels on images of
+// `pixels`: 0 means in place; T > 0 means copy the image tile by tile (tiles of T
+// pixels, the last one shorter) into [cols][T] scratch aligned to 64 bytes and
+// call spmm once per tile. Tiles run in one pass over the weights each and their
+// rows never split a vector load across cache lines, which pays for the copy
+// when the matrix has many input channels or the image's channel planes are not
+// a multiple of 16 floats (14x14, 7x7).
+int64_t spmm_input_tile(int32_t cols, int64_t pixels);
 
 // Rows [n_begin, n_end), pixels [p_begin, p_end). bias may be null (zero).
 // input: [K][in_stride] (w.in_stride), output: [N][out_stride].

@@ -144,14 +144,9 @@ class Conv1x1Op : public Op {
       if (k_ * pixels_ * static_cast<int64_t>(sizeof(float)) >= (int64_t{1} << 31)) {
         fail(s, "input too large for 32-bit sparse offsets: " + dims_str(x.shape));
       }
-      // Channel planes whose size is not a multiple of 16 floats start at
-      // addresses that split the kernel's vector loads across cache lines
-      // (14x14 and 7x7 planes); such inputs are copied tile by tile into
-      // aligned [K][tile] scratch first (about 10% faster with the copy).
-      if (pixels_ % 16 != 0) {
-        tile_ = kernels::spmm_tile_pixels(static_cast<int32_t>(k_), pixels_);
-        tiles_ = (pixels_ + tile_ - 1) / tile_;
-      }
+      // The kernel may want the input copied into aligned tiles (kernels.h).
+      tile_ = kernels::spmm_input_tile(static_cast<int32_t>(k_), pixels_);
+      if (tile_ != 0) tiles_ = (pixels_ + tile_ - 1) / tile_;
       sparse_w_ = kernels::pack_sparse(w.data.data(), static_cast<int32_t>(n_), static_cast<int32_t>(k_),
                                        tile_ != 0 ? tile_ : pixels_);
       nnz_ = sparse_w_.nnz();
@@ -201,24 +196,33 @@ class Conv1x1Op : public Op {
     kernels::spmm(sparse_w_, bias_.data(), packed, yi + p0, pixels_, static_cast<int32_t>(n0),
                   static_cast<int32_t>(n1), 0, width, act_);
   }
-  // Splits by tiles (each packs its own input) when there are enough, else packs
-  // every tile and splits the output channels.
+  // Threads split tiles (each packing its own) when there are enough to balance;
+  // otherwise every tile is packed first and the work items are (tile, group of
+  // output channels): 7 tiles of a 14x14 image make 14 items for 2 threads.
   void run_tiled(ThreadPool* pool, const float* xi, float* yi) const {
     const int threads = pool->num_threads();
     if (threads == 1 || n_ * pixels_ < 4096) {
       for (int64_t t = 0; t < tiles_; ++t) run_tile(pack_tile(xi, t), yi, t, 0, n_);
-    } else if (tiles_ >= 2 * threads) {
+      return;
+    }
+    if (tiles_ % threads == 0 || tiles_ >= 4 * threads) {
       pool->parallel_for(static_cast<size_t>(tiles_), 1, [&](size_t tb, size_t te) {
         for (size_t t = tb; t < te; ++t) run_tile(pack_tile(xi, t), yi, t, 0, n_);
       });
-    } else {
-      for (int64_t t = 0; t < tiles_; ++t) pack_tile(xi, t);
-      pool->parallel_for(static_cast<size_t>(n_), 4, [&](size_t nb, size_t ne) {
-        for (int64_t t = 0; t < tiles_; ++t) {
-          run_tile(scratch + t * k_ * tile_, yi, t, static_cast<int64_t>(nb), static_cast<int64_t>(ne));
-        }
-      });
+      return;
     }
+    pool->parallel_for(static_cast<size_t>(tiles_), 1, [&](size_t tb, size_t te) {
+      for (size_t t = tb; t < te; ++t) pack_tile(xi, t);
+    });
+    const int64_t groups = std::min<int64_t>((4 * threads + tiles_ - 1) / tiles_, std::max<int64_t>(n_ / 8, 1));
+    const int64_t rows = (n_ + groups - 1) / groups;
+    pool->parallel_for(static_cast<size_t>(tiles_ * groups), 1, [&](size_t ib, size_t ie) {
+      for (size_t i = ib; i < ie; ++i) {
+        const int64_t t = static_cast<int64_t>(i) % tiles_, g = static_cast<int64_t>(i) / tiles_;
+        const int64_t n0 = g * rows, n1 = std::min(n_, n0 + rows);
+        if (n0 < n1) run_tile(scratch + t * k_ * tile_, yi, t, n0, n1);
+      }
+    });
   }
 
   bool sparse_;

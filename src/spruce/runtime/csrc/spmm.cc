@@ -57,11 +57,14 @@ SparseMatrix pack_sparse(const float* dense, int32_t rows, int32_t cols, int64_t
   return m;
 }
 
-int64_t spmm_tile_pixels(int32_t cols, int64_t pixels) {
+int64_t spmm_input_tile(int32_t cols, int64_t pixels) {
   const bool wide = cols <= kSpmmWideTileMaxCols;
-  const int64_t single = wide ? kSpmmWideTile : kSpmmPairedSinglePass;
-  if (pixels <= single) return std::max<int64_t>((pixels + 7) / 8 * 8, 8);
-  return wide ? kSpmmWideTile : kSpmmPairedTile;
+  if (pixels <= 0 || (wide && pixels % 16 == 0)) return 0;
+  auto round8 = [](int64_t n) { return (n + 7) / 8 * 8; };
+  if (wide) return std::min(round8(pixels), kSpmmWideTile);
+  if (pixels <= kSpmmPairedSinglePass) return round8(pixels);
+  const int64_t tiles = (pixels + kSpmmPackedTile - 1) / kSpmmPackedTile;
+  return round8((pixels + tiles - 1) / tiles);
 }
 
 namespace {
