@@ -10,6 +10,8 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include "simd_avx2.h"
 
+#include <cstring>
+
 namespace spruce {
 namespace kernels {
 namespace {
@@ -277,6 +279,50 @@ void dwconv_channels_padded(const DwConvParams& p, const PaddedGeometry& g, cons
 constexpr int32_t kFlatSmallVectors = 32;
 constexpr int32_t kFlatMaxVectors = 128;
 
+// Byte per lane, 0xff where bit `lane` of the index is set.
+struct ByteMasks {
+  uint64_t m[256];
+  ByteMasks() {
+    for (int bits = 0; bits < 256; ++bits) {
+      m[bits] = 0;
+      for (int lane = 0; lane < 8; ++lane) {
+        if (bits & (1 << lane)) m[bits] |= uint64_t{0xff} << (8 * lane);
+      }
+    }
+  }
+};
+
+// masks[t][lane] = -1 where flattened output q = 8 * v + lane exists and tap
+// t = (ky, kx) reads inside the input (stride S), else 0. Lanes are tested
+// together: row and column tests once per k, then one movemask per tap.
+template <int K, int S>
+void build_flat_masks(const DwConvParams& p, int32_t v, int32_t pixels, int32_t out_w, int8_t (*masks)[8]) {
+  static const ByteMasks kBytes;
+  const __m256i q = _mm256_add_epi32(_mm256_set1_epi32(v * 8), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  // q / out_w in float: the flattened kernels have q, out_w <= 1024, so
+  // (q + 0.5) / out_w is at least 0.5 / 1024 away from an integer while the
+  // float error stays below 2e-4, and truncation gives the exact quotient.
+  const __m256i oy = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(0.5f)),
+                                                       _mm256_set1_ps(1.0f / static_cast<float>(out_w))));
+  const __m256i ox = _mm256_sub_epi32(q, _mm256_mullo_epi32(oy, _mm256_set1_epi32(out_w)));
+  const __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(pixels), q);
+  const __m256i iy0 = _mm256_sub_epi32(_mm256_mullo_epi32(oy, _mm256_set1_epi32(S)), _mm256_set1_epi32(p.pad_top));
+  const __m256i ix0 = _mm256_sub_epi32(_mm256_mullo_epi32(ox, _mm256_set1_epi32(S)), _mm256_set1_epi32(p.pad_left));
+  const __m256i minus1 = _mm256_set1_epi32(-1), h = _mm256_set1_epi32(p.in_h), w = _mm256_set1_epi32(p.in_w);
+  __m256i row[K], col[K];
+  for (int k = 0; k < K; ++k) {
+    const __m256i iy = _mm256_add_epi32(iy0, _mm256_set1_epi32(k)), ix = _mm256_add_epi32(ix0, _mm256_set1_epi32(k));
+    row[k] = _mm256_and_si256(valid, _mm256_and_si256(_mm256_cmpgt_epi32(iy, minus1), _mm256_cmpgt_epi32(h, iy)));
+    col[k] = _mm256_and_si256(_mm256_cmpgt_epi32(ix, minus1), _mm256_cmpgt_epi32(w, ix));
+  }
+  for (int ky = 0; ky < K; ++ky) {
+    for (int kx = 0; kx < K; ++kx) {
+      const int bits = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_and_si256(row[ky], col[kx])));
+      std::memcpy(masks[ky * K + kx], &kBytes.m[bits], 8);
+    }
+  }
+}
+
 template <int K, int MaxV>
 void dwconv_channels_flat(const DwConvParams& p, const float* weights, const float* bias,
                           const float* input, float* output, int32_t c_begin, int32_t c_end,
@@ -289,18 +335,7 @@ void dwconv_channels_flat(const DwConvParams& p, const float* weights, const flo
   for (int ky = 0; ky < K; ++ky) {
     for (int kx = 0; kx < K; ++kx) offset[ky * K + kx] = (ky - p.pad_top) * in_w + (kx - p.pad_left);
   }
-  for (int32_t v = 0; v < vectors; ++v) {
-    for (int lane = 0; lane < 8; ++lane) {
-      const int32_t q = v * 8 + lane, oy = q / out_w, ox = q % out_w;
-      for (int ky = 0; ky < K; ++ky) {
-        for (int kx = 0; kx < K; ++kx) {
-          const int32_t iy = oy - p.pad_top + ky, ix = ox - p.pad_left + kx;
-          const bool ok = q < pixels && iy >= 0 && iy < in_h && ix >= 0 && ix < in_w;
-          masks[v][ky * K + kx][lane] = ok ? -1 : 0;
-        }
-      }
-    }
-  }
+  for (int32_t v = 0; v < vectors; ++v) build_flat_masks<K, 1>(p, v, pixels, out_w, masks[v]);
   alignas(32) float last[8];
   for (int32_t c = c_begin; c < c_end; ++c) {
     const float* in = input + c * in_plane;
@@ -372,18 +407,7 @@ void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const fl
       offset[ky * K + kx] = phase * phase_size + (dy >> 1) * out_w + (dx >> 1);
     }
   }
-  for (int32_t v = 0; v < vectors; ++v) {
-    for (int lane = 0; lane < 8; ++lane) {
-      const int32_t q = v * 8 + lane, oy = q / out_w, ox = q % out_w;
-      for (int ky = 0; ky < K; ++ky) {
-        for (int kx = 0; kx < K; ++kx) {
-          const int32_t iy = 2 * oy - p.pad_top + ky, ix = 2 * ox - p.pad_left + kx;
-          const bool ok = q < pixels && iy >= 0 && iy < in_h && ix >= 0 && ix < in_w;
-          masks[v][ky * K + kx][lane] = ok ? -1 : 0;
-        }
-      }
-    }
-  }
+  for (int32_t v = 0; v < vectors; ++v) build_flat_masks<K, 2>(p, v, pixels, out_w, masks[v]);
   alignas(32) float last[8];
   for (int32_t c = c_begin; c < c_end; ++c) {
     const float* in = input + c * in_plane;
