@@ -458,3 +458,13 @@ def test_avx2_is_the_default_on_an_avx2_cpu():
     if os.environ.get("SPRUCE_KERNELS_ISA") == "portable":
         pytest.skip("SPRUCE_KERNELS_ISA=portable is set")
     assert kernels.default_isa() == "avx2"
+
+
+def test_measured_fma_peak_is_positive_and_rejects_bad_durations():
+    peak = kernels.fma_peak_gflops(0.05)
+    portable = kernels.fma_peak_gflops(0.05, isa="portable")
+    assert peak > 0 and portable > 0
+    if kernels.default_isa() == "avx2":
+        assert peak > portable  # 8-lane FMAs beat plain C++ multiply-adds
+    with pytest.raises(ValueError, match="seconds must be in"):
+        kernels.fma_peak_gflops(0.0)

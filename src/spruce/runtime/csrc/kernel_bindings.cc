@@ -193,6 +193,18 @@ void register_kernel_bindings(py::module_& parent) {
   m.def("cpu_has_avx2", &kernels::cpu_has_avx2, "True if AVX2+FMA kernels are built and the CPU runs them.");
   m.def("default_isa", [] { return std::string(kernels::isa_name(kernels::default_isa())); },
         "ISA the engine uses by default ('avx2' or 'portable'; SPRUCE_KERNELS_ISA=portable forces it).");
+  m.def(
+      "fma_peak_gflops",
+      [](double seconds, const std::string& isa) {
+        if (!(seconds > 0.0 && seconds <= 10.0)) {
+          throw py::value_error("seconds must be in (0, 10]. Received: seconds=" + std::to_string(seconds));
+        }
+        const Isa i = parse_isa(isa);
+        py::gil_scoped_release release;
+        return kernels::fma_peak_gflops(i, seconds);
+      },
+      py::arg("seconds") = 0.2, py::arg("isa") = "auto",
+      "Measured single-thread FMA throughput of this core (GFLOP/s): the peak kernels are reported against.");
 
   py::class_<kernels::SparseMatrix>(m, "SparseMatrix")
       .def_readonly("rows", &kernels::SparseMatrix::rows)
