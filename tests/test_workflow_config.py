@@ -56,6 +56,13 @@ def test_quick_shortens_only_what_was_not_set():
     assert load_config(None, {"quick": True, "dense_epochs": 6}).dense_epochs == 6
 
 
+def test_the_training_backend_is_part_of_every_training_stage_key():
+    config = RunConfig()
+    for stage in ("dense", "pruned", "export"):
+        assert config.stage_key(stage, backend="jax") != config.stage_key(stage, backend="tensorflow")
+    assert config.stage_key("data", backend="jax") == config.stage_key("data", backend="tensorflow")
+
+
 def test_stage_keys_chain_so_later_changes_keep_earlier_stages():
     base = RunConfig()
     pruning_changed = RunConfig(final_sparsity=0.8)

@@ -105,21 +105,25 @@ class RunConfig:
         "export": ("export_batch_size",),
     }
 
-    def stage_key(self, stage, replicas=1, engine=""):
+    def stage_key(self, stage, replicas=1, engine="", backend=""):
         """Hash of everything `stage` depends on, including the stages before it.
 
         A model trained on `replicas` > 1 devices differs from a 1-device one by the
         order of floating-point reductions, so the data-parallel engine and the number of
         replicas are part of the key of training and of every stage after it. (1 replica
-        adds nothing: a 1-device run keeps the key it always had.)
+        adds nothing: a 1-device run keeps the key it always had.) The Keras backend that
+        trains is part of those keys too: a JAX-trained model is not a TensorFlow run's.
         """
         order = list(self._STAGE_FIELDS)
         if stage not in order:
             raise ValueError(f"stage must be one of {order}. Received: stage={stage!r}")
         fields = [f for s in order[: order.index(stage) + 1] for f in self._STAGE_FIELDS[s]]
         values = {"recipe": RECIPE_VERSION, **{f: getattr(self, f) for f in fields}}
-        if replicas > 1 and order.index(stage) >= order.index("dense"):
+        trains = order.index(stage) >= order.index("dense")
+        if replicas > 1 and trains:
             values["data_parallel"] = {"engine": engine, "replicas": int(replicas)}
+        if backend and trains:
+            values["backend"] = backend
         blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

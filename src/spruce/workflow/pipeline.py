@@ -88,7 +88,7 @@ def run(config, fresh=False, progress=True, quiet=False):
                         test_limit=config.quick_test if config.quick else None)
     data = devices.fit_to_replicas(data, training, quiet)
     stage_seconds["data"] = time.perf_counter() - t
-    keys = {stage: config.stage_key(stage, training["replicas"], training["engine"])
+    keys = {stage: config.stage_key(stage, training["replicas"], training["engine"], keras.backend.backend())
             for stage in ("dense", "pruned", "export")}
     _log(f"spruce run -> {folder}\ndata: {data.name} {data.sizes()} in {stage_seconds['data']:.1f} s", quiet)
 
