@@ -120,7 +120,8 @@ void conv_rows(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias
 // times those loads; results go straight into the CHW planes. Every output
 // sums bias, then taps in (ky, kx, i) order, as conv_block does. 4 x 2 tiles
 // measured best on Zen 3 (8 FMA chains; 4 x 3 spills, 8 x 1 loads more).
-constexpr int32_t kPhaseWidth = 128;  // floats per phase row
+// Floats per phase row: 128 (inputs up to ~250 wide), else 512 (up to ~1020).
+constexpr int32_t kPhaseWidthSmall = 128, kPhaseWidthLarge = 512;
 
 inline __m256 even_lanes(__m256 lo, __m256 hi) {
   const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
@@ -132,21 +133,20 @@ inline __m256 odd_lanes(__m256 lo, __m256 hi) {
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
-// Phase rows usable: every read (last vector's lanes + K / 2) and every data
-// column fit kPhaseWidth.
-template <int K>
+// Phase rows of W floats usable: every read (last vector's lanes + K / 2) and
+// every data column fit.
+template <int K, int W>
 bool phased_applies(const ConvHwcParams& p) {
   const int32_t vectors = (p.out_w() + 7) / 8;
-  return vectors * 8 + K / 2 <= kPhaseWidth && (p.pad_left + p.in_w + 1) / 2 <= kPhaseWidth &&
-         p.out_c <= 1024;
+  return vectors * 8 + K / 2 <= W && (p.pad_left + p.in_w + 1) / 2 <= W && p.out_c <= 1024;
 }
 
 // Splits input row iy into C * 2 phase rows at dst (phase row of channel i,
-// parity ph at dst + (i * 2 + ph) * kPhaseWidth). Rows outside the image are zeros.
-template <int C>
+// parity ph at dst + (i * 2 + ph) * W). Rows outside the image are zeros.
+template <int C, int W>
 void fill_phase_row(const ConvHwcParams& p, const float* input, int32_t iy, float* dst) {
   if (iy < 0 || iy >= p.in_h) {
-    std::fill(dst, dst + C * 2 * kPhaseWidth, 0.0f);
+    std::fill(dst, dst + C * 2 * W, 0.0f);
     return;
   }
   const float* src = input + static_cast<int64_t>(iy) * p.in_w * C;
@@ -169,19 +169,19 @@ void fill_phase_row(const ConvHwcParams& p, const float* input, int32_t iy, floa
       const int32_t x = ix + p.pad_left;  // padded column of pixel ix
       for (int i = 0; i < 3; ++i) {
         const __m256 even = even_lanes(ch[0][i], ch[1][i]), odd = odd_lanes(ch[0][i], ch[1][i]);
-        float* d = dst + i * 2 * kPhaseWidth;
+        float* d = dst + i * 2 * W;
         if (x % 2 == 0) {
           _mm256_storeu_ps(d + x / 2, even);
-          _mm256_storeu_ps(d + kPhaseWidth + x / 2, odd);
+          _mm256_storeu_ps(d + W + x / 2, odd);
         } else {
-          _mm256_storeu_ps(d + kPhaseWidth + x / 2, even);
+          _mm256_storeu_ps(d + W + x / 2, even);
           _mm256_storeu_ps(d + x / 2 + 1, odd);
         }
       }
     }
     for (; ix < p.in_w; ++ix) {
       const int32_t x = ix + p.pad_left;
-      for (int i = 0; i < 3; ++i) dst[(i * 2 + (x & 1)) * kPhaseWidth + (x >> 1)] = src[ix * 3 + i];
+      for (int i = 0; i < 3; ++i) dst[(i * 2 + (x & 1)) * W + (x >> 1)] = src[ix * 3 + i];
     }
     return;
   }
@@ -192,7 +192,7 @@ void fill_phase_row(const ConvHwcParams& p, const float* input, int32_t iy, floa
     const int32_t last = p.in_w - 1 + p.pad_left - ph;  // 2 * j of the last column
     const int32_t j_hi = last >= 0 ? last / 2 + 1 : 0;
     for (int i = 0; i < C; ++i) {
-      float* d = dst + (i * 2 + ph) * kPhaseWidth;
+      float* d = dst + (i * 2 + ph) * W;
       int32_t j = j_lo;
       for (; j + 8 <= j_hi; j += 8) {
         const float* base = src + static_cast<int64_t>(2 * j + ph - p.pad_left) * C + i;
@@ -203,7 +203,7 @@ void fill_phase_row(const ConvHwcParams& p, const float* input, int32_t iy, floa
   }
 }
 
-template <int K, int C, int OC, int PV>
+template <int K, int C, int OC, int PV, int W>
 __attribute__((always_inline)) inline void phase_tile(const float* const rows[K], int32_t ox,
                                                       const float* wt, const float* b,
                                                       __m256 acc[OC][PV]) {
@@ -217,7 +217,7 @@ __attribute__((always_inline)) inline void phase_tile(const float* const rows[K]
     for (int kx = 0; kx < K; ++kx) {
 #pragma GCC unroll 4
       for (int i = 0; i < C; ++i) {
-        const float* row = rows[ky] + (i * 2 + (kx & 1)) * kPhaseWidth + ox + (kx >> 1);
+        const float* row = rows[ky] + (i * 2 + (kx & 1)) * W + ox + (kx >> 1);
         const float* w = wt + ((ky * K + kx) * C + i) * kConvHwcGroup;
         __m256 x[PV];
         for (int v = 0; v < PV; ++v) x[v] = _mm256_loadu_ps(row + v * 8);
@@ -230,7 +230,7 @@ __attribute__((always_inline)) inline void phase_tile(const float* const rows[K]
   }
 }
 
-template <int K, int C, int OC, int PV>
+template <int K, int C, int OC, int PV, int W>
 void conv_rows_phased(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias,
                       const float* input, float* output, int32_t oy_begin, int32_t oy_end,
                       const Activation& act) {
@@ -242,8 +242,8 @@ void conv_rows_phased(const ConvHwcParams& p, const PackedConvHwc& w, const floa
   alignas(32) float bias_pad[1024 + 8];
   for (int32_t o = 0; o < p.out_c + OC; ++o) bias_pad[o] = (bias != nullptr && o < p.out_c) ? bias[o] : 0.0f;
   // Ring of K input rows' phase rows (+ 8: garbage lanes of a last vector may read past).
-  alignas(32) float ring[K * C * 2 * kPhaseWidth + 8];
-  std::fill(ring, ring + K * C * 2 * kPhaseWidth + 8, 0.0f);
+  alignas(32) float ring[K * C * 2 * W + 8];
+  std::fill(ring, ring + K * C * 2 * W + 8, 0.0f);
   int32_t ring_row[K];  // input row held by each slot
   for (int k = 0; k < K; ++k) ring_row[k] = INT32_MIN;
   alignas(32) float last[8];
@@ -252,9 +252,9 @@ void conv_rows_phased(const ConvHwcParams& p, const PackedConvHwc& w, const floa
     for (int ky = 0; ky < K; ++ky) {
       const int32_t iy = oy * 2 + ky - p.pad_top;
       const int slot = ((iy % K) + K) % K;
-      float* dst = ring + slot * C * 2 * kPhaseWidth;
+      float* dst = ring + slot * C * 2 * W;
       if (ring_row[slot] != iy) {
-        fill_phase_row<C>(p, input, iy, dst);
+        fill_phase_row<C, W>(p, input, iy, dst);
         ring_row[slot] = iy;
       }
       rows[ky] = dst;
@@ -276,14 +276,14 @@ void conv_rows_phased(const ConvHwcParams& p, const PackedConvHwc& w, const floa
       int32_t v = 0;
       for (; v + PV <= vectors; v += PV) {
         __m256 acc[OC][PV];
-        phase_tile<K, C, OC, PV>(rows, v * 8, wt, bias_pad + o0, acc);
+        phase_tile<K, C, OC, PV, W>(rows, v * 8, wt, bias_pad + o0, acc);
         for (int o = 0; o < oc; ++o) {
           for (int j = 0; j < PV; ++j) store(o, (v + j) * 8, acc[o][j]);
         }
       }
       for (; v < vectors; ++v) {
         __m256 acc[OC][1];
-        phase_tile<K, C, OC, 1>(rows, v * 8, wt, bias_pad + o0, acc);
+        phase_tile<K, C, OC, 1, W>(rows, v * 8, wt, bias_pad + o0, acc);
         for (int o = 0; o < oc; ++o) store(o, v * 8, acc[o][0]);
       }
     }
@@ -295,8 +295,10 @@ void conv_rows_phased(const ConvHwcParams& p, const PackedConvHwc& w, const floa
 void conv_hwc2chw_avx2(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias,
                        const float* input, float* output, int32_t oy_begin, int32_t oy_end,
                        const Activation& act) {
-  if (p.kernel == 3 && p.stride == 2 && p.in_c == 3 && phased_applies<3>(p)) {
-    conv_rows_phased<3, 3, 4, 2>(p, w, bias, input, output, oy_begin, oy_end, act);
+  if (p.kernel == 3 && p.stride == 2 && p.in_c == 3 && phased_applies<3, kPhaseWidthSmall>(p)) {
+    conv_rows_phased<3, 3, 4, 2, kPhaseWidthSmall>(p, w, bias, input, output, oy_begin, oy_end, act);
+  } else if (p.kernel == 3 && p.stride == 2 && p.in_c == 3 && phased_applies<3, kPhaseWidthLarge>(p)) {
+    conv_rows_phased<3, 3, 4, 2, kPhaseWidthLarge>(p, w, bias, input, output, oy_begin, oy_end, act);
   } else if (p.kernel == 3 && p.stride == 2 && p.in_c == 3) {
     conv_rows<3, 2, 3>(p, w, bias, input, output, oy_begin, oy_end, act);
   } else if (p.kernel == 3 && p.stride == 1 && p.in_c == 3) {
