@@ -463,6 +463,7 @@ void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const fl
   alignas(32) float last[8];
   for (int32_t c = c_begin; c < c_end; ++c) {
     const float* in = input + c * in_plane;
+    const float* in_end = input + c_end * in_plane;  // end of the range's input
     for (int32_t iy = 0; iy < in_h; ++iy) {
       const float* src = in + static_cast<int64_t>(iy) * in_w;
       float* even = phases + (iy & 1) * 2 * phase_size + (iy >> 1) * out_w;
@@ -470,7 +471,9 @@ void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const fl
       // Columns past out_w spill into the next phase row, written after this one.
       for (int32_t x = 0; x < in_w && (x >> 1) < out_w; x += 16) {
         __m256 lo, hi;
-        if (x + 16 <= in_w) {
+        // Reads past the row's end (the next row, or the next channel of the
+        // range) are fine: every tap that would use them is masked.
+        if (x + 16 <= in_w || src + x + 16 <= in_end) {
           lo = _mm256_loadu_ps(src + x);
           hi = _mm256_loadu_ps(src + x + 8);
         } else {
