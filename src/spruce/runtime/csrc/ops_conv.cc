@@ -198,7 +198,7 @@ class Conv1x1Op : public Op {
   }
   // Threads split tiles (each packing its own) when there are enough to balance;
   // otherwise every tile is packed first and the work items are (tile, group of
-  // output channels): 7 tiles of a 14x14 image make 14 items for 2 threads.
+  // output channels): the 5 tiles of a 14x14 image make 10 items for 2 threads.
   void run_tiled(ThreadPool* pool, const float* xi, float* yi) const {
     const int threads = pool->num_threads();
     if (threads == 1 || n_ * pixels_ < 4096) {

@@ -1,7 +1,9 @@
 // Data-movement operators: layout changes, RESHAPE (a copy), PAD, and MEAN
 // over height and width.
+#include <cstdint>
 #include <cstring>
 
+#include "kernels.h"
 #include "ops.h"
 #include "ops_common.h"
 
@@ -144,18 +146,13 @@ class MeanHWOp : public Op {
     bool keep = y.shape == std::vector<int64_t>{n_, 1, 1, c_};
     bool drop = y.shape == std::vector<int64_t>{n_, c_};
     if (!keep && !drop) fail(s, "output shape " + dims_str(y.shape) + " is not the mean of " + dims_str(x.shape) + " over H and W");
+    if (n_ * c_ > INT32_MAX) fail(s, "too many channels in the batch: " + dims_str(x.shape));
   }
   const char* family() const override { return "pooling"; }
   void run(RunContext& ctx) override {
-    const float* x = (*ctx.tensors)[inputs[0]].data;
-    float* y = (*ctx.tensors)[outputs[0]].data;
-    const float scale = 1.0f / static_cast<float>(hw_);
-    for (int64_t i = 0; i < n_ * c_; ++i) {
-      const float* p = x + i * hw_;
-      double acc = 0.0;
-      for (int64_t j = 0; j < hw_; ++j) acc += p[j];
-      y[i] = static_cast<float>(acc) * scale;
-    }
+    // Every image's channel planes are consecutive, so batch x channels are rows.
+    kernels::global_avg_pool_chw((*ctx.tensors)[inputs[0]].data, hw_, hw_, (*ctx.tensors)[outputs[0]].data, 0,
+                                 static_cast<int32_t>(n_ * c_));
   }
 
  private:

@@ -1,10 +1,13 @@
 #include "thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace spruce {
 
 ThreadPool::ThreadPool(int num_threads) {
+  const unsigned cores = std::thread::hardware_concurrency();
+  spin_ = cores == 0 || static_cast<unsigned>(num_threads) <= cores;
   for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
@@ -35,9 +38,34 @@ void ThreadPool::drain(uint32_t gen) {
   }
 }
 
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+// How long a worker polls for the next job before it sleeps. An inference runs
+// one parallel_for per layer, tens of microseconds apart: waking a sleeping
+// thread costs about as much as a small layer, so workers stay awake through a
+// run and sleep once the engine is idle. A pool with more threads than cores
+// never polls: its pollers would take the cores from the threads with work.
+constexpr auto kSpin = std::chrono::microseconds(300);
+
+}  // namespace
+
 void ThreadPool::worker_loop() {
   uint32_t seen = 0;
   for (;;) {
+    const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+    for (int i = 0; spin_; ++i) {
+      if (static_cast<uint32_t>(state_.load(std::memory_order_acquire) >> 32) != seen) break;
+      if ((i & 63) == 63 && std::chrono::steady_clock::now() > spin_until) break;
+      cpu_relax();
+    }
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] {
@@ -58,9 +86,10 @@ void ThreadPool::parallel_for(size_t n, size_t grain, const Fn& fn) {
     fn(0, n);
     return;
   }
-  // About 4 chunks per thread: enough to rebalance, few enough to keep tiles big.
-  const size_t target = std::min(units, static_cast<size_t>(num_threads()) * 4);
-  const size_t units_per_chunk = (units + target - 1) / target;
+  // At least 4 chunks per thread when there are enough units (enough to
+  // rebalance, few enough to keep tiles big), else one unit per chunk: 10 units
+  // on 2 threads make 10 chunks, not 5 of 2 that would split 3:2.
+  const size_t units_per_chunk = std::max<size_t>(1, units / (static_cast<size_t>(num_threads()) * 4));
   uint32_t gen, chunks;
   {
     std::lock_guard<std::mutex> lock(mutex_);

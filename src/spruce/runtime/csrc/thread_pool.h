@@ -4,7 +4,8 @@
 // [0, n). Chunks are handed out dynamically (a few per thread) and the calling
 // thread takes them too, so a thread that the OS deschedules, or a chunk that
 // costs more than others (sparse rows), does not hold the others up. A pool of
-// 1 thread runs everything inline.
+// 1 thread runs everything inline. Idle workers poll for the next job for a
+// short while before they sleep, so consecutive layers start without a wake-up.
 #pragma once
 
 #include <atomic>
@@ -37,6 +38,7 @@ class ThreadPool {
   void drain(uint32_t gen);
 
   std::vector<std::thread> workers_;
+  bool spin_ = true;  // idle workers poll briefly before sleeping (see thread_pool.cc)
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stop_ = false;
