@@ -123,16 +123,6 @@ void conv_rows(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias
 // Floats per phase row: 128 (inputs up to ~250 wide), else 512 (up to ~1020).
 constexpr int32_t kPhaseWidthSmall = 128, kPhaseWidthLarge = 512;
 
-inline __m256 even_lanes(__m256 lo, __m256 hi) {
-  const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-
-inline __m256 odd_lanes(__m256 lo, __m256 hi) {
-  const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-
 // Phase rows of W floats usable: every read (last vector's lanes + K / 2) and
 // every data column fit.
 template <int K, int W>
@@ -168,7 +158,7 @@ void fill_phase_row(const ConvHwcParams& p, const float* input, int32_t iy, floa
       }
       const int32_t x = ix + p.pad_left;  // padded column of pixel ix
       for (int i = 0; i < 3; ++i) {
-        const __m256 even = even_lanes(ch[0][i], ch[1][i]), odd = odd_lanes(ch[0][i], ch[1][i]);
+        const __m256 even = avx2::even_lanes(ch[0][i], ch[1][i]), odd = avx2::odd_lanes(ch[0][i], ch[1][i]);
         float* d = dst + i * 2 * W;
         if (x % 2 == 0) {
           _mm256_storeu_ps(d + x / 2, even);

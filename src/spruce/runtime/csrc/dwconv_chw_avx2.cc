@@ -16,16 +16,6 @@ namespace spruce {
 namespace kernels {
 namespace {
 
-inline __m256 even_lanes(__m256 lo, __m256 hi) {
-  const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-
-inline __m256 odd_lanes(__m256 lo, __m256 hi) {
-  const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-
 // Lanes i of the 8 with 0 <= first + i < limit.
 inline __m256i inside(int32_t first, int32_t limit) {
   const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(first), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -81,8 +71,8 @@ void dwconv_channel(const DwConvParams& p, const float* w, float b, const float*
                 lo = _mm256_maskload_ps(row + kx, avx2::tail_mask(std::max(0, std::min(avail, 8))));
                 hi = _mm256_maskload_ps(row + kx + 8, avx2::tail_mask(std::max(0, std::min(avail - 8, 8))));
               }
-              acc = _mm256_fmadd_ps(even_lanes(lo, hi), wk[kx], acc);
-              if (kx + 1 < K) acc = _mm256_fmadd_ps(odd_lanes(lo, hi), wk[kx + 1], acc);
+              acc = _mm256_fmadd_ps(avx2::even_lanes(lo, hi), wk[kx], acc);
+              if (kx + 1 < K) acc = _mm256_fmadd_ps(avx2::odd_lanes(lo, hi), wk[kx + 1], acc);
             }
           }
         }
@@ -109,8 +99,8 @@ void dwconv_channel(const DwConvParams& p, const float* w, float b, const float*
             for (int kx = 0; kx < K; kx += 2) {
               const __m256 lo = _mm256_maskload_ps(row + (base + kx), masks[kx]);
               const __m256 hi = _mm256_maskload_ps(row + (base + kx + 8), masks[kx + 1]);
-              acc = _mm256_fmadd_ps(even_lanes(lo, hi), wk[kx], acc);
-              if (kx + 1 < K) acc = _mm256_fmadd_ps(odd_lanes(lo, hi), wk[kx + 1], acc);
+              acc = _mm256_fmadd_ps(avx2::even_lanes(lo, hi), wk[kx], acc);
+              if (kx + 1 < K) acc = _mm256_fmadd_ps(avx2::odd_lanes(lo, hi), wk[kx + 1], acc);
             }
           }
         }
@@ -169,11 +159,11 @@ inline void copy_row_deinterleaved(const float* src, int32_t in_w, int32_t pad_l
     const __m256 lo = _mm256_loadu_ps(src + x), hi = _mm256_loadu_ps(src + x + 8);
     const int32_t c = pad_left + x;
     if (c % 2 == 0) {
-      _mm256_storeu_ps(even + c / 2, even_lanes(lo, hi));
-      _mm256_storeu_ps(odd + c / 2, odd_lanes(lo, hi));
+      _mm256_storeu_ps(even + c / 2, avx2::even_lanes(lo, hi));
+      _mm256_storeu_ps(odd + c / 2, avx2::odd_lanes(lo, hi));
     } else {
-      _mm256_storeu_ps(odd + c / 2, even_lanes(lo, hi));
-      _mm256_storeu_ps(even + c / 2 + 1, odd_lanes(lo, hi));
+      _mm256_storeu_ps(odd + c / 2, avx2::even_lanes(lo, hi));
+      _mm256_storeu_ps(even + c / 2 + 1, avx2::odd_lanes(lo, hi));
     }
   }
   for (; x < in_w; ++x) {
@@ -253,8 +243,8 @@ void dwconv_channel_padded(const DwConvParams& p, const PaddedGeometry& g, const
         if (S == 2 && !D) {
           for (int kx = 0; kx < K; kx += 2) {
             const __m256 lo = _mm256_loadu_ps(row + kx), hi = _mm256_loadu_ps(row + kx + 8);
-            acc = _mm256_fmadd_ps(even_lanes(lo, hi), wk[kx], acc);
-            if (kx + 1 < K) odd = _mm256_fmadd_ps(odd_lanes(lo, hi), wk[kx + 1], odd);
+            acc = _mm256_fmadd_ps(avx2::even_lanes(lo, hi), wk[kx], acc);
+            if (kx + 1 < K) odd = _mm256_fmadd_ps(avx2::odd_lanes(lo, hi), wk[kx + 1], odd);
           }
         } else if (S == 1) {
           for (int kx = 0; kx < K; ++kx) {
@@ -480,8 +470,8 @@ void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const fl
           lo = _mm256_maskload_ps(src + x, avx2::tail_mask(std::min(8, in_w - x)));
           hi = _mm256_maskload_ps(src + x + 8, avx2::tail_mask(std::max(0, in_w - x - 8)));
         }
-        _mm256_storeu_ps(even + x / 2, even_lanes(lo, hi));
-        _mm256_storeu_ps(odd + x / 2, odd_lanes(lo, hi));
+        _mm256_storeu_ps(even + x / 2, avx2::even_lanes(lo, hi));
+        _mm256_storeu_ps(odd + x / 2, avx2::odd_lanes(lo, hi));
       }
     }
     float* out = output + static_cast<int64_t>(c) * pixels;

@@ -16,6 +16,18 @@ inline __m256i tail_mask(int n) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kBits + 8 - n));
 }
 
+// Lanes 0, 2, ..., 14 (even_lanes) or 1, 3, ..., 15 (odd_lanes) of the 16 floats
+// lo:hi, in order: splits a row into its even and odd columns (stride 2).
+inline __m256 even_lanes(__m256 lo, __m256 hi) {
+  const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+inline __m256 odd_lanes(__m256 lo, __m256 hi) {
+  const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
 // The fused epilogue of kernels.h's Activation, on 8 lanes.
 struct Epilogue {
   __m256 lo, hi;
