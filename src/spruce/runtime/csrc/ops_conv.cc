@@ -105,13 +105,15 @@ class ConvEntryOp : public Op {
   size_t in_img_ = 0, out_img_ = 0;
 };
 
-// Splits rows x pixels of one image across the pool.
+// Splits rows x pixels of one image across the pool: by pixels (32 at a time)
+// when every thread gets at least `min_pixels`, else by rows.
 template <typename F>
-void split_rows_pixels(ThreadPool* pool, int64_t rows, int64_t pixels, int64_t row_grain, F&& f) {
+void split_rows_pixels(ThreadPool* pool, int64_t rows, int64_t pixels, int64_t row_grain, int64_t min_pixels,
+                       F&& f) {
   const int threads = pool->num_threads();
   if (threads == 1 || rows * pixels < 4096) {
     f(0, rows, 0, pixels);
-  } else if (pixels >= 64 * threads) {
+  } else if (pixels >= min_pixels * threads) {
     pool->parallel_for(static_cast<size_t>(pixels), 32, [&](size_t b, size_t e) {
       f(0, rows, static_cast<int64_t>(b), static_cast<int64_t>(e));
     });
@@ -171,7 +173,11 @@ class Conv1x1Op : public Op {
         run_tiled(ctx.pool, xi, yi);
         continue;
       }
-      split_rows_pixels(ctx.pool, n_, pixels_, grain, [&](int64_t nb, int64_t ne, int64_t pb, int64_t pe) {
+      // The dense kernel splits by rows below 256 pixels a thread (14x14, 7x7):
+      // pixel chunks of 32 split 196 pixels 4:3 on 2 threads (2 threads, dense
+      // MobileNetV1-224: 10.9 -> 9.8 ms with rows).
+      const int64_t min_pixels = sparse_ ? 64 : 256;
+      split_rows_pixels(ctx.pool, n_, pixels_, grain, min_pixels, [&](int64_t nb, int64_t ne, int64_t pb, int64_t pe) {
         if (sparse_) {
           kernels::spmm(sparse_w_, bias_.data(), xi, yi, pixels_, static_cast<int32_t>(nb),
                         static_cast<int32_t>(ne), pb, pe, act_);
