@@ -365,6 +365,41 @@ void build_flat_masks(const DwConvParams& p, int32_t v, int32_t pixels, int32_t 
   }
 }
 
+// One channel of a flattened kernel: output vector v sums the K x K taps read
+// at x + 8 v + offset[t] under masks[v][t] (even taps and odd taps in two
+// chains), then bias and activation. A short last vector may spill into the
+// following planes of the range when `spill_room` floats follow this plane
+// (written afterwards anyway); otherwise it is stored lane by lane.
+template <int K>
+__attribute__((always_inline)) inline void flat_channel(const float* x, const int32_t* offset, const int8_t (*masks)[K * K][8],
+                         int32_t vectors, int32_t pixels, const float* w, const float* bias, float* out,
+                         int64_t spill_room, const avx2::Epilogue& epilogue) {
+  __m256 wv[K * K];
+  for (int i = 0; i < K * K; ++i) wv[i] = _mm256_broadcast_ss(w + i);
+  const __m256 bv = bias != nullptr ? _mm256_broadcast_ss(bias) : _mm256_setzero_ps();
+  alignas(32) float last[8];
+  for (int32_t v = 0; v < vectors; ++v) {
+    const float* xv0 = x + v * 8;
+    __m256 acc = bv, odd = _mm256_setzero_ps();
+    for (int t = 0; t < K * K; ++t) {
+      const __m256i m = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(masks[v][t])));
+      const __m256 xv = _mm256_maskload_ps(xv0 + offset[t], m);
+      if (t % 2 == 0) {
+        acc = _mm256_fmadd_ps(xv, wv[t], acc);
+      } else {
+        odd = _mm256_fmadd_ps(xv, wv[t], odd);
+      }
+    }
+    const __m256 y = epilogue(_mm256_add_ps(acc, odd));
+    if (v * 8 + 8 <= pixels + spill_room) {
+      _mm256_storeu_ps(out + v * 8, y);
+    } else {
+      _mm256_store_ps(last, y);
+      for (int32_t i = 0; i < pixels - v * 8; ++i) out[v * 8 + i] = last[i];
+    }
+  }
+}
+
 template <int K, int MaxV>
 void dwconv_channels_flat(const DwConvParams& p, const float* weights, const float* bias,
                           const float* input, float* output, int32_t c_begin, int32_t c_end,
@@ -378,36 +413,11 @@ void dwconv_channels_flat(const DwConvParams& p, const float* weights, const flo
     for (int kx = 0; kx < K; ++kx) offset[ky * K + kx] = (ky - p.pad_top) * in_w + (kx - p.pad_left);
   }
   for (int32_t v = 0; v < vectors; ++v) build_flat_masks<K, 1>(p, v, pixels, out_w, masks[v]);
-  alignas(32) float last[8];
   for (int32_t c = c_begin; c < c_end; ++c) {
     const float* in = input + c * in_plane;
-    float* out = output + static_cast<int64_t>(c) * pixels;
-    const float* w = weights + static_cast<int64_t>(c) * K * K;
-    __m256 wv[K * K];
-    for (int i = 0; i < K * K; ++i) wv[i] = _mm256_broadcast_ss(w + i);
-    const __m256 bv = bias != nullptr ? _mm256_broadcast_ss(bias + c) : _mm256_setzero_ps();
-    for (int32_t v = 0; v < vectors; ++v) {
-      const float* x = in + v * 8;
-      __m256 acc = bv, odd = _mm256_setzero_ps();
-      for (int t = 0; t < K * K; ++t) {
-        const __m256i m = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(masks[v][t])));
-        const __m256 xv = _mm256_maskload_ps(x + offset[t], m);
-        if (t % 2 == 0) {
-          acc = _mm256_fmadd_ps(xv, wv[t], acc);
-        } else {
-          odd = _mm256_fmadd_ps(xv, wv[t], odd);
-        }
-      }
-      const __m256 y = epilogue(_mm256_add_ps(acc, odd));
-      // A short last vector may spill into the following planes of this range
-      // (written afterwards anyway); otherwise it is stored lane by lane.
-      if (v * 8 + 8 <= pixels + static_cast<int64_t>(c_end - 1 - c) * pixels) {
-        _mm256_storeu_ps(out + v * 8, y);
-      } else {
-        _mm256_store_ps(last, y);
-        for (int32_t i = 0; i < pixels - v * 8; ++i) out[v * 8 + i] = last[i];
-      }
-    }
+    flat_channel<K>(in, offset, masks, vectors, pixels, weights + static_cast<int64_t>(c) * K * K,
+                    bias != nullptr ? bias + c : nullptr, output + static_cast<int64_t>(c) * pixels,
+                    static_cast<int64_t>(c_end - 1 - c) * pixels, epilogue);
   }
 }
 
@@ -450,7 +460,6 @@ void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const fl
     }
   }
   for (int32_t v = 0; v < vectors; ++v) build_flat_masks<K, 2>(p, v, pixels, out_w, masks[v]);
-  alignas(32) float last[8];
   for (int32_t c = c_begin; c < c_end; ++c) {
     const float* in = input + c * in_plane;
     const float* in_end = input + c_end * in_plane;  // end of the range's input
@@ -474,31 +483,9 @@ void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const fl
         _mm256_storeu_ps(odd + x / 2, avx2::odd_lanes(lo, hi));
       }
     }
-    float* out = output + static_cast<int64_t>(c) * pixels;
-    const float* w = weights + static_cast<int64_t>(c) * K * K;
-    __m256 wv[K * K];
-    for (int i = 0; i < K * K; ++i) wv[i] = _mm256_broadcast_ss(w + i);
-    const __m256 bv = bias != nullptr ? _mm256_broadcast_ss(bias + c) : _mm256_setzero_ps();
-    for (int32_t v = 0; v < vectors; ++v) {
-      const float* x = phases + v * 8;
-      __m256 acc = bv, odd = _mm256_setzero_ps();
-      for (int t = 0; t < K * K; ++t) {
-        const __m256i m = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(masks[v][t])));
-        const __m256 xv = _mm256_maskload_ps(x + offset[t], m);
-        if (t % 2 == 0) {
-          acc = _mm256_fmadd_ps(xv, wv[t], acc);
-        } else {
-          odd = _mm256_fmadd_ps(xv, wv[t], odd);
-        }
-      }
-      const __m256 y = epilogue(_mm256_add_ps(acc, odd));
-      if (v * 8 + 8 <= pixels + static_cast<int64_t>(c_end - 1 - c) * pixels) {
-        _mm256_storeu_ps(out + v * 8, y);
-      } else {
-        _mm256_store_ps(last, y);
-        for (int32_t i = 0; i < pixels - v * 8; ++i) out[v * 8 + i] = last[i];
-      }
-    }
+    flat_channel<K>(phases, offset, masks, vectors, pixels, weights + static_cast<int64_t>(c) * K * K,
+                    bias != nullptr ? bias + c : nullptr, output + static_cast<int64_t>(c) * pixels,
+                    static_cast<int64_t>(c_end - 1 - c) * pixels, epilogue);
   }
 }
 
