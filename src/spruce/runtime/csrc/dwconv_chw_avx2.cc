@@ -11,6 +11,7 @@
 #include "simd_avx2.h"
 
 #include <cstring>
+#include <type_traits>
 
 namespace spruce {
 namespace kernels {
@@ -496,27 +497,30 @@ void dwconv_channels(const DwConvParams& p, const float* weights, const float* b
   const avx2::Epilogue epilogue(act);
   const int64_t in_plane = static_cast<int64_t>(p.in_h) * p.in_w;
   const int64_t out_plane = static_cast<int64_t>(p.out_h()) * p.out_w();
+  // The flattened kernels size their mask tables by template: the small table
+  // for outputs of up to kFlatSmallVectors vectors.
+  auto with_table = [&](auto run) {
+    if (p.out_h() * p.out_w() <= kFlatSmallVectors * 8) {
+      run(std::integral_constant<int, kFlatSmallVectors>{});
+    } else {
+      run(std::integral_constant<int, kFlatMaxVectors>{});
+    }
+  };
   if constexpr (S == 1) {
     if (p.out_w() == p.in_w && (p.out_h() * p.out_w() + 7) / 8 <= kFlatMaxVectors) {
-      if (p.out_h() * p.out_w() <= kFlatSmallVectors * 8) {
-        dwconv_channels_flat<K, kFlatSmallVectors>(p, weights, bias, input, output, c_begin, c_end, epilogue);
-      } else {
-        dwconv_channels_flat<K, kFlatMaxVectors>(p, weights, bias, input, output, c_begin, c_end, epilogue);
-      }
+      with_table([&](auto table) {
+        dwconv_channels_flat<K, decltype(table)::value>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+      });
       return;
     }
   }
   if constexpr (S == 2) {
     if (flat_stride2_applies<K>(p)) {
-      if (p.out_h() * p.out_w() <= kFlatSmallVectors * 8) {
-        dwconv_channels_flat2<K, kFlatSmallVectors>(p, weights, bias, input, output, c_begin, c_end, epilogue);
-      } else {
-        dwconv_channels_flat2<K, kFlatMaxVectors>(p, weights, bias, input, output, c_begin, c_end, epilogue);
-      }
+      with_table([&](auto table) {
+        dwconv_channels_flat2<K, decltype(table)::value>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+      });
       return;
     }
-  }
-  if constexpr (S == 2) {
     if (p.in_w >= 32) {
       const PaddedGeometry g = padded_geometry<K, S, true>(p);
       if (g.fits) {
