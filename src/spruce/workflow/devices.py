@@ -7,14 +7,9 @@ stage keys: a result trained on 2 replicas is not a 1-device result.
 """
 
 import dataclasses
-import sys
 
 from spruce.workflow.config import ConfigError
-
-
-def _log(msg, quiet):
-    if not quiet:
-        print(msg, file=sys.stderr, flush=True)
+from spruce.workflow.progress import log as _log
 
 
 def training_devices(config, quiet):

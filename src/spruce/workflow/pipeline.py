@@ -10,7 +10,6 @@ import dataclasses
 import gzip
 import os
 import shutil
-import sys
 import time
 
 import numpy as np
@@ -19,6 +18,7 @@ from spruce.workflow import artifacts, devices, evaluate, plots, report
 from spruce.workflow.artifacts import Manifest, atomic_path, read_json, write_json
 from spruce.workflow.data import load_dataset
 from spruce.workflow.model import build_model
+from spruce.workflow.progress import log as _log
 
 FILES = {
     "dense.keras": "dense model after training (Keras 3)",
@@ -55,11 +55,6 @@ def default_name(config):
     if config.model:
         name += "-" + os.path.splitext(os.path.basename(config.model))[0]
     return name + ("-quick" if config.quick else "")
-
-
-def _log(msg, quiet):
-    if not quiet:
-        print(msg, file=sys.stderr, flush=True)
 
 
 def run(config, fresh=False, progress=True, quiet=False):

@@ -5,6 +5,12 @@ import sys
 import keras
 
 
+def log(msg, quiet):
+    """One line of `spruce run`'s running commentary on stderr, unless `quiet`."""
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
 def bar(total, desc, enabled=True, unit="it"):
     """A tqdm bar on stderr (a silent one when `enabled` is false or tqdm is missing)."""
     try:
