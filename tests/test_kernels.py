@@ -159,6 +159,43 @@ def test_spmm_split_into_channel_and_pixel_ranges_is_bit_identical(isa, n, k, p,
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@FAST
+@given(
+    n=st.integers(1, 40),
+    k=st.integers(1, 300),
+    width=st.integers(1, 70),
+    p_begin=st.integers(0, 9),
+    sparsity=st.sampled_from(SPARSITIES),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_spmm_input_padded_drops_the_lanes_past_the_range(isa, n, k, width, p_begin, sparsity, seed):
+    # A packed tile: rows readable to the last vector's end, NaN past the range.
+    # The padded path must load them unmasked and still give the masked path's
+    # result, bit for bit, and leave the output past the range untouched.
+    rng = np.random.default_rng(seed)
+    w = sparse_weights(rng, n, k, sparsity, zero_rows=True)
+    stride = p_begin + (width + 7) // 8 * 8
+    x = np.full((k, stride), np.nan, np.float32)
+    x[:, p_begin:p_begin + width] = rng.standard_normal((k, width))
+    bias = rng.standard_normal(n).astype(np.float32)
+    packed = kernels.pack_sparse(w, stride)
+    ranges = dict(p_begin=p_begin, p_end=p_begin + width, act_min=0.0, isa=isa)
+    masked = kernels.spmm(packed, x, bias, out=np.full((n, stride), 7.0, np.float32), **ranges)
+    padded = kernels.spmm(packed, x, bias, out=np.full((n, stride), 7.0, np.float32), input_padded=True, **ranges)
+    np.testing.assert_array_equal(padded, masked)
+    assert not np.isnan(padded).any()
+    assert (padded[:, p_begin + width:] == 7.0).all() and (padded[:, :p_begin] == 7.0).all()
+
+
+def test_spmm_input_padded_refuses_a_range_whose_last_vector_leaves_the_rows():
+    packed = kernels.pack_sparse(np.ones((2, 3), np.float32), 12)
+    x = np.zeros((3, 12), np.float32)
+    kernels.spmm(packed, x, p_begin=2, p_end=7, input_padded=True)  # reads pixels 2-9 of 12
+    with pytest.raises(ValueError, match="input_padded"):
+        kernels.spmm(packed, x, p_begin=5, p_end=12, input_padded=True)  # would read 5-12
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_spmm_on_a_mobilenet_shape_at_90_percent(isa):
     rng = np.random.default_rng(0)
     w = sparse_weights(rng, 128, 256, 0.9, zero_rows=False)

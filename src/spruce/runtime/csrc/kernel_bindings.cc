@@ -246,7 +246,7 @@ void register_kernel_bindings(py::module_& parent) {
       [](const kernels::SparseMatrix& w, const py::object& input, const py::object& bias,
          const py::object& out, int64_t n_begin, std::optional<int64_t> n_end, int64_t p_begin,
          std::optional<int64_t> p_end, float act_min, float act_max, bool hard_swish,
-         const std::string& isa) {
+         const std::string& isa, bool input_padded) {
         py::array x = check_array(input, "input", {w.cols, w.in_stride});
         py::array b_keep;
         const float* b = optional_bias(bias, w.rows, &b_keep);
@@ -254,21 +254,28 @@ void register_kernel_bindings(py::module_& parent) {
         const int64_t ne = end_or(n_end, w.rows), pe = end_or(p_end, w.in_stride);
         check_range("output channel", n_begin, ne, w.rows);
         check_range("pixel", p_begin, pe, w.in_stride);
+        if (input_padded && p_begin + (pe - p_begin + 7) / 8 * 8 > w.in_stride) {
+          throw py::value_error("input_padded=True reads up to pixel p_begin + (p_end - p_begin) rounded up to "
+                                "a multiple of 8, which must be <= in_stride. Received: p_begin=" +
+                                std::to_string(p_begin) + ", p_end=" + std::to_string(pe) +
+                                ", in_stride=" + std::to_string(w.in_stride));
+        }
         const Activation act = make_activation(act_min, act_max, hard_swish);
         const Isa i = parse_isa(isa);
         float* yd = mutable_data_of(y);
         {
           py::gil_scoped_release release;
           kernels::spmm(w, b, data_of(x), yd, w.in_stride, static_cast<int32_t>(n_begin),
-                        static_cast<int32_t>(ne), p_begin, pe, act, i);
+                        static_cast<int32_t>(ne), p_begin, pe, act, i, input_padded);
         }
         return y;
       },
       py::arg("w"), py::arg("input"), py::arg("bias") = py::none(), py::arg("out") = py::none(),
       py::arg("n_begin") = 0, py::arg("n_end") = py::none(), py::arg("p_begin") = 0,
       py::arg("p_end") = py::none(), py::arg("act_min") = -kInf, py::arg("act_max") = kInf,
-      py::arg("hard_swish") = false, py::arg("isa") = "auto",
-      "Sparse 1x1 conv: out[n, p] = act(bias[n] + sum_k W[n, k] * input[k, p]) over the given ranges.");
+      py::arg("hard_swish") = false, py::arg("isa") = "auto", py::arg("input_padded") = false,
+      "Sparse 1x1 conv: out[n, p] = act(bias[n] + sum_k W[n, k] * input[k, p]) over the given ranges.\n"
+      "input_padded: the input may be read to the last vector's end (its extra lanes are dropped).");
 
   m.def(
       "pack_dense",

@@ -28,7 +28,8 @@ inline float apply_activation(float x, const Activation& act) {
 #define SPRUCE_DECLARE_ISA_KERNELS(suffix)                                                      \
   void spmm_##suffix(const SparseMatrix& w, const float* bias, const float* input,             \
                      float* output, int64_t out_stride, int32_t n_begin, int32_t n_end,        \
-                     int64_t p_begin, int64_t p_end, const Activation& act);                   \
+                     int64_t p_begin, int64_t p_end, const Activation& act,                    \
+                     bool input_padded);                                                       \
   void gemm_##suffix(const PackedDense& w, const float* bias, const float* input,              \
                      int64_t in_stride, float* output, int64_t out_stride, int32_t n_begin,    \
                      int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act);    \

@@ -190,17 +190,23 @@ class Conv1x1Op : public Op {
   }
 
  private:
-  // Tile t of the image, copied to scratch as [K][tile_] (rows tile_ floats apart).
+  // Tile t of the image, copied to scratch as [K][tile_] (rows tile_ floats
+  // apart); a short last tile is zero-filled to whole vectors, so the kernel
+  // loads it without masks.
   const float* pack_tile(const float* xi, int64_t t) const {
     const int64_t p0 = t * tile_, width = std::min(tile_, pixels_ - p0);
+    const int64_t padded = std::min(tile_, (width + 7) / 8 * 8);
     float* dst = scratch + t * k_ * tile_;
-    for (int64_t k = 0; k < k_; ++k) std::copy_n(xi + k * pixels_ + p0, width, dst + k * tile_);
+    for (int64_t k = 0; k < k_; ++k) {
+      std::copy_n(xi + k * pixels_ + p0, width, dst + k * tile_);
+      std::fill(dst + k * tile_ + width, dst + k * tile_ + padded, 0.0f);
+    }
     return dst;
   }
   void run_tile(const float* packed, float* yi, int64_t t, int64_t n0, int64_t n1) const {
     const int64_t p0 = t * tile_, width = std::min(tile_, pixels_ - p0);
     kernels::spmm(sparse_w_, bias_.data(), packed, yi + p0, pixels_, static_cast<int32_t>(n0),
-                  static_cast<int32_t>(n1), 0, width, act_);
+                  static_cast<int32_t>(n1), 0, width, act_, kernels::default_isa(), /*input_padded=*/true);
   }
   // Threads split tiles (each packing its own) when there are enough to balance;
   // otherwise every tile is packed first and the work items are (tile, group of

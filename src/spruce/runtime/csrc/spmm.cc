@@ -116,7 +116,7 @@ inline void spmm_tile_portable(const SparseMatrix& w, const float* bias, const c
 
 void spmm_portable(const SparseMatrix& w, const float* bias, const float* input, float* output,
                    int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
-                   int64_t p_end, const Activation& act) {
+                   int64_t p_end, const Activation& act, bool /*input_padded: no masked loads here*/) {
   constexpr int kTile = 16;
   int64_t p = p_begin;
   for (; p + kTile <= p_end; p += kTile) {
@@ -131,15 +131,15 @@ void spmm_portable(const SparseMatrix& w, const float* bias, const float* input,
 
 void spmm(const SparseMatrix& w, const float* bias, const float* input, float* output,
           int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
-          const Activation& act, Isa isa) {
+          const Activation& act, Isa isa, bool input_padded) {
   if (n_begin >= n_end || p_begin >= p_end) return;
 #if SPRUCE_X86_KERNELS
   if (resolve_isa(isa) == Isa::kAvx2) {
-    spmm_avx2(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act);
+    spmm_avx2(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, input_padded);
     return;
   }
 #endif
-  spmm_portable(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act);
+  spmm_portable(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, input_padded);
 }
 
 }  // namespace kernels

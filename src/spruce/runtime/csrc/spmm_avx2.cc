@@ -25,7 +25,9 @@ namespace spruce {
 namespace kernels {
 namespace {
 
-template <int V, bool kMasked, bool kPaired>
+// kMasked: the last vector is stored under `mask`; kMaskLoads: and loaded
+// under it too (else the input rows are readable to the vector's end).
+template <int V, bool kMasked, bool kMaskLoads, bool kPaired>
 void spmm_tile(const SparseMatrix& w, const float* bias, const char* in, float* out,
                int64_t out_stride, int32_t n_begin, int32_t n_end, __m256i mask,
                const avx2::Epilogue& epilogue) {
@@ -33,7 +35,7 @@ void spmm_tile(const SparseMatrix& w, const float* bias, const char* in, float* 
   const int32_t* offsets = w.byte_offset.data();
   // Vector v of the tile at p; the last one is masked in a masked tile.
   auto load = [mask](const float* p, int v) {
-    return (kMasked && v == V - 1) ? _mm256_maskload_ps(p + 8 * v, mask) : _mm256_loadu_ps(p + 8 * v);
+    return (kMaskLoads && v == V - 1) ? _mm256_maskload_ps(p + 8 * v, mask) : _mm256_loadu_ps(p + 8 * v);
   };
   for (int32_t b = 0; b < w.blocks; ++b) {
     const int32_t* row_ptr = w.row_ptr.data() + static_cast<int64_t>(b) * (w.rows + 1);
@@ -95,29 +97,31 @@ using TileFn = void (*)(const SparseMatrix&, const float*, const char*, float*, 
                         int32_t, __m256i, const avx2::Epilogue&);
 
 template <bool kPaired, int V>
-constexpr TileFn tile_fn(bool masked) {
-  return masked ? &spmm_tile<V, true, kPaired> : &spmm_tile<V, false, kPaired>;
+constexpr TileFn tile_fn(bool masked, bool mask_loads) {
+  return !masked ? &spmm_tile<V, false, false, kPaired>
+                 : mask_loads ? &spmm_tile<V, true, true, kPaired> : &spmm_tile<V, true, false, kPaired>;
 }
 
-// The tile of `vectors` (1..8) vectors, the last masked when `masked`.
+// The tile of `vectors` (1..8) vectors, the last stored under a mask when
+// `masked` and also loaded under it when `mask_loads`.
 template <bool kPaired>
-TileFn pick_tile(int vectors, bool masked) {
+TileFn pick_tile(int vectors, bool masked, bool mask_loads) {
   switch (vectors) {
-    case 1: return tile_fn<kPaired, 1>(masked);
-    case 2: return tile_fn<kPaired, 2>(masked);
-    case 3: return tile_fn<kPaired, 3>(masked);
-    case 4: return tile_fn<kPaired, 4>(masked);
-    case 5: return tile_fn<kPaired, 5>(masked);
-    case 6: return tile_fn<kPaired, 6>(masked);
-    case 7: return tile_fn<kPaired, 7>(masked);
-    default: return tile_fn<kPaired, 8>(masked);
+    case 1: return tile_fn<kPaired, 1>(masked, mask_loads);
+    case 2: return tile_fn<kPaired, 2>(masked, mask_loads);
+    case 3: return tile_fn<kPaired, 3>(masked, mask_loads);
+    case 4: return tile_fn<kPaired, 4>(masked, mask_loads);
+    case 5: return tile_fn<kPaired, 5>(masked, mask_loads);
+    case 6: return tile_fn<kPaired, 6>(masked, mask_loads);
+    case 7: return tile_fn<kPaired, 7>(masked, mask_loads);
+    default: return tile_fn<kPaired, 8>(masked, mask_loads);
   }
 }
 
 template <bool kPaired>
 void spmm_tiles(const SparseMatrix& w, const float* bias, const float* input, float* output,
                 int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
-                int64_t p_end, const avx2::Epilogue& epilogue) {
+                int64_t p_end, bool input_padded, const avx2::Epilogue& epilogue) {
   // Paired tiles hold 2V accumulators: at most 7 vectors fit the 16 registers.
   constexpr int64_t kTile = kPaired ? kSpmmPairedTile : kSpmmWideTile;
   constexpr int64_t kMaxSinglePass = kPaired ? kSpmmPairedSinglePass : kSpmmWideTile;
@@ -125,14 +129,14 @@ void spmm_tiles(const SparseMatrix& w, const float* bias, const float* input, fl
   auto run = [&](int64_t p, int64_t width) {
     const int vectors = static_cast<int>((width + 7) / 8);
     const int tail = static_cast<int>(width % 8);
-    pick_tile<kPaired>(vectors, tail != 0)(w, bias, reinterpret_cast<const char*>(input + p),
+    pick_tile<kPaired>(vectors, tail != 0, !input_padded)(w, bias, reinterpret_cast<const char*>(input + p),
                                            output + p, out_stride, n_begin, n_end,
                                            tail != 0 ? avx2::tail_mask(tail) : all, epilogue);
   };
   int64_t p = p_begin;
   if (p_end - p > kMaxSinglePass) {
     for (; p + kTile <= p_end; p += kTile) {
-      spmm_tile<kTile / 8, false, kPaired>(w, bias, reinterpret_cast<const char*>(input + p), output + p,
+      spmm_tile<kTile / 8, false, false, kPaired>(w, bias, reinterpret_cast<const char*>(input + p), output + p,
                                            out_stride, n_begin, n_end, all, epilogue);
     }
   }
@@ -143,13 +147,13 @@ void spmm_tiles(const SparseMatrix& w, const float* bias, const float* input, fl
 
 void spmm_avx2(const SparseMatrix& w, const float* bias, const float* input, float* output,
                int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
-               int64_t p_end, const Activation& act) {
+               int64_t p_end, const Activation& act, bool input_padded) {
   const avx2::Epilogue epilogue(act);
   // The mode depends on the matrix only, so splits stay bit-identical.
   if (w.blocks == 1 && w.cols <= kSpmmWideTileMaxCols) {
-    spmm_tiles<false>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, epilogue);
+    spmm_tiles<false>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded, epilogue);
   } else {
-    spmm_tiles<true>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, epilogue);
+    spmm_tiles<true>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded, epilogue);
   }
 }
 
