@@ -219,6 +219,43 @@ def test_sparse_1x1_convs_on_unaligned_planes_match_litert_at_any_thread_count(t
         np.testing.assert_array_equal(Engine(path, num_threads=threads).run(x), one)
 
 
+def test_depthwise_outputs_padded_for_in_place_sparse_1x1_convs_change_no_result(tmp_path, monkeypatch):
+    """A depthwise conv writes 14x14 / 7x7 planes 200 / 56 floats apart so the sparse
+    1x1 conv after it reads whole vectors in place instead of copying tiles.
+
+    Results must be bit-identical to plain planes (SPRUCE_ENGINE_PLAIN_PLANES=1) at
+    any thread count and batch size; a depthwise output that a non-1x1 op also reads
+    stays plain.
+    """
+    layers = keras.layers
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((14, 14, 24))
+    x = layers.Conv2D(160, 1, activation="relu")(inputs)
+    d = layers.DepthwiseConv2D(3, padding="same", activation="relu6")(x)
+    a = layers.Conv2D(136, 1)(d)  # two sparse 1x1 readers of one padded tensor
+    b = layers.Conv2D(136, 1, activation="relu")(d)
+    x = layers.Add()([a, b])
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same")(x)  # 14x14 -> 7x7
+    y = layers.Conv2D(144, 1, activation="relu6")(x)
+    z = layers.Add()([x, layers.DepthwiseConv2D(3, padding="same")(x)])  # read by ADD too: stays plain
+    z = layers.Conv2D(144, 1)(z)
+    model = keras.Model(inputs, layers.Add()([y, z]))
+    prune_pointwise(model, 0.85)
+    path = convert(model, tmp_path / "padded.tflite", sparse=True, batch_size=2)
+    x = sample((2, 14, 14, 24), seed=6)
+    monkeypatch.setenv("SPRUCE_ENGINE_PLAIN_PLANES", "1")
+    plain = {t: Engine(path, num_threads=t) for t in (1, 2, 3)}
+    monkeypatch.delenv("SPRUCE_ENGINE_PLAIN_PLANES")
+    padded = {t: Engine(path, num_threads=t) for t in (1, 2, 3)}
+    assert padded[1]._graph.naive_bytes != plain[1]._graph.naive_bytes  # the planes were padded
+    reference = plain[1].run(x)
+    assert_close_to_litert(path, x, engine=padded[1])
+    for t in (1, 2, 3):
+        for _ in range(3):
+            np.testing.assert_array_equal(padded[t].run(x), reference)
+            np.testing.assert_array_equal(plain[t].run(x), reference)
+
+
 def test_two_threads_give_the_one_thread_outputs(files):
     path = files("mobilenet_v2")
     x = sample((1, 64, 64, 3), seed=1)

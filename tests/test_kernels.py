@@ -321,6 +321,38 @@ def test_dwconv_chw_on_small_planes_any_channel_split(isa, k, stride, hw, pad):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(
+    "k,stride,hw,pad",
+    [(3, 1, (14, 14), (1, 1, 1, 1)), (3, 1, (7, 7), (1, 1, 1, 1)), (3, 2, (14, 14), (0, 0, 1, 1)),
+     (5, 2, (9, 11), (1, 0, 2, 3)), (3, 2, (3, 40), (0, 1, 0, 1)), (3, 1, (40, 33), (1, 1, 1, 1)),
+     (3, 2, (70, 70), (0, 0, 1, 1)), (3, 1, (2, 3), (1, 1, 1, 1))],
+)
+def test_dwconv_chw_planes_spaced_out_hold_the_same_values(isa, k, stride, hw, pad):
+    # out_stride > out_h * out_w (the engine's padded planes): each plane starts
+    # out_stride floats after the last, with the same values bit for bit; only the
+    # gaps may take junk, and nothing past the last gap is written.
+    rng = np.random.default_rng(7)
+    c = 5
+    w = rng.standard_normal((c, k, k)).astype(np.float32)
+    x = rng.standard_normal((c, *hw)).astype(np.float32)
+    bias = rng.standard_normal(c).astype(np.float32)
+    y = kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), act_min=0.0, isa=isa)
+    pixels = y.shape[1] * y.shape[2]
+    for gap in (1, 4, 8, 11):
+        stride_floats = pixels + gap
+        for c0, c1 in ((0, c), (0, 2), (2, 5)):
+            buf = np.full(c * stride_floats + 64, 7.0, np.float32)
+            out = buf[32 : 32 + c * stride_floats].reshape(c, stride_floats)
+            kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), act_min=0.0, out=out,
+                               c_begin=c0, c_end=c1, isa=isa, out_stride=stride_floats)
+            np.testing.assert_array_equal(out[c0:c1, :pixels], y[c0:c1].reshape(c1 - c0, pixels))
+            assert np.all(out[:c0] == 7.0) and np.all(out[c1:] == 7.0), "wrote another channel range"
+            assert np.all(buf[:32] == 7.0) and np.all(buf[32 + c * stride_floats :] == 7.0)
+    with pytest.raises(ValueError, match="out_stride"):
+        kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), out_stride=pixels - 1)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("k,stride,hw,pad", [(3, 2, (1, 4), (1, 1, 1, 0)), (3, 1, (1, 3), (1, 1, 1, 1)), (5, 2, (3, 3), (2, 2, 2, 2))])
 def test_dwconv_chw_on_tiny_planes_writes_nothing_outside_the_output(isa, k, stride, hw, pad):
     # Planes smaller than one vector: no store may reach past the last plane.

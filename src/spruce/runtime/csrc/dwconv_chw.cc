@@ -10,8 +10,7 @@ bool dwconv_chw_portable(const DwConvParams& p, const float* weights, const floa
                          const Activation& act) {
   const int32_t K = p.kernel, S = p.stride, in_h = p.in_h, in_w = p.in_w;
   const int32_t out_h = p.out_h(), out_w = p.out_w();
-  const int64_t in_plane = static_cast<int64_t>(in_h) * in_w;
-  const int64_t out_plane = static_cast<int64_t>(out_h) * out_w;
+  const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
   for (int32_t c = c_begin; c < c_end; ++c) {
     const float* in = input + c * in_plane;
     const float* w = weights + static_cast<int64_t>(c) * K * K;

@@ -283,8 +283,7 @@ template <int K, int S, bool D>
 void dwconv_channels_padded(const DwConvParams& p, const PaddedGeometry& g, const float* weights,
                             const float* bias, const float* input, float* output, int32_t c_begin,
                             int32_t c_end, const avx2::Epilogue& epilogue) {
-  const int64_t in_plane = static_cast<int64_t>(p.in_h) * p.in_w;
-  const int64_t out_plane = static_cast<int64_t>(p.out_h()) * p.out_w();
+  const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
   alignas(32) float padded[kPaddedFloats + 8];  // + 8: slack for the last row's tail store
   // Zero once: every channel overwrites the same interior, the padding stays 0.
   std::fill(padded, padded + static_cast<int64_t>(g.rows) * g.stride, 0.0f);
@@ -405,9 +404,9 @@ template <int K, int MaxV>
 void dwconv_channels_flat(const DwConvParams& p, const float* weights, const float* bias,
                           const float* input, float* output, int32_t c_begin, int32_t c_end,
                           const avx2::Epilogue& epilogue) {
-  const int32_t in_w = p.in_w, in_h = p.in_h, out_h = p.out_h(), out_w = p.out_w();
+  const int32_t in_w = p.in_w, out_h = p.out_h(), out_w = p.out_w();
   const int32_t pixels = out_h * out_w, vectors = (pixels + 7) / 8;
-  const int64_t in_plane = static_cast<int64_t>(in_h) * in_w;
+  const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
   alignas(32) int8_t masks[MaxV][K * K][8];
   int32_t offset[K * K];
   for (int ky = 0; ky < K; ++ky) {
@@ -417,8 +416,8 @@ void dwconv_channels_flat(const DwConvParams& p, const float* weights, const flo
   for (int32_t c = c_begin; c < c_end; ++c) {
     const float* in = input + c * in_plane;
     flat_channel<K>(in, offset, masks, vectors, pixels, weights + static_cast<int64_t>(c) * K * K,
-                    bias != nullptr ? bias + c : nullptr, output + static_cast<int64_t>(c) * pixels,
-                    static_cast<int64_t>(c_end - 1 - c) * pixels, epilogue);
+                    bias != nullptr ? bias + c : nullptr, output + c * out_plane,
+                    p.spill_room(c, c_end), epilogue);
   }
 }
 
@@ -446,7 +445,7 @@ void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const fl
                            const avx2::Epilogue& epilogue) {
   const int32_t in_w = p.in_w, in_h = p.in_h, out_h = p.out_h(), out_w = p.out_w();
   const int32_t pixels = out_h * out_w, vectors = (pixels + 7) / 8;
-  const int64_t in_plane = static_cast<int64_t>(in_h) * in_w;
+  const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
   const int32_t phase_rows = (in_h + 1) / 2;
   // + 16: the last row's 8-float stores spill past out_w.
   const int32_t phase_size = phase_rows * out_w + 16;
@@ -485,8 +484,8 @@ void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const fl
       }
     }
     flat_channel<K>(phases, offset, masks, vectors, pixels, weights + static_cast<int64_t>(c) * K * K,
-                    bias != nullptr ? bias + c : nullptr, output + static_cast<int64_t>(c) * pixels,
-                    static_cast<int64_t>(c_end - 1 - c) * pixels, epilogue);
+                    bias != nullptr ? bias + c : nullptr, output + c * out_plane,
+                    p.spill_room(c, c_end), epilogue);
   }
 }
 
@@ -495,8 +494,7 @@ void dwconv_channels(const DwConvParams& p, const float* weights, const float* b
                      const float* input, float* output, int32_t c_begin, int32_t c_end,
                      const Activation& act) {
   const avx2::Epilogue epilogue(act);
-  const int64_t in_plane = static_cast<int64_t>(p.in_h) * p.in_w;
-  const int64_t out_plane = static_cast<int64_t>(p.out_h()) * p.out_w();
+  const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
   // The flattened kernels size their mask tables by template: the small table
   // for outputs of up to kFlatSmallVectors vectors.
   auto with_table = [&](auto run) {

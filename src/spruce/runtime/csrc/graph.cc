@@ -31,6 +31,11 @@ std::vector<int64_t> Tensor::mem_shape() const {
   return shape;
 }
 
+size_t Tensor::alloc_floats() const {
+  if (layout != kCHW || plane_stride <= shape[1] * shape[2]) return numel;
+  return static_cast<size_t>(shape[0] * shape[3] * plane_stride);
+}
+
 int64_t get_int(const OpSpec& s, const char* key) {
   auto it = s.ints.find(key);
   if (it == s.ints.end()) fail(s, std::string("missing integer parameter '") + key + "'");
@@ -149,7 +154,40 @@ Graph::Graph(std::vector<TensorSpec> specs, const std::vector<OpSpec>& ops, std:
   for (int idx : inputs_) {
     if (tensors_[idx].layout != kNative) throw PlanError("graph input " + std::to_string(idx) + " must be row-major");
   }
+  const char* keep = std::getenv("SPRUCE_ENGINE_PLAIN_PLANES");
+  if (keep == nullptr || std::strcmp(keep, "1") != 0) pad_planes();
   plan_memory();
+}
+
+// A sparse 1x1 conv on planes that are not a whole number of vectors (14x14,
+// 7x7) would copy its input into aligned tiles each run. When the op writing
+// that input can space its planes out instead (a depthwise conv) and every
+// reader wants the same spacing, the planes are padded (196 -> 200 floats) and
+// the 1x1 conv reads them in place. SPRUCE_ENGINE_PLAIN_PLANES=1 turns this
+// off (tests compare both).
+void Graph::pad_planes() {
+  const size_t n = tensors_.size();
+  std::vector<int> writer(n, -1);
+  std::vector<std::vector<Op*>> readers(n);
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    for (int idx : ops_[i]->inputs) readers[idx].push_back(ops_[i].get());
+    for (int idx : ops_[i]->outputs) writer[idx] = static_cast<int>(i);
+  }
+  std::vector<char> is_output(n, 0);
+  for (int idx : outputs_) is_output[idx] = 1;
+  for (size_t idx = 0; idx < n; ++idx) {
+    if (writer[idx] < 0 || is_output[idx] || readers[idx].empty() || tensors_[idx].layout != kCHW) continue;
+    const int64_t stride = readers[idx][0]->wanted_input_plane_stride();
+    if (stride <= 0) continue;
+    bool agree = true;
+    for (Op* r : readers[idx]) {
+      agree = agree && r->inputs.size() == 1 && r->wanted_input_plane_stride() == stride;
+    }
+    Op* w = ops_[writer[idx]].get();
+    if (!agree || w->outputs.size() != 1 || !w->set_output_plane_stride(stride)) continue;
+    for (Op* r : readers[idx]) r->set_input_plane_stride(stride);
+    tensors_[idx].plane_stride = stride;
+  }
 }
 
 // Liveness-based arena: a tensor lives from the op that writes it to the last
@@ -172,7 +210,7 @@ void Graph::plan_memory() {
   std::vector<Item> items;
   for (size_t i = 0; i < n; ++i) {
     if (tensors_[i].is_const || last[i] < first[i]) continue;
-    items.push_back({i, round_up(tensors_[i].numel + kSlackFloats, kAlignFloats), first[i], last[i], 0});
+    items.push_back({i, round_up(tensors_[i].alloc_floats() + kSlackFloats, kAlignFloats), first[i], last[i], 0});
   }
   for (int i = 0; i < end; ++i) {
     if (size_t floats = ops_[i]->scratch_floats()) {

@@ -55,8 +55,13 @@ struct Tensor {
   bool is_const = false;
   size_t numel = 0;
   float* data = nullptr;
+  // kCHW only: floats from one channel plane to the next when more than H * W
+  // (Graph::pad_planes); the floats between planes hold junk.
+  int64_t plane_stride = 0;
   // Memory-order dims: shape for kNative, [N, C, H, W] for kCHW.
   std::vector<int64_t> mem_shape() const;
+  // Floats the tensor occupies: numel, or more with padded planes.
+  size_t alloc_floats() const;
 };
 
 struct RunContext {
@@ -75,6 +80,13 @@ class Op {
   // the arena (64-byte aligned, shared with tensors not alive at that op) and
   // sets `scratch` before the first run.
   virtual size_t scratch_floats() const { return 0; }
+  // Padded channel planes (Graph::pad_planes): the plane stride an op would
+  // like its (single) CHW input to have (0: none), and the setters the graph
+  // calls when the input's writer and every reader agree; a writer returns
+  // false if it cannot write planes that far apart.
+  virtual int64_t wanted_input_plane_stride() const { return 0; }
+  virtual void set_input_plane_stride(int64_t /*stride*/) {}
+  virtual bool set_output_plane_stride(int64_t /*stride*/) { return false; }
   std::string name;
   std::vector<int> inputs;
   std::vector<int> outputs;
@@ -104,6 +116,7 @@ class Graph {
   std::vector<double> profile();
 
  private:
+  void pad_planes();
   void plan_memory();
 
   std::vector<Tensor> tensors_;

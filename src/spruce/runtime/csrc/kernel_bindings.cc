@@ -321,13 +321,19 @@ void register_kernel_bindings(py::module_& parent) {
       [](const py::object& weights, const py::object& input, const py::object& bias, int32_t stride,
          const std::vector<int32_t>& padding, const py::object& out, int64_t c_begin,
          std::optional<int64_t> c_end, float act_min, float act_max, bool hard_swish,
-         const std::string& isa) {
+         const std::string& isa, int64_t out_stride) {
         py::array w, x;
-        const kernels::DwConvParams p = dwconv_params(weights, input, stride, padding, w, x);
+        kernels::DwConvParams p = dwconv_params(weights, input, stride, padding, w, x);
         const int64_t C = w.shape(0);
         py::array b_keep;
         const float* b = optional_bias(bias, C, &b_keep);
-        py::array y = output_array(out, {C, p.out_h(), p.out_w()});
+        const int64_t pixels = static_cast<int64_t>(p.out_h()) * p.out_w();
+        if (out_stride != 0 && out_stride < pixels) {
+          throw py::value_error("out_stride must be 0 or at least out_h * out_w = " + std::to_string(pixels) +
+                                ". Received: out_stride=" + std::to_string(out_stride));
+        }
+        p.out_stride = out_stride;
+        py::array y = out_stride > 0 ? output_array(out, {C, out_stride}) : output_array(out, {C, p.out_h(), p.out_w()});
         const int64_t ce = end_or(c_end, C);
         check_range("channel", c_begin, ce, C);
         const Activation act = make_activation(act_min, act_max, hard_swish);
@@ -343,8 +349,9 @@ void register_kernel_bindings(py::module_& parent) {
       py::arg("weights"), py::arg("input"), py::arg("bias") = py::none(), py::arg("stride") = 1,
       py::arg("padding") = std::vector<int32_t>{0, 0, 0, 0}, py::arg("out") = py::none(),
       py::arg("c_begin") = 0, py::arg("c_end") = py::none(), py::arg("act_min") = -kInf,
-      py::arg("act_max") = kInf, py::arg("hard_swish") = false, py::arg("isa") = "auto",
-      "Depthwise conv in CHW; weights [C, k, k], input [C, H, W], padding (top, left, bottom, right).");
+      py::arg("act_max") = kInf, py::arg("hard_swish") = false, py::arg("isa") = "auto", py::arg("out_stride") = 0,
+      "Depthwise conv in CHW; weights [C, k, k], input [C, H, W], padding (top, left, bottom, right).\n"
+      "out_stride > 0: output [C, out_stride], plane c in row c's first out_h * out_w floats (the rest junk).");
 
   m.def(
       "pack_conv_hwc2chw",

@@ -87,6 +87,10 @@ struct SparseMatrix {
 // Throws std::invalid_argument if cols * in_stride * 4 does not fit in int32.
 SparseMatrix pack_sparse(const float* dense, int32_t rows, int32_t cols, int64_t in_stride);
 
+// The same matrix for inputs `in_stride` floats apart (offsets rescaled).
+// Throws std::invalid_argument if cols * in_stride * 4 does not fit in int32.
+void set_in_stride(SparseMatrix& m, int64_t in_stride);
+
 // How a caller should feed spmm a matrix of `cols` input channels on images of
 // `pixels`: 0 means in place; T > 0 means copy the image tile by tile (tiles of T
 // pixels, the last one shorter) into [cols][T] scratch aligned to 64 bytes and
@@ -134,12 +138,25 @@ void gemm(const PackedDense& w, const float* bias, const float* input, int64_t i
 // other size a generic one; stride 1 or 2 (fast), any (generic).
 // out_h = (in_h + pad_top + pad_bottom - k) / stride + 1, same for width.
 // weights: [C][k][k]. input: [C][in_h*in_w], output: [C][out_h*out_w].
+// out_stride: floats between output planes, 0 for out_h * out_w (back to
+// back). A larger one leaves a gap after each plane that the plane's last
+// vector may fill with junk (the engine pads 14x14 planes to 200 floats so the
+// sparse 1x1 conv after reads whole vectors in place).
 struct DwConvParams {
   int32_t in_h = 0, in_w = 0;
   int32_t kernel = 3, stride = 1;
   int32_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int64_t out_stride = 0;
   int32_t out_h() const { return (in_h + pad_top + pad_bottom - kernel) / stride + 1; }
   int32_t out_w() const { return (in_w + pad_left + pad_right - kernel) / stride + 1; }
+  int64_t in_plane() const { return static_cast<int64_t>(in_h) * in_w; }
+  int64_t out_plane() const { return out_stride > 0 ? out_stride : static_cast<int64_t>(out_h()) * out_w(); }
+  // Floats after output plane c of the range [c, c_end) that its last vector
+  // may overwrite: the following planes (written after it) and the gaps.
+  int64_t spill_room(int32_t c, int32_t c_end) const {
+    const int64_t pixels = static_cast<int64_t>(out_h()) * out_w();
+    return static_cast<int64_t>(c_end - 1 - c) * out_plane() + out_plane() - pixels;
+  }
 };
 
 // Channels [c_begin, c_end).

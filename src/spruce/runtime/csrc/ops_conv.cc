@@ -137,6 +137,7 @@ class Conv1x1Op : public Op {
     }
     batch_ = x.shape[0];
     pixels_ = x.shape[1] * x.shape[2];
+    in_stride_ = pixels_;
     k_ = x.shape[3];
     n_ = y.shape[3];
     if (k_ > (1 << 24) || n_ > (1 << 24)) fail(s, "too many channels");
@@ -161,13 +162,24 @@ class Conv1x1Op : public Op {
   }
   const char* family() const override { return sparse_ ? "spmm" : "gemm"; }
   double flops() const override { return 2.0 * batch_ * pixels_ * static_cast<double>(nnz_); }
-  size_t scratch_floats() const override { return static_cast<size_t>(tiles_ * k_ * tile_); }
+  size_t scratch_floats() const override {
+    return in_place_ ? 0 : static_cast<size_t>(tiles_ * k_ * tile_);
+  }
+  // Planes padded to whole vectors let the tiles be read in place.
+  int64_t wanted_input_plane_stride() const override {
+    return tiles_ != 0 && pixels_ % 8 != 0 ? (pixels_ + 7) / 8 * 8 : 0;
+  }
+  void set_input_plane_stride(int64_t stride) override {
+    kernels::set_in_stride(sparse_w_, stride);
+    in_stride_ = stride;
+    in_place_ = true;
+  }
   void run(RunContext& ctx) override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
     const int64_t grain = sparse_ ? 4 : std::max<int32_t>(dense_w_.panel, 1);
     for (int64_t b = 0; b < batch_; ++b) {
-      const float* xi = x + b * k_ * pixels_;
+      const float* xi = x + b * k_ * in_stride_;
       float* yi = y + b * n_ * pixels_;
       if (tiles_ != 0) {
         run_tiled(ctx.pool, xi, yi);
@@ -194,6 +206,7 @@ class Conv1x1Op : public Op {
   // apart); a short last tile is zero-filled to whole vectors, so the kernel
   // loads it without masks.
   const float* pack_tile(const float* xi, int64_t t) const {
+    if (in_place_) return xi;
     const int64_t p0 = t * tile_, width = std::min(tile_, pixels_ - p0);
     const int64_t padded = std::min(tile_, (width + 7) / 8 * 8);
     float* dst = scratch + t * k_ * tile_;
@@ -203,10 +216,13 @@ class Conv1x1Op : public Op {
     }
     return dst;
   }
+  // Tile t from its packed copy, or in place from padded planes (both
+  // readable to whole vectors).
   void run_tile(const float* packed, float* yi, int64_t t, int64_t n0, int64_t n1) const {
     const int64_t p0 = t * tile_, width = std::min(tile_, pixels_ - p0);
-    kernels::spmm(sparse_w_, bias_.data(), packed, yi + p0, pixels_, static_cast<int32_t>(n0),
-                  static_cast<int32_t>(n1), 0, width, act_, kernels::default_isa(), /*input_padded=*/true);
+    const int64_t q0 = in_place_ ? p0 : 0;
+    kernels::spmm(sparse_w_, bias_.data(), packed, yi + p0 - q0, pixels_, static_cast<int32_t>(n0),
+                  static_cast<int32_t>(n1), q0, q0 + width, act_, kernels::default_isa(), /*input_padded=*/true);
   }
   // Threads split tiles (each packing its own) when there are enough to balance;
   // otherwise every tile is packed first and the work items are (tile, group of
@@ -223,22 +239,26 @@ class Conv1x1Op : public Op {
       });
       return;
     }
-    pool->parallel_for(static_cast<size_t>(tiles_), 1, [&](size_t tb, size_t te) {
-      for (size_t t = tb; t < te; ++t) pack_tile(xi, t);
-    });
+    if (!in_place_) {
+      pool->parallel_for(static_cast<size_t>(tiles_), 1, [&](size_t tb, size_t te) {
+        for (size_t t = tb; t < te; ++t) pack_tile(xi, t);
+      });
+    }
     const int64_t groups = std::min<int64_t>((4 * threads + tiles_ - 1) / tiles_, std::max<int64_t>(n_ / 8, 1));
     const int64_t rows = (n_ + groups - 1) / groups;
     pool->parallel_for(static_cast<size_t>(tiles_ * groups), 1, [&](size_t ib, size_t ie) {
       for (size_t i = ib; i < ie; ++i) {
         const int64_t t = static_cast<int64_t>(i) % tiles_, g = static_cast<int64_t>(i) / tiles_;
         const int64_t n0 = g * rows, n1 = std::min(n_, n0 + rows);
-        if (n0 < n1) run_tile(scratch + t * k_ * tile_, yi, t, n0, n1);
+        if (n0 < n1) run_tile(in_place_ ? xi : scratch + t * k_ * tile_, yi, t, n0, n1);
       }
     });
   }
 
   bool sparse_;
-  int64_t tile_ = 0, tiles_ = 0;  // pixels per packed input tile and tile count; 0: no packing
+  int64_t tile_ = 0, tiles_ = 0;  // pixels per input tile and tile count; 0: one range
+  bool in_place_ = false;         // tiles read from padded input planes, not packed
+  int64_t in_stride_ = 0;         // floats between input planes
   kernels::SparseMatrix sparse_w_;
   kernels::PackedDense dense_w_;
   std::vector<float> bias_;
@@ -278,6 +298,12 @@ class DepthwiseOp : public Op {
   const char* family() const override { return "dwconv_chw"; }
   double flops() const override {
     return 2.0 * batch_ * c_ * p_.out_h() * p_.out_w() * p_.kernel * p_.kernel;
+  }
+  bool set_output_plane_stride(int64_t stride) override {
+    if (stride < static_cast<int64_t>(p_.out_h()) * p_.out_w()) return false;
+    p_.out_stride = stride;
+    out_img_ = static_cast<size_t>(c_ * stride);
+    return true;
   }
   void run(RunContext& ctx) override {
     const float* x = (*ctx.tensors)[inputs[0]].data;

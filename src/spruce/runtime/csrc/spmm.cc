@@ -57,6 +57,22 @@ SparseMatrix pack_sparse(const float* dense, int32_t rows, int32_t cols, int64_t
   return m;
 }
 
+void set_in_stride(SparseMatrix& m, int64_t in_stride) {
+  if (in_stride <= 0 ||
+      static_cast<int64_t>(m.cols) * in_stride * static_cast<int64_t>(sizeof(float)) > INT32_MAX) {
+    throw std::invalid_argument("set_in_stride: cols * in_stride * 4 must fit in int32. Received: cols=" +
+                                std::to_string(m.cols) + ", in_stride=" + std::to_string(in_stride));
+  }
+  const int64_t old_row = m.in_stride * static_cast<int64_t>(sizeof(float));
+  if (old_row <= 0 && m.nnz() > 0) {
+    throw std::invalid_argument("set_in_stride: the matrix was packed with in_stride=0");
+  }
+  for (int32_t& off : m.byte_offset) {
+    off = static_cast<int32_t>(off / old_row * in_stride * static_cast<int64_t>(sizeof(float)));
+  }
+  m.in_stride = in_stride;
+}
+
 int64_t spmm_input_tile(int32_t cols, int64_t pixels) {
   const bool wide = cols <= kSpmmWideTileMaxCols;
   if (pixels <= 0 || (wide && pixels % 16 == 0)) return 0;
