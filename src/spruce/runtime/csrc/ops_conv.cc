@@ -3,6 +3,7 @@
 // convs, all on channel-major activations. Work is split across the pool by
 // pixels when an image is large and by channels when it is small.
 #include <algorithm>
+#include <cstdint>
 
 #include "kernels.h"
 #include "ops.h"
@@ -167,7 +168,9 @@ class Conv1x1Op : public Op {
   }
   // Planes padded to whole vectors let the tiles be read in place.
   int64_t wanted_input_plane_stride() const override {
-    return tiles_ != 0 && pixels_ % 8 != 0 ? (pixels_ + 7) / 8 * 8 : 0;
+    const int64_t stride = (pixels_ + 7) / 8 * 8;
+    const bool fits = k_ * stride * static_cast<int64_t>(sizeof(float)) <= INT32_MAX;  // byte offsets
+    return tiles_ != 0 && pixels_ % 8 != 0 && fits ? stride : 0;
   }
   void set_input_plane_stride(int64_t stride) override {
     kernels::set_in_stride(sparse_w_, stride);
