@@ -196,8 +196,8 @@ def test_sparse_1x1_convs_on_unaligned_planes_match_litert_at_any_thread_count(t
     """14x14 and 7x7 planes (not a multiple of 16 floats) run from aligned input tiles.
 
     14x14 makes 5 tiles of 40 pixels: 5 threads take a tile each, other counts split
-    (tile, channel group) items; 7x7 is one tile, split by output channels. Wide
-    (<= 128 inputs) and paired (> 128) kernels both.
+    the output channels and run every tile; 7x7 is one tile, split by output channels.
+    Wide (<= 128 inputs) and paired (> 128) kernels both.
     """
     layers = keras.layers
     keras.utils.set_random_seed(3)

@@ -228,8 +228,11 @@ class Conv1x1Op : public Op {
                   static_cast<int32_t>(n1), q0, q0 + width, act_, kernels::default_isa(), /*input_padded=*/true);
   }
   // Threads split tiles (each packing its own) when there are enough to balance;
-  // otherwise every tile is packed first and the work items are (tile, group of
-  // output channels): the 5 tiles of a 14x14 image make 10 items for 2 threads.
+  // otherwise every tile is packed first (unless read in place) and threads take
+  // chunks of output channels through all tiles, so each reads only its rows'
+  // weights, once per tile, from its own cache (the 5 tiles of a 14x14 image on
+  // 2 threads; the earlier (tile, channel group) items made both threads stream
+  // all the weights: sparse 1x1 time 1.04-1.06x faster this way).
   void run_tiled(ThreadPool* pool, const float* xi, float* yi) const {
     const int threads = pool->num_threads();
     if (threads == 1 || n_ * pixels_ < 4096) {
@@ -247,13 +250,9 @@ class Conv1x1Op : public Op {
         for (size_t t = tb; t < te; ++t) pack_tile(xi, t);
       });
     }
-    const int64_t groups = std::min<int64_t>((4 * threads + tiles_ - 1) / tiles_, std::max<int64_t>(n_ / 8, 1));
-    const int64_t rows = (n_ + groups - 1) / groups;
-    pool->parallel_for(static_cast<size_t>(tiles_ * groups), 1, [&](size_t ib, size_t ie) {
-      for (size_t i = ib; i < ie; ++i) {
-        const int64_t t = static_cast<int64_t>(i) % tiles_, g = static_cast<int64_t>(i) / tiles_;
-        const int64_t n0 = g * rows, n1 = std::min(n_, n0 + rows);
-        if (n0 < n1) run_tile(in_place_ ? xi : scratch + t * k_ * tile_, yi, t, n0, n1);
+    pool->parallel_for(static_cast<size_t>(n_), 8, [&](size_t nb, size_t ne) {
+      for (int64_t t = 0; t < tiles_; ++t) {
+        run_tile(in_place_ ? xi : scratch + t * k_ * tile_, yi, t, static_cast<int64_t>(nb), static_cast<int64_t>(ne));
       }
     });
   }
