@@ -290,6 +290,14 @@ def test_dwconv_chw_on_planes_too_wide_for_the_padded_buffer(isa, k, stride):
     assert_close(y, dwconv_ref(w, x, None, stride, pad, (-np.inf, np.inf, False)))
 
 
+def depthwise_case(seed, c, k, hw):
+    """Random depthwise weights [c, k, k], input [c, *hw] and bias [c] (drawn in that order)."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((c, k, k)).astype(np.float32)
+    x = rng.standard_normal((c, *hw)).astype(np.float32)
+    return w, x, rng.standard_normal(c).astype(np.float32)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize(
     "k,stride,hw,pad",
@@ -304,11 +312,8 @@ def test_dwconv_chw_on_planes_too_wide_for_the_padded_buffer(isa, k, stride):
 def test_dwconv_chw_on_small_planes_any_channel_split(isa, k, stride, hw, pad):
     # Small planes run flattened (vectors cross row ends, stride 2 via phase
     # planes); a short last vector must not leak into another channel range.
-    rng = np.random.default_rng(4)
     c = 7
-    w = rng.standard_normal((c, k, k)).astype(np.float32)
-    x = rng.standard_normal((c, *hw)).astype(np.float32)
-    bias = rng.standard_normal(c).astype(np.float32)
+    w, x, bias = depthwise_case(4, c, k, hw)
     y = kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), act_min=0.0, act_max=6.0, isa=isa)
     assert_close(y, dwconv_ref(w, x, bias, stride, pad, (0.0, 6.0, False)))
     for c0 in range(c):
@@ -331,11 +336,8 @@ def test_dwconv_chw_planes_spaced_out_hold_the_same_values(isa, k, stride, hw, p
     # out_stride > out_h * out_w (the engine's padded planes): each plane starts
     # out_stride floats after the last, with the same values bit for bit; only the
     # gaps may take junk, and nothing past the last gap is written.
-    rng = np.random.default_rng(7)
     c = 5
-    w = rng.standard_normal((c, k, k)).astype(np.float32)
-    x = rng.standard_normal((c, *hw)).astype(np.float32)
-    bias = rng.standard_normal(c).astype(np.float32)
+    w, x, bias = depthwise_case(7, c, k, hw)
     y = kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), act_min=0.0, isa=isa)
     pixels = y.shape[1] * y.shape[2]
     for gap in (1, 4, 8, 11):
@@ -356,10 +358,8 @@ def test_dwconv_chw_planes_spaced_out_hold_the_same_values(isa, k, stride, hw, p
 @pytest.mark.parametrize("k,stride,hw,pad", [(3, 2, (1, 4), (1, 1, 1, 0)), (3, 1, (1, 3), (1, 1, 1, 1)), (5, 2, (3, 3), (2, 2, 2, 2))])
 def test_dwconv_chw_on_tiny_planes_writes_nothing_outside_the_output(isa, k, stride, hw, pad):
     # Planes smaller than one vector: no store may reach past the last plane.
-    rng = np.random.default_rng(5)
     c = 3
-    w = rng.standard_normal((c, k, k)).astype(np.float32)
-    x = rng.standard_normal((c, *hw)).astype(np.float32)
+    w, x, _ = depthwise_case(5, c, k, hw)
     y = kernels.dwconv_chw(w, x, None, stride=stride, padding=list(pad), isa=isa)
     buf = np.full(y.size + 64, 7.0, np.float32)
     out = buf[32 : 32 + y.size].reshape(y.shape)
