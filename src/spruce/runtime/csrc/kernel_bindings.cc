@@ -254,7 +254,7 @@ void register_kernel_bindings(py::module_& parent) {
         const int64_t ne = end_or(n_end, w.rows), pe = end_or(p_end, w.in_stride);
         check_range("output channel", n_begin, ne, w.rows);
         check_range("pixel", p_begin, pe, w.in_stride);
-        if (input_padded && p_begin + (pe - p_begin + 7) / 8 * 8 > w.in_stride) {
+        if (input_padded && p_begin + kernels::whole_vectors(pe - p_begin) > w.in_stride) {
           throw py::value_error("input_padded=True reads up to pixel p_begin + (p_end - p_begin) rounded up to "
                                 "a multiple of 8, which must be <= in_stride. Received: p_begin=" +
                                 std::to_string(p_begin) + ", p_end=" + std::to_string(pe) +

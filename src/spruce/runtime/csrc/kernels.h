@@ -100,6 +100,10 @@ void set_in_stride(SparseMatrix& m, int64_t in_stride);
 // a multiple of 16 floats (14x14, 7x7).
 int64_t spmm_input_tile(int32_t cols, int64_t pixels);
 
+// n floats rounded up to whole 8-float vectors: how far spmm reads a range of
+// n pixels with input_padded, and the plane / tile widths that allow it.
+constexpr int64_t whole_vectors(int64_t n) { return (n + 7) / 8 * 8; }
+
 // Rows [n_begin, n_end), pixels [p_begin, p_end). bias may be null (zero).
 // input: [K][in_stride] (w.in_stride), output: [N][out_stride].
 // input_padded: every input row may be read up to p_begin + (p_end - p_begin)

@@ -168,7 +168,7 @@ class Conv1x1Op : public Op {
   }
   // Planes padded to whole vectors let the tiles be read in place.
   int64_t wanted_input_plane_stride() const override {
-    const int64_t stride = (pixels_ + 7) / 8 * 8;
+    const int64_t stride = kernels::whole_vectors(pixels_);
     const bool fits = k_ * stride * static_cast<int64_t>(sizeof(float)) <= INT32_MAX;  // byte offsets
     return tiles_ != 0 && pixels_ % 8 != 0 && fits ? stride : 0;
   }
@@ -211,7 +211,7 @@ class Conv1x1Op : public Op {
   const float* pack_tile(const float* xi, int64_t t) const {
     if (in_place_) return xi;
     const int64_t p0 = t * tile_, width = std::min(tile_, pixels_ - p0);
-    const int64_t padded = std::min(tile_, (width + 7) / 8 * 8);
+    const int64_t padded = std::min(tile_, kernels::whole_vectors(width));
     float* dst = scratch + t * k_ * tile_;
     for (int64_t k = 0; k < k_; ++k) {
       std::copy_n(xi + k * pixels_ + p0, width, dst + k * tile_);

@@ -76,11 +76,10 @@ void set_in_stride(SparseMatrix& m, int64_t in_stride) {
 int64_t spmm_input_tile(int32_t cols, int64_t pixels) {
   const bool wide = cols <= kSpmmWideTileMaxCols;
   if (pixels <= 0 || (wide && pixels % 16 == 0)) return 0;
-  auto round8 = [](int64_t n) { return (n + 7) / 8 * 8; };
-  if (wide) return std::min(round8(pixels), kSpmmWideTile);
-  if (pixels <= kSpmmPairedSinglePass) return round8(pixels);
+  if (wide) return std::min(whole_vectors(pixels), kSpmmWideTile);
+  if (pixels <= kSpmmPairedSinglePass) return whole_vectors(pixels);
   const int64_t tiles = (pixels + kSpmmPackedTile - 1) / kSpmmPackedTile;
-  return round8((pixels + tiles - 1) / tiles);
+  return whole_vectors((pixels + tiles - 1) / tiles);
 }
 
 namespace {
