@@ -2,16 +2,19 @@
 //
 // Per channel and output row, 8 output columns at a time (stride 2 loads 16
 // inputs and deinterleaves even and odd lanes, one load pair serving two taps).
-// Vectors whose taps all fall inside the row use plain loads; border and short
-// vectors use masked loads that read zeros outside the row, so narrow layers
-// (14x14, 7x7) stay vectorised. Rows outside the input are skipped, which is the zero
-// padding. Consecutive vectors are independent, so out-of-order execution
-// overlaps their FMA chains.
+// Most planes are first copied into a zero-padded buffer so every tap is a
+// plain load (masked loads are slow on AMD cores); narrow stride-1 planes
+// (7x7 to 28x28) take a kernel unrolled for their row width, small stride-2
+// planes a flattened one over phase planes, and planes too wide for a buffer
+// the direct kernel below, with masked loads at the borders. Consecutive
+// vectors are independent, so out-of-order execution overlaps their FMA chains.
 #if defined(__AVX2__) && defined(__FMA__)
 #include "simd_avx2.h"
 
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 namespace spruce {
 namespace kernels {
@@ -309,10 +312,142 @@ void dwconv_channels_padded(const DwConvParams& p, const PaddedGeometry& g, cons
   }
 }
 
-// Small stride-1 planes whose output is as wide as the input (14x14, 7x7, ...):
-// the plane is processed flattened, 8 consecutive output pixels per vector
-// (crossing row ends), so a 7x7 plane is 7 vectors and 14x14 is 25 instead of
-// one short vector per row. Every tap is then one offset in the flattened
+// Narrow stride-1 planes (output rows of up to kRowsMaxVectors vectors: 7x7,
+// 14x14, 28x28): each channel is copied into a zero-padded buffer whose row
+// stride, V + 1 vectors, is known at compile time, after which every tap is a
+// plain load and nothing is masked. R output rows per pass share their input
+// rows' loads (5 input rows feed 3 outputs for 3x3). Per-channel work is small
+// on these planes (14x14: 28 vectors), so the copy, the loops and the stores
+// are all unrolled for the row's V vectors; the vectors of a row go right to
+// left so a short last vector may write its spare lanes into the next row,
+// which is written after it.
+constexpr int32_t kRowsMaxVectors = 4;
+constexpr int32_t kRowsMaxFloats = 16384;  // 64 KiB of stack
+
+template <int K, int V>
+bool rows_kernel_applies(const DwConvParams& p) {
+  constexpr int32_t kStride = (V + 1) * 8;
+  const int32_t in_vectors = (p.in_w + 7) / 8;
+  const int32_t rows = std::max(p.pad_top + p.in_h, p.out_h() - 1 + K);
+  return p.stride == 1 && (p.out_w() + 7) / 8 == V && p.pad_left + p.in_w <= kStride && in_vectors * 8 <= kStride &&
+         p.pad_left < 8 && static_cast<int64_t>(rows + 1) * kStride <= kRowsMaxFloats;
+}
+
+template <int K, int V>
+void dwconv_channels_rows(const DwConvParams& p, const float* weights, const float* bias,
+                          const float* input, float* output, int32_t c_begin, int32_t c_end,
+                          const avx2::Epilogue& epilogue) {
+  constexpr int32_t kStride = (V + 1) * 8;  // >= V * 8 + K - 1: every tap of every vector
+  constexpr int R = 3;
+  const int32_t in_h = p.in_h, in_w = p.in_w, out_h = p.out_h(), out_w = p.out_w();
+  const int32_t in_vectors = (in_w + 7) / 8;
+  const int32_t rows = std::max(p.pad_top + in_h, out_h - 1 + K);
+  const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
+  const float* in_end = input + c_end * in_plane;
+  const __m256 tail = _mm256_castsi256_ps(avx2::tail_mask(in_w - (in_vectors - 1) * 8));
+  // + 1 row: the last row's copy may write zeros past it.
+  alignas(32) float padded[kRowsMaxFloats];
+  std::fill(padded, padded + static_cast<int64_t>(rows + 1) * kStride, 0.0f);
+  for (int32_t c = c_begin; c < c_end; ++c) {
+    const float* in = input + c * in_plane;
+    // Input column x -> padded column pad_left + x. A row's last vector is
+    // read whole (zeroed past the row) unless that would leave the range's
+    // input; its zero lanes land in padding.
+    for (int32_t y = 0; y < in_h; ++y) {
+      const float* src = in + static_cast<int64_t>(y) * in_w;
+      float* dst = padded + static_cast<int64_t>(p.pad_top + y) * kStride + p.pad_left;
+      int32_t i = 0;
+      for (; i + 1 < in_vectors; ++i) _mm256_storeu_ps(dst + 8 * i, _mm256_loadu_ps(src + 8 * i));
+      const float* last = src + 8 * i;
+      const __m256 v = last + 8 <= in_end ? _mm256_and_ps(_mm256_loadu_ps(last), tail)
+                                          : _mm256_maskload_ps(last, _mm256_castps_si256(tail));
+      _mm256_storeu_ps(dst + 8 * i, v);
+    }
+    __m256 wv[K * K];
+    for (int t = 0; t < K * K; ++t) wv[t] = _mm256_broadcast_ss(weights + static_cast<int64_t>(c) * K * K + t);
+    const __m256 bv = bias != nullptr ? _mm256_broadcast_ss(bias + c) : _mm256_setzero_ps();
+    float* out = output + c * out_plane;
+    // Floats that may be written past the row being stored: the rest of the
+    // plane (written after) and the spill room after it.
+    const int64_t writable_end = static_cast<int64_t>(out_h) * out_w + p.spill_room(c, c_end);
+    auto store = [&](int32_t oy, int ox, __m256 y) {
+      float* o = out + static_cast<int64_t>(oy) * out_w + ox;
+      if (ox + 8 <= out_w || static_cast<int64_t>(oy) * out_w + ox + 8 <= writable_end) {
+        _mm256_storeu_ps(o, y);
+      } else {
+        _mm256_maskstore_ps(o, avx2::tail_mask(out_w - ox), y);
+      }
+    };
+    int32_t oy = 0;
+    for (; oy + R <= out_h; oy += R) {
+      const float* base = padded + static_cast<int64_t>(oy) * kStride;
+      for (int v = V - 1; v >= 0; --v) {
+        __m256 acc[R], odd[R];
+        for (int r = 0; r < R; ++r) {
+          acc[r] = bv;
+          odd[r] = _mm256_setzero_ps();
+        }
+        for (int i = 0; i < R - 1 + K; ++i) {
+          __m256 x[K];
+          for (int kx = 0; kx < K; ++kx) x[kx] = _mm256_loadu_ps(base + i * kStride + 8 * v + kx);
+          for (int r = 0; r < R; ++r) {
+            const int ky = i - r;
+            if (ky < 0 || ky >= K) continue;
+            for (int kx = 0; kx < K; ++kx) {
+              if (kx % 2 == 0) {
+                acc[r] = _mm256_fmadd_ps(x[kx], wv[ky * K + kx], acc[r]);
+              } else {
+                odd[r] = _mm256_fmadd_ps(x[kx], wv[ky * K + kx], odd[r]);
+              }
+            }
+          }
+        }
+        for (int r = 0; r < R; ++r) store(oy + r, 8 * v, epilogue(_mm256_add_ps(acc[r], odd[r])));
+      }
+    }
+    for (; oy < out_h; ++oy) {
+      const float* base = padded + static_cast<int64_t>(oy) * kStride;
+      for (int v = V - 1; v >= 0; --v) {
+        __m256 acc = bv, odd = _mm256_setzero_ps();
+        for (int ky = 0; ky < K; ++ky) {
+          for (int kx = 0; kx < K; ++kx) {
+            const __m256 x = _mm256_loadu_ps(base + ky * kStride + 8 * v + kx);
+            if (kx % 2 == 0) {
+              acc = _mm256_fmadd_ps(x, wv[ky * K + kx], acc);
+            } else {
+              odd = _mm256_fmadd_ps(x, wv[ky * K + kx], odd);
+            }
+          }
+        }
+        store(oy, 8 * v, epilogue(_mm256_add_ps(acc, odd)));
+      }
+    }
+  }
+}
+
+// Runs the rows kernel whose V matches the output width, if it applies.
+template <int K, int... V>
+bool dwconv_rows_dispatch(const DwConvParams& p, const float* weights, const float* bias,
+                          const float* input, float* output, int32_t c_begin, int32_t c_end,
+                          const avx2::Epilogue& epilogue, std::integer_sequence<int, V...>) {
+  bool done = false;
+  auto try_one = [&](auto v) {
+    constexpr int kV = decltype(v)::value;
+    if constexpr (kV > 0) {
+      if (!done && rows_kernel_applies<K, kV>(p)) {
+        dwconv_channels_rows<K, kV>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+        done = true;
+      }
+    }
+  };
+  (try_one(std::integral_constant<int, V>{}), ...);
+  return done;
+}
+
+// Small stride-1 planes whose output is as wide as the input but that the rows
+// kernel above does not take (rows wider than 32, such as 1 x N): the plane is
+// processed flattened, 8 consecutive output pixels per vector (crossing row
+// ends). Every tap is then one offset in the flattened
 // input; a per-(vector, tap) mask, computed once per call, zeroes the lanes
 // whose tap falls outside the input (the padding) and keeps loads in the plane.
 // Planes up to 256 output pixels use small stack tables; up to 1024 (28x28) large ones.
@@ -505,6 +640,10 @@ void dwconv_channels(const DwConvParams& p, const float* weights, const float* b
     }
   };
   if constexpr (S == 1) {
+    if (dwconv_rows_dispatch<K>(p, weights, bias, input, output, c_begin, c_end, epilogue,
+                                std::make_integer_sequence<int, kRowsMaxVectors + 1>{})) {
+      return;
+    }
     if (p.out_w() == p.in_w && (p.out_h() * p.out_w() + 7) / 8 <= kFlatMaxVectors) {
       with_table([&](auto table) {
         dwconv_channels_flat<K, decltype(table)::value>(p, weights, bias, input, output, c_begin, c_end, epilogue);
