@@ -219,13 +219,14 @@ def test_sparse_1x1_convs_on_unaligned_planes_match_litert_at_any_thread_count(t
         np.testing.assert_array_equal(Engine(path, num_threads=threads).run(x), one)
 
 
-def test_depthwise_outputs_padded_for_in_place_sparse_1x1_convs_change_no_result(tmp_path, monkeypatch):
-    """A depthwise conv writes 14x14 / 7x7 planes 200 / 56 floats apart so the sparse
-    1x1 conv after it reads whole vectors in place instead of copying tiles.
+def test_padded_planes_between_sparse_1x1_convs_and_their_neighbours_change_no_result(tmp_path, monkeypatch):
+    """14x14 / 7x7 planes are spaced 200 / 56 floats apart where a sparse 1x1 conv
+    reads them (a depthwise conv writes them, the 1x1 conv reads whole vectors in
+    place instead of copying tiles) or writes them (it stores whole vectors, and the
+    depthwise conv or MEAN after it reads the spaced planes).
 
     Results must be bit-identical to plain planes (SPRUCE_ENGINE_PLAIN_PLANES=1) at
-    any thread count and batch size; a depthwise output that a non-1x1 op also reads
-    stays plain.
+    any thread count and batch size; a tensor that an ADD also reads stays plain.
     """
     layers = keras.layers
     keras.utils.set_random_seed(4)
@@ -239,7 +240,8 @@ def test_depthwise_outputs_padded_for_in_place_sparse_1x1_convs_change_no_result
     y = layers.Conv2D(144, 1, activation="relu6")(x)
     z = layers.Add()([x, layers.DepthwiseConv2D(3, padding="same")(x)])  # read by ADD too: stays plain
     z = layers.Conv2D(144, 1)(z)
-    model = keras.Model(inputs, layers.Add()([y, z]))
+    x = layers.Conv2D(96, 1, activation="relu")(layers.Add()([y, z]))  # writes padded planes for MEAN
+    model = keras.Model(inputs, layers.GlobalAveragePooling2D()(x))
     prune_pointwise(model, 0.85)
     path = convert(model, tmp_path / "padded.tflite", sparse=True, batch_size=2)
     x = sample((2, 14, 14, 24), seed=6)

@@ -196,6 +196,54 @@ def test_spmm_input_padded_refuses_a_range_whose_last_vector_leaves_the_rows():
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@FAST
+@given(
+    n=st.integers(1, 40),
+    k=st.integers(1, 300),
+    width=st.integers(1, 70),
+    p_begin=st.sampled_from([0, 8, 16]),
+    gap=st.integers(0, 3),
+    input_padded=st.booleans(),
+    sparsity=st.sampled_from(SPARSITIES),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_spmm_output_padded_writes_only_to_the_last_vectors_end(isa, n, k, width, p_begin, gap, input_padded, sparsity, seed):
+    # Output rows writable to the last vector's end (the engine's padded planes):
+    # the range holds the masked path's values bit for bit; only the lanes up to
+    # that end may change, nothing before the range or past it.
+    rng = np.random.default_rng(seed)
+    w = sparse_weights(rng, n, k, sparsity, zero_rows=True)
+    end = p_begin + (width + 7) // 8 * 8
+    x = np.full((k, end), np.nan, np.float32)
+    x[:, p_begin:p_begin + width] = rng.standard_normal((k, width))
+    bias = rng.standard_normal(n).astype(np.float32)
+    packed = kernels.pack_sparse(w, end)
+    kw = dict(p_begin=p_begin, p_end=p_begin + width, act_min=0.0, isa=isa, input_padded=input_padded,
+              out_stride=end + gap)
+    if not input_padded:
+        x[:, p_begin + width:] = 0.0  # masked loads: never read, but keep NaN out of the reference
+    masked = kernels.spmm(packed, x, bias, out=np.full((n, end + gap), 7.0, np.float32), **kw)
+    padded = kernels.spmm(packed, x, bias, out=np.full((n, end + gap), 7.0, np.float32), output_padded=True, **kw)
+    np.testing.assert_array_equal(padded[:, p_begin:p_begin + width], masked[:, p_begin:p_begin + width])
+    assert (padded[:, :p_begin] == 7.0).all() and (padded[:, end:] == 7.0).all()
+    assert (masked[:, p_begin + width:] == 7.0).all()
+    reference = conv1x1_ref(w, np.nan_to_num(x[:, p_begin:p_begin + width]), bias, (0.0, np.inf, False))
+    assert_close(masked[:, p_begin:p_begin + width], reference)
+
+
+def test_spmm_output_padded_refuses_rows_too_short_for_the_last_vector():
+    packed = kernels.pack_sparse(np.ones((2, 3), np.float32), 16)
+    x = np.zeros((3, 16), np.float32)
+    kernels.spmm(packed, x, p_begin=2, p_end=7, out_stride=10, output_padded=True)  # writes pixels 2-9 of 10
+    with pytest.raises(ValueError, match="out_stride"):
+        kernels.spmm(packed, x, p_begin=2, p_end=7, out_stride=9, output_padded=True)  # would write 2-9 of 9
+    with pytest.raises(ValueError, match="out_stride"):
+        kernels.spmm(packed, x, p_begin=2, p_end=7, out_stride=9, input_padded=True)  # reads partial sums to 9
+    with pytest.raises(ValueError, match="out_stride"):
+        kernels.spmm(packed, x, out_stride=-1)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_spmm_on_a_mobilenet_shape_at_90_percent(isa):
     rng = np.random.default_rng(0)
     w = sparse_weights(rng, 128, 256, 0.9, zero_rows=False)
@@ -355,6 +403,34 @@ def test_dwconv_chw_planes_spaced_out_hold_the_same_values(isa, k, stride, hw, p
             assert np.all(buf[:32] == 7.0) and np.all(buf[32 + c * stride_floats :] == 7.0)
     with pytest.raises(ValueError, match="out_stride"):
         kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), out_stride=pixels - 1)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(
+    "k,stride,hw,pad",
+    [(3, 1, (14, 14), (1, 1, 1, 1)), (3, 1, (7, 7), (1, 1, 1, 1)), (3, 2, (14, 14), (0, 0, 1, 1)),
+     (3, 2, (56, 56), (1, 1, 1, 1)), (5, 1, (9, 11), (2, 2, 2, 2)), (3, 1, (40, 33), (1, 1, 1, 1)),
+     (3, 1, (9, 150), (1, 2, 2, 1)), (3, 1, (300, 5), (1, 1, 1, 1)), (5, 2, (3, 3), (2, 2, 2, 2))],
+)
+def test_dwconv_chw_reads_spaced_out_input_planes(isa, k, stride, hw, pad):
+    # Input planes S floats apart (in_hw = (H, W), as the engine's padded planes
+    # written by a sparse 1x1 conv): the gaps hold junk (NaN here) that no output
+    # may see; the results are the back-to-back planes' bit for bit.
+    c = 5
+    w, x, bias = depthwise_case(8, c, k, hw)
+    y = kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), act_min=0.0, isa=isa)
+    pixels = hw[0] * hw[1]
+    for gap in (1, 4, 11):
+        spaced = np.full((c, pixels + gap), np.nan, np.float32)
+        spaced[:, :pixels] = x.reshape(c, pixels)
+        for c0, c1 in ((0, c), (0, 2), (2, 5)):
+            out = np.full_like(y, 7.0)
+            kernels.dwconv_chw(w, spaced, bias, stride=stride, padding=list(pad), act_min=0.0, out=out,
+                               c_begin=c0, c_end=c1, isa=isa, in_hw=hw)
+            np.testing.assert_array_equal(out[c0:c1], y[c0:c1])
+            assert np.all(out[:c0] == 7.0) and np.all(out[c1:] == 7.0)
+    with pytest.raises(ValueError, match="in_hw"):
+        kernels.dwconv_chw(w, x.reshape(c, pixels), bias, stride=stride, padding=list(pad), in_hw=(hw[0] + 1, hw[1]))
 
 
 @pytest.mark.parametrize("isa", ISAS)

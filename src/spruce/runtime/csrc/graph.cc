@@ -163,12 +163,14 @@ Graph::Graph(std::vector<TensorSpec> specs, const std::vector<OpSpec>& ops, std:
   plan_memory();
 }
 
-// A sparse 1x1 conv on planes that are not a whole number of vectors (14x14,
-// 7x7) would copy its input into aligned tiles each run. When the op writing
-// that input can space its planes out instead (a depthwise conv) and every
-// reader wants the same spacing, the planes are padded (196 -> 200 floats) and
-// the 1x1 conv reads them in place. SPRUCE_ENGINE_PLAIN_PLANES=1 turns this
-// off (tests compare both).
+// Planes that are not a whole number of vectors (14x14, 7x7) cost the sparse
+// 1x1 conv twice: reading them it would copy its input into aligned tiles each
+// run, and writing them it would store each tile's last vector under a mask
+// (slow on AMD). So a tensor's planes are padded (196 -> 200 floats) when its
+// writer or a reader wants that, they agree, and the others can deal with it:
+// a depthwise conv writes and reads such planes, MEAN reads them. The 1x1 conv
+// then reads its input in place and stores whole vectors.
+// SPRUCE_ENGINE_PLAIN_PLANES=1 turns this off (tests compare both).
 void Graph::pad_planes() {
   const size_t n = tensors_.size();
   std::vector<int> writer(n, -1);
@@ -181,14 +183,18 @@ void Graph::pad_planes() {
   for (int idx : outputs_) is_output[idx] = 1;
   for (size_t idx = 0; idx < n; ++idx) {
     if (writer[idx] < 0 || is_output[idx] || readers[idx].empty() || tensors_[idx].layout != kCHW) continue;
-    const int64_t stride = readers[idx][0]->wanted_input_plane_stride();
-    if (stride <= 0) continue;
+    Op* w = ops_[writer[idx]].get();
+    if (w->outputs.size() != 1) continue;
+    int64_t stride = w->wanted_output_plane_stride();
     bool agree = true;
     for (Op* r : readers[idx]) {
-      agree = agree && r->inputs.size() == 1 && r->wanted_input_plane_stride() == stride;
+      const int64_t wanted = r->wanted_input_plane_stride();
+      agree = agree && r->inputs.size() == 1 && (wanted <= 0 || stride <= 0 || wanted == stride);
+      if (wanted > 0) stride = wanted;
     }
-    Op* w = ops_[writer[idx]].get();
-    if (!agree || w->outputs.size() != 1 || !w->set_output_plane_stride(stride)) continue;
+    if (!agree || stride <= 0) continue;
+    for (Op* r : readers[idx]) agree = agree && r->accepts_input_plane_stride(stride);
+    if (!agree || !w->set_output_plane_stride(stride)) continue;
     for (Op* r : readers[idx]) r->set_input_plane_stride(stride);
     tensors_[idx].plane_stride = stride;
   }

@@ -81,10 +81,15 @@ class Op {
   // sets `scratch` before the first run.
   virtual size_t scratch_floats() const { return 0; }
   // Padded channel planes (Graph::pad_planes): the plane stride an op would
-  // like its (single) CHW input to have (0: none), and the setters the graph
-  // calls when the input's writer and every reader agree; a writer returns
-  // false if it cannot write planes that far apart.
+  // like its (single) CHW input or output to have (0: none), whether it can
+  // read an input with a given stride, and the setters the graph calls when
+  // the wishes agree and every reader accepts; a writer returns false if it
+  // cannot write planes that far apart.
   virtual int64_t wanted_input_plane_stride() const { return 0; }
+  virtual int64_t wanted_output_plane_stride() const { return 0; }
+  virtual bool accepts_input_plane_stride(int64_t stride) const {
+    return stride > 0 && stride == wanted_input_plane_stride();
+  }
   virtual void set_input_plane_stride(int64_t /*stride*/) {}
   virtual bool set_output_plane_stride(int64_t /*stride*/) { return false; }
   std::string name;

@@ -141,18 +141,35 @@ void check_conv_geometry(const char* op, int64_t in_h, int64_t in_w, int32_t ker
   }
 }
 
-// Validates depthwise weights [C][K][K], input [C][H][W] and the geometry; returns the params.
+// Validates depthwise weights [C][K][K], input [C][H][W] (or [C][S], planes S
+// floats apart, with in_hw = (H, W)) and the geometry; returns the params.
 kernels::DwConvParams dwconv_params(const py::object& weights, const py::object& input, int32_t stride,
-                                   const std::vector<int32_t>& padding, py::array& w, py::array& x) {
+                                   const std::vector<int32_t>& padding, py::array& w, py::array& x,
+                                   const std::optional<std::vector<int64_t>>& in_hw = std::nullopt) {
   w = check_array(weights, "weights", {-1, -1, -1});
   const int64_t C = w.shape(0);
   const int32_t K = static_cast<int32_t>(w.shape(1));
   check_array(weights, "weights", {C, K, K});
-  x = check_array(input, "input", {C, -1, -1});
-  check_conv_geometry("dwconv_chw", x.shape(1), x.shape(2), K, stride, padding);
+  int64_t H = 0, W = 0, stride_floats = 0;
+  if (in_hw.has_value()) {
+    if (in_hw->size() != 2 || (*in_hw)[0] <= 0 || (*in_hw)[1] <= 0) {
+      throw py::value_error("in_hw must be (height, width), both > 0");
+    }
+    x = check_array(input, "input", {C, -1});
+    H = (*in_hw)[0], W = (*in_hw)[1], stride_floats = x.shape(1);
+    if (H * W > stride_floats) {
+      throw py::value_error("input planes of " + std::to_string(stride_floats) + " floats cannot hold in_hw = (" +
+                            std::to_string(H) + ", " + std::to_string(W) + ")");
+    }
+  } else {
+    x = check_array(input, "input", {C, -1, -1});
+    H = x.shape(1), W = x.shape(2);
+  }
+  check_conv_geometry("dwconv_chw", H, W, K, stride, padding);
   kernels::DwConvParams p;
-  p.in_h = static_cast<int32_t>(x.shape(1));
-  p.in_w = static_cast<int32_t>(x.shape(2));
+  p.in_h = static_cast<int32_t>(H);
+  p.in_w = static_cast<int32_t>(W);
+  p.in_stride = stride_floats;
   p.kernel = K;
   p.stride = stride;
   p.pad_top = padding[0];
@@ -246,27 +263,37 @@ void register_kernel_bindings(py::module_& parent) {
       [](const kernels::SparseMatrix& w, const py::object& input, const py::object& bias,
          const py::object& out, int64_t n_begin, std::optional<int64_t> n_end, int64_t p_begin,
          std::optional<int64_t> p_end, float act_min, float act_max, bool hard_swish,
-         const std::string& isa, bool input_padded) {
+         const std::string& isa, bool input_padded, int64_t out_stride, bool output_padded) {
         py::array x = check_array(input, "input", {w.cols, w.in_stride});
         py::array b_keep;
         const float* b = optional_bias(bias, w.rows, &b_keep);
-        py::array y = output_array(out, {w.rows, w.in_stride});
+        if (out_stride < 0) throw py::value_error("out_stride must be >= 0. Received: " + std::to_string(out_stride));
+        if (out_stride == 0) out_stride = w.in_stride;
         const int64_t ne = end_or(n_end, w.rows), pe = end_or(p_end, w.in_stride);
         check_range("output channel", n_begin, ne, w.rows);
-        check_range("pixel", p_begin, pe, w.in_stride);
-        if (input_padded && p_begin + kernels::whole_vectors(pe - p_begin) > w.in_stride) {
+        check_range("pixel", p_begin, pe, std::min(w.in_stride, out_stride));
+        py::array y = output_array(out, {w.rows, out_stride});
+        // Padded ranges read the input and read / write the output to the last vector's end.
+        const int64_t reach = p_begin + kernels::whole_vectors(pe - p_begin);
+        if (input_padded && reach > w.in_stride) {
           throw py::value_error("input_padded=True reads up to pixel p_begin + (p_end - p_begin) rounded up to "
                                 "a multiple of 8, which must be <= in_stride. Received: p_begin=" +
                                 std::to_string(p_begin) + ", p_end=" + std::to_string(pe) +
                                 ", in_stride=" + std::to_string(w.in_stride));
+        }
+        if ((input_padded || output_padded) && reach > out_stride) {
+          throw py::value_error("input_padded / output_padded read or write the output up to pixel p_begin + "
+                                "(p_end - p_begin) rounded up to a multiple of 8, which must be <= out_stride. "
+                                "Received: p_begin=" + std::to_string(p_begin) + ", p_end=" + std::to_string(pe) +
+                                ", out_stride=" + std::to_string(out_stride));
         }
         const Activation act = make_activation(act_min, act_max, hard_swish);
         const Isa i = parse_isa(isa);
         float* yd = mutable_data_of(y);
         {
           py::gil_scoped_release release;
-          kernels::spmm(w, b, data_of(x), yd, w.in_stride, static_cast<int32_t>(n_begin),
-                        static_cast<int32_t>(ne), p_begin, pe, act, i, input_padded);
+          kernels::spmm(w, b, data_of(x), yd, out_stride, static_cast<int32_t>(n_begin),
+                        static_cast<int32_t>(ne), p_begin, pe, act, i, input_padded, output_padded);
         }
         return y;
       },
@@ -274,8 +301,11 @@ void register_kernel_bindings(py::module_& parent) {
       py::arg("n_begin") = 0, py::arg("n_end") = py::none(), py::arg("p_begin") = 0,
       py::arg("p_end") = py::none(), py::arg("act_min") = -kInf, py::arg("act_max") = kInf,
       py::arg("hard_swish") = false, py::arg("isa") = "auto", py::arg("input_padded") = false,
+      py::arg("out_stride") = 0, py::arg("output_padded") = false,
       "Sparse 1x1 conv: out[n, p] = act(bias[n] + sum_k W[n, k] * input[k, p]) over the given ranges.\n"
-      "input_padded: the input may be read to the last vector's end (its extra lanes are dropped).");
+      "input_padded: the input may be read to the last vector's end (its extra lanes are dropped).\n"
+      "out_stride: floats between output rows (0: in_stride). output_padded: the output may be written\n"
+      "to the last vector's end (junk in the extra lanes).");
 
   m.def(
       "pack_dense",
@@ -321,9 +351,9 @@ void register_kernel_bindings(py::module_& parent) {
       [](const py::object& weights, const py::object& input, const py::object& bias, int32_t stride,
          const std::vector<int32_t>& padding, const py::object& out, int64_t c_begin,
          std::optional<int64_t> c_end, float act_min, float act_max, bool hard_swish,
-         const std::string& isa, int64_t out_stride) {
+         const std::string& isa, int64_t out_stride, const std::optional<std::vector<int64_t>>& in_hw) {
         py::array w, x;
-        kernels::DwConvParams p = dwconv_params(weights, input, stride, padding, w, x);
+        kernels::DwConvParams p = dwconv_params(weights, input, stride, padding, w, x, in_hw);
         const int64_t C = w.shape(0);
         py::array b_keep;
         const float* b = optional_bias(bias, C, &b_keep);
@@ -350,8 +380,10 @@ void register_kernel_bindings(py::module_& parent) {
       py::arg("padding") = std::vector<int32_t>{0, 0, 0, 0}, py::arg("out") = py::none(),
       py::arg("c_begin") = 0, py::arg("c_end") = py::none(), py::arg("act_min") = -kInf,
       py::arg("act_max") = kInf, py::arg("hard_swish") = false, py::arg("isa") = "auto", py::arg("out_stride") = 0,
+      py::arg("in_hw") = py::none(),
       "Depthwise conv in CHW; weights [C, k, k], input [C, H, W], padding (top, left, bottom, right).\n"
-      "out_stride > 0: output [C, out_stride], plane c in row c's first out_h * out_w floats (the rest junk).");
+      "out_stride > 0: output [C, out_stride], plane c in row c's first out_h * out_w floats (the rest junk).\n"
+      "in_hw = (H, W): input [C, S], plane c in row c's first H * W floats (the rest unused).");
 
   m.def(
       "pack_conv_hwc2chw",

@@ -109,10 +109,16 @@ constexpr int64_t whole_vectors(int64_t n) { return (n + 7) / 8 * 8; }
 // input_padded: every input row may be read up to p_begin + (p_end - p_begin)
 // rounded up to a multiple of 8 pixels (a packed tile); the extra lanes are
 // computed and dropped, so the last vector loads without a mask (masked loads
-// are slow: a 36-pixel tile of a 14x14 layer took 1.27x a 40-pixel one).
+// are slow: a 36-pixel tile of a 14x14 layer took 1.27x a 40-pixel one). The
+// output rows' partial sums are then read as far too (the engine's arena
+// leaves slack after every tensor).
+// output_padded: every output row may also be written that far (junk in the
+// extra lanes), so the last vector stores without a mask; masked stores are
+// slower still (a 7x7 layer's 49-pixel tile took 1.17x a 56-pixel one).
 void spmm(const SparseMatrix& w, const float* bias, const float* input, float* output,
           int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
-          const Activation& act, Isa isa = default_isa(), bool input_padded = false);
+          const Activation& act, Isa isa = default_isa(), bool input_padded = false,
+          bool output_padded = false);
 
 // ------------------------------------------ 2. dense 1x1 conv in CHW (GEMM) --
 //
@@ -146,14 +152,16 @@ void gemm(const PackedDense& w, const float* bias, const float* input, int64_t i
 // back). A larger one leaves a gap after each plane that the plane's last
 // vector may fill with junk (the engine pads 14x14 planes to 200 floats so the
 // sparse 1x1 conv after reads whole vectors in place).
+// in_stride: floats between input planes, 0 for in_h * in_w; the gaps are
+// never used (the sparse 1x1 conv before may have left junk there).
 struct DwConvParams {
   int32_t in_h = 0, in_w = 0;
   int32_t kernel = 3, stride = 1;
   int32_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
-  int64_t out_stride = 0;
+  int64_t in_stride = 0, out_stride = 0;
   int32_t out_h() const { return (in_h + pad_top + pad_bottom - kernel) / stride + 1; }
   int32_t out_w() const { return (in_w + pad_left + pad_right - kernel) / stride + 1; }
-  int64_t in_plane() const { return static_cast<int64_t>(in_h) * in_w; }
+  int64_t in_plane() const { return in_stride > 0 ? in_stride : static_cast<int64_t>(in_h) * in_w; }
   int64_t out_plane() const { return out_stride > 0 ? out_stride : static_cast<int64_t>(out_h()) * out_w(); }
   // Floats after output plane c of the range [c, c_end) that its last vector
   // may overwrite: the following planes (written after it) and the gaps.

@@ -29,7 +29,7 @@ inline float apply_activation(float x, const Activation& act) {
   void spmm_##suffix(const SparseMatrix& w, const float* bias, const float* input,             \
                      float* output, int64_t out_stride, int32_t n_begin, int32_t n_end,        \
                      int64_t p_begin, int64_t p_end, const Activation& act,                    \
-                     bool input_padded);                                                       \
+                     bool input_padded, bool output_padded);                                   \
   void gemm_##suffix(const PackedDense& w, const float* bias, const float* input,              \
                      int64_t in_stride, float* output, int64_t out_stride, int32_t n_begin,    \
                      int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act);    \

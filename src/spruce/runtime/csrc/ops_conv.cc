@@ -138,7 +138,7 @@ class Conv1x1Op : public Op {
     }
     batch_ = x.shape[0];
     pixels_ = x.shape[1] * x.shape[2];
-    in_stride_ = pixels_;
+    in_stride_ = out_stride_ = pixels_;
     k_ = x.shape[3];
     n_ = y.shape[3];
     if (k_ > (1 << 24) || n_ > (1 << 24)) fail(s, "too many channels");
@@ -177,13 +177,25 @@ class Conv1x1Op : public Op {
     in_stride_ = stride;
     in_place_ = true;
   }
+  // Planes padded to whole vectors let the tiles store their last vector whole.
+  int64_t wanted_output_plane_stride() const override {
+    return sparse_ && tiles_ != 0 && pixels_ % 8 != 0 ? kernels::whole_vectors(pixels_) : 0;
+  }
+  bool set_output_plane_stride(int64_t stride) override {
+    if (!sparse_ || tiles_ == 0 || stride < pixels_) return false;
+    out_stride_ = stride;
+    // Tiles start at multiples of 8 pixels, so the last one's vectors end at
+    // whole_vectors(pixels_).
+    output_padded_ = stride >= kernels::whole_vectors(pixels_);
+    return true;
+  }
   void run(RunContext& ctx) override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
     const int64_t grain = sparse_ ? 4 : std::max<int32_t>(dense_w_.panel, 1);
     for (int64_t b = 0; b < batch_; ++b) {
       const float* xi = x + b * k_ * in_stride_;
-      float* yi = y + b * n_ * pixels_;
+      float* yi = y + b * n_ * out_stride_;
       if (tiles_ != 0) {
         run_tiled(ctx.pool, xi, yi);
         continue;
@@ -224,8 +236,9 @@ class Conv1x1Op : public Op {
   void run_tile(const float* packed, float* yi, int64_t t, int64_t n0, int64_t n1) const {
     const int64_t p0 = t * tile_, width = std::min(tile_, pixels_ - p0);
     const int64_t q0 = in_place_ ? p0 : 0;
-    kernels::spmm(sparse_w_, bias_.data(), packed, yi + p0 - q0, pixels_, static_cast<int32_t>(n0),
-                  static_cast<int32_t>(n1), q0, q0 + width, act_, kernels::default_isa(), /*input_padded=*/true);
+    kernels::spmm(sparse_w_, bias_.data(), packed, yi + p0 - q0, out_stride_, static_cast<int32_t>(n0),
+                  static_cast<int32_t>(n1), q0, q0 + width, act_, kernels::default_isa(), /*input_padded=*/true,
+                  output_padded_);
   }
   // Threads split tiles (each packing its own) when there are enough to balance;
   // otherwise every tile is packed first (unless read in place) and threads take
@@ -261,6 +274,8 @@ class Conv1x1Op : public Op {
   int64_t tile_ = 0, tiles_ = 0;  // pixels per input tile and tile count; 0: one range
   bool in_place_ = false;         // tiles read from padded input planes, not packed
   int64_t in_stride_ = 0;         // floats between input planes
+  int64_t out_stride_ = 0;        // floats between output planes
+  bool output_padded_ = false;    // output planes padded to whole vectors
   kernels::SparseMatrix sparse_w_;
   kernels::PackedDense dense_w_;
   std::vector<float> bias_;
@@ -306,6 +321,13 @@ class DepthwiseOp : public Op {
     p_.out_stride = stride;
     out_img_ = static_cast<size_t>(c_ * stride);
     return true;
+  }
+  bool accepts_input_plane_stride(int64_t stride) const override {
+    return stride >= static_cast<int64_t>(p_.in_h) * p_.in_w;
+  }
+  void set_input_plane_stride(int64_t stride) override {
+    p_.in_stride = stride;
+    in_img_ = static_cast<size_t>(c_ * stride);
   }
   void run(RunContext& ctx) override {
     const float* x = (*ctx.tensors)[inputs[0]].data;

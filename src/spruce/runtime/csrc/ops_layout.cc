@@ -142,21 +142,23 @@ class MeanHWOp : public Op {
     const Tensor& x = in_t(s, t, 0);
     const Tensor& y = out_t(s, t, 0);
     expect_layout(s, x, kCHW, "input");
-    n_ = x.shape[0], c_ = x.shape[3], hw_ = x.shape[1] * x.shape[2];
+    n_ = x.shape[0], c_ = x.shape[3], hw_ = stride_ = x.shape[1] * x.shape[2];
     bool keep = y.shape == std::vector<int64_t>{n_, 1, 1, c_};
     bool drop = y.shape == std::vector<int64_t>{n_, c_};
     if (!keep && !drop) fail(s, "output shape " + dims_str(y.shape) + " is not the mean of " + dims_str(x.shape) + " over H and W");
     if (n_ * c_ > INT32_MAX) fail(s, "too many channels in the batch: " + dims_str(x.shape));
   }
   const char* family() const override { return "pooling"; }
+  bool accepts_input_plane_stride(int64_t stride) const override { return stride >= hw_; }
+  void set_input_plane_stride(int64_t stride) override { stride_ = stride; }
   void run(RunContext& ctx) override {
     // Every image's channel planes are consecutive, so batch x channels are rows.
-    kernels::global_avg_pool_chw((*ctx.tensors)[inputs[0]].data, hw_, hw_, (*ctx.tensors)[outputs[0]].data, 0,
+    kernels::global_avg_pool_chw((*ctx.tensors)[inputs[0]].data, hw_, stride_, (*ctx.tensors)[outputs[0]].data, 0,
                                  static_cast<int32_t>(n_ * c_));
   }
 
  private:
-  int64_t n_, c_, hw_;
+  int64_t n_, c_, hw_, stride_ = 0;
 };
 
 }  // namespace

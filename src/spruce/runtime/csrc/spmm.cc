@@ -131,7 +131,8 @@ inline void spmm_tile_portable(const SparseMatrix& w, const float* bias, const c
 
 void spmm_portable(const SparseMatrix& w, const float* bias, const float* input, float* output,
                    int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
-                   int64_t p_end, const Activation& act, bool /*input_padded: no masked loads here*/) {
+                   int64_t p_end, const Activation& act, bool /*input_padded*/, bool /*output_padded*/) {
+  // No masked loads or stores here: the padding flags change nothing.
   constexpr int kTile = 16;
   int64_t p = p_begin;
   for (; p + kTile <= p_end; p += kTile) {
@@ -146,15 +147,17 @@ void spmm_portable(const SparseMatrix& w, const float* bias, const float* input,
 
 void spmm(const SparseMatrix& w, const float* bias, const float* input, float* output,
           int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
-          const Activation& act, Isa isa, bool input_padded) {
+          const Activation& act, Isa isa, bool input_padded, bool output_padded) {
   if (n_begin >= n_end || p_begin >= p_end) return;
 #if SPRUCE_X86_KERNELS
   if (resolve_isa(isa) == Isa::kAvx2) {
-    spmm_avx2(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, input_padded);
+    spmm_avx2(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, input_padded,
+              output_padded);
     return;
   }
 #endif
-  spmm_portable(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, input_padded);
+  spmm_portable(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, input_padded,
+                output_padded);
 }
 
 }  // namespace kernels

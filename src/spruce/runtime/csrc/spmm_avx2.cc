@@ -1,7 +1,7 @@
 // Sparse 1x1 convolution in CHW, AVX2 + FMA (see spmm.cc for the design).
 //
 // A tile is V vectors of 8 pixels (the last one masked when the range ends
-// inside it); for each output row it accumulates weight * input-row-slice over
+// inside it, unless the caller padded the rows); for each output row it accumulates weight * input-row-slice over
 // the row's nonzeros. Every nonzero costs V input loads and V FMAs plus a fixed
 // overhead (weight broadcast, offset load), and every pass over a tile re-reads
 // the whole weight stream, so the tile plan uses as few passes as it can:
@@ -25,9 +25,10 @@ namespace spruce {
 namespace kernels {
 namespace {
 
-// kMasked: the last vector is stored under `mask`; kMaskLoads: and loaded
-// under it too (else the input rows are readable to the vector's end).
-template <int V, bool kMasked, bool kMaskLoads, bool kPaired>
+// kMaskStore: the last vector is stored under `mask` (else the output rows
+// are writable to the vector's end); kMaskLoads: it is loaded under it, input
+// and partial sums (else both are readable to the vector's end).
+template <int V, bool kMaskStore, bool kMaskLoads, bool kPaired>
 void spmm_tile(const SparseMatrix& w, const float* bias, const char* in, float* out,
                int64_t out_stride, int32_t n_begin, int32_t n_end, __m256i mask,
                const avx2::Epilogue& epilogue) {
@@ -83,7 +84,7 @@ void spmm_tile(const SparseMatrix& w, const float* bias, const char* in, float* 
       for (int v = 0; v < V; ++v) {
         __m256 r = kPaired ? _mm256_add_ps(acc0[v], acc1[v]) : acc0[v];
         if (last) r = epilogue(r);
-        if (kMasked && v == V - 1) {
+        if (kMaskStore && v == V - 1) {
           _mm256_maskstore_ps(o + 8 * v, mask, r);
         } else {
           _mm256_storeu_ps(o + 8 * v, r);
@@ -97,31 +98,31 @@ using TileFn = void (*)(const SparseMatrix&, const float*, const char*, float*, 
                         int32_t, __m256i, const avx2::Epilogue&);
 
 template <bool kPaired, int V>
-constexpr TileFn tile_fn(bool masked, bool mask_loads) {
-  return !masked ? &spmm_tile<V, false, false, kPaired>
-                 : mask_loads ? &spmm_tile<V, true, true, kPaired> : &spmm_tile<V, true, false, kPaired>;
+constexpr TileFn tile_fn(bool mask_store, bool mask_loads) {
+  return mask_store ? (mask_loads ? &spmm_tile<V, true, true, kPaired> : &spmm_tile<V, true, false, kPaired>)
+                    : (mask_loads ? &spmm_tile<V, false, true, kPaired> : &spmm_tile<V, false, false, kPaired>);
 }
 
 // The tile of `vectors` (1..8) vectors, the last stored under a mask when
-// `masked` and also loaded under it when `mask_loads`.
+// `mask_store` and loaded under it when `mask_loads`.
 template <bool kPaired>
-TileFn pick_tile(int vectors, bool masked, bool mask_loads) {
+TileFn pick_tile(int vectors, bool mask_store, bool mask_loads) {
   switch (vectors) {
-    case 1: return tile_fn<kPaired, 1>(masked, mask_loads);
-    case 2: return tile_fn<kPaired, 2>(masked, mask_loads);
-    case 3: return tile_fn<kPaired, 3>(masked, mask_loads);
-    case 4: return tile_fn<kPaired, 4>(masked, mask_loads);
-    case 5: return tile_fn<kPaired, 5>(masked, mask_loads);
-    case 6: return tile_fn<kPaired, 6>(masked, mask_loads);
-    case 7: return tile_fn<kPaired, 7>(masked, mask_loads);
-    default: return tile_fn<kPaired, 8>(masked, mask_loads);
+    case 1: return tile_fn<kPaired, 1>(mask_store, mask_loads);
+    case 2: return tile_fn<kPaired, 2>(mask_store, mask_loads);
+    case 3: return tile_fn<kPaired, 3>(mask_store, mask_loads);
+    case 4: return tile_fn<kPaired, 4>(mask_store, mask_loads);
+    case 5: return tile_fn<kPaired, 5>(mask_store, mask_loads);
+    case 6: return tile_fn<kPaired, 6>(mask_store, mask_loads);
+    case 7: return tile_fn<kPaired, 7>(mask_store, mask_loads);
+    default: return tile_fn<kPaired, 8>(mask_store, mask_loads);
   }
 }
 
 template <bool kPaired>
 void spmm_tiles(const SparseMatrix& w, const float* bias, const float* input, float* output,
                 int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
-                int64_t p_end, bool input_padded, const avx2::Epilogue& epilogue) {
+                int64_t p_end, bool input_padded, bool output_padded, const avx2::Epilogue& epilogue) {
   // Paired tiles hold 2V accumulators: at most 7 vectors fit the 16 registers.
   constexpr int64_t kTile = kPaired ? kSpmmPairedTile : kSpmmWideTile;
   constexpr int64_t kMaxSinglePass = kPaired ? kSpmmPairedSinglePass : kSpmmWideTile;
@@ -129,9 +130,9 @@ void spmm_tiles(const SparseMatrix& w, const float* bias, const float* input, fl
   auto run = [&](int64_t p, int64_t width) {
     const int vectors = static_cast<int>((width + 7) / 8);
     const int tail = static_cast<int>(width % 8);
-    pick_tile<kPaired>(vectors, tail != 0, !input_padded)(w, bias, reinterpret_cast<const char*>(input + p),
-                                           output + p, out_stride, n_begin, n_end,
-                                           tail != 0 ? avx2::tail_mask(tail) : all, epilogue);
+    pick_tile<kPaired>(vectors, tail != 0 && !output_padded, tail != 0 && !input_padded)(
+        w, bias, reinterpret_cast<const char*>(input + p), output + p, out_stride, n_begin, n_end,
+        tail != 0 ? avx2::tail_mask(tail) : all, epilogue);
   };
   int64_t p = p_begin;
   if (p_end - p > kMaxSinglePass) {
@@ -147,13 +148,15 @@ void spmm_tiles(const SparseMatrix& w, const float* bias, const float* input, fl
 
 void spmm_avx2(const SparseMatrix& w, const float* bias, const float* input, float* output,
                int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
-               int64_t p_end, const Activation& act, bool input_padded) {
+               int64_t p_end, const Activation& act, bool input_padded, bool output_padded) {
   const avx2::Epilogue epilogue(act);
   // The mode depends on the matrix only, so splits stay bit-identical.
   if (w.blocks == 1 && w.cols <= kSpmmWideTileMaxCols) {
-    spmm_tiles<false>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded, epilogue);
+    spmm_tiles<false>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded,
+                      output_padded, epilogue);
   } else {
-    spmm_tiles<true>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded, epilogue);
+    spmm_tiles<true>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded,
+                     output_padded, epilogue);
   }
 }
 
