@@ -263,7 +263,12 @@ class Conv1x1Op : public Op {
         for (size_t t = tb; t < te; ++t) pack_tile(xi, t);
       });
     }
-    pool->parallel_for(static_cast<size_t>(n_), 8, [&](size_t nb, size_t ne) {
+    // One chunk of rows per thread: each run_tile call reuses a k-block's input
+    // slice (in L1) over all its rows, and 64-row chunks reloaded every slice
+    // 4x as often (2 threads, 90% MobileNetV1: sparse 1x1 convs 1.49 -> 1.39 ms
+    // by per-op minima, medians 2.42 -> 2.17 ms).
+    const size_t rows = static_cast<size_t>(kernels::whole_vectors((n_ + threads - 1) / threads));
+    pool->parallel_for(static_cast<size_t>(n_), rows, [&](size_t nb, size_t ne) {
       for (int64_t t = 0; t < tiles_; ++t) {
         run_tile(in_place_ ? xi : scratch + t * k_ * tile_, yi, t, static_cast<int64_t>(nb), static_cast<int64_t>(ne));
       }
