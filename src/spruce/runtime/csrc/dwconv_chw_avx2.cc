@@ -317,10 +317,14 @@ void dwconv_channels_padded(const DwConvParams& p, const PaddedGeometry& g, cons
 // stride, V + 1 vectors, is known at compile time, after which every tap is a
 // plain load and nothing is masked. R output rows per pass share their input
 // rows' loads (5 input rows feed 3 outputs for 3x3). Per-channel work is small
-// on these planes (14x14: 28 vectors), so the copy, the loops and the stores
-// are all unrolled for the row's V vectors; the vectors of a row go right to
-// left so a short last vector may write its spare lanes into the next row,
-// which is written after it.
+// on these planes (14x14: 28 vectors, about 130 cycles of FMAs), so overheads
+// decide: the copy, the loops and the stores are unrolled for the row's V
+// vectors (a copy loop of unknown length became a memcpy call per row, with the
+// weights spilled around it), the activation is fixed at compile time, and each
+// output keeps one accumulator, which leaves the 9 weights in registers (two
+// chains per output, as elsewhere, spilled them: 1.2x slower). The vectors of a
+// row go right to left, so a short last vector may write its spare lanes into
+// the next row, which is written after it.
 constexpr int32_t kRowsMaxVectors = 4;
 constexpr int32_t kRowsMaxFloats = 16384;  // 64 KiB of stack
 
@@ -333,12 +337,13 @@ bool rows_kernel_applies(const DwConvParams& p) {
          p.pad_left < 8 && static_cast<int64_t>(rows + 1) * kStride <= kRowsMaxFloats;
 }
 
-template <int K, int V>
+template <int K, int V, bool kHardSwish>
 void dwconv_channels_rows(const DwConvParams& p, const float* weights, const float* bias,
                           const float* input, float* output, int32_t c_begin, int32_t c_end,
                           const avx2::Epilogue& epilogue) {
   constexpr int32_t kStride = (V + 1) * 8;  // >= V * 8 + K - 1: every tap of every vector
   constexpr int R = 3;
+  const __m256 lo = epilogue.lo, hi = epilogue.hi;
   const int32_t in_h = p.in_h, in_w = p.in_w, out_h = p.out_h(), out_w = p.out_w();
   const int32_t in_vectors = (in_w + 7) / 8;
   const int32_t rows = std::max(p.pad_top + in_h, out_h - 1 + K);
@@ -356,8 +361,14 @@ void dwconv_channels_rows(const DwConvParams& p, const float* weights, const flo
     for (int32_t y = 0; y < in_h; ++y) {
       const float* src = in + static_cast<int64_t>(y) * in_w;
       float* dst = padded + static_cast<int64_t>(p.pad_top + y) * kStride + p.pad_left;
+      // in_vectors <= V + 1 (rows_kernel_applies): a loop of known length.
       int32_t i = 0;
-      for (; i + 1 < in_vectors; ++i) _mm256_storeu_ps(dst + 8 * i, _mm256_loadu_ps(src + 8 * i));
+      for (int j = 0; j < V; ++j) {
+        if (j + 1 < in_vectors) {
+          _mm256_storeu_ps(dst + 8 * j, _mm256_loadu_ps(src + 8 * j));
+          i = j + 1;
+        }
+      }
       const float* last = src + 8 * i;
       const __m256 v = last + 8 <= in_end ? _mm256_and_ps(_mm256_loadu_ps(last), tail)
                                           : _mm256_maskload_ps(last, _mm256_castps_si256(tail));
@@ -382,44 +393,31 @@ void dwconv_channels_rows(const DwConvParams& p, const float* weights, const flo
     for (; oy + R <= out_h; oy += R) {
       const float* base = padded + static_cast<int64_t>(oy) * kStride;
       for (int v = V - 1; v >= 0; --v) {
-        __m256 acc[R], odd[R];
-        for (int r = 0; r < R; ++r) {
-          acc[r] = bv;
-          odd[r] = _mm256_setzero_ps();
-        }
+        __m256 acc[R];
+        for (int r = 0; r < R; ++r) acc[r] = bv;
+        // Per output, taps in (ky, kx) order, as the single-row loop below.
         for (int i = 0; i < R - 1 + K; ++i) {
           __m256 x[K];
           for (int kx = 0; kx < K; ++kx) x[kx] = _mm256_loadu_ps(base + i * kStride + 8 * v + kx);
           for (int r = 0; r < R; ++r) {
             const int ky = i - r;
             if (ky < 0 || ky >= K) continue;
-            for (int kx = 0; kx < K; ++kx) {
-              if (kx % 2 == 0) {
-                acc[r] = _mm256_fmadd_ps(x[kx], wv[ky * K + kx], acc[r]);
-              } else {
-                odd[r] = _mm256_fmadd_ps(x[kx], wv[ky * K + kx], odd[r]);
-              }
-            }
+            for (int kx = 0; kx < K; ++kx) acc[r] = _mm256_fmadd_ps(x[kx], wv[ky * K + kx], acc[r]);
           }
         }
-        for (int r = 0; r < R; ++r) store(oy + r, 8 * v, epilogue(_mm256_add_ps(acc[r], odd[r])));
+        for (int r = 0; r < R; ++r) store(oy + r, 8 * v, avx2::activate<kHardSwish>(acc[r], lo, hi));
       }
     }
     for (; oy < out_h; ++oy) {
       const float* base = padded + static_cast<int64_t>(oy) * kStride;
       for (int v = V - 1; v >= 0; --v) {
-        __m256 acc = bv, odd = _mm256_setzero_ps();
+        __m256 acc = bv;
         for (int ky = 0; ky < K; ++ky) {
           for (int kx = 0; kx < K; ++kx) {
-            const __m256 x = _mm256_loadu_ps(base + ky * kStride + 8 * v + kx);
-            if (kx % 2 == 0) {
-              acc = _mm256_fmadd_ps(x, wv[ky * K + kx], acc);
-            } else {
-              odd = _mm256_fmadd_ps(x, wv[ky * K + kx], odd);
-            }
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(base + ky * kStride + 8 * v + kx), wv[ky * K + kx], acc);
           }
         }
-        store(oy, 8 * v, epilogue(_mm256_add_ps(acc, odd)));
+        store(oy, 8 * v, avx2::activate<kHardSwish>(acc, lo, hi));
       }
     }
   }
@@ -435,7 +433,11 @@ bool dwconv_rows_dispatch(const DwConvParams& p, const float* weights, const flo
     constexpr int kV = decltype(v)::value;
     if constexpr (kV > 0) {
       if (!done && rows_kernel_applies<K, kV>(p)) {
-        dwconv_channels_rows<K, kV>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+        if (epilogue.hard_swish) {
+          dwconv_channels_rows<K, kV, true>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+        } else {
+          dwconv_channels_rows<K, kV, false>(p, weights, bias, input, output, c_begin, c_end, epilogue);
+        }
         done = true;
       }
     }

@@ -29,19 +29,24 @@ inline __m256 odd_lanes(__m256 lo, __m256 hi) {
 }
 
 // The fused epilogue of kernels.h's Activation, on 8 lanes.
+// Hard-swish (if kHardSwish), then the clamp to [lo, hi]. Kernels short of
+// registers call this with lo / hi in locals and the flag fixed at compile time.
+template <bool kHardSwish>
+inline __m256 activate(__m256 x, __m256 lo, __m256 hi) {
+  if (kHardSwish) {
+    __m256 r = _mm256_add_ps(x, _mm256_set1_ps(3.0f));
+    r = _mm256_min_ps(_mm256_max_ps(r, _mm256_setzero_ps()), _mm256_set1_ps(6.0f));
+    x = _mm256_mul_ps(_mm256_mul_ps(x, r), _mm256_set1_ps(1.0f / 6.0f));
+  }
+  return _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+}
+
 struct Epilogue {
   __m256 lo, hi;
   bool hard_swish;
   explicit Epilogue(const Activation& a)
       : lo(_mm256_set1_ps(a.min)), hi(_mm256_set1_ps(a.max)), hard_swish(a.hard_swish) {}
-  inline __m256 operator()(__m256 x) const {
-    if (hard_swish) {
-      __m256 r = _mm256_add_ps(x, _mm256_set1_ps(3.0f));
-      r = _mm256_min_ps(_mm256_max_ps(r, _mm256_setzero_ps()), _mm256_set1_ps(6.0f));
-      x = _mm256_mul_ps(_mm256_mul_ps(x, r), _mm256_set1_ps(1.0f / 6.0f));
-    }
-    return _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-  }
+  inline __m256 operator()(__m256 x) const { return hard_swish ? activate<true>(x, lo, hi) : activate<false>(x, lo, hi); }
 };
 
 }  // namespace avx2
