@@ -318,10 +318,11 @@ def test_dwconv_chw_matches_numpy(isa, case, with_bias, act, seed):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("k,stride,pad", [(3, 1, (1, 1, 1, 1)), (3, 2, (0, 0, 1, 1)), (3, 2, (1, 1, 1, 1)), (5, 2, (2, 2, 2, 2))])
-def test_dwconv_chw_on_mobilenet_shapes(isa, k, stride, pad):
+@pytest.mark.parametrize("hw", [56, 112])  # the rows kernel; the padded one (copy too big for L1)
+def test_dwconv_chw_on_mobilenet_shapes(isa, k, stride, pad, hw):
     rng = np.random.default_rng(1)
     w = rng.standard_normal((16, k, k)).astype(np.float32)
-    x = rng.standard_normal((16, 56, 56)).astype(np.float32)
+    x = rng.standard_normal((16, hw, hw)).astype(np.float32)
     bias = rng.standard_normal(16).astype(np.float32)
     y = kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), act_min=0.0, act_max=6.0, isa=isa)
     assert_close(y, dwconv_ref(w, x, bias, stride, pad, (0.0, 6.0, False)))

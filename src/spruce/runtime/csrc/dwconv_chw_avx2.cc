@@ -312,67 +312,113 @@ void dwconv_channels_padded(const DwConvParams& p, const PaddedGeometry& g, cons
   }
 }
 
-// Narrow stride-1 planes (output rows of up to kRowsMaxVectors vectors: 7x7,
-// 14x14, 28x28): each channel is copied into a zero-padded buffer whose row
-// stride, V + 1 vectors, is known at compile time, after which every tap is a
-// plain load and nothing is masked. R output rows per pass share their input
-// rows' loads (5 input rows feed 3 outputs for 3x3). Per-channel work is small
-// on these planes (14x14: 28 vectors, about 130 cycles of FMAs), so overheads
-// decide: the copy, the loops and the stores are unrolled for the row's V
-// vectors (a copy loop of unknown length became a memcpy call per row, with the
-// weights spilled around it), the activation is fixed at compile time, and each
-// output keeps one accumulator, which leaves the 9 weights in registers (two
-// chains per output, as elsewhere, spilled them: 1.2x slower). The vectors of a
-// row go right to left, so a short last vector may write its spare lanes into
-// the next row, which is written after it.
-constexpr int32_t kRowsMaxVectors = 4;
+// Planes whose padded copy fits kRowsMaxFloats (7x7 to 28x28 outputs), or
+// wider ones whose copy stays in L1 (56x56): each channel is copied into a zero-padded buffer, after which
+// every tap is a plain load and nothing is masked. At stride 2 a buffer row
+// holds the even padded columns, then the odd ones, so tap kx of 8 consecutive
+// outputs is again one load. R output rows per pass share their input rows'
+// loads (3x3: 5 input rows feed 3 outputs at stride 1, 2 at stride 2).
+// Per-channel work is small on narrow planes (14x14: 28 vectors, about 130
+// cycles of FMAs), so overheads decide: for rows of up to kRowsMaxVectors
+// vectors, V is a template argument and the copy, the loops and the buffer
+// geometry are unrolled or constant (V = 0: read from the plane, for wider
+// rows); a copy loop GCC could turn into a memcpy call per row is avoided; the
+// activation is fixed at compile time; and each output keeps one accumulator,
+// which leaves the 9 weights in registers (two chains per output spilled them:
+// 1.2x slower). The vectors of a row go right to left, so a short last vector
+// may write its spare lanes into the next row, which is written after it.
+constexpr int32_t kRowsMaxVectors = 4;     // unrolled kernels for 1..4 vectors per row
 constexpr int32_t kRowsMaxFloats = 16384;  // 64 KiB of stack
+constexpr int32_t kRowsGeneralMaxFloats = 8192;  // 32 KiB: the general kernel's copy in L1
 
-template <int K, int V>
-bool rows_kernel_applies(const DwConvParams& p) {
-  constexpr int32_t kStride = (V + 1) * 8;
-  const int32_t in_vectors = (p.in_w + 7) / 8;
-  const int32_t rows = std::max(p.pad_top + p.in_h, p.out_h() - 1 + K);
-  return p.stride == 1 && (p.out_w() + 7) / 8 == V && p.pad_left + p.in_w <= kStride && in_vectors * 8 <= kStride &&
-         p.pad_left < 8 && static_cast<int64_t>(rows + 1) * kStride <= kRowsMaxFloats;
+template <int K, int S>
+struct RowsGeometry {
+  int32_t vectors;  // output vectors per row
+  int32_t half;     // floats per buffer row (per column parity at stride 2): >= 8 vectors + K - 1
+  int32_t stride;   // floats from one buffer row to the next
+  int32_t reads;    // input vectors (stride 1) or 16-float pairs (stride 2) the copy reads per row
+  int32_t rows;     // buffer rows
+  static constexpr int R = S == 1 ? 3 : 2;
+  // Inline, so a compile-time `vectors` folds every field to a constant.
+  static RowsGeometry of(const DwConvParams& p, int32_t vectors) {
+    RowsGeometry g;
+    g.vectors = vectors;
+    g.half = (vectors + 1) * 8;
+    g.stride = S == 1 ? g.half : 2 * g.half;
+    g.reads = S == 1 ? (p.in_w + 7) / 8 : (p.in_w + 15) / 16;
+    g.rows = std::max(p.pad_top + p.in_h, (p.out_h() - 1) * S + K);
+    return g;
+  }
+  bool applies(const DwConvParams& p) const {
+    // The copy's stores stay inside their row (their half at stride 2), so the
+    // zeros they carry past the data only ever land on padding.
+    const bool fits = S == 1 ? p.pad_left + p.in_w <= stride && reads * 8 <= stride
+                             : (p.pad_left + 16 * reads) / 2 + 1 <= half;
+    return p.stride == S && (p.out_w() + 7) / 8 == vectors && p.pad_left < 8 && reads <= vectors + 1 && fits &&
+           static_cast<int64_t>(rows + 1) * stride <= kRowsMaxFloats;
+  }
+};
+
+// Copies input row `src` into buffer row `dst` at padded column pad_left,
+// reading whole vectors (zeroed past in_w) unless that would leave the range's
+// input at in_end.
+template <int K, int S, int V>
+__attribute__((always_inline)) inline void rows_copy(const DwConvParams& p, const RowsGeometry<K, S>& g,
+                                                     const float* src, const float* in_end, float* dst) {
+  const int32_t in_w = p.in_w;
+  auto read = [&](int32_t x) {
+    if (x + 8 <= in_w) return _mm256_loadu_ps(src + x);
+    const __m256i keep = avx2::tail_mask(std::max(0, in_w - x));
+    return src + x + 8 <= in_end ? _mm256_and_ps(_mm256_loadu_ps(src + x), _mm256_castsi256_ps(keep))
+                                 : _mm256_maskload_ps(src + x, keep);
+  };
+  // reads <= vectors + 1 (applies): with V fixed, a loop of known length.
+  const int32_t max_reads = V > 0 ? V + 1 : g.reads;
+  for (int32_t j = 0; j < max_reads; ++j) {
+    if (j >= g.reads) break;
+    if (S == 1) {
+      _mm256_storeu_ps(dst + p.pad_left + 8 * j, read(8 * j));
+    } else {
+      const __m256 lo = read(16 * j), hi = read(16 * j + 8);
+      const int32_t c = p.pad_left + 16 * j;  // padded column of lane 0
+      float* even = dst;
+      float* odd = dst + g.half;
+      if (c % 2 == 0) {
+        _mm256_storeu_ps(even + c / 2, avx2::even_lanes(lo, hi));
+        _mm256_storeu_ps(odd + c / 2, avx2::odd_lanes(lo, hi));
+      } else {
+        _mm256_storeu_ps(odd + c / 2, avx2::even_lanes(lo, hi));
+        _mm256_storeu_ps(even + c / 2 + 1, avx2::odd_lanes(lo, hi));
+      }
+    }
+  }
 }
 
-template <int K, int V, bool kHardSwish>
-void dwconv_channels_rows(const DwConvParams& p, const float* weights, const float* bias,
-                          const float* input, float* output, int32_t c_begin, int32_t c_end,
+// V > 0: exactly V vectors per output row; V = 0: any count that fits.
+template <int K, int S, int V, bool kHardSwish>
+void dwconv_channels_rows(const DwConvParams& p, const RowsGeometry<K, S>& geometry, const float* weights,
+                          const float* bias, const float* input, float* output, int32_t c_begin, int32_t c_end,
                           const avx2::Epilogue& epilogue) {
-  constexpr int32_t kStride = (V + 1) * 8;  // >= V * 8 + K - 1: every tap of every vector
-  constexpr int R = 3;
+  using G = RowsGeometry<K, S>;
+  const G g = V > 0 ? G::of(p, V) : geometry;
+  constexpr int R = G::R;
   const __m256 lo = epilogue.lo, hi = epilogue.hi;
   const int32_t in_h = p.in_h, in_w = p.in_w, out_h = p.out_h(), out_w = p.out_w();
-  const int32_t in_vectors = (in_w + 7) / 8;
-  const int32_t rows = std::max(p.pad_top + in_h, out_h - 1 + K);
   const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
   const float* in_end = input + c_end * in_plane;
-  const __m256 tail = _mm256_castsi256_ps(avx2::tail_mask(in_w - (in_vectors - 1) * 8));
+  // Tap kx of the 8 outputs from column 8 v, in buffer row `row`.
+  auto tap = [&](const float* row, int32_t v, int kx) {
+    if (S == 1) return _mm256_loadu_ps(row + 8 * v + kx);
+    return _mm256_loadu_ps(row + (kx % 2) * g.half + 8 * v + kx / 2);
+  };
   // + 1 row: the last row's copy may write zeros past it.
   alignas(32) float padded[kRowsMaxFloats];
-  std::fill(padded, padded + static_cast<int64_t>(rows + 1) * kStride, 0.0f);
+  std::fill(padded, padded + static_cast<int64_t>(g.rows + 1) * g.stride, 0.0f);
   for (int32_t c = c_begin; c < c_end; ++c) {
     const float* in = input + c * in_plane;
-    // Input column x -> padded column pad_left + x. A row's last vector is
-    // read whole (zeroed past the row) unless that would leave the range's
-    // input; its zero lanes land in padding.
     for (int32_t y = 0; y < in_h; ++y) {
-      const float* src = in + static_cast<int64_t>(y) * in_w;
-      float* dst = padded + static_cast<int64_t>(p.pad_top + y) * kStride + p.pad_left;
-      // in_vectors <= V + 1 (rows_kernel_applies): a loop of known length.
-      int32_t i = 0;
-      for (int j = 0; j < V; ++j) {
-        if (j + 1 < in_vectors) {
-          _mm256_storeu_ps(dst + 8 * j, _mm256_loadu_ps(src + 8 * j));
-          i = j + 1;
-        }
-      }
-      const float* last = src + 8 * i;
-      const __m256 v = last + 8 <= in_end ? _mm256_and_ps(_mm256_loadu_ps(last), tail)
-                                          : _mm256_maskload_ps(last, _mm256_castps_si256(tail));
-      _mm256_storeu_ps(dst + 8 * i, v);
+      rows_copy<K, S, V>(p, g, in + static_cast<int64_t>(y) * in_w, in_end,
+                         padded + static_cast<int64_t>(p.pad_top + y) * g.stride);
     }
     __m256 wv[K * K];
     for (int t = 0; t < K * K; ++t) wv[t] = _mm256_broadcast_ss(weights + static_cast<int64_t>(c) * K * K + t);
@@ -381,7 +427,7 @@ void dwconv_channels_rows(const DwConvParams& p, const float* weights, const flo
     // Floats that may be written past the row being stored: the rest of the
     // plane (written after) and the spill room after it.
     const int64_t writable_end = static_cast<int64_t>(out_h) * out_w + p.spill_room(c, c_end);
-    auto store = [&](int32_t oy, int ox, __m256 y) {
+    auto store = [&](int32_t oy, int32_t ox, __m256 y) {
       float* o = out + static_cast<int64_t>(oy) * out_w + ox;
       if (ox + 8 <= out_w || static_cast<int64_t>(oy) * out_w + ox + 8 <= writable_end) {
         _mm256_storeu_ps(o, y);
@@ -391,16 +437,16 @@ void dwconv_channels_rows(const DwConvParams& p, const float* weights, const flo
     };
     int32_t oy = 0;
     for (; oy + R <= out_h; oy += R) {
-      const float* base = padded + static_cast<int64_t>(oy) * kStride;
-      for (int v = V - 1; v >= 0; --v) {
+      const float* base = padded + static_cast<int64_t>(oy) * S * g.stride;
+      for (int32_t v = g.vectors - 1; v >= 0; --v) {
         __m256 acc[R];
         for (int r = 0; r < R; ++r) acc[r] = bv;
         // Per output, taps in (ky, kx) order, as the single-row loop below.
-        for (int i = 0; i < R - 1 + K; ++i) {
+        for (int i = 0; i < (R - 1) * S + K; ++i) {
           __m256 x[K];
-          for (int kx = 0; kx < K; ++kx) x[kx] = _mm256_loadu_ps(base + i * kStride + 8 * v + kx);
+          for (int kx = 0; kx < K; ++kx) x[kx] = tap(base + i * g.stride, v, kx);
           for (int r = 0; r < R; ++r) {
-            const int ky = i - r;
+            const int ky = i - r * S;
             if (ky < 0 || ky >= K) continue;
             for (int kx = 0; kx < K; ++kx) acc[r] = _mm256_fmadd_ps(x[kx], wv[ky * K + kx], acc[r]);
           }
@@ -409,13 +455,11 @@ void dwconv_channels_rows(const DwConvParams& p, const float* weights, const flo
       }
     }
     for (; oy < out_h; ++oy) {
-      const float* base = padded + static_cast<int64_t>(oy) * kStride;
-      for (int v = V - 1; v >= 0; --v) {
+      const float* base = padded + static_cast<int64_t>(oy) * S * g.stride;
+      for (int32_t v = g.vectors - 1; v >= 0; --v) {
         __m256 acc = bv;
         for (int ky = 0; ky < K; ++ky) {
-          for (int kx = 0; kx < K; ++kx) {
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(base + ky * kStride + 8 * v + kx), wv[ky * K + kx], acc);
-          }
+          for (int kx = 0; kx < K; ++kx) acc = _mm256_fmadd_ps(tap(base + ky * g.stride, v, kx), wv[ky * K + kx], acc);
         }
         store(oy, 8 * v, avx2::activate<kHardSwish>(acc, lo, hi));
       }
@@ -423,27 +467,37 @@ void dwconv_channels_rows(const DwConvParams& p, const float* weights, const flo
   }
 }
 
-// Runs the rows kernel whose V matches the output width, if it applies.
-template <int K, int... V>
+// Runs the rows kernel if the plane's padded copy fits: unrolled for rows of
+// V = 1..kRowsMaxVectors vectors, else the general one.
+template <int K, int S, int... V>
 bool dwconv_rows_dispatch(const DwConvParams& p, const float* weights, const float* bias,
                           const float* input, float* output, int32_t c_begin, int32_t c_end,
                           const avx2::Epilogue& epilogue, std::integer_sequence<int, V...>) {
+  using G = RowsGeometry<K, S>;
+  const G g = G::of(p, (p.out_w() + 7) / 8);
+  if (!g.applies(p)) return false;
+  auto run = [&](auto v) {
+    constexpr int kV = decltype(v)::value;
+    if (epilogue.hard_swish) {
+      dwconv_channels_rows<K, S, kV, true>(p, g, weights, bias, input, output, c_begin, c_end, epilogue);
+    } else {
+      dwconv_channels_rows<K, S, kV, false>(p, g, weights, bias, input, output, c_begin, c_end, epilogue);
+    }
+  };
   bool done = false;
   auto try_one = [&](auto v) {
-    constexpr int kV = decltype(v)::value;
-    if constexpr (kV > 0) {
-      if (!done && rows_kernel_applies<K, kV>(p)) {
-        if (epilogue.hard_swish) {
-          dwconv_channels_rows<K, kV, true>(p, weights, bias, input, output, c_begin, c_end, epilogue);
-        } else {
-          dwconv_channels_rows<K, kV, false>(p, weights, bias, input, output, c_begin, c_end, epilogue);
-        }
-        done = true;
-      }
+    if (!done && decltype(v)::value == g.vectors) {
+      run(v);
+      done = true;
     }
   };
   (try_one(std::integral_constant<int, V>{}), ...);
-  return done;
+  if (done) return true;
+  // Wider rows: only while the padded copy stays in L1 (56x56 planes: 1.13x
+  // the padded kernel below; 112x112 ones: 0.9x, where that one wins).
+  if (static_cast<int64_t>(g.rows + 1) * g.stride > kRowsGeneralMaxFloats) return false;
+  run(std::integral_constant<int, 0>{});
+  return true;
 }
 
 // Small stride-1 planes whose output is as wide as the input but that the rows
@@ -641,11 +695,11 @@ void dwconv_channels(const DwConvParams& p, const float* weights, const float* b
       run(std::integral_constant<int, kFlatMaxVectors>{});
     }
   };
+  if (dwconv_rows_dispatch<K, S>(p, weights, bias, input, output, c_begin, c_end, epilogue,
+                                 std::integer_sequence<int, 1, 2, 3, 4>{})) {
+    return;
+  }
   if constexpr (S == 1) {
-    if (dwconv_rows_dispatch<K>(p, weights, bias, input, output, c_begin, c_end, epilogue,
-                                std::make_integer_sequence<int, kRowsMaxVectors + 1>{})) {
-      return;
-    }
     if (p.out_w() == p.in_w && (p.out_h() * p.out_w() + 7) / 8 <= kFlatMaxVectors) {
       with_table([&](auto table) {
         dwconv_channels_flat<K, decltype(table)::value>(p, weights, bias, input, output, c_begin, c_end, epilogue);
