@@ -158,6 +158,19 @@ def test_spmm_split_into_channel_and_pixel_ranges_is_bit_identical(isa, n, k, p,
     np.testing.assert_array_equal(out, whole)
 
 
+def padded_range_case(seed, n, k, sparsity, p_begin, width):
+    """Sparse weights [n, k], an input [k, end] holding the pixel range [p_begin, p_begin
+    + width) with NaN after it up to the last vector's end `end`, a bias and the packed
+    matrix: (w, x, bias, packed, end)."""
+    rng = np.random.default_rng(seed)
+    w = sparse_weights(rng, n, k, sparsity, zero_rows=True)
+    end = p_begin + (width + 7) // 8 * 8
+    x = np.full((k, end), np.nan, np.float32)
+    x[:, p_begin:p_begin + width] = rng.standard_normal((k, width))
+    bias = rng.standard_normal(n).astype(np.float32)
+    return w, x, bias, kernels.pack_sparse(w, end), end
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @FAST
 @given(
@@ -172,13 +185,7 @@ def test_spmm_input_padded_drops_the_lanes_past_the_range(isa, n, k, width, p_be
     # A packed tile: rows readable to the last vector's end, NaN past the range.
     # The padded path must load them unmasked and still give the masked path's
     # result, bit for bit, and leave the output past the range untouched.
-    rng = np.random.default_rng(seed)
-    w = sparse_weights(rng, n, k, sparsity, zero_rows=True)
-    stride = p_begin + (width + 7) // 8 * 8
-    x = np.full((k, stride), np.nan, np.float32)
-    x[:, p_begin:p_begin + width] = rng.standard_normal((k, width))
-    bias = rng.standard_normal(n).astype(np.float32)
-    packed = kernels.pack_sparse(w, stride)
+    _, x, bias, packed, stride = padded_range_case(seed, n, k, sparsity, p_begin, width)
     ranges = dict(p_begin=p_begin, p_end=p_begin + width, act_min=0.0, isa=isa)
     masked = kernels.spmm(packed, x, bias, out=np.full((n, stride), 7.0, np.float32), **ranges)
     padded = kernels.spmm(packed, x, bias, out=np.full((n, stride), 7.0, np.float32), input_padded=True, **ranges)
@@ -211,13 +218,7 @@ def test_spmm_output_padded_writes_only_to_the_last_vectors_end(isa, n, k, width
     # Output rows writable to the last vector's end (the engine's padded planes):
     # the range holds the masked path's values bit for bit; only the lanes up to
     # that end may change, nothing before the range or past it.
-    rng = np.random.default_rng(seed)
-    w = sparse_weights(rng, n, k, sparsity, zero_rows=True)
-    end = p_begin + (width + 7) // 8 * 8
-    x = np.full((k, end), np.nan, np.float32)
-    x[:, p_begin:p_begin + width] = rng.standard_normal((k, width))
-    bias = rng.standard_normal(n).astype(np.float32)
-    packed = kernels.pack_sparse(w, end)
+    w, x, bias, packed, end = padded_range_case(seed, n, k, sparsity, p_begin, width)
     kw = dict(p_begin=p_begin, p_end=p_begin + width, act_min=0.0, isa=isa, input_padded=input_padded,
               out_stride=end + gap)
     if not input_padded:

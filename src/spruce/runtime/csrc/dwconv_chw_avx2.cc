@@ -151,6 +151,19 @@ PaddedGeometry padded_geometry(const DwConvParams& p) {
   return g;
 }
 
+// The 16 floats lo:hi of padded columns c.. (c = pad_left + a multiple of 16)
+// into a stride-2 buffer row: even columns to even[col / 2], odd ones to
+// odd[col / 2].
+inline void store_deinterleaved(float* even, float* odd, int32_t c, __m256 lo, __m256 hi) {
+  if (c % 2 == 0) {
+    _mm256_storeu_ps(even + c / 2, avx2::even_lanes(lo, hi));
+    _mm256_storeu_ps(odd + c / 2, avx2::odd_lanes(lo, hi));
+  } else {
+    _mm256_storeu_ps(odd + c / 2, avx2::even_lanes(lo, hi));
+    _mm256_storeu_ps(even + c / 2 + 1, avx2::odd_lanes(lo, hi));
+  }
+}
+
 // Input row -> padded row of a stride-2 buffer: padded column c = pad_left + x
 // goes to dst[c / 2] if c is even, else to dst[half + c / 2]. Only data columns
 // are written, so the padding keeps its zeros.
@@ -160,15 +173,7 @@ inline void copy_row_deinterleaved(const float* src, int32_t in_w, int32_t pad_l
   float* odd = dst + half;
   int32_t x = 0;
   for (; x + 16 <= in_w; x += 16) {
-    const __m256 lo = _mm256_loadu_ps(src + x), hi = _mm256_loadu_ps(src + x + 8);
-    const int32_t c = pad_left + x;
-    if (c % 2 == 0) {
-      _mm256_storeu_ps(even + c / 2, avx2::even_lanes(lo, hi));
-      _mm256_storeu_ps(odd + c / 2, avx2::odd_lanes(lo, hi));
-    } else {
-      _mm256_storeu_ps(odd + c / 2, avx2::even_lanes(lo, hi));
-      _mm256_storeu_ps(even + c / 2 + 1, avx2::odd_lanes(lo, hi));
-    }
+    store_deinterleaved(even, odd, pad_left + x, _mm256_loadu_ps(src + x), _mm256_loadu_ps(src + x + 8));
   }
   for (; x < in_w; ++x) {
     const int32_t c = pad_left + x;
@@ -379,17 +384,7 @@ __attribute__((always_inline)) inline void rows_copy(const DwConvParams& p, cons
     if (S == 1) {
       _mm256_storeu_ps(dst + p.pad_left + 8 * j, read(8 * j));
     } else {
-      const __m256 lo = read(16 * j), hi = read(16 * j + 8);
-      const int32_t c = p.pad_left + 16 * j;  // padded column of lane 0
-      float* even = dst;
-      float* odd = dst + g.half;
-      if (c % 2 == 0) {
-        _mm256_storeu_ps(even + c / 2, avx2::even_lanes(lo, hi));
-        _mm256_storeu_ps(odd + c / 2, avx2::odd_lanes(lo, hi));
-      } else {
-        _mm256_storeu_ps(odd + c / 2, avx2::even_lanes(lo, hi));
-        _mm256_storeu_ps(even + c / 2 + 1, avx2::odd_lanes(lo, hi));
-      }
+      store_deinterleaved(dst, dst + g.half, p.pad_left + 16 * j, read(16 * j), read(16 * j + 8));
     }
   }
 }
