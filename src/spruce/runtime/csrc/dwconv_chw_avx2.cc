@@ -318,8 +318,9 @@ void dwconv_channels_padded(const DwConvParams& p, const PaddedGeometry& g, cons
 }
 
 // Planes whose padded copy fits kRowsMaxFloats (7x7 to 28x28 outputs), or
-// wider ones whose copy stays in L1 (56x56): each channel is copied into a zero-padded buffer, after which
-// every tap is a plain load and nothing is masked. At stride 2 a buffer row
+// wider ones whose copy stays in L1 (56x56): each channel is copied into a
+// zero-padded buffer, after which every tap is a plain load and nothing is
+// masked (112x112 planes take the padded kernel above). At stride 2 a buffer row
 // holds the even padded columns, then the odd ones, so tap kx of 8 consecutive
 // outputs is again one load. R output rows per pass share their input rows'
 // loads (3x3: 5 input rows feed 3 outputs at stride 1, 2 at stride 2).
