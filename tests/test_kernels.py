@@ -358,13 +358,13 @@ def depthwise_case(seed, c, k, hw):
      (5, 2, (9, 11), (1, 0, 2, 3)), (3, 2, (3, 40), (0, 1, 0, 1)),
      (3, 1, (28, 28), (1, 1, 1, 1)), (5, 1, (20, 30), (2, 2, 2, 2)), (3, 2, (56, 56), (0, 0, 1, 1)),
      (5, 2, (40, 50), (1, 2, 2, 1)), (3, 1, (20, 22), (0, 0, 0, 0)), (5, 1, (9, 30), (2, 2, 2, 2)),
-     (3, 1, (300, 5), (1, 1, 1, 1)), (3, 1, (1100, 5), (1, 1, 1, 1)), (3, 1, (6, 40), (1, 1, 1, 1))],
+     (3, 1, (300, 5), (1, 1, 1, 1)), (3, 1, (1100, 5), (1, 1, 1, 1)), (3, 1, (6, 40), (1, 1, 1, 1)),
+     (3, 2, (1100, 4), (1, 1, 1, 1))],
 )
 def test_dwconv_chw_on_small_planes_any_channel_split(isa, k, stride, hw, pad):
-    # Narrow stride-1 planes run a kernel unrolled for their row width whose
-    # short last vectors write into the next row, small planes run flattened
-    # (vectors cross row ends, stride 2 via phase planes): a short last vector
-    # must not leak into another channel range.
+    # Narrow planes run a kernel unrolled for their row width whose short last
+    # vectors write into the next row (tall thin ones the direct kernel): a short
+    # last vector must not leak into another channel range.
     c = 7
     w, x, bias = depthwise_case(4, c, k, hw)
     y = kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), act_min=0.0, act_max=6.0, isa=isa)

@@ -3,16 +3,15 @@
 // Per channel and output row, 8 output columns at a time (stride 2 loads 16
 // inputs and deinterleaves even and odd lanes, one load pair serving two taps).
 // Most planes are first copied into a zero-padded buffer so every tap is a
-// plain load (masked loads are slow on AMD cores); narrow stride-1 planes
-// (7x7 to 28x28) take a kernel unrolled for their row width, small stride-2
-// planes a flattened one over phase planes, and planes too wide for a buffer
-// the direct kernel below, with masked loads at the borders. Consecutive
-// vectors are independent, so out-of-order execution overlaps their FMA chains.
+// plain load (masked loads are slow on AMD cores): the rows kernel (7x7 to
+// 56x56, unrolled for narrow rows) or the padded kernel (112x112); planes too
+// big for a buffer take the direct kernel below, with masked loads at the
+// borders. Consecutive vectors are independent, so out-of-order execution
+// overlaps their FMA chains.
 #if defined(__AVX2__) && defined(__FMA__)
 #include "simd_avx2.h"
 
 #include <algorithm>
-#include <cstring>
 #include <type_traits>
 #include <utility>
 
@@ -482,7 +481,7 @@ bool dwconv_rows_dispatch(const DwConvParams& p, const float* weights, const flo
   };
   bool done = false;
   auto try_one = [&](auto v) {
-    if (!done && decltype(v)::value == g.vectors) {
+    if (decltype(v)::value > 0 && !done && decltype(v)::value == g.vectors) {
       run(v);
       done = true;
     }
@@ -496,220 +495,17 @@ bool dwconv_rows_dispatch(const DwConvParams& p, const float* weights, const flo
   return true;
 }
 
-// Small stride-1 planes whose output is as wide as the input but that the rows
-// kernel above does not take (rows wider than 32, such as 1 x N): the plane is
-// processed flattened, 8 consecutive output pixels per vector (crossing row
-// ends). Every tap is then one offset in the flattened
-// input; a per-(vector, tap) mask, computed once per call, zeroes the lanes
-// whose tap falls outside the input (the padding) and keeps loads in the plane.
-// Planes up to 256 output pixels use small stack tables; up to 1024 (28x28) large ones.
-// Masks are stored as one byte per lane (sign-extended on load), so the large
-// tables (98 vectors x 9 taps for 28x28 outputs) stay in L1 next to the data.
-constexpr int32_t kFlatSmallVectors = 32;
-constexpr int32_t kFlatMaxVectors = 128;
-
-// Byte per lane, 0xff where bit `lane` of the index is set.
-struct ByteMasks {
-  uint64_t m[256];
-  ByteMasks() {
-    for (int bits = 0; bits < 256; ++bits) {
-      m[bits] = 0;
-      for (int lane = 0; lane < 8; ++lane) {
-        if (bits & (1 << lane)) m[bits] |= uint64_t{0xff} << (8 * lane);
-      }
-    }
-  }
-};
-
-// masks[t][lane] = -1 where flattened output q = 8 * v + lane exists and tap
-// t = (ky, kx) reads inside the input (stride S), else 0. Lanes are tested
-// together: row and column tests once per k, then one movemask per tap.
-template <int K, int S>
-void build_flat_masks(const DwConvParams& p, int32_t v, int32_t pixels, int32_t out_w, int8_t (*masks)[8]) {
-  static const ByteMasks kBytes;
-  const __m256i q = _mm256_add_epi32(_mm256_set1_epi32(v * 8), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  // q / out_w in float: the flattened kernels have q, out_w <= 1024, so
-  // (q + 0.5) / out_w is at least 0.5 / 1024 away from an integer while the
-  // float error stays below 2e-4, and truncation gives the exact quotient.
-  const __m256i oy = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(0.5f)),
-                                                       _mm256_set1_ps(1.0f / static_cast<float>(out_w))));
-  const __m256i ox = _mm256_sub_epi32(q, _mm256_mullo_epi32(oy, _mm256_set1_epi32(out_w)));
-  const __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(pixels), q);
-  const __m256i iy0 = _mm256_sub_epi32(_mm256_mullo_epi32(oy, _mm256_set1_epi32(S)), _mm256_set1_epi32(p.pad_top));
-  const __m256i ix0 = _mm256_sub_epi32(_mm256_mullo_epi32(ox, _mm256_set1_epi32(S)), _mm256_set1_epi32(p.pad_left));
-  const __m256i minus1 = _mm256_set1_epi32(-1), h = _mm256_set1_epi32(p.in_h), w = _mm256_set1_epi32(p.in_w);
-  __m256i row[K], col[K];
-  for (int k = 0; k < K; ++k) {
-    const __m256i iy = _mm256_add_epi32(iy0, _mm256_set1_epi32(k)), ix = _mm256_add_epi32(ix0, _mm256_set1_epi32(k));
-    row[k] = _mm256_and_si256(valid, _mm256_and_si256(_mm256_cmpgt_epi32(iy, minus1), _mm256_cmpgt_epi32(h, iy)));
-    col[k] = _mm256_and_si256(_mm256_cmpgt_epi32(ix, minus1), _mm256_cmpgt_epi32(w, ix));
-  }
-  for (int ky = 0; ky < K; ++ky) {
-    for (int kx = 0; kx < K; ++kx) {
-      const int bits = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_and_si256(row[ky], col[kx])));
-      std::memcpy(masks[ky * K + kx], &kBytes.m[bits], 8);
-    }
-  }
-}
-
-// One channel of a flattened kernel: output vector v sums the K x K taps read
-// at x + 8 v + offset[t] under masks[v][t] (even taps and odd taps in two
-// chains), then bias and activation. A short last vector may spill into the
-// following planes of the range when `spill_room` floats follow this plane
-// (written afterwards anyway); otherwise it is stored lane by lane.
-template <int K>
-__attribute__((always_inline)) inline void flat_channel(const float* x, const int32_t* offset, const int8_t (*masks)[K * K][8],
-                         int32_t vectors, int32_t pixels, const float* w, const float* bias, float* out,
-                         int64_t spill_room, const avx2::Epilogue& epilogue) {
-  __m256 wv[K * K];
-  for (int i = 0; i < K * K; ++i) wv[i] = _mm256_broadcast_ss(w + i);
-  const __m256 bv = bias != nullptr ? _mm256_broadcast_ss(bias) : _mm256_setzero_ps();
-  alignas(32) float last[8];
-  for (int32_t v = 0; v < vectors; ++v) {
-    const float* xv0 = x + v * 8;
-    __m256 acc = bv, odd = _mm256_setzero_ps();
-    for (int t = 0; t < K * K; ++t) {
-      const __m256i m = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(masks[v][t])));
-      const __m256 xv = _mm256_maskload_ps(xv0 + offset[t], m);
-      if (t % 2 == 0) {
-        acc = _mm256_fmadd_ps(xv, wv[t], acc);
-      } else {
-        odd = _mm256_fmadd_ps(xv, wv[t], odd);
-      }
-    }
-    const __m256 y = epilogue(_mm256_add_ps(acc, odd));
-    if (v * 8 + 8 <= pixels + spill_room) {
-      _mm256_storeu_ps(out + v * 8, y);
-    } else {
-      _mm256_store_ps(last, y);
-      for (int32_t i = 0; i < pixels - v * 8; ++i) out[v * 8 + i] = last[i];
-    }
-  }
-}
-
-template <int K, int MaxV>
-void dwconv_channels_flat(const DwConvParams& p, const float* weights, const float* bias,
-                          const float* input, float* output, int32_t c_begin, int32_t c_end,
-                          const avx2::Epilogue& epilogue) {
-  const int32_t in_w = p.in_w, out_h = p.out_h(), out_w = p.out_w();
-  const int32_t pixels = out_h * out_w, vectors = (pixels + 7) / 8;
-  const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
-  alignas(32) int8_t masks[MaxV][K * K][8];
-  int32_t offset[K * K];
-  for (int ky = 0; ky < K; ++ky) {
-    for (int kx = 0; kx < K; ++kx) offset[ky * K + kx] = (ky - p.pad_top) * in_w + (kx - p.pad_left);
-  }
-  for (int32_t v = 0; v < vectors; ++v) build_flat_masks<K, 1>(p, v, pixels, out_w, masks[v]);
-  for (int32_t c = c_begin; c < c_end; ++c) {
-    const float* in = input + c * in_plane;
-    flat_channel<K>(in, offset, masks, vectors, pixels, weights + static_cast<int64_t>(c) * K * K,
-                    bias != nullptr ? bias + c : nullptr, output + c * out_plane,
-                    p.spill_room(c, c_end), epilogue);
-  }
-}
-
-// Small stride-2 planes (28x28 -> 14x14, 14x14 -> 7x7): each channel is split
-// once into its 4 phase planes (even/odd rows x even/odd columns), each with
-// out_w columns, after which every tap is again one offset into a flattened
-// phase plane and the plane runs like the stride-1 flattened kernel.
-// Applies when every tap inside the input lands in a phase column < out_w.
-
-template <int K>
-bool flat_stride2_applies(const DwConvParams& p) {
-  const int32_t out_h = p.out_h(), out_w = p.out_w();
-  if (out_h * out_w > kFlatMaxVectors * 8) return false;
-  // The phase planes must fit the buffer of the table size used.
-  const int32_t max_v = out_h * out_w <= kFlatSmallVectors * 8 ? kFlatSmallVectors : kFlatMaxVectors;
-  if (4 * (static_cast<int64_t>((p.in_h + 1) / 2) * out_w + 16) > 4 * (max_v * 8 + 4 * 64)) return false;
-  // Rightmost column read by any output: 2 * (out_w - 1) + K - 1 - pad_left.
-  const int32_t ix_max = std::min(p.in_w - 1, 2 * (out_w - 1) + K - 1 - p.pad_left);
-  return (ix_max >> 1) < out_w;
-}
-
-template <int K, int MaxV>
-void dwconv_channels_flat2(const DwConvParams& p, const float* weights, const float* bias,
-                           const float* input, float* output, int32_t c_begin, int32_t c_end,
-                           const avx2::Epilogue& epilogue) {
-  const int32_t in_w = p.in_w, in_h = p.in_h, out_h = p.out_h(), out_w = p.out_w();
-  const int32_t pixels = out_h * out_w, vectors = (pixels + 7) / 8;
-  const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
-  const int32_t phase_rows = (in_h + 1) / 2;
-  // + 16: the last row's 8-float stores spill past out_w.
-  const int32_t phase_size = phase_rows * out_w + 16;
-  alignas(32) float phases[4 * (MaxV * 8 + 4 * 64) + 64];  // + 64: masked reads past the end
-  alignas(32) int8_t masks[MaxV][K * K][8];
-  int32_t offset[K * K];  // tap -> phase plane base + flattened offset
-  for (int ky = 0; ky < K; ++ky) {
-    for (int kx = 0; kx < K; ++kx) {
-      const int32_t dy = ky - p.pad_top, dx = kx - p.pad_left;
-      const int32_t phase = (dy & 1) * 2 + (dx & 1);
-      offset[ky * K + kx] = phase * phase_size + (dy >> 1) * out_w + (dx >> 1);
-    }
-  }
-  for (int32_t v = 0; v < vectors; ++v) build_flat_masks<K, 2>(p, v, pixels, out_w, masks[v]);
-  for (int32_t c = c_begin; c < c_end; ++c) {
-    const float* in = input + c * in_plane;
-    const float* in_end = input + c_end * in_plane;  // end of the range's input
-    for (int32_t iy = 0; iy < in_h; ++iy) {
-      const float* src = in + static_cast<int64_t>(iy) * in_w;
-      float* even = phases + (iy & 1) * 2 * phase_size + (iy >> 1) * out_w;
-      float* odd = even + phase_size;
-      // Columns past out_w spill into the next phase row, written after this one.
-      for (int32_t x = 0; x < in_w && (x >> 1) < out_w; x += 16) {
-        __m256 lo, hi;
-        // Reads past the row's end (the next row, or the next channel of the
-        // range) are fine: every tap that would use them is masked.
-        if (x + 16 <= in_w || src + x + 16 <= in_end) {
-          lo = _mm256_loadu_ps(src + x);
-          hi = _mm256_loadu_ps(src + x + 8);
-        } else {
-          lo = _mm256_maskload_ps(src + x, avx2::tail_mask(std::min(8, in_w - x)));
-          hi = _mm256_maskload_ps(src + x + 8, avx2::tail_mask(std::max(0, in_w - x - 8)));
-        }
-        _mm256_storeu_ps(even + x / 2, avx2::even_lanes(lo, hi));
-        _mm256_storeu_ps(odd + x / 2, avx2::odd_lanes(lo, hi));
-      }
-    }
-    flat_channel<K>(phases, offset, masks, vectors, pixels, weights + static_cast<int64_t>(c) * K * K,
-                    bias != nullptr ? bias + c : nullptr, output + c * out_plane,
-                    p.spill_room(c, c_end), epilogue);
-  }
-}
-
 template <int K, int S>
 void dwconv_channels(const DwConvParams& p, const float* weights, const float* bias,
                      const float* input, float* output, int32_t c_begin, int32_t c_end,
                      const Activation& act) {
   const avx2::Epilogue epilogue(act);
   const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
-  // The flattened kernels size their mask tables by template: the small table
-  // for outputs of up to kFlatSmallVectors vectors.
-  auto with_table = [&](auto run) {
-    if (p.out_h() * p.out_w() <= kFlatSmallVectors * 8) {
-      run(std::integral_constant<int, kFlatSmallVectors>{});
-    } else {
-      run(std::integral_constant<int, kFlatMaxVectors>{});
-    }
-  };
   if (dwconv_rows_dispatch<K, S>(p, weights, bias, input, output, c_begin, c_end, epilogue,
-                                 std::integer_sequence<int, 1, 2, 3, 4>{})) {
+                                 std::make_integer_sequence<int, kRowsMaxVectors + 1>{})) {
     return;
   }
-  if constexpr (S == 1) {
-    if (p.out_w() == p.in_w && (p.out_h() * p.out_w() + 7) / 8 <= kFlatMaxVectors) {
-      with_table([&](auto table) {
-        dwconv_channels_flat<K, decltype(table)::value>(p, weights, bias, input, output, c_begin, c_end, epilogue);
-      });
-      return;
-    }
-  }
   if constexpr (S == 2) {
-    if (flat_stride2_applies<K>(p)) {
-      with_table([&](auto table) {
-        dwconv_channels_flat2<K, decltype(table)::value>(p, weights, bias, input, output, c_begin, c_end, epilogue);
-      });
-      return;
-    }
     if (p.in_w >= 32) {
       const PaddedGeometry g = padded_geometry<K, S, true>(p);
       if (g.fits) {
