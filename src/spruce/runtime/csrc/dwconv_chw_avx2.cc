@@ -180,63 +180,52 @@ inline void copy_row_deinterleaved(const float* src, int32_t in_w, int32_t pad_l
   }
 }
 
-template <int K, int S, bool D>
+template <int K, int S, bool D, bool kHardSwish>
 void dwconv_channel_padded(const DwConvParams& p, const PaddedGeometry& g, const float* w, float b,
-                           float* padded, float* out, const avx2::Epilogue& epilogue) {
+                           float* padded, float* out, __m256 lo, __m256 hi) {
   const int32_t out_h = p.out_h(), out_w = p.out_w();
   __m256 wv[K * K];
   for (int i = 0; i < K * K; ++i) wv[i] = _mm256_set1_ps(w[i]);
   const __m256 bv = _mm256_set1_ps(b);
   alignas(32) float last[8];
+  auto store = [&](float* orow, int32_t ox, __m256 y) {
+    y = avx2::activate<kHardSwish>(y, lo, hi);
+    if (ox + 8 <= out_w) {
+      _mm256_storeu_ps(orow + ox, y);
+    } else {
+      _mm256_store_ps(last, y);
+      for (int32_t j = 0; j < out_w - ox; ++j) orow[ox + j] = last[j];
+    }
+  };
+  // Tap kx of the 8 outputs from column ox in padded row `row`.
+  auto tap = [&](const float* row, int32_t ox, int kx) {
+    if (S == 1) return _mm256_loadu_ps(row + ox + kx);
+    if (D) return _mm256_loadu_ps(row + (kx % 2) * (g.stride / 2) + ox + kx / 2);
+    return _mm256_setzero_ps();  // (S == 2 && !D: loaded in pairs below)
+  };
   int32_t oy = 0;
   if (S == 1 || D) {
     // R output rows per pass: each input row's tap vectors are loaded once for
     // all of them (3x3: 5 input rows feed 3 outputs at stride 1, 5 feed 2 at
-    // stride 2). Per output the order is the single-row one below (even kx
-    // into acc, odd kx into odd, ky ascending), so results do not depend on
-    // the grouping. R = 3 / 2 measured best (4 spills registers).
+    // stride 2). One accumulator per output, taps in (ky, kx) order as in the
+    // single-row loop below, so results do not depend on the grouping.
     constexpr int R = S == 1 ? 3 : 2;
     for (; oy + R <= out_h; oy += R) {
       const float* rows = padded + static_cast<int64_t>(oy) * S * g.stride;
       float* orow = out + static_cast<int64_t>(oy) * out_w;
       for (int32_t ox = 0; ox < out_w; ox += 8) {
-        __m256 acc[R], odd[R];
-        for (int r = 0; r < R; ++r) {
-          acc[r] = bv;
-          odd[r] = _mm256_setzero_ps();
-        }
+        __m256 acc[R];
+        for (int r = 0; r < R; ++r) acc[r] = bv;
         for (int i = 0; i < (R - 1) * S + K; ++i) {
           __m256 x[K];
-          if (S == 1) {
-            const float* row = rows + i * g.stride + ox;
-            for (int kx = 0; kx < K; ++kx) x[kx] = _mm256_loadu_ps(row + kx);
-          } else {
-            const float* even = rows + i * g.stride + ox;
-            const float* odd_cols = even + g.stride / 2;
-            for (int kx = 0; kx < K; ++kx) x[kx] = _mm256_loadu_ps((kx % 2 == 0 ? even : odd_cols) + kx / 2);
-          }
+          for (int kx = 0; kx < K; ++kx) x[kx] = tap(rows + i * g.stride, ox, kx);
           for (int r = 0; r < R; ++r) {
             const int ky = i - r * S;
             if (ky < 0 || ky >= K) continue;
-            for (int kx = 0; kx < K; ++kx) {
-              if (kx % 2 == 0) {
-                acc[r] = _mm256_fmadd_ps(x[kx], wv[ky * K + kx], acc[r]);
-              } else {
-                odd[r] = _mm256_fmadd_ps(x[kx], wv[ky * K + kx], odd[r]);
-              }
-            }
+            for (int kx = 0; kx < K; ++kx) acc[r] = _mm256_fmadd_ps(x[kx], wv[ky * K + kx], acc[r]);
           }
         }
-        for (int r = 0; r < R; ++r) {
-          const __m256 y = epilogue(_mm256_add_ps(acc[r], odd[r]));
-          float* o = orow + static_cast<int64_t>(r) * out_w;
-          if (ox + 8 <= out_w) {
-            _mm256_storeu_ps(o + ox, y);
-          } else {
-            _mm256_store_ps(last, y);
-            for (int32_t j = 0; j < out_w - ox; ++j) o[ox + j] = last[j];
-          }
-        }
+        for (int r = 0; r < R; ++r) store(orow + static_cast<int64_t>(r) * out_w, ox, acc[r]);
       }
     }
   }
@@ -244,52 +233,29 @@ void dwconv_channel_padded(const DwConvParams& p, const PaddedGeometry& g, const
     const float* rows = padded + static_cast<int64_t>(oy) * S * g.stride;
     float* orow = out + static_cast<int64_t>(oy) * out_w;
     for (int32_t ox = 0; ox < out_w; ox += 8) {
-      __m256 acc = bv, odd = _mm256_setzero_ps();
+      __m256 acc = bv;
       for (int ky = 0; ky < K; ++ky) {
-        const float* row = rows + ky * g.stride + ox * S;
-        const __m256* wk = wv + ky * K;
+        const float* row = rows + ky * g.stride;
         if (S == 2 && !D) {
           for (int kx = 0; kx < K; kx += 2) {
-            const __m256 lo = _mm256_loadu_ps(row + kx), hi = _mm256_loadu_ps(row + kx + 8);
-            acc = _mm256_fmadd_ps(avx2::even_lanes(lo, hi), wk[kx], acc);
-            if (kx + 1 < K) odd = _mm256_fmadd_ps(avx2::odd_lanes(lo, hi), wk[kx + 1], odd);
-          }
-        } else if (S == 1) {
-          for (int kx = 0; kx < K; ++kx) {
-            if (kx % 2 == 0) {
-              acc = _mm256_fmadd_ps(_mm256_loadu_ps(row + kx), wk[kx], acc);
-            } else {
-              odd = _mm256_fmadd_ps(_mm256_loadu_ps(row + kx), wk[kx], odd);
-            }
+            const __m256 lo2 = _mm256_loadu_ps(row + 2 * ox + kx), hi2 = _mm256_loadu_ps(row + 2 * ox + kx + 8);
+            acc = _mm256_fmadd_ps(avx2::even_lanes(lo2, hi2), wv[ky * K + kx], acc);
+            if (kx + 1 < K) acc = _mm256_fmadd_ps(avx2::odd_lanes(lo2, hi2), wv[ky * K + kx + 1], acc);
           }
         } else {
-          // Padded column 2 * (ox + i) + kx is even[ox + i + kx / 2] or odd[...].
-          const float* even = rows + ky * g.stride + ox;
-          const float* odd_cols = even + g.stride / 2;
-          for (int kx = 0; kx < K; ++kx) {
-            if (kx % 2 == 0) {
-              acc = _mm256_fmadd_ps(_mm256_loadu_ps(even + kx / 2), wk[kx], acc);
-            } else {
-              odd = _mm256_fmadd_ps(_mm256_loadu_ps(odd_cols + kx / 2), wk[kx], odd);
-            }
-          }
+          for (int kx = 0; kx < K; ++kx) acc = _mm256_fmadd_ps(tap(row, ox, kx), wv[ky * K + kx], acc);
         }
       }
-      const __m256 y = epilogue(_mm256_add_ps(acc, odd));
-      if (ox + 8 <= out_w) {
-        _mm256_storeu_ps(orow + ox, y);
-      } else {
-        _mm256_store_ps(last, y);
-        for (int32_t i = 0; i < out_w - ox; ++i) orow[ox + i] = last[i];
-      }
+      store(orow, ox, acc);
     }
   }
 }
 
-template <int K, int S, bool D>
+template <int K, int S, bool D, bool kHardSwish>
 void dwconv_channels_padded(const DwConvParams& p, const PaddedGeometry& g, const float* weights,
                             const float* bias, const float* input, float* output, int32_t c_begin,
                             int32_t c_end, const avx2::Epilogue& epilogue) {
+  const __m256 lo = epilogue.lo, hi = epilogue.hi;
   const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
   alignas(32) float padded[kPaddedFloats + 8];  // + 8: slack for the last row's tail store
   // Zero once: every channel overwrites the same interior, the padding stays 0.
@@ -310,9 +276,9 @@ void dwconv_channels_padded(const DwConvParams& p, const PaddedGeometry& g, cons
                                padded + static_cast<int64_t>(p.pad_top + y) * g.stride);
       }
     }
-    dwconv_channel_padded<K, S, D>(p, g, weights + static_cast<int64_t>(c) * K * K,
-                                bias != nullptr ? bias[c] : 0.0f, padded, output + c * out_plane,
-                                epilogue);
+    dwconv_channel_padded<K, S, D, kHardSwish>(p, g, weights + static_cast<int64_t>(c) * K * K,
+                                               bias != nullptr ? bias[c] : 0.0f, padded,
+                                               output + c * out_plane, lo, hi);
   }
 }
 
@@ -495,6 +461,17 @@ bool dwconv_rows_dispatch(const DwConvParams& p, const float* weights, const flo
   return true;
 }
 
+template <int K, int S, bool D>
+void run_padded(const DwConvParams& p, const PaddedGeometry& g, const float* weights, const float* bias,
+                const float* input, float* output, int32_t c_begin, int32_t c_end,
+                const avx2::Epilogue& epilogue) {
+  if (epilogue.hard_swish) {
+    dwconv_channels_padded<K, S, D, true>(p, g, weights, bias, input, output, c_begin, c_end, epilogue);
+  } else {
+    dwconv_channels_padded<K, S, D, false>(p, g, weights, bias, input, output, c_begin, c_end, epilogue);
+  }
+}
+
 template <int K, int S>
 void dwconv_channels(const DwConvParams& p, const float* weights, const float* bias,
                      const float* input, float* output, int32_t c_begin, int32_t c_end,
@@ -509,14 +486,14 @@ void dwconv_channels(const DwConvParams& p, const float* weights, const float* b
     if (p.in_w >= 32) {
       const PaddedGeometry g = padded_geometry<K, S, true>(p);
       if (g.fits) {
-        dwconv_channels_padded<K, S, true>(p, g, weights, bias, input, output, c_begin, c_end, epilogue);
+        run_padded<K, S, true>(p, g, weights, bias, input, output, c_begin, c_end, epilogue);
         return;
       }
     }
   }
   const PaddedGeometry g = padded_geometry<K, S, false>(p);
   if (g.fits) {
-    dwconv_channels_padded<K, S, false>(p, g, weights, bias, input, output, c_begin, c_end, epilogue);
+    run_padded<K, S, false>(p, g, weights, bias, input, output, c_begin, c_end, epilogue);
     return;
   }
   for (int32_t c = c_begin; c < c_end; ++c) {
