@@ -6,9 +6,6 @@
 #include <cstring>
 #include <limits>
 
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
 
 namespace spruce {
 
@@ -19,8 +16,6 @@ constexpr size_t kAlignFloats = 16;                  // 64 bytes
 constexpr size_t kSlackFloats = 16;                  // vector over-read room
 
 size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
-
-void free_aligned(float* p) { std::free(p); }
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string out = "[";
@@ -253,28 +248,11 @@ void Graph::plan_memory() {
     placed.push_back(&it);
   }
   arena_floats_ = std::max<size_t>(total, kAlignFloats);
-  // Arenas of megabytes go on 2 MiB pages where the OS offers them (Linux
-  // transparent huge pages on request): the early layers' activations span
-  // thousands of 4 KiB pages (MobileNetV1-224: fastest run 1-3% faster).
-  size_t bytes = arena_floats_ * sizeof(float);
-  size_t align = 64;
-#ifdef __linux__
-  constexpr size_t kHugePage = size_t{2} << 20;
-  const char* hp = std::getenv("SPRUCE_ENGINE_NO_HUGEPAGES");
-  const bool huge = bytes >= kHugePage && (hp == nullptr || std::strcmp(hp, "1") != 0);
-  if (huge) {
-    align = kHugePage;
-    bytes = round_up(bytes, kHugePage);
-  }
-#endif
-  void* p = std::aligned_alloc(align, bytes);
-  if (!p) throw std::bad_alloc();
-#ifdef __linux__
-  if (huge) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure leaves 4 KiB pages
-#endif
-  std::memset(p, 0, bytes);
-  arena_owner_ = std::unique_ptr<float[], void (*)(float*)>(static_cast<float*>(p), free_aligned);
-  arena_ = arena_owner_.get();
+  // The early layers' activations span megabytes (thousands of 4 KiB pages):
+  // FloatBuffer puts them on 2 MiB pages where the OS offers them
+  // (MobileNetV1-224: fastest run 1-3% faster).
+  arena_owner_ = FloatBuffer(arena_floats_);
+  arena_ = arena_owner_.data();
   for (const Item& it : items) {
     if (it.tensor < n) {
       tensors_[it.tensor].data = arena_ + it.offset;

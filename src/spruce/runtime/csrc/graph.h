@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "float_buffer.h"
 #include "thread_pool.h"
 
 namespace spruce {
@@ -130,7 +131,7 @@ class Graph {
   std::vector<int> inputs_;
   std::vector<int> outputs_;
   float* arena_ = nullptr;
-  std::unique_ptr<float[], void (*)(float*)> arena_owner_{nullptr, nullptr};
+  FloatBuffer arena_owner_;
   size_t arena_floats_ = 0;
   size_t naive_floats_ = 0;
   ThreadPool pool_;

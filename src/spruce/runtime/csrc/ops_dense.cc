@@ -41,7 +41,8 @@ class FullyConnectedOp : public Op {
     if (y.numel != static_cast<size_t>(rows_ * out_) || y.shape.back() != out_) {
       fail(s, "output " + dims_str(y.shape) + " should hold " + std::to_string(rows_) + " rows of " + std::to_string(out_));
     }
-    weights_ = w.data;
+    weights_ = FloatBuffer(w.data.size());  // 4 MB for a 1000-class head: huge pages pay
+    std::copy(w.data.begin(), w.data.end(), weights_.data());
     bias_.assign(static_cast<size_t>(out_), 0.0f);
     if (const Array* b = find_array(s, "bias")) {
       expect_array(s, *b, {out_}, "bias");
@@ -82,7 +83,8 @@ class FullyConnectedOp : public Op {
 
  private:
   int64_t out_, k_, rows_;
-  std::vector<float> weights_, bias_;
+  FloatBuffer weights_;
+  std::vector<float> bias_;
   int act_ = 0;
   bool avx2_ = false;
 };
