@@ -362,3 +362,24 @@ def test_corrupted_files_raise_python_errors_never_crash(files, tmp_path):
 def test_num_threads_must_be_positive(files):
     with pytest.raises(ValueError, match="num_threads must be a positive integer. Received: num_threads=0"):
         Engine(files("guide"), num_threads=0)
+
+
+def test_a_1000_class_head_on_huge_pages_matches_litert_and_4k_pages(tmp_path, monkeypatch):
+    """Weights of 2 MiB or more (here the classifier's 1024 x 1000, 4 MB) and the
+    arena go on transparent huge pages: same results as with 4 KiB pages
+    (SPRUCE_ENGINE_NO_HUGEPAGES=1) and as LiteRT, at 1 and 2 threads."""
+    layers = keras.layers
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(1024, 1, activation="relu")(inputs)
+    x = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, layers.Dense(1000)(x))
+    path = convert(model, tmp_path / "head.tflite", sparse=False)
+    x = sample((1, 8, 8, 3), seed=7)
+    monkeypatch.setenv("SPRUCE_ENGINE_NO_HUGEPAGES", "1")
+    small = Engine(path)
+    monkeypatch.delenv("SPRUCE_ENGINE_NO_HUGEPAGES")
+    reference = small.run(x)
+    for t in (1, 2):
+        engine = assert_close_to_litert(path, x, engine=Engine(path, num_threads=t))
+        np.testing.assert_array_equal(engine.run(x), reference)
