@@ -346,9 +346,9 @@ def test_dwconv_chw_on_planes_too_wide_for_the_padded_buffer(isa, k, stride):
        pad=st.tuples(*[st.integers(0, 4)] * 4), seed=st.integers(0, 2**31 - 1))
 def test_dwconv_chw_wide_planes_see_zeros_in_the_padding_whatever_the_buffer_held(isa, k, stride, h, w, pad, seed):
     # Wide planes go through a padded copy on the stack whose padding is zeroed
-    # once per call, only where the channel copies never write. A call with huge
-    # inputs first leaves the buffer full of them: any position the zeroing
-    # misses shows up in the next call's outputs.
+    # once per call, before the channel copies overwrite the data positions. A
+    # call with huge inputs first leaves the buffer full of them: any position
+    # the zeroing misses shows up in the next call's outputs.
     kernels.dwconv_chw(np.ones((2, k, k), np.float32), np.full((2, 120, 128), 1e30, np.float32),
                        stride=stride, padding=[k // 2] * 4, isa=isa)
     rng = np.random.default_rng(seed)

@@ -134,7 +134,6 @@ template <int K, int S, bool D>
 PaddedGeometry padded_geometry(const DwConvParams& p) {
   PaddedGeometry g;
   const int32_t vectors = (p.out_w() + 7) / 8;
-  // Widest read: last vector's last lane, last tap (+8 for stride 2's load pair).
   if (!D) {
     // Widest read: last vector's last lane, last tap (+8: stride 2's load pair).
     g.stride = ((vectors * 8 - 1) * S + K + (S == 2 ? 8 : 0) + 7) / 8 * 8;
