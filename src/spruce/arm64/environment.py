@@ -157,27 +157,41 @@ def _apt_config(apt_dir):
     return env
 
 
-def _prepare_sysroot(root, progress):
-    sysroot = os.path.join(root, "sysroot")
-    if os.path.isfile(os.path.join(sysroot, "usr", "bin", PYTHON)):
-        return sysroot
+def _unpack_arm64_debs(root, dest, packages, what, progress, dependencies=True):
+    """Downloads Debian's arm64 `packages` (with their dependencies when asked) and
+    unpacks them into `dest`, which appears whole or not at all."""
     _require_tool("apt-get", "apt")
     _require_tool("dpkg-deb", "dpkg")
     apt_dir = os.path.join(root, "apt")
+    shutil.rmtree(apt_dir, ignore_errors=True)
     env = _apt_config(apt_dir)
-    _say(progress, "aarch64 sysroot: reading the arm64 package lists from this machine's apt sources ...")
+    _say(progress, f"{what}: reading the arm64 package lists from this machine's apt sources ...")
     _run(["apt-get", "-q", "update"], "apt-get update (arm64 package lists)", env=env)
-    _say(progress, f"aarch64 sysroot: downloading {', '.join(DEB_PACKAGES)} and dependencies (arm64) ...")
-    _run(["apt-get", "-q", "-y", "--download-only", "install", *DEB_PACKAGES],
-         f"downloading the arm64 packages {' '.join(DEB_PACKAGES)} (Debian 12 ships python3.11)",
-         env=env)
-    debs = sorted(glob.glob(os.path.join(apt_dir, "archives", "*.deb")))
-    _say(progress, f"aarch64 sysroot: unpacking {len(debs)} packages ...")
-    tmp = sysroot + ".partial"
+    archives = os.path.join(apt_dir, "archives")
+    listing = ", ".join(packages) + (" and dependencies" if dependencies else "")
+    _say(progress, f"{what}: downloading {listing} (arm64) ...")
+    if dependencies:
+        cmd = ["apt-get", "-q", "-y", "--download-only", "install", *packages]
+    else:
+        cmd = ["apt-get", "-q", "download", *packages]
+    _run(cmd, f"downloading the arm64 packages {' '.join(packages)} (Debian 12 ships python3.11)",
+         env=env, cwd=archives)
+    debs = sorted(glob.glob(os.path.join(archives, "*.deb")))
+    _say(progress, f"{what}: unpacking {len(debs)} packages ...")
+    tmp = dest + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     for deb in debs:
         _run(["dpkg-deb", "-x", deb, tmp], f"unpacking {os.path.basename(deb)}")
+    shutil.rmtree(apt_dir, ignore_errors=True)  # package lists and .debs (~130 MB) are no longer needed
+    return tmp
+
+
+def _prepare_sysroot(root, progress):
+    sysroot = os.path.join(root, "sysroot")
+    if os.path.isfile(os.path.join(sysroot, "usr", "bin", PYTHON)):
+        return sysroot
+    tmp = _unpack_arm64_debs(root, sysroot, DEB_PACKAGES, "aarch64 sysroot", progress)
     if not os.path.isfile(os.path.join(tmp, "usr", "bin", PYTHON)):
         raise Arm64SetupError(
             f"the unpacked arm64 packages contain no /usr/bin/{PYTHON}. The check needs Debian 12's "
@@ -185,8 +199,35 @@ def _prepare_sysroot(root, progress):
             "point apt at a Debian 12 (bookworm) mirror.")
     shutil.rmtree(sysroot, ignore_errors=True)
     os.replace(tmp, sysroot)
-    shutil.rmtree(apt_dir, ignore_errors=True)  # package lists and .debs (~130 MB) are no longer needed
     return sysroot
+
+
+def python_headers(progress=True, root=None):
+    """The include folder of the aarch64 Python 3.11 headers, for cross-building C
+    extensions such as spruce's engine (scripts/build_aarch64.sh).
+
+    It holds `python3.11/` and `aarch64-linux-gnu/python3.11/pyconfig.h`, unpacked
+    from Debian's arm64 libpython3.11-dev (no dependencies) into the cache once.
+    """
+    root = root or cache_dir()
+    os.makedirs(root, exist_ok=True)
+    dest = os.path.join(root, "python-dev")
+    include = os.path.join(dest, "usr", "include")
+    with open(os.path.join(root, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.isfile(os.path.join(include, "python3.11", "Python.h")):
+            tmp = _unpack_arm64_debs(root, dest, ("libpython3.11-dev",), "aarch64 Python headers",
+                                     progress, dependencies=False)
+            if not os.path.isfile(os.path.join(tmp, "usr", "include", "aarch64-linux-gnu", "python3.11",
+                                               "pyconfig.h")):
+                raise Arm64SetupError(
+                    "Debian's arm64 libpython3.11-dev holds no aarch64-linux-gnu/python3.11/pyconfig.h; "
+                    "point apt at a Debian 12 (bookworm) mirror.")
+            for extra in ("lib", "share"):  # the static libpython (~20 MB) and docs: not needed
+                shutil.rmtree(os.path.join(tmp, "usr", extra), ignore_errors=True)
+            shutil.rmtree(dest, ignore_errors=True)
+            os.replace(tmp, dest)
+    return include
 
 
 def _prepare_site(root, progress):
