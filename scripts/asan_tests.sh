@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds spruce's native engine with AddressSanitizer and runs the engine and
-# kernel tests against that build (a copy of the package under build/asan-pkg,
+# Builds spruce's native engine with AddressSanitizer and UndefinedBehaviorSanitizer
+# (which aborts at its first finding) and runs the engine and kernel tests against that build (a copy of the package under build/asan-pkg,
 # so the release build is untouched). Python leaks by design: leak checks off.
 # Usage: scripts/asan_tests.sh [extra pytest args]
 set -euo pipefail
@@ -20,7 +20,7 @@ LIBASAN=$(${CXX:-g++} -print-file-name=libasan.so)
 # libstdc++ preloaded too, so ASan's __cxa_throw interceptor finds the real one
 # (without it the first C++ exception, e.g. in TensorFlow's import, aborts).
 LIBSTDCXX=$(${CXX:-g++} -print-file-name=libstdc++.so)
-echo "== AddressSanitizer: $LIBASAN"
+echo "== AddressSanitizer + UndefinedBehaviorSanitizer: $LIBASAN"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_odr_violation=0
 export PYTHONPATH="$PWD/$PKG"
 export TF_CPP_MIN_LOG_LEVEL=2
