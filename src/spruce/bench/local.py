@@ -30,20 +30,32 @@ def with_ratios(models):
     return models
 
 
+def check_engines(engine):
+    """Engine names from "litert", "litert,spruce" or a list of names; a clear error otherwise."""
+    names = engine.split(",") if isinstance(engine, str) else list(engine)
+    names = [n.strip() if isinstance(n, str) else n for n in names]
+    if not names or any(n not in RUNNERS for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"engine must be one of {sorted(RUNNERS)}, or several of them without repeats "
+                         f"(\"litert,spruce\"). Received: engine={engine!r}")
+    return names
+
+
 def benchmark(paths, threads=1, runs=50, warmup=5, engine="litert"):
     """Time each model `runs` times after `warmup` runs, interleaved run by run.
 
-    Round i runs every model once (in alternating order, so slow drift of the machine
-    hits all models alike). Returns a `BenchReport` with per-model median, quartiles,
-    IQR, min and the ratio of each median to the first model's.
+    `engine` is one engine or several ("litert,spruce"): then every model runs on each,
+    as one entry per (engine, model), engines in the order given. Round i runs every
+    entry once (in alternating order, so slow drift of the machine hits all alike).
+    Returns a `BenchReport` with per-entry median, quartiles, IQR, min and the ratio
+    of each median to the first entry's (the first model on the first engine).
     """
     paths = check_paths(paths)
     _check_positive("threads", threads)
     _check_positive("runs", runs)
     _check_positive("warmup", warmup, 0)
-    if engine not in RUNNERS:
-        raise ValueError(f"engine must be one of {sorted(RUNNERS)}. Received: engine={engine!r}")
-    runners = [RUNNERS[engine](p, threads) for p in paths]
+    engines = check_engines(engine)
+    entries = [(e, p) for e in engines for p in paths]
+    runners = [RUNNERS[e](p, threads) for e, p in entries]
     for r in runners:
         r.time(warmup + 1)  # the first run plans and packs weights: never timed
     times = [[] for _ in runners]
@@ -51,7 +63,7 @@ def benchmark(paths, threads=1, runs=50, warmup=5, engine="litert"):
         order = range(len(runners)) if i % 2 == 0 else reversed(range(len(runners)))
         for k in order:
             times[k].extend(runners[k].time(1))
-    models = with_ratios([{"path": p, **summarize(t)} for p, t in zip(paths, times)])
+    models = with_ratios([{"path": p, "engine": e, **summarize(t)} for (e, p), t in zip(entries, times)])
     settings = {"threads": threads, "runs": runs, "warmup": warmup,
                 "interleaving": "one run of each model per round, order alternating"}
-    return BenchReport(engine=engine, system=system_info(threads), models=models, settings=settings)
+    return BenchReport(engine="+".join(engines), system=system_info(threads), models=models, settings=settings)

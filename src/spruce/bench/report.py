@@ -5,7 +5,7 @@ import dataclasses
 
 @dataclasses.dataclass
 class BenchReport:
-    engine: str                 # "litert", "spruce" or "adb"
+    engine: str                 # "litert", "spruce", both as "litert+spruce", or "adb"
     system: dict                # spruce.bench.sysinfo.system_info(), or the device's description
     models: list                # per model: {"path", "median", "q25", "q75", "iqr", "min", ..., "ratio_to_first"}
     settings: dict              # threads, runs, warmup, interleaving
@@ -25,18 +25,21 @@ class BenchReport:
             lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in s["versions"].items()))
         if s.get("device"):
             lines.append(f"device: {s['device']}")
-        width = max(len(m["path"]) for m in self.models)
+        # Several engines: each entry is labelled "path [engine]".
+        several = len({m.get("engine") for m in self.models}) > 1
+        labels = [f"{m['path']} [{m['engine']}]" if several else m["path"] for m in self.models]
+        width = max(len(label) for label in labels)
         unit, scale = ("ms", 1e3) if self.models[0]["median"] >= 1e-3 else ("us", 1e6)
         lines.append(f"{'model':<{width}}  {'median ' + unit:>10}  {'IQR ' + unit:>8}  {'min ' + unit:>8}  "
                      f"{'vs first':>9}")
-        for m in self.models:
+        for m, label in zip(self.models, labels):
             iqr = "" if m.get("iqr") is None else f"{m['iqr'] * scale:8.3f}"
             mn = "" if m.get("min") is None else f"{m['min'] * scale:8.3f}"
             ratio = m["ratio_to_first"]
             speed = "" if m is self.models[0] else (
                 f" ({1 / ratio:.2f}x faster)" if ratio < 1 else f" ({ratio:.2f}x slower)")
-            lines.append(f"{m['path']:<{width}}  {m['median'] * scale:10.3f}  {iqr:>8}  {mn:>8}  "
+            lines.append(f"{label:<{width}}  {m['median'] * scale:10.3f}  {iqr:>8}  {mn:>8}  "
                          f"{ratio:8.2f}x{speed}")
-        if s.get("note") and self.engine == "litert":
+        if s.get("note") and "litert" in self.engine.split("+"):
             lines.append(s["note"])
         return "\n".join(lines)

@@ -4,12 +4,15 @@ HELP = "time .tflite models (LiteRT+XNNPACK, spruce's engine, or a phone over ad
 
 
 def add_arguments(parser):
-    parser.add_argument("models", nargs="+", help="the .tflite files; ratios are to the first")
+    parser.add_argument("models", nargs="+",
+                        help="the .tflite files; ratios are to the first (on the first engine)")
     parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per model (default 50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
-    parser.add_argument("--engine", choices=["litert", "spruce"], default="litert",
-                        help="litert: the LiteRT interpreter with XNNPACK (default); spruce: spruce's engine")
+    parser.add_argument("--engine", default="litert",
+                        help="litert: the LiteRT interpreter with XNNPACK (default); spruce: spruce's engine; "
+                             "litert,spruce: every model on both, all interleaved (e.g. the dense model on "
+                             "LiteRT against the pruned one on spruce)")
     parser.add_argument("--adb", action="store_true",
                         help="run on an Android device with TFLite's benchmark_model instead")
     parser.add_argument("--benchmark-binary", help="with --adb: the benchmark_model binary for the device")
