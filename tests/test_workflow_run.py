@@ -100,6 +100,19 @@ def test_metrics_json_is_the_report_data(first_run):
     assert isinstance(on_disk["pruned"]["xnnpack_sparse"], bool)
 
 
+def test_both_engines_are_timed_in_one_interleaved_run(first_run):
+    pytest.importorskip("spruce.runtime._engine")
+    _, result = first_run
+    lat = result.metrics["latency"]
+    for engine in ("litert", "spruce"):
+        assert lat[engine]["raw"]["engine"] == "litert+spruce"
+        assert [m["engine"] for m in lat[engine]["raw"]["models"]] == [engine, engine]
+    assert lat["spruce"]["speedup_vs_litert_dense"] == pytest.approx(
+        lat["litert"]["dense_ms"] / lat["spruce"]["pruned_ms"])
+    report = open(result.report_path).read()
+    assert "against the dense one on LiteRT" in report and "same interleaved run" in report
+
+
 def test_rerun_reuses_every_finished_stage_and_prints_one_json_document(first_run, capsys):
     from spruce.cli import main
 

@@ -322,28 +322,35 @@ def _policy_summary(rep):
     return {"summary": summary, "ok": bool(rep.ok), "report": rep.to_dict()}
 
 
+_ENGINES = {"litert": "LiteRT interpreter (XNNPACK)", "spruce": "spruce's native sparse engine"}
+
+
 def _bench(folder, config, progress, quiet):
-    """Latency of both exports, interleaved A/B: LiteRT, and spruce's engine when it is built."""
+    """Latency of both exports on LiteRT and, when it is built, spruce's engine: one run in
+    which every (engine, model) pair is interleaved, so the engines are compared too."""
     from spruce.bench import benchmark
     from spruce.workflow.progress import bar
 
     files = [os.path.join(folder, "dense.tflite"), os.path.join(folder, "pruned.tflite")]
-    out, system = {}, {}
-    engines = (("litert", "LiteRT interpreter (XNNPACK)"), ("spruce", "spruce's native sparse engine"))
-    with bar(len(engines), "benchmark dense vs pruned", progress, "engine") as b:
-        for engine, description in engines:
-            try:
-                rep = benchmark(files, threads=config.threads, runs=config.bench_runs,
-                                warmup=config.bench_warmup, engine=engine)
-            except ImportError as e:  # the native engine is not compiled in this install
-                _log(f"bench: {description} not measured ({str(e).splitlines()[0]})", quiet)
-                b.update(1)
-                continue
-            d = rep.to_dict()
-            system = system or d["system"]
-            out[engine] = _latency_entry(d, description, config.threads)
-            b.update(1)
-    return out, system
+    settings = {"threads": config.threads, "runs": config.bench_runs, "warmup": config.bench_warmup}
+    engines = list(_ENGINES)
+    with bar(1, "benchmark dense vs pruned", progress, "run") as b:
+        try:
+            rep = benchmark(files, engine=engines, **settings)
+        except ImportError as e:  # the native engine is not compiled in this install
+            _log(f"bench: {_ENGINES['spruce']} not measured ({str(e).splitlines()[0]})", quiet)
+            engines = ["litert"]
+            rep = benchmark(files, engine=engines, **settings)
+        b.update(1)
+    d = rep.to_dict()
+    out = {}
+    for engine in engines:
+        part = dict(d, models=[m for m in d["models"] if m["engine"] == engine])
+        out[engine] = _latency_entry(part, _ENGINES[engine], config.threads)
+    if "spruce" in out:
+        # The number the engine exists for: pruned on spruce against dense on LiteRT.
+        out["spruce"]["speedup_vs_litert_dense"] = out["litert"]["dense_ms"] / out["spruce"]["pruned_ms"]
+    return out, d["system"]
 
 
 def _latency_entry(d, description, threads):

@@ -36,6 +36,9 @@ def summary_rows(metrics):
         lat = metrics.get("latency", {}).get(engine)
         if lat:
             rows.append((f"latency, {name}, {lat['threads']} thread(s)", _ms(lat["dense_ms"]), _ms(lat["pruned_ms"])))
+    cross = metrics.get("latency", {}).get("spruce", {}).get("speedup_vs_litert_dense")
+    if cross:
+        rows.append(("speed-up, pruned on spruce vs dense on LiteRT", "", f"{cross:.2f}x"))
     arm = metrics.get("arm64")
     if arm and arm.get("sparse_path_engaged") is not None:
         rows.append(("sparse path engaged on aarch64 (emulated)", "", _yes(arm["sparse_path_engaged"])))
@@ -176,6 +179,10 @@ def _latency_lines(metrics):
     out = ["## Latency", ""]
     for engine, info in lat.items():
         out.append(f"- {info['description']}")
+    cross = lat.get("spruce", {}).get("speedup_vs_litert_dense")
+    if cross:
+        out.append(f"- The pruned model on spruce's engine against the dense one on LiteRT: {cross:.2f}x "
+                   "(both engines in the same interleaved run).")
     cpu = metrics.get("cpu", {})
     if cpu.get("avx"):
         out.append("- This CPU has AVX: XNNPACK does not use its sparse kernels on such x86 CPUs, so "
