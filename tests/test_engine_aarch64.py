@@ -14,8 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -38,23 +36,12 @@ def _test_site(root):
     """pytest and hypothesis (the host's versions) for the emulated Python, cached."""
     import hypothesis
 
+    from spruce.arm64.environment import install_aarch64_wheels
+
     site = Path(root) / f"test-site-pytest{pytest.__version__}-hypothesis{hypothesis.__version__}"
-    if site.is_dir():
-        return site
-    wheels = Path(root) / "test-wheels"
-    shutil.rmtree(wheels, ignore_errors=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary=:all:",
-         "--python-version", "3.11", "--implementation", "cp", "--platform", "manylinux2014_aarch64",
-         "-d", str(wheels), f"pytest=={pytest.__version__}", f"hypothesis=={hypothesis.__version__}"],
-        check=True)
-    tmp = Path(str(site) + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for wheel in sorted(wheels.glob("*.whl")):
-        with zipfile.ZipFile(wheel) as z:
-            z.extractall(tmp)
-    tmp.rename(site)
-    shutil.rmtree(wheels, ignore_errors=True)
+    if not site.is_dir():
+        install_aarch64_wheels(str(site), [f"pytest=={pytest.__version__}",
+                                           f"hypothesis=={hypothesis.__version__}"], "pytest and hypothesis")
     return site
 
 

@@ -230,20 +230,17 @@ def python_headers(progress=True, root=None):
     return include
 
 
-def _prepare_site(root, progress):
-    site = os.path.join(root, "site")
-    if os.path.isdir(os.path.join(site, "ai_edge_litert")):
-        return site
-    wheels = os.path.join(root, "wheels")
-    os.makedirs(wheels, exist_ok=True)
-    _say(progress, f"aarch64 LiteRT: downloading the aarch64 wheels of numpy and ai-edge-litert=="
-                   f"{LITERT_VERSION} ...")
+def install_aarch64_wheels(site, requirements, what):
+    """Downloads the aarch64 CPython 3.11 wheels of `requirements` (and their dependencies)
+    and unpacks them into the folder `site`, which appears whole or not at all.
+    `what` names them in the error when pip fails."""
+    wheels = site + ".wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
            "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "-d", wheels]
     for platform in WHEEL_PLATFORMS:
         cmd += ["--platform", platform]
-    _run(cmd + ["numpy", f"ai-edge-litert=={LITERT_VERSION}"],
-         "pip download of the aarch64 wheels (needs access to PyPI)")
+    _run(cmd + list(requirements), f"pip download of {what} (needs access to PyPI)")
     tmp = site + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     for wheel in sorted(glob.glob(os.path.join(wheels, "*.whl"))):
@@ -253,6 +250,16 @@ def _prepare_site(root, progress):
     os.replace(tmp, site)
     shutil.rmtree(wheels, ignore_errors=True)
     return site
+
+
+def _prepare_site(root, progress):
+    site = os.path.join(root, "site")
+    if os.path.isdir(os.path.join(site, "ai_edge_litert")):
+        return site
+    _say(progress, f"aarch64 LiteRT: downloading the aarch64 wheels of numpy and ai-edge-litert=="
+                   f"{LITERT_VERSION} ...")
+    return install_aarch64_wheels(site, ["numpy", f"ai-edge-litert=={LITERT_VERSION}"],
+                                  "the aarch64 wheels of numpy and ai-edge-litert")
 
 
 def _smoke_test(env):
