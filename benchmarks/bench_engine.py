@@ -7,7 +7,10 @@ process and interleaved round by round, 1 thread each:
 
 - LiteRT's interpreter (XNNPACK) on the dense export: the baseline;
 - spruce's engine on each export (its loop runs in native code);
-- spruce's engine with 2 threads, for the scaling figure.
+- spruce's engine with 2 threads, for the scaling figure;
+- beside the goals, spruce's engine on the 1x1 convs pruned to 90% in blocks of
+  4 output channels (spruce.masking.block_mask, block_size=(1, 4)), which its
+  row-group kernel runs ("spruce_90_blocks").
 
 It also times each kernel family of the engine (GFLOP/s against the core's
 FMA peak measured on this core). Prints one JSON document. Usage:
@@ -53,7 +56,19 @@ def zero_by_magnitude(kernel, sparsity):
     return out
 
 
-def build_exports(folder, size, sparsities, alpha):
+def zero_blocks_by_magnitude(kernel, sparsity):
+    """Block pruning's mask (1 input x 4 output channels, scored by mean |w|)."""
+    from spruce.masking import block_mask
+
+    mask, _ = block_mask(kernel, sparsity, (1, 4))
+    return kernel * np.asarray(mask, dtype=kernel.dtype)
+
+
+# Exports timed: name -> (sparsity of the 1x1 convs, pruned in blocks of 4 output channels?).
+VARIANTS = {"0": (0.0, False), "75": (0.75, False), "90": (0.9, False), "90_blocks": (0.9, True)}
+
+
+def build_exports(folder, size, variants, alpha):
     import keras
     import tensorflow as tf
 
@@ -70,21 +85,25 @@ def build_exports(folder, size, sparsities, alpha):
     dense_weights = model.get_weights()
     spec = [tf.TensorSpec((1, size, size, 3), tf.float32)]
     paths = {}
-    for s in sparsities:
+    for name, (s, blocks) in variants.items():
         model.set_weights(dense_weights)
         for layer in model.layers:
             if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1):
                 w = layer.get_weights()
-                w[0] = zero_by_magnitude(w[0], s)
+                w[0] = zero_blocks_by_magnitude(w[0], s) if blocks else zero_by_magnitude(w[0], s)
                 layer.set_weights(w)
-        path = os.path.join(folder, f"mobilenet_v1_{int(s * 100)}.tflite")
+        path = export_path(folder, name)
         model.export(path, format="litert", verbose=False, input_signature=spec,
                      optimizations=[tf.lite.Optimize.EXPERIMENTAL_SPARSITY])
-        paths[s] = path
+        paths[name] = path
     model.set_weights(dense_weights)
     paths["litert_dense"] = os.path.join(folder, "mobilenet_v1_dense.tflite")
     model.export(paths["litert_dense"], format="litert", verbose=False, input_signature=spec)
     return paths
+
+
+def export_path(folder, name):
+    return os.path.join(folder, f"mobilenet_v1_{name}.tflite")
 
 
 def litert_times(interpreter, x, runs):
@@ -145,50 +164,50 @@ def main(argv=None):
     import spruce
     from spruce.runtime import Engine
 
-    sparsities = [0.0, 0.75, 0.9]
     folder = args.cache_dir or tempfile.mkdtemp(prefix="spruce_bench_")
     os.makedirs(folder, exist_ok=True)
-    wanted = [os.path.join(folder, f"mobilenet_v1_{int(s * 100)}.tflite") for s in sparsities]
-    if args.cache_dir and all(os.path.exists(p) for p in wanted + [os.path.join(folder, "mobilenet_v1_dense.tflite")]):
-        paths = dict(zip(sparsities, wanted), litert_dense=os.path.join(folder, "mobilenet_v1_dense.tflite"))
-    else:
-        paths = build_exports(folder, args.size, sparsities, args.alpha)
+    # With --cache-dir, only the exports not there yet are built (same seed, same net).
+    paths = {name: export_path(folder, name) for name in VARIANTS}
+    paths["litert_dense"] = export_path(folder, "dense")
+    missing = {name: v for name, v in VARIANTS.items() if not (args.cache_dir and os.path.exists(paths[name]))}
+    if missing or not (args.cache_dir and os.path.exists(paths["litert_dense"])):
+        paths.update(build_exports(folder, args.size, missing, args.alpha))
 
     x = np.random.default_rng(0).normal(size=(1, args.size, args.size, 3)).astype(np.float32)
     interpreter = Interpreter(model_path=paths["litert_dense"], num_threads=1)
     interpreter.allocate_tensors()
-    engines = {s: Engine(paths[s], num_threads=1) for s in sparsities}
-    engines2 = {s: Engine(paths[s], num_threads=2) for s in (0.0, 0.9)}
+    engines = {name: Engine(paths[name], num_threads=1) for name in VARIANTS}
+    engines2 = {name: Engine(paths[name], num_threads=2) for name in ("0", "90")}
     for e in list(engines.values()) + list(engines2.values()):
         e.run(x)
     litert_times(interpreter, x, 2)
 
     times = {"litert_dense": []}
-    times.update({f"spruce_{int(s * 100)}": [] for s in sparsities})
-    times.update({f"spruce_{int(s * 100)}_2threads": [] for s in engines2})
+    times.update({f"spruce_{name}": [] for name in engines})
+    times.update({f"spruce_{name}_2threads": [] for name in engines2})
     for _ in range(args.rounds):
         times["litert_dense"] += litert_times(interpreter, x, args.runs)
-        for s, e in engines.items():
-            times[f"spruce_{int(s * 100)}"] += list(e.benchmark(args.runs, 1).times)
-        for s, e in engines2.items():
-            times[f"spruce_{int(s * 100)}_2threads"] += list(e.benchmark(args.runs, 1).times)
+        for name, e in engines.items():
+            times[f"spruce_{name}"] += list(e.benchmark(args.runs, 1).times)
+        for name, e in engines2.items():
+            times[f"spruce_{name}_2threads"] += list(e.benchmark(args.runs, 1).times)
 
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["litert_dense"]
-    speedups = {f"spruce_{int(s * 100)}_vs_litert_dense": base / med[f"spruce_{int(s * 100)}"] for s in sparsities}
+    speedups = {f"spruce_{name}_vs_litert_dense": base / med[f"spruce_{name}"] for name in engines}
     mins = {k: min(v) for k, v in times.items()}
-    speedups_min = {f"spruce_{int(s * 100)}_vs_litert_dense": mins["litert_dense"] / mins[f"spruce_{int(s * 100)}"]
-                    for s in sparsities}
-    scaling = {f"spruce_{int(s * 100)}_2threads_vs_1thread": med[f"spruce_{int(s * 100)}"] / med[f"spruce_{int(s * 100)}_2threads"]
-               for s in engines2}
+    speedups_min = {f"spruce_{name}_vs_litert_dense": mins["litert_dense"] / mins[f"spruce_{name}"]
+                    for name in engines}
+    scaling = {f"spruce_{name}_2threads_vs_1thread": med[f"spruce_{name}"] / med[f"spruce_{name}_2threads"]
+               for name in engines2}
 
     model_name, mhz = cpu_info()
     # The core's FMA throughput measured now (the clock under turbo is not the
     # nominal one), and the nominal figure: 2 FMA pipes x 8 floats x 2 flops per cycle.
     from spruce.runtime import _engine
 
-    peak = _engine.kernels.fma_peak_gflops(0.5, engines[0.0].isa)
-    nominal_peak = 32 * mhz / 1e3 if mhz and engines[0.0].isa == "avx2" else None
+    peak = _engine.kernels.fma_peak_gflops(0.5, engines["0"].isa)
+    nominal_peak = 32 * mhz / 1e3 if mhz and engines["0"].isa == "avx2" else None
     import ai_edge_litert
     import tensorflow as tf
 
@@ -196,7 +215,7 @@ def main(argv=None):
         "benchmark": "spruce engine vs LiteRT interpreter (dense export), MobileNetV1",
         "note": "timings on a shared machine are noisy; rerun on a quiet one",
         "model": {"input": [1, args.size, args.size, 3], "alpha": args.alpha, "padding": "symmetric"},
-        "cpu": model_name, "cpu_mhz": mhz, "cores": os.cpu_count(), "isa": engines[0.0].isa,
+        "cpu": model_name, "cpu_mhz": mhz, "cores": os.cpu_count(), "isa": engines["0"].isa,
         "versions": {"python": sys.version.split()[0], "spruce": spruce.__version__, "numpy": np.__version__,
                      "tensorflow": tf.__version__,
                      "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown")},
@@ -207,8 +226,8 @@ def main(argv=None):
         # On a busy machine whole runs get preempted; the fastest runs are the least disturbed.
         "speedups_from_fastest_runs": speedups_min,
         "two_thread_scaling_from_fastest_runs": {
-            f"spruce_{int(s * 100)}_2threads_vs_1thread": mins[f"spruce_{int(s * 100)}"] / mins[f"spruce_{int(s * 100)}_2threads"]
-            for s in engines2},
+            f"spruce_{name}_2threads_vs_1thread": mins[f"spruce_{name}"] / mins[f"spruce_{name}_2threads"]
+            for name in engines2},
         "goals": {
             "sparse90_at_least_3x": speedups["spruce_90_vs_litert_dense"] >= GOALS["sparse90_speedup"],
             "sparse75_at_least_1.8x": speedups["spruce_75_vs_litert_dense"] >= GOALS["sparse75_speedup"],
@@ -217,7 +236,7 @@ def main(argv=None):
         },
         "peak_gflops_per_core_measured": peak,
         "peak_gflops_per_core_nominal": nominal_peak,
-        "kernel_families": {f"spruce_{int(s * 100)}": family_throughput(e, 30, peak) for s, e in engines.items()},
+        "kernel_families": {f"spruce_{name}": family_throughput(e, 30, peak) for name, e in engines.items()},
         "exports": {str(k): v for k, v in paths.items()},
     }
     print(json.dumps(report, indent=2))

@@ -219,6 +219,39 @@ def test_sparse_1x1_convs_on_unaligned_planes_match_litert_at_any_thread_count(t
         np.testing.assert_array_equal(Engine(path, num_threads=threads).run(x), one)
 
 
+def test_block_pruned_1x1_convs_run_in_row_groups_and_match_litert_at_any_thread_count(tmp_path):
+    """1x1 kernels pruned by spruce's block_mask in (1 input x 4 output) blocks take
+    the row-group kernel when their output channels come in whole groups and they
+    have >= 64 inputs; the 98-channel and 32-input layers stay on plain spmm. Thread
+    splits that cut a group give the same bits."""
+    from spruce.masking import block_mask
+
+    layers = keras.layers
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((14, 14, 32))
+    x = layers.Conv2D(96, 1, activation="relu")(inputs)  # 32 inputs: plain spmm
+    x = layers.Conv2D(160, 1, activation="relu6")(x)
+    x = layers.Conv2D(98, 1)(x)  # 98 outputs: no whole groups at the end
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same")(x)
+    x = layers.Conv2D(200, 1, activation="relu")(x)  # 7x7
+    model = keras.Model(inputs, x)
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            kernel, bias = layer.get_weights()
+            mask, _ = block_mask(kernel, 0.85, (1, 4))
+            layer.set_weights([kernel * np.asarray(mask), bias])
+    path = convert(model, tmp_path / "blocks.tflite", sparse=True)
+    x = sample((1, 14, 14, 32), seed=5)
+    reference = Engine(path, num_threads=1)
+    kernels = [layer["kernel"] for layer in reference.summary() if layer["opcode"] == "CONV_2D"]
+    grouped = "spmm_groups" if reference.isa == "avx2" else "spmm"
+    assert kernels == ["spmm", grouped, "spmm", grouped]
+    one = reference.run(x)
+    assert_close_to_litert(path, x, engine=reference)
+    for threads in (2, 3, 5):
+        np.testing.assert_array_equal(Engine(path, num_threads=threads).run(x), one)
+
+
 def test_padded_planes_between_sparse_1x1_convs_and_their_neighbours_change_no_result(tmp_path, monkeypatch):
     """14x14 / 7x7 planes are spaced 200 / 56 floats apart where a sparse 1x1 conv
     reads them (a depthwise conv writes them, the 1x1 conv reads whole vectors in

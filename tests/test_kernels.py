@@ -81,12 +81,26 @@ def conv_hwc2chw_ref(w_ohwi, x_hwc, bias, stride, pad, act):
 # ------------------------------------------------------------------ helpers --
 
 
-def sparse_weights(rng, n, k, sparsity, zero_rows):
+def sparse_weights(rng, n, k, sparsity, zero_rows, groups=False):
+    """[n, k] weights with `sparsity` of them zero. groups: zeros come in whole runs
+    of 4 rows of one column (block pruning's (1, 4) blocks of output channels; a
+    last partial group when n is not a multiple of 4), plus a few single zeros
+    inside kept runs, so the packing's row groups see real holes."""
     w = rng.standard_normal((n, k)).astype(np.float32)
-    w[rng.random((n, k)) < sparsity] = 0.0
+    if groups:
+        dropped = np.repeat(rng.random((-(-n // 4), k)) < sparsity, 4, axis=0)[:n]
+        w[dropped | (rng.random((n, k)) < 0.05)] = 0.0
+    else:
+        w[rng.random((n, k)) < sparsity] = 0.0
     if zero_rows and n > 1:
         w[rng.random(n) < 0.3] = 0.0  # output channels with no nonzeros at all
     return w
+
+
+def expect_row_groups(packed, w, groups):
+    """Block-structured weights with whole groups of 4 rows get the grouped kernel."""
+    if groups and w.shape[0] % 4 == 0 and w.shape[1] >= 64 and np.count_nonzero(w):
+        assert packed.group_rows == 4
 
 
 def maybe_bias(rng, n, with_bias):
@@ -114,21 +128,23 @@ def padding_strategy(k):
 @FAST
 @given(
     n=st.integers(1, 40),
-    k=st.integers(1, 70),
+    k=st.integers(1, 150),  # row groups need >= 64 input channels
     p=st.integers(1, 100),
     sparsity=st.sampled_from(SPARSITIES),
     zero_rows=st.booleans(),
+    groups=st.booleans(),
     with_bias=st.booleans(),
     act=st.sampled_from(ACTIVATIONS),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_spmm_matches_dense_numpy_product(isa, n, k, p, sparsity, zero_rows, with_bias, act, seed):
+def test_spmm_matches_dense_numpy_product(isa, n, k, p, sparsity, zero_rows, groups, with_bias, act, seed):
     rng = np.random.default_rng(seed)
-    w = sparse_weights(rng, n, k, sparsity, zero_rows)
+    w = sparse_weights(rng, n, k, sparsity, zero_rows and not groups, groups)
     x = rng.standard_normal((k, p)).astype(np.float32)
     bias = maybe_bias(rng, n, with_bias)
     packed = kernels.pack_sparse(w, p)
     assert packed.nnz == np.count_nonzero(w)
+    expect_row_groups(packed, w, groups)
     y = kernels.spmm(packed, x, bias, act_min=act[0], act_max=act[1], hard_swish=act[2], isa=isa)
     assert_close(y, conv1x1_ref(w, x, bias, act))
 
@@ -141,14 +157,18 @@ def test_spmm_matches_dense_numpy_product(isa, n, k, p, sparsity, zero_rows, wit
     p=st.integers(1, 120),
     sparsity=st.sampled_from(SPARSITIES),
     parts=st.integers(1, 5),
+    groups=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_spmm_split_into_channel_and_pixel_ranges_is_bit_identical(isa, n, k, p, sparsity, parts, seed):
+def test_spmm_split_into_channel_and_pixel_ranges_is_bit_identical(isa, n, k, p, sparsity, parts, groups, seed):
+    # With row groups, cuts inside a group run its rows on the CSR tiles: the
+    # same sums in the same order.
     rng = np.random.default_rng(seed)
-    w = sparse_weights(rng, n, k, sparsity, zero_rows=True)
+    w = sparse_weights(rng, n, k, sparsity, zero_rows=not groups, groups=groups)
     x = rng.standard_normal((k, p)).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
     packed = kernels.pack_sparse(w, p)
+    expect_row_groups(packed, w, groups)
     whole = kernels.spmm(packed, x, bias, act_min=0.0, isa=isa)
     out = np.full((n, p), np.nan, np.float32)
     n_cuts, p_cuts = cuts(rng, n, parts), cuts(rng, p, parts)
@@ -158,12 +178,12 @@ def test_spmm_split_into_channel_and_pixel_ranges_is_bit_identical(isa, n, k, p,
     np.testing.assert_array_equal(out, whole)
 
 
-def padded_range_case(seed, n, k, sparsity, p_begin, width):
+def padded_range_case(seed, n, k, sparsity, p_begin, width, groups=False):
     """Sparse weights [n, k], an input [k, end] holding the pixel range [p_begin, p_begin
     + width) with NaN after it up to the last vector's end `end`, a bias and the packed
     matrix: (w, x, bias, packed, end)."""
     rng = np.random.default_rng(seed)
-    w = sparse_weights(rng, n, k, sparsity, zero_rows=True)
+    w = sparse_weights(rng, n, k, sparsity, zero_rows=not groups, groups=groups)
     end = p_begin + (width + 7) // 8 * 8
     x = np.full((k, end), np.nan, np.float32)
     x[:, p_begin:p_begin + width] = rng.standard_normal((k, width))
@@ -179,13 +199,14 @@ def padded_range_case(seed, n, k, sparsity, p_begin, width):
     width=st.integers(1, 70),
     p_begin=st.integers(0, 9),
     sparsity=st.sampled_from(SPARSITIES),
+    groups=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_spmm_input_padded_drops_the_lanes_past_the_range(isa, n, k, width, p_begin, sparsity, seed):
+def test_spmm_input_padded_drops_the_lanes_past_the_range(isa, n, k, width, p_begin, sparsity, groups, seed):
     # A packed tile: rows readable to the last vector's end, NaN past the range.
     # The padded path must load them unmasked and still give the masked path's
     # result, bit for bit, and leave the output past the range untouched.
-    _, x, bias, packed, stride = padded_range_case(seed, n, k, sparsity, p_begin, width)
+    _, x, bias, packed, stride = padded_range_case(seed, n, k, sparsity, p_begin, width, groups)
     ranges = dict(p_begin=p_begin, p_end=p_begin + width, act_min=0.0, isa=isa)
     masked = kernels.spmm(packed, x, bias, out=np.full((n, stride), 7.0, np.float32), **ranges)
     padded = kernels.spmm(packed, x, bias, out=np.full((n, stride), 7.0, np.float32), input_padded=True, **ranges)
@@ -212,13 +233,15 @@ def test_spmm_input_padded_refuses_a_range_whose_last_vector_leaves_the_rows():
     gap=st.integers(0, 3),
     input_padded=st.booleans(),
     sparsity=st.sampled_from(SPARSITIES),
+    groups=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_spmm_output_padded_writes_only_to_the_last_vectors_end(isa, n, k, width, p_begin, gap, input_padded, sparsity, seed):
+def test_spmm_output_padded_writes_only_to_the_last_vectors_end(isa, n, k, width, p_begin, gap, input_padded, sparsity,
+                                                                groups, seed):
     # Output rows writable to the last vector's end (the engine's padded planes):
     # the range holds the masked path's values bit for bit; only the lanes up to
     # that end may change, nothing before the range or past it.
-    w, x, bias, packed, end = padded_range_case(seed, n, k, sparsity, p_begin, width)
+    w, x, bias, packed, end = padded_range_case(seed, n, k, sparsity, p_begin, width, groups)
     kw = dict(p_begin=p_begin, p_end=p_begin + width, act_min=0.0, isa=isa, input_padded=input_padded,
               out_stride=end + gap)
     if not input_padded:
@@ -252,6 +275,37 @@ def test_spmm_on_a_mobilenet_shape_at_90_percent(isa):
     bias = rng.standard_normal(128).astype(np.float32)
     y = kernels.spmm(kernels.pack_sparse(w, 196), x, bias, act_min=0.0, act_max=6.0, isa=isa)
     assert_close(y, conv1x1_ref(w, x, bias, (0.0, 6.0, False)))
+
+
+def test_pack_sparse_groups_rows_only_where_block_pruning_made_them():
+    rng = np.random.default_rng(3)
+    blocks = sparse_weights(rng, 64, 300, 0.9, zero_rows=False, groups=True)
+    assert kernels.pack_sparse(blocks, 49).group_rows == 4
+    # Unstructured 90%: a group's 4 rows share few columns (fill ~0.3).
+    assert kernels.pack_sparse(sparse_weights(rng, 64, 300, 0.9, zero_rows=False), 49).group_rows == 0
+    # 62 rows: no whole groups to run; 32 inputs: CSR writes the output faster.
+    assert kernels.pack_sparse(blocks[:62], 49).group_rows == 0
+    assert kernels.pack_sparse(np.ascontiguousarray(blocks[:, :32]), 49).group_rows == 0
+    # Holes in kept runs: 3 of 4 rows of each run filled is below the 0.8 fill.
+    holey = blocks.copy()
+    holey[::4] = 0.0
+    assert kernels.pack_sparse(holey, 49).group_rows == 0
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_spmm_row_groups_on_mobilenet_shapes_at_90_percent(isa):
+    # The 14x14 (k-blocked, 40-pixel tiles like the engine's) and 7x7 layers.
+    rng = np.random.default_rng(1)
+    for n, k, p in ((512, 512, 196), (1024, 1024, 49), (128, 64, 3136)):
+        w = sparse_weights(rng, n, k, 0.9, zero_rows=False, groups=True)
+        x = rng.standard_normal((k, p)).astype(np.float32)
+        bias = rng.standard_normal(n).astype(np.float32)
+        packed = kernels.pack_sparse(w, p)
+        assert packed.group_rows == 4
+        y = np.full((n, p), np.nan, np.float32)
+        for p0 in range(0, p, 40):
+            kernels.spmm(packed, x, bias, out=y, p_begin=p0, p_end=min(p, p0 + 40), act_min=0.0, act_max=6.0, isa=isa)
+        assert_close(y, conv1x1_ref(w, x, bias, (0.0, 6.0, False)))
 
 
 # ------------------------------------------------------------- dense 1x1 conv --

@@ -1,5 +1,6 @@
 """`Engine`: run a .tflite model with spruce's native sparse engine."""
 
+import dataclasses
 import os
 import statistics
 from dataclasses import dataclass
@@ -19,6 +20,16 @@ def _native():
             f"`bash scripts/build_inplace.sh`. ({e})"
         ) from None
     return _engine
+
+
+def _with_native_kernels(layers, op_families):
+    """The plan's layers, with the kernels the native ops settled on at load time:
+    the sparse 1x1 kernel takes "spmm_groups" when the weights came block-pruned in
+    groups of output channels (and the CPU runs the AVX2 kernels)."""
+    grouped = {name for name, family in op_families if family == "spmm_groups"}
+    return tuple(dataclasses.replace(layer, kernel="spmm_groups")
+                 if f"{layer.opcode} (operator {layer.index})" in grouped else layer
+                 for layer in layers)
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ class Engine:
         native = _native()
         self._graph = native.Graph(plan.tensors, plan.ops, plan.inputs, plan.outputs, int(num_threads))
         self._isa = native.isa()
-        self.layers = tuple(plan.layers)
+        self.layers = _with_native_kernels(plan.layers, self._graph.op_families)
         self.input_names = tuple(model.main.tensors[t].name for t in model.main.inputs)
         self.output_names = tuple(model.main.tensors[t].name for t in model.main.outputs)
 

@@ -184,6 +184,13 @@ class PyGraph {
     return out;
   }
 
+  // (name, family) per operator, in execution order.
+  py::list op_families() const {
+    py::list out;
+    for (size_t i = 0; i < graph_->num_ops(); ++i) out.append(py::make_tuple(graph_->op(i).name, graph_->op(i).family()));
+    return out;
+  }
+
   py::list input_shapes() const { return shapes(graph_->inputs()); }
   py::list output_shapes() const { return shapes(graph_->outputs()); }
   size_t arena_bytes() const { return graph_->arena_bytes(); }
@@ -221,6 +228,7 @@ PYBIND11_MODULE(_engine, m) {
       .def("run", &PyGraph::run, py::arg("inputs"))
       .def("benchmark", &PyGraph::benchmark, py::arg("runs"), py::arg("warmup"))
       .def("profile", &PyGraph::profile, py::arg("runs") = 1)
+      .def_property_readonly("op_families", &PyGraph::op_families)
       .def_property_readonly("input_shapes", &PyGraph::input_shapes)
       .def_property_readonly("output_shapes", &PyGraph::output_shapes)
       .def_property_readonly("arena_bytes", &PyGraph::arena_bytes)

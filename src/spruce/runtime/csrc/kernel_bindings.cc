@@ -228,6 +228,7 @@ void register_kernel_bindings(py::module_& parent) {
       .def_readonly("cols", &kernels::SparseMatrix::cols)
       .def_readonly("in_stride", &kernels::SparseMatrix::in_stride)
       .def_property_readonly("nnz", &kernels::SparseMatrix::nnz)
+      .def_readonly("group_rows", &kernels::SparseMatrix::group_rows)
       .def_property_readonly("row_ptr", [](const kernels::SparseMatrix& s) {
         return py::array_t<int32_t>(s.row_ptr.size(), s.row_ptr.data());
       });

@@ -80,10 +80,27 @@ struct SparseMatrix {
   std::vector<int32_t> row_ptr;
   std::vector<float> values;         // [nnz] nonzero weights, increasing k within a row and block
   std::vector<int32_t> byte_offset;  // [nnz] k * in_stride * sizeof(float)
+  // Row groups: when block pruning kept or dropped whole runs of
+  // kSpmmGroupRows consecutive output channels together (prune_low_magnitude
+  // with block_size=(1, 4) on a 1x1 conv), each group of rows shares one
+  // pattern of input channels, and the AVX2 kernel loads each input vector once
+  // for the group's rows instead of once per row. group_rows is kSpmmGroupRows
+  // when pack_sparse found that structure, else 0. Group g of block b has
+  // entries [group_ptr[b * (G + 1) + g], ... + 1) (G = rows / group_rows), each
+  // an input row (group_offset, like byte_offset) and group_rows weights
+  // (group_values, row-major; a zero where one row lacks the input channel).
+  // The CSR arrays above stay: other ISAs and rows outside whole groups use them.
+  int32_t group_rows = 0;
+  std::vector<int32_t> group_ptr;
+  std::vector<int32_t> group_offset;
+  std::vector<float> group_values;
   int64_t nnz() const { return static_cast<int64_t>(values.size()); }
 };
 
-// Packs a dense row-major [rows][cols] matrix; exact zeros are dropped.
+// Packs a dense row-major [rows][cols] matrix; exact zeros are dropped. Rows
+// also get the group layout when groups of kSpmmGroupRows rows share their
+// patterns well enough (kSpmmGroupMinFill of the group entries' weights nonzero)
+// and have at least kSpmmGroupMinCols columns.
 // Throws std::invalid_argument if cols * in_stride * 4 does not fit in int32.
 SparseMatrix pack_sparse(const float* dense, int32_t rows, int32_t cols, int64_t in_stride);
 

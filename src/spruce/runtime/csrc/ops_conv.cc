@@ -161,7 +161,12 @@ class Conv1x1Op : public Op {
     bias_ = bias_or_zeros(s, n_);
     act_ = kernel_activation(checked_activation(s));
   }
-  const char* family() const override { return sparse_ ? "spmm" : "gemm"; }
+  // "spmm_groups": the sparse kernel runs rows in groups sharing one pattern
+  // (block-pruned output channels, kernels.h SparseMatrix::group_rows).
+  const char* family() const override {
+    if (!sparse_) return "gemm";
+    return sparse_w_.group_rows != 0 && kernels::default_isa() == kernels::Isa::kAvx2 ? "spmm_groups" : "spmm";
+  }
   double flops() const override { return 2.0 * batch_ * pixels_ * static_cast<double>(nnz_); }
   size_t scratch_floats() const override {
     return in_place_ ? 0 : static_cast<size_t>(tiles_ * k_ * tile_);

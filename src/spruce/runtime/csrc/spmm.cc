@@ -15,6 +15,48 @@
 namespace spruce {
 namespace kernels {
 
+namespace {
+
+// Fills m's row groups (kernels.h) when every group of kSpmmGroupRows rows
+// shares its pattern well enough; leaves group_rows 0 otherwise.
+void pack_groups(const float* dense, SparseMatrix& m) {
+  constexpr int32_t R = kSpmmGroupRows;
+  if (m.rows < R || m.rows % R != 0 || m.cols < kSpmmGroupMinCols || m.nnz() == 0) return;
+  const int32_t groups = m.rows / R;
+  auto has_entry = [&](int32_t g, int32_t k) {
+    for (int32_t r = 0; r < R; ++r) {
+      if (dense[static_cast<int64_t>(g * R + r) * m.cols + k] != 0.0f) return true;
+    }
+    return false;
+  };
+  // Entries: input channels where any row of the group has a nonzero.
+  int64_t entries = 0;
+  for (int32_t g = 0; g < groups; ++g) {
+    for (int32_t k = 0; k < m.cols; ++k) entries += has_entry(g, k);
+  }
+  if (static_cast<double>(m.nnz()) < kSpmmGroupMinFill * static_cast<double>(entries) * R) return;
+  m.group_rows = R;
+  m.group_ptr.assign(static_cast<size_t>(m.blocks) * (groups + 1), 0);
+  m.group_offset.reserve(static_cast<size_t>(entries));
+  m.group_values.reserve(static_cast<size_t>(entries) * R);
+  const int64_t row_bytes = m.in_stride * static_cast<int64_t>(sizeof(float));
+  for (int32_t b = 0; b < m.blocks; ++b) {
+    const int32_t k_begin = b * m.k_block, k_end = std::min(m.cols, k_begin + m.k_block);
+    int32_t* group_ptr = m.group_ptr.data() + static_cast<int64_t>(b) * (groups + 1);
+    group_ptr[0] = static_cast<int32_t>(m.group_offset.size());
+    for (int32_t g = 0; g < groups; ++g) {
+      for (int32_t k = k_begin; k < k_end; ++k) {
+        if (!has_entry(g, k)) continue;
+        m.group_offset.push_back(static_cast<int32_t>(k * row_bytes));
+        for (int32_t r = 0; r < R; ++r) m.group_values.push_back(dense[static_cast<int64_t>(g * R + r) * m.cols + k]);
+      }
+      group_ptr[g + 1] = static_cast<int32_t>(m.group_offset.size());
+    }
+  }
+}
+
+}  // namespace
+
 SparseMatrix pack_sparse(const float* dense, int32_t rows, int32_t cols, int64_t in_stride) {
   if (rows < 0 || cols < 0 || in_stride < 0) {
     throw std::invalid_argument("pack_sparse: rows, cols and in_stride must be >= 0. Received: rows=" +
@@ -54,6 +96,7 @@ SparseMatrix pack_sparse(const float* dense, int32_t rows, int32_t cols, int64_t
     throw std::invalid_argument("pack_sparse: more than 2^31 - 1 nonzeros. Received: rows=" +
                                 std::to_string(rows) + ", cols=" + std::to_string(cols));
   }
+  pack_groups(dense, m);
   return m;
 }
 
@@ -67,8 +110,10 @@ void set_in_stride(SparseMatrix& m, int64_t in_stride) {
   if (old_row <= 0 && m.nnz() > 0) {
     throw std::invalid_argument("set_in_stride: the matrix was packed with in_stride=0");
   }
-  for (int32_t& off : m.byte_offset) {
-    off = static_cast<int32_t>(off / old_row * in_stride * static_cast<int64_t>(sizeof(float)));
+  for (std::vector<int32_t>* offsets : {&m.byte_offset, &m.group_offset}) {
+    for (int32_t& off : *offsets) {
+      off = static_cast<int32_t>(off / old_row * in_stride * static_cast<int64_t>(sizeof(float)));
+    }
   }
   m.in_stride = in_stride;
 }

@@ -16,6 +16,7 @@
 // Every tile width does the same arithmetic per element, so splitting the
 // pixel or channel range never changes a result.
 #if defined(__AVX2__) && defined(__FMA__)
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -144,6 +145,106 @@ void spmm_tiles(const SparseMatrix& w, const float* bias, const float* input, fl
   if (p < p_end) run(p, p_end - p);
 }
 
+// Row groups (SparseMatrix::group_rows == 4): a tile of V <= 3 vectors, 4 rows
+// x V accumulators. Each entry loads its V input vectors once and feeds them to
+// the 4 rows (4V FMAs), so the kernel is bound by the FMA ports rather than by
+// one input load per FMA. Every element sums its entries in input-channel
+// order into one accumulator, as the unpaired CSR tiles do, so rows that a
+// call's range cuts out of a group (run on those) get the same results.
+template <int V, bool kMaskStore, bool kMaskLoads>
+void group_tile(const SparseMatrix& w, const float* bias, const char* in, float* out, int64_t out_stride,
+                int32_t g_begin, int32_t g_end, __m256i mask, const avx2::Epilogue& epilogue) {
+  constexpr int R = kSpmmGroupRows;
+  const int32_t groups = w.rows / R;
+  const float* values = w.group_values.data();
+  const int32_t* offsets = w.group_offset.data();
+  auto load = [mask](const float* p, int v) {
+    return (kMaskLoads && v == V - 1) ? _mm256_maskload_ps(p + 8 * v, mask) : _mm256_loadu_ps(p + 8 * v);
+  };
+  for (int32_t b = 0; b < w.blocks; ++b) {
+    const int32_t* group_ptr = w.group_ptr.data() + static_cast<int64_t>(b) * (groups + 1);
+    const bool first = b == 0, last = b + 1 == w.blocks;
+    for (int32_t g = g_begin; g < g_end; ++g) {
+      float* o = out + static_cast<int64_t>(g) * R * out_stride;
+      __m256 acc[R][V];
+      for (int r = 0; r < R; ++r) {
+        if (first) {
+          const __m256 bn = bias != nullptr ? _mm256_broadcast_ss(bias + g * R + r) : _mm256_setzero_ps();
+          for (int v = 0; v < V; ++v) acc[r][v] = bn;
+        } else {
+          for (int v = 0; v < V; ++v) acc[r][v] = load(o + r * out_stride, v);
+        }
+      }
+      const int32_t end = group_ptr[g + 1];
+      for (int32_t j = group_ptr[g]; j < end; ++j) {
+        const float* x = reinterpret_cast<const float*>(in + offsets[j]);
+        const float* wj = values + static_cast<int64_t>(j) * R;
+        __m256 xv[V];
+        for (int v = 0; v < V; ++v) xv[v] = load(x, v);
+        for (int r = 0; r < R; ++r) {
+          const __m256 wr = _mm256_broadcast_ss(wj + r);
+          for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(xv[v], wr, acc[r][v]);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        for (int v = 0; v < V; ++v) {
+          const __m256 y = last ? epilogue(acc[r][v]) : acc[r][v];
+          if (kMaskStore && v == V - 1) {
+            _mm256_maskstore_ps(o + r * out_stride + 8 * v, mask, y);
+          } else {
+            _mm256_storeu_ps(o + r * out_stride + 8 * v, y);
+          }
+        }
+      }
+    }
+  }
+}
+
+using GroupTileFn = void (*)(const SparseMatrix&, const float*, const char*, float*, int64_t, int32_t, int32_t,
+                             __m256i, const avx2::Epilogue&);
+
+template <int V>
+GroupTileFn group_tile_fn(bool mask_store, bool mask_loads) {
+  return mask_store ? (mask_loads ? &group_tile<V, true, true> : &group_tile<V, true, false>)
+                    : (mask_loads ? &group_tile<V, false, true> : &group_tile<V, false, false>);
+}
+
+void spmm_groups(const SparseMatrix& w, const float* bias, const float* input, float* output, int64_t out_stride,
+                 int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end, bool input_padded,
+                 bool output_padded, const avx2::Epilogue& epilogue) {
+  constexpr int32_t R = kSpmmGroupRows;
+  const int32_t g_begin = (n_begin + R - 1) / R, g_end = std::max(g_begin, n_end / R);
+  // Rows of partial groups at either end of the range: the unpaired CSR tiles
+  // (same arithmetic per element).
+  const int32_t head_end = std::min(n_end, g_begin * R), tail_begin = std::max(head_end, g_end * R);
+  if (n_begin < head_end) {
+    spmm_tiles<false>(w, bias, input, output, out_stride, n_begin, head_end, p_begin, p_end, input_padded,
+                      output_padded, epilogue);
+  }
+  if (tail_begin < n_end) {
+    spmm_tiles<false>(w, bias, input, output, out_stride, tail_begin, n_end, p_begin, p_end, input_padded,
+                      output_padded, epilogue);
+  }
+  if (g_begin >= g_end) return;
+  const __m256i all = _mm256_set1_epi32(-1);
+  constexpr int64_t kTile = 24;
+  int64_t p = p_begin;
+  for (; p + kTile <= p_end; p += kTile) {
+    group_tile<3, false, false>(w, bias, reinterpret_cast<const char*>(input + p), output + p, out_stride, g_begin,
+                                g_end, all, epilogue);
+  }
+  if (p < p_end) {
+    const int64_t width = p_end - p;
+    const int tail = static_cast<int>(width % 8);
+    const bool mask_store = tail != 0 && !output_padded, mask_loads = tail != 0 && !input_padded;
+    const __m256i mask = tail != 0 ? avx2::tail_mask(tail) : all;
+    GroupTileFn fn = width > 16 ? group_tile_fn<3>(mask_store, mask_loads)
+                     : width > 8 ? group_tile_fn<2>(mask_store, mask_loads)
+                                 : group_tile_fn<1>(mask_store, mask_loads);
+    fn(w, bias, reinterpret_cast<const char*>(input + p), output + p, out_stride, g_begin, g_end, mask, epilogue);
+  }
+}
+
 }  // namespace
 
 void spmm_avx2(const SparseMatrix& w, const float* bias, const float* input, float* output,
@@ -151,7 +252,10 @@ void spmm_avx2(const SparseMatrix& w, const float* bias, const float* input, flo
                int64_t p_end, const Activation& act, bool input_padded, bool output_padded) {
   const avx2::Epilogue epilogue(act);
   // The mode depends on the matrix only, so splits stay bit-identical.
-  if (w.blocks == 1 && w.cols <= kSpmmWideTileMaxCols) {
+  if (w.group_rows == kSpmmGroupRows) {
+    spmm_groups(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded, output_padded,
+                epilogue);
+  } else if (w.blocks == 1 && w.cols <= kSpmmWideTileMaxCols) {
     spmm_tiles<false>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded,
                       output_padded, epilogue);
   } else {
