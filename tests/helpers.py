@@ -78,3 +78,27 @@ def assert_same_predictions(model_a, model_b, x, atol=1e-5):
     a = np.asarray(model_a.predict(x, verbose=0))
     b = np.asarray(model_b.predict(x, verbose=0))
     np.testing.assert_allclose(a, b, atol=atol)
+
+
+def assert_whole_zero_blocks(kernel, block_size, sparsity=None, what="kernel"):
+    """Every `block_size` block of the kernel's (in, out) matrix, tiled from the top-left
+    (edge blocks cover what is left), is all zero or has no zero; with `sparsity`, tfmot's
+    count of blocks is zero. Returns the number of all-zero blocks."""
+    kernel = np.asarray(kernel)
+    matrix = kernel.reshape(kernel.shape[-2], kernel.shape[-1])
+    bh, bw = block_size
+    zero_blocks = n_blocks = 0
+    for r in range(0, matrix.shape[0], bh):
+        for c in range(0, matrix.shape[1], bw):
+            zeros = matrix[r:r + bh, c:c + bw] == 0
+            n_blocks += 1
+            if zeros.all():
+                zero_blocks += 1
+            elif zeros.any():
+                raise AssertionError(f"{what}: block at row {r}, column {c} is partly zero: "
+                                     f"{matrix[r:r + bh, c:c + bw].tolist()}")
+    if sparsity is not None:
+        expected = n_blocks - kept_count(n_blocks, sparsity)
+        assert zero_blocks == expected, (f"{what}: {zero_blocks} of {n_blocks} blocks zero; expected "
+                                         f"{expected} for sparsity {sparsity}")
+    return zero_blocks

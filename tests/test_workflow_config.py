@@ -89,3 +89,62 @@ def test_cli_reports_a_broken_config_file_and_exits_2(tmp_path, capsys):
     bad.write_text("[prune]\nfinal = 0.9\n")
     assert main(["run", "--config", str(bad)]) == 2
     assert "unknown key 'final' in [prune]" in capsys.readouterr().err
+
+
+def test_block_size_defaults_to_single_weights_and_reads_from_the_prune_section():
+    assert RunConfig().block_size == (1, 1)
+    assert parse_toml("[prune]\nblock_size = [1, 4]\n") == {"block_size": (1, 4)}
+
+
+def test_block_size_flag_overrides_the_file(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[prune]\nblock_size = [2, 2]\n")
+    assert load_config(str(p)).block_size == (2, 2)
+    assert load_config(str(p), {"block_size": "1x4"}).block_size == (1, 4)
+    assert load_config(str(p), {"block_size": None}).block_size == (2, 2)  # flag not given
+
+
+@pytest.mark.parametrize("text", ["0x4", "4", "1x4x2", "1,4", "ax4", "-1x4", ""])
+def test_bad_block_size_flag_names_the_format_and_the_fix(text):
+    with pytest.raises(ConfigError, match=rf"--block-size must be HxW with two positive integers.*"
+                                          rf"Received: --block-size '{text}'. Use e.g. --block-size 1x4"):
+        load_config(None, {"block_size": text})
+
+
+@pytest.mark.parametrize("value", ["[1, 0]", "[4]", "[1, 4, 1]", "[1.0, 4]", "[true, 4]"])
+def test_bad_block_size_in_the_file_names_the_field_and_the_fix(tmp_path, value):
+    p = tmp_path / "c.toml"
+    p.write_text(f"[prune]\nblock_size = {value}\n")
+    with pytest.raises(ConfigError, match=r"block_size must be two positive integers \[height, width\].*"
+                                          r"Received: block_size=.*Use e.g. block_size = \[1, 4\] in \[prune\]"):
+        load_config(str(p))
+
+
+def test_block_size_that_is_not_a_list_is_refused_by_type():
+    with pytest.raises(ConfigError, match=r"block_size must be a list of two integers, e.g. \[1, 4\]. "
+                                          r"Received: block_size='1x4' \(str\)"):
+        parse_toml('[prune]\nblock_size = "1x4"\n')
+
+
+def test_block_size_redoes_pruning_but_reuses_the_dense_model():
+    base, blocks = RunConfig(), RunConfig(block_size=(1, 4))
+    assert base.stage_key("dense") == blocks.stage_key("dense")
+    assert base.stage_key("pruned") != blocks.stage_key("pruned")
+    assert base.stage_key("export") != blocks.stage_key("export")
+    assert blocks.stage_key("pruned") != RunConfig(block_size=(4, 1)).stage_key("pruned")
+    assert blocks.stage_key("pruned") == RunConfig(block_size=[1, 4]).stage_key("pruned")  # as from JSON
+
+
+def test_unstructured_pruning_keeps_the_stage_keys_of_runs_made_before_block_size():
+    # the keys of the default settings before block_size existed (c68f10a): those runs are reused
+    config = RunConfig()
+    assert config.stage_key("pruned") == "84df5f0aafc4507c"
+    assert config.stage_key("export", backend="tensorflow") == "a530d4249c0e2d19"
+
+
+def test_cli_reports_a_bad_block_size_and_exits_2(capsys):
+    from spruce.cli import main
+
+    assert main(["run", "--block-size", "1x0", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "spruce run: --block-size must be HxW" in err and "--block-size 1x4" in err

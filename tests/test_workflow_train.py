@@ -72,3 +72,80 @@ def test_pruning_schedule_reaches_the_final_sparsity_at_a_pruning_step(n_train, 
     assert s.end_step <= total and s.end_step % s.frequency == 0
     assert s(s.end_step) == (True, pytest.approx(0.75))
     assert s.end_step // s.frequency >= 4  # sparsity rises in several steps, even when short
+
+
+def test_block_counts_tile_from_the_top_left_with_partial_edge_blocks():
+    from spruce.workflow.train import block_counts
+
+    kernel = np.ones((1, 1, 2, 6), np.float32)  # rows of blocks [0:4] and [4:6]
+    kernel[0, 0, 0, 0:4] = 0  # a whole block
+    kernel[0, 0, 1, 4:6] = 0  # a whole edge block
+    kernel[0, 0, 1, 1] = 0  # part of a block
+    assert block_counts(kernel, (1, 4)) == {"blocks": 4, "zero": 2, "partial": 1}
+    assert block_counts(kernel, (1, 1)) == {"blocks": 12, "zero": 7, "partial": 0}
+
+
+def _tiny_run(block_size, allocation="uniform"):
+    """prune_finetune on the guide's layout (1x1 convs 8->10 and 10->16: 10 output channels are
+    not a multiple of 4) with 64 random 16x16 images, 2 epochs of 4 steps, 75% at the last step."""
+    import keras
+    from keras import layers
+
+    from spruce.workflow.config import RunConfig
+    from spruce.workflow.data import Dataset
+    from spruce.workflow.train import prune_finetune
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        layers.ZeroPadding2D(1), layers.Conv2D(8, 3, strides=2, padding="valid", name="entry"),
+        layers.BatchNormalization(), layers.ReLU(),
+        layers.DepthwiseConv2D(3, padding="same", name="dw"), layers.ReLU(),
+        layers.Conv2D(10, 1, name="pw1"), layers.BatchNormalization(), layers.ReLU(),
+        layers.Conv2D(16, 1, name="pw2"), layers.ReLU(),
+        layers.GlobalAveragePooling2D(keepdims=True), layers.Flatten(),
+        layers.Dense(10, name="head"),
+    ])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 16, 16, 3)).astype(np.float32)
+    y = rng.integers(0, 10, 80)
+    data = Dataset("random", x[:64], y[:64], x[64:], y[64:], x[64:], y[64:], tuple("0123456789"))
+    config = RunConfig(prune_epochs=2, batch_size=16, pruning_end_fraction=1.0,
+                       sparsity_allocation=allocation, block_size=block_size).validate()
+    pruned, _, _ = prune_finetune(model, data, config, progress=False)
+    return pruned
+
+
+def _kernel(model, name):
+    import keras
+
+    return keras.ops.convert_to_numpy(model.get_layer(name).kernel)
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "erk"])
+def test_block_pruning_zeroes_whole_4_output_channel_blocks_of_the_1x1_convs(allocation):
+    from helpers import assert_whole_zero_blocks
+
+    from spruce.workflow.train import erk_sparsities
+
+    pruned = _tiny_run((1, 4), allocation)
+    targets = {"pw1": 0.75, "pw2": 0.75}
+    if allocation == "erk":  # each layer's sparsity counts its blocks
+        targets = dict(zip(("pw1", "pw2"), erk_sparsities([(8, 10), (10, 16)], 0.75)))
+        assert targets["pw1"] < 0.75 < targets["pw2"]
+    for name, sparsity in targets.items():
+        assert_whole_zero_blocks(_kernel(pruned, name), (1, 4), sparsity, name)
+    # the policy wrapped only the 1x1 convs: the 3x3 entry conv, the depthwise conv and
+    # the classifier, which have no (in, out) matrix or are not run sparse, are untouched
+    for name in ("entry", "dw", "head"):
+        assert not np.any(_kernel(pruned, name) == 0), name
+
+
+def test_unstructured_pruning_leaves_partly_zero_blocks():
+    # the control for the test above: without block_size the same check fails
+    from helpers import assert_whole_zero_blocks
+
+    pruned = _tiny_run((1, 1))
+    assert_whole_zero_blocks(_kernel(pruned, "pw1"), (1, 1), 0.75)
+    with pytest.raises(AssertionError, match="partly zero"):
+        assert_whole_zero_blocks(_kernel(pruned, "pw2"), (1, 4))

@@ -31,6 +31,9 @@ def add_arguments(parser):
     for flag, dest, kind, text in _FLAGS:
         metavar = {int: "N", float: "X"}.get(kind, flag.lstrip("-").split("-")[-1].upper())
         parser.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=text)
+    parser.add_argument("--block-size", dest="block_size", default=None, metavar="HxW",
+                        help="prune the 1x1 convolutions in blocks of H input x W output channels, "
+                             "e.g. 1x4 (default 1x1: single weights)")
     parser.add_argument("--quick", dest="quick", action="store_const", const=True, default=None,
                         help="smoke run on a subset (6000 training, 1000 test images, 3 + 2 epochs)")
     parser.add_argument("--distribute", dest="distribute", action="store_const", const=True, default=None,
@@ -56,6 +59,7 @@ def main(args):
     from spruce.workflow.model import ModelError
 
     overrides = {dest: getattr(args, dest) for _, dest, _, _ in _FLAGS}
+    overrides["block_size"] = args.block_size  # "HxW": load_config parses and checks it
     overrides["quick"] = args.quick
     overrides["arm64_check"] = args.arm64_check
     overrides["distribute"] = args.distribute

@@ -10,6 +10,7 @@ stage before it), so changing the pruning schedule re-runs pruning but reuses th
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 
 from spruce.workflow.data import DATASETS
@@ -41,6 +42,7 @@ class RunConfig:
     pruning_frequency: int = 100
     pruning_end_fraction: float = 0.4  # sparsity reaches its final value at this share of the fine-tuning
     sparsity_allocation: str = "uniform"  # uniform | erk (same total, small layers denser)
+    block_size: tuple = (1, 1)  # (in, out) channels of a 1x1 conv pruned together; (1, 1): unstructured
     # [export]
     export_batch_size: int = 1
     # [bench]
@@ -57,6 +59,10 @@ class RunConfig:
     name: str = ""
     distribute: bool = False  # train on all local devices (keras.distribution / tf.distribute)
     cpu_devices: int = 1  # split the host CPU into this many devices (1: no split)
+
+    def __post_init__(self):
+        if isinstance(self.block_size, list):  # as TOML and JSON give it
+            self.block_size = tuple(self.block_size)
 
     def validate(self):
         """Raise ValueError naming the bad field, the value received and what is expected."""
@@ -86,6 +92,13 @@ class RunConfig:
             bad("pruning_end_fraction", "in (0, 1]")
         if self.sparsity_allocation not in ("uniform", "erk"):
             bad("sparsity_allocation", "one of uniform, erk")
+        if not _is_block_size(self.block_size):
+            shown = list(self.block_size) if isinstance(self.block_size, tuple) else self.block_size
+            raise ValueError(
+                "block_size must be two positive integers [height, width]: the input x output "
+                f"channels of a 1x1 convolution pruned together. Received: block_size={shown!r}. "
+                "Use e.g. block_size = [1, 4] in [prune] or --block-size 1x4 (4 output channels "
+                "per block); [1, 1] prunes single weights.")
         if self.cpu_devices < 1:
             bad("cpu_devices", "a positive integer (the number of devices to split the host CPU "
                                "into; 1 = no split)")
@@ -101,9 +114,12 @@ class RunConfig:
         "data": ("dataset", "data_dir", "val_fraction", "seed", "quick", "quick_train", "quick_test"),
         "dense": ("model", "dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
         "pruned": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
-                   "pruning_frequency", "pruning_end_fraction", "sparsity_allocation"),
+                   "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "block_size"),
         "export": ("export_batch_size",),
     }
+    # Fields added after runs existed, at the value that reproduces those runs: left out of
+    # the key there, so that a run made before the field existed is still reused.
+    _KEY_SINCE = {"block_size": (1, 1)}
 
     def stage_key(self, stage, replicas=1, engine="", backend=""):
         """Hash of everything `stage` depends on, including the stages before it.
@@ -118,7 +134,9 @@ class RunConfig:
         if stage not in order:
             raise ValueError(f"stage must be one of {order}. Received: stage={stage!r}")
         fields = [f for s in order[: order.index(stage) + 1] for f in self._STAGE_FIELDS[s]]
-        values = {"recipe": RECIPE_VERSION, **{f: getattr(self, f) for f in fields}}
+        values = {"recipe": RECIPE_VERSION, **{f: getattr(self, f) for f in fields
+                                                if f not in self._KEY_SINCE
+                                                or getattr(self, f) != self._KEY_SINCE[f]}}
         trains = order.index(stage) >= order.index("dense")
         if replicas > 1 and trains:
             values["data_parallel"] = {"engine": engine, "replicas": int(replicas)}
@@ -131,13 +149,18 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+def _is_block_size(value):
+    return (isinstance(value, tuple) and len(value) == 2
+            and all(type(v) is int and v > 0 for v in value))
+
+
 # TOML section -> fields it may hold
 SECTIONS = {
     "data": ("dataset", "data_dir", "val_fraction"),
     "model": ("model",),
     "dense": ("dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
     "prune": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
-              "pruning_frequency", "pruning_end_fraction", "sparsity_allocation"),
+              "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "block_size"),
     "export": ("export_batch_size",),
     "bench": ("bench_runs", "bench_warmup", "threads", "arm64_check"),
     "run": ("seed", "quick", "quick_train", "quick_test", "out_dir", "name", "distribute", "cpu_devices"),
@@ -149,7 +172,8 @@ _TOML_ALIASES = {("model", "path"): "model", ("dense", "epochs"): "dense_epochs"
                  ("prune", "allocation"): "sparsity_allocation",
                  ("export", "batch_size"): "export_batch_size", ("bench", "runs"): "bench_runs",
                  ("bench", "warmup"): "bench_warmup"}
-_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               tuple: "a list of two integers, e.g. [1, 4]"}
 _FIELD_TYPES = {f.name: type(f.default) for f in dataclasses.fields(RunConfig)}
 
 
@@ -162,8 +186,21 @@ class ConfigError(ValueError):
     """A config file or an override is invalid; the message names the key and the fix."""
 
 
+def parse_block_size(text):
+    """'HxW' (as --block-size takes it) -> (H, W); ConfigError naming the fix otherwise."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*[xX]\s*([0-9]+)\s*", str(text))
+    if match is None or 0 in (int(match[1]), int(match[2])):
+        raise ConfigError("--block-size must be HxW with two positive integers: the input x "
+                          "output channels of a 1x1 convolution pruned together. "
+                          f"Received: --block-size {text!r}. Use e.g. --block-size 1x4 "
+                          "(4 output channels per block), or 1x1 to prune single weights.")
+    return int(match[1]), int(match[2])
+
+
 def _coerce(key, value, where):
     want = _FIELD_TYPES[key]
+    if want is tuple and isinstance(value, list):  # a TOML array; validate() checks its items
+        value = tuple(value)
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not want:
@@ -221,6 +258,8 @@ def load_config(path=None, overrides=None):
             continue
         if key not in _FIELD_TYPES:
             raise ConfigError(f"unknown setting {key!r}. Expected one of: {', '.join(_FIELD_TYPES)}.")
+        if key == "block_size" and isinstance(value, str):
+            value = parse_block_size(value)
         values[key] = _coerce(key, value, "command line")
     if values.get("quick"):
         for key, value in QUICK.items():

@@ -243,7 +243,9 @@ def _measure(config, folder, data, dense_model, pruned_model, dense_history, pru
     schedule = pruning_schedule(config, len(data.x_train))
     metrics["schedule"] = {"initial_sparsity": config.initial_sparsity,
                            "final_sparsity": config.final_sparsity,
-                           "end_step": int(schedule.end_step), "frequency": int(schedule.frequency)}
+                           "end_step": int(schedule.end_step), "frequency": int(schedule.frequency),
+                           "allocation": config.sparsity_allocation,
+                           "block_size": list(config.block_size)}
     metrics["schedule_target"] = _schedule_target(schedule, trace)
     for name, model, history in (("dense", dense_model, dense_history), ("pruned", pruned_model, pruned_history)):
         tfl = path(f"{name}.tflite")
@@ -262,6 +264,7 @@ def _measure(config, folder, data, dense_model, pruned_model, dense_history, pru
         entry["xnnpack_sparse"] = bool(insp.get("xnnpack_sparse"))
         entry["inspect"] = {"reason": _inspect_reason(insp), "report": insp}
         metrics[name] = entry
+    metrics["pruned"]["blocks"] = _blocks(pruned_model, trace, config.block_size)
     metrics["accuracy_drop_points"] = 100 * (metrics["dense"]["keras_accuracy"] - metrics["pruned"]["keras_accuracy"])
     try:
         metrics["policy"] = _policy_summary(spruce.check_xnnpack(dense_model))
@@ -290,6 +293,23 @@ def _weighted_1x1_sparsity(model):
             zeros += int(np.sum(k == 0))
             total += k.size
     return zeros / total if total else None
+
+
+def _blocks(model, trace, block_size):
+    """The pruned 1x1 kernels' zeros counted in blocks of `block_size` (all zero, partly zero):
+    with block pruning every zero should lie in an all-zero block."""
+    import keras
+
+    from spruce.workflow.train import _flatten, block_counts
+
+    total = {"size": list(block_size), "blocks": 0, "zero": 0, "partial": 0}
+    pruned = set(trace.get("layers", {}))
+    for layer in _flatten(model):
+        if layer.name in pruned:
+            counts = block_counts(keras.ops.convert_to_numpy(layer.kernel), block_size)
+            for k in ("blocks", "zero", "partial"):
+                total[k] += counts[k]
+    return total
 
 
 def _schedule_target(schedule, trace):

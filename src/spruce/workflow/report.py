@@ -28,6 +28,7 @@ def summary_rows(metrics):
         ("test accuracy, Keras", _pct(d["keras_accuracy"]), _pct(p["keras_accuracy"])),
         ("test accuracy, .tflite (LiteRT)", _pct(d["tflite_accuracy"]), _pct(p["tflite_accuracy"])),
         ("zeros in 1x1 conv kernels", _pct(d.get("sparsity_1x1")), _pct(p.get("sparsity_1x1"))),
+        ("pruned in blocks of (in x out channels)", "", _blocks_cell(p.get("blocks"))),
         (".tflite size", _kib(d["tflite_bytes"]), _kib(p["tflite_bytes"])),
         (".tflite size, gzipped", _kib(d.get("tflite_gzip_bytes")), _kib(p.get("tflite_gzip_bytes"))),
         ("XNNPACK sparse path (inspector)", _yes(d.get("xnnpack_sparse")), _yes(p.get("xnnpack_sparse"))),
@@ -43,6 +44,25 @@ def summary_rows(metrics):
     if arm and arm.get("sparse_path_engaged") is not None:
         rows.append(("sparse path engaged on aarch64 (emulated)", "", _yes(arm["sparse_path_engaged"])))
     return rows
+
+
+def _blocks_cell(blocks):
+    if not blocks:
+        return "n/a"
+    size = "x".join(map(str, blocks["size"]))
+    if blocks["size"] == [1, 1]:
+        return f"{size} (single weights)"
+    text = f"{size}: {blocks['zero']} of {blocks['blocks']} all zero"
+    return text + (f", {blocks['partial']} partly zero" if blocks["partial"] else "")
+
+
+def _blocks_sentence(blocks):
+    """How the 1x1 convolutions were pruned, for report.md."""
+    if not blocks or blocks["size"] == [1, 1]:
+        return "weight by weight"
+    h, w = blocks["size"]
+    return (f"in blocks of {h} input x {w} output channels ({blocks['zero']} of {blocks['blocks']} "
+            f"blocks all zero, {blocks['partial']} partly zero)")
 
 
 def devices_sentence(training):
@@ -82,8 +102,10 @@ def write_report(folder, metrics, config, plots):
         f"The guide's workflow \"Pruning for on-device inference with XNNPACK\" on "
         f"**{data['dataset']}** ({data['train']} training, {data['val']} validation, "
         f"{data['test']} test images{', quick subset' if config['quick'] else ''}): "
-        f"train dense, fine-tune with pruning to {config['final_sparsity']:.0%} in the 1x1 convolutions, "
-        "export both to `.tflite`, measure.",
+        f"train dense, fine-tune with pruning to {config['final_sparsity']:.0%} in the 1x1 convolutions"
+        + ("" if list(config["block_size"]) == [1, 1] else
+           f" in {'x'.join(map(str, config['block_size']))} blocks")
+        + ", export both to `.tflite`, measure.",
         "",
         "## Results",
         "",
@@ -108,7 +130,8 @@ def write_report(folder, metrics, config, plots):
         f"epochs from the dense weights, learning rate {config['prune_learning_rate']} ({config['lr_schedule']}), "
         f"PolynomialDecay {config['initial_sparsity']} -> {config['final_sparsity']} "
         f"(every {metrics['schedule']['frequency']} steps, reached at step {metrics['schedule']['end_step']}), "
-        "policy PruneForLatencyOnXNNPack (only the 1x1 convolutions are pruned). "
+        "policy PruneForLatencyOnXNNPack: only the 1x1 convolutions are pruned, "
+        f"{_blocks_sentence(p.get('blocks'))}, {config['sparsity_allocation']} sparsity allocation. "
         + devices_sentence(metrics.get("training")),
         "",
         "![training curves](" + os.path.basename(plots["training"]) + ")",

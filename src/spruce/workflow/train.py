@@ -164,7 +164,9 @@ def prune_finetune(dense_model, data, config, log_dir=None, progress=True, distr
     with _engine(distributed):
         source = _replicated(dense_model, distributed)
         keras.utils.set_random_seed(config.seed + 1)
+        # The policy wraps only 1x1 convolutions, whose (in, out) matrix takes blocks.
         pruned = prune_low_magnitude(source, pruning_schedule=schedule,
+                                     block_size=tuple(config.block_size),
                                      pruning_policy=PruneForLatencyOnXNNPack())
         if config.sparsity_allocation == "erk":
             _allocate_erk(pruned, schedule)
@@ -191,7 +193,8 @@ def prune_finetune(dense_model, data, config, log_dir=None, progress=True, distr
 def erk_sparsities(shapes, sparsity):
     """Per-layer sparsities averaging `sparsity` over all weights, with densities
     proportional to (n_in + n_out) / (n_in * n_out) (Erdos-Renyi, as in RigL): small
-    layers keep more of their weights."""
+    layers keep more of their weights. With block pruning each layer's sparsity counts
+    its blocks, so the total holds up to rounding to whole blocks (and partial edge blocks)."""
     sizes = np.array([a * b for a, b in shapes], np.float64)
     score = np.array([(a + b) / (a * b) for a, b in shapes], np.float64)
     density = (1.0 - sparsity) * sizes.sum() / (score * sizes).sum() * score
@@ -226,6 +229,24 @@ def kernel_sparsity(model):
             continue
         out[layer.name] = float(np.mean(keras.ops.convert_to_numpy(kernel) == 0))
     return out
+
+
+def block_counts(kernel, block_size):
+    """How the zeros of a 1x1 conv (or 2-D) kernel fall into `block_size` blocks of its
+    (in, out) matrix, tiled from the top-left as `spruce.masking.block_mask` tiles them
+    (edge blocks hold only the weights they cover).
+
+    Returns {"blocks": n, "zero": blocks all zero, "partial": blocks partly zero}.
+    """
+    kernel = np.asarray(kernel)
+    rows, cols = kernel.shape[-2], kernel.shape[-1]
+    bh, bw = block_size
+    gr, gc = -(-rows // bh), -(-cols // bw)
+    pad = ((0, gr * bh - rows), (0, gc * bw - cols))
+    zeros = np.pad(kernel.reshape(rows, cols) == 0, pad).reshape(gr, bh, gc, bw).sum(axis=(1, 3))
+    real = np.pad(np.ones((rows, cols), bool), pad).reshape(gr, bh, gc, bw).sum(axis=(1, 3))
+    return {"blocks": int(gr * gc), "zero": int(np.sum(zeros == real)),
+            "partial": int(np.sum((zeros > 0) & (zeros < real)))}
 
 
 def _flatten(model):
