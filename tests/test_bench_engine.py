@@ -1,0 +1,78 @@
+"""benchmarks/bench_engine.py, the script that checks the engine's speed goals, runs end to end.
+
+A smoke run at 64x64 (real converter, real LiteRT, real engine): every export is
+built and timed, the block-pruned export runs its 1x1 convs on the row-group
+kernel, and the JSON carries the goal figures. The figures themselves are not
+asserted: timings belong to the benchmark, not to tests.
+"""
+
+import contextlib
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ai_edge_litert")
+pytest.importorskip("spruce.runtime._engine")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engine.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("bench_engine", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench_engine")
+    bench = load_script()
+    return bench, folder, json.loads(run_quietly(bench, folder))
+
+
+def run_quietly(bench, folder):
+    """bench_engine's stdout (its JSON document) of a --quick run."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert bench.main(["--quick", "--cache-dir", str(folder)]) == 0
+    return buffer.getvalue()
+
+
+def test_every_export_is_timed_against_litert_with_the_goal_figures(quick_run):
+    bench, folder, report = quick_run
+    names = [f"spruce_{name}" for name in bench.VARIANTS]
+    assert set(report["times"]) == {"litert_dense", *names, "spruce_0_2threads", "spruce_90_2threads"}
+    for stats in report["times"].values():
+        assert stats["runs"] == report["rounds"] * report["runs_per_round"]
+        assert 0 < stats["min_ms"] <= stats["median_ms"]
+    assert set(report["speedups"]) == {f"{n}_vs_litert_dense" for n in names}
+    assert set(report["goals"]) == {"sparse90_at_least_3x", "sparse75_at_least_1.8x",
+                                    "dense_at_most_1.5x_slower", "two_threads_at_least_1.6x"}
+    for name in [*bench.VARIANTS, "dense"]:
+        assert (folder / f"mobilenet_v1_{name}.tflite").exists()
+
+
+def test_the_block_pruned_export_runs_on_the_row_group_kernel(quick_run):
+    bench, folder, report = quick_run
+    from spruce.runtime import Engine
+
+    engine = Engine(folder / "mobilenet_v1_90_blocks.tflite")
+    kernels = [layer["kernel"] for layer in engine.summary() if layer["opcode"] == "CONV_2D"]
+    if engine.isa == "avx2":
+        assert "spmm_groups" in report["kernel_families"]["spruce_90_blocks"]
+        # alpha 0.5: of the 13 1x1 convs the first two have 16 and 32 inputs (too few for
+        # groups), the other 11 have 64 or more.
+        assert kernels.count("spmm_groups") == 11
+    unstructured = Engine(folder / "mobilenet_v1_90.tflite")
+    assert "spmm_groups" not in [layer["kernel"] for layer in unstructured.summary()]
+
+
+def test_a_cached_run_reuses_the_exports(quick_run):
+    bench, folder, _ = quick_run
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.tflite")}
+    assert json.loads(run_quietly(bench, folder))["times"]
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.tflite")} == stamps
