@@ -62,7 +62,10 @@ struct Activation {
 };
 
 // -------------------------------------------------- 1. sparse 1x1 conv (SpMM) --
-//
+
+// Output channels per row group (SparseMatrix::group_rows).
+constexpr int32_t kSpmmGroupRows = 4;
+
 // out[n][p] = act(bias[n] + sum_k W[n][k] * in[k][p])
 // W is compressed per output channel (CSR) within blocks of k_block input
 // channels, so the kernel's tile of input rows stays in L1 (the kernel runs the

@@ -67,7 +67,7 @@ constexpr int64_t kSpmmPairedSinglePass = 56;
 // Measured against 32 on MobileNetV1-224 (A/B): 14x14 and 28x28 layers 10-18%
 // faster at 75% and 90% sparsity; 56 was slower.
 constexpr int64_t kSpmmPackedTile = 48;
-// Row groups (SparseMatrix::group_rows): 4 output channels per group. Their
+// Row groups (SparseMatrix::group_rows, kSpmmGroupRows in kernels.h). Their
 // AVX2 kernel holds 4 rows x 3 vectors of sums, loads 3 input vectors and 4
 // weights per entry and does 12 FMAs: FMA-bound, where the unstructured kernel
 // is bound by one input load per FMA. Matrices use it when at least this share
@@ -76,7 +76,6 @@ constexpr int64_t kSpmmPackedTile = 48;
 // ~3 entries per group their 24-pixel tiles are bound by writing the output,
 // and the 64-pixel CSR tiles did that faster (MobileNetV1's 112x112 32->64
 // layer at 90% in groups: 0.8x; 64 and 128 inputs: 1.3x and 1.8x).
-constexpr int32_t kSpmmGroupRows = 4;
 constexpr double kSpmmGroupMinFill = 0.8;
 constexpr int32_t kSpmmGroupMinCols = 64;
 

@@ -197,7 +197,8 @@ class Conv1x1Op : public Op {
   void run(RunContext& ctx) override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
-    const int64_t grain = sparse_ ? 4 : std::max<int32_t>(dense_w_.panel, 1);
+    // Sparse rows split at multiples of kSpmmGroupRows: row groups stay whole.
+    const int64_t grain = sparse_ ? kernels::kSpmmGroupRows : std::max<int32_t>(dense_w_.panel, 1);
     for (int64_t b = 0; b < batch_; ++b) {
       const float* xi = x + b * k_ * in_stride_;
       float* yi = y + b * n_ * out_stride_;

@@ -150,7 +150,10 @@ void spmm_tiles(const SparseMatrix& w, const float* bias, const float* input, fl
 // the 4 rows (4V FMAs), so the kernel is bound by the FMA ports rather than by
 // one input load per FMA. Every element sums its entries in input-channel
 // order into one accumulator, as the unpaired CSR tiles do, so rows that a
-// call's range cuts out of a group (run on those) get the same results.
+// call's range cuts out of a group (run on those) get the same results for
+// finite inputs (a row's zero weight in a group entry adds 0 * x; an infinite
+// x makes that NaN, as a dense product would). The engine cuts rows only at
+// multiples of 4, so each row always takes the same path.
 template <int V, bool kMaskStore, bool kMaskLoads>
 void group_tile(const SparseMatrix& w, const float* bias, const char* in, float* out, int64_t out_stride,
                 int32_t g_begin, int32_t g_end, __m256i mask, const avx2::Epilogue& epilogue) {
