@@ -28,7 +28,7 @@ def _with_native_kernels(layers, op_families):
     groups of output channels (and the CPU runs the AVX2 kernels)."""
     grouped = {name for name, family in op_families if family == "spmm_groups"}
     return tuple(dataclasses.replace(layer, kernel="spmm_groups")
-                 if f"{layer.opcode} (operator {layer.index})" in grouped else layer
+                 if loader.operator_name(layer.opcode, layer.index) in grouped else layer
                  for layer in layers)
 
 

@@ -42,6 +42,11 @@ _MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "PAD"
 DEFAULT_SPARSE_THRESHOLD = 0.6
 
 
+def operator_name(opcode, index):
+    """How errors, the native ops and profiles name TFLite operator `index`."""
+    return f"{opcode} (operator {index})"
+
+
 class UnsupportedModelError(ValueError):
     """The model uses something spruce's engine does not run; the message says what."""
 
@@ -183,13 +188,14 @@ class _Builder:
         for op in g.operators:
             if op.opcode.lower() not in supported:
                 raise UnsupportedModelError(
-                    f"{op.opcode} (operator {op.index}) is not supported by spruce's engine. "
+                    f"{operator_name(op.opcode, op.index)} is not supported by spruce's engine. "
                     f"Supported operators: {', '.join(SUPPORTED_OPERATORS)}. "
                     "Run this model with the LiteRT interpreter."
                 )
         for t in g.tensors:
             if t.data is None and t.type_name != "FLOAT32":
-                users = [f"{o.opcode} (operator {o.index})" for o in g.operators if t.index in o.inputs or t.index in o.outputs]
+                users = [operator_name(o.opcode, o.index) for o in g.operators
+                         if t.index in o.inputs or t.index in o.outputs]
                 raise UnsupportedModelError(
                     f"tensor {t.index} ({t.name!r}) has type {t.type_name}"
                     + (f", used by {users[0]}" if users else "")
@@ -206,7 +212,7 @@ class _Builder:
         for t in g.inputs:
             self.plan.inputs.append(self.define(t, NATIVE))
         for op in g.operators:
-            name = f"{op.opcode} (operator {op.index})"
+            name = operator_name(op.opcode, op.index)
             needed = _MIN_INPUTS.get(op.opcode, 1)
             if (len(op.inputs) < needed or any(t < 0 for t in op.inputs[:needed])
                     or len(op.outputs) != 1 or op.outputs[0] < 0):
