@@ -75,7 +75,7 @@ def test_pruning_schedule_reaches_the_final_sparsity_at_a_pruning_step(n_train, 
 
 
 def test_block_counts_tile_from_the_top_left_with_partial_edge_blocks():
-    from spruce.workflow.train import block_counts
+    from spruce.masking import count_zero_blocks as block_counts
 
     kernel = np.ones((1, 1, 2, 6), np.float32)  # rows of blocks [0:4] and [4:6]
     kernel[0, 0, 0, 0:4] = 0  # a whole block

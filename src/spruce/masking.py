@@ -67,6 +67,21 @@ def _block_counts(rows, cols, block_size):
     return np.outer(r, c).astype("float32")
 
 
+def count_zero_blocks(kernel, block_size):
+    """How the zeros of a 2-D weight (or a 1x1 conv kernel's (in, out) matrix) fall into
+    `block_size` blocks tiled as `block_mask` tiles them (edge blocks hold only the
+    weights they cover): {"blocks": n, "zero": blocks all zero, "partial": partly zero}."""
+    kernel = np.asarray(kernel)
+    rows, cols = kernel.shape[-2], kernel.shape[-1]
+    bh, bw = block_size
+    gr, gc = -(-rows // bh), -(-cols // bw)
+    pad = ((0, gr * bh - rows), (0, gc * bw - cols))
+    zeros = np.pad(kernel.reshape(rows, cols) == 0, pad).reshape(gr, bh, gc, bw).sum(axis=(1, 3))
+    real = _block_counts(rows, cols, block_size)
+    return {"blocks": int(gr * gc), "zero": int(np.sum(zeros == real)),
+            "partial": int(np.sum((zeros > 0) & (zeros < real)))}
+
+
 def block_mask(weights, sparsity, block_size, pooling_type="AVG"):
     """Prune whole `block_size` blocks of a matrix, scored by AVG or MAX of |w|.
 

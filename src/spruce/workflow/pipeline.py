@@ -300,13 +300,14 @@ def _blocks(model, trace, block_size):
     with block pruning every zero should lie in an all-zero block."""
     import keras
 
-    from spruce.workflow.train import _flatten, block_counts
+    from spruce.masking import count_zero_blocks
+    from spruce.workflow.train import _flatten
 
     total = {"size": list(block_size), "blocks": 0, "zero": 0, "partial": 0}
     pruned = set(trace.get("layers", {}))
     for layer in _flatten(model):
         if layer.name in pruned:
-            counts = block_counts(keras.ops.convert_to_numpy(layer.kernel), block_size)
+            counts = count_zero_blocks(keras.ops.convert_to_numpy(layer.kernel), block_size)
             for k in ("blocks", "zero", "partial"):
                 total[k] += counts[k]
     return total

@@ -231,24 +231,6 @@ def kernel_sparsity(model):
     return out
 
 
-def block_counts(kernel, block_size):
-    """How the zeros of a 1x1 conv (or 2-D) kernel fall into `block_size` blocks of its
-    (in, out) matrix, tiled from the top-left as `spruce.masking.block_mask` tiles them
-    (edge blocks hold only the weights they cover).
-
-    Returns {"blocks": n, "zero": blocks all zero, "partial": blocks partly zero}.
-    """
-    kernel = np.asarray(kernel)
-    rows, cols = kernel.shape[-2], kernel.shape[-1]
-    bh, bw = block_size
-    gr, gc = -(-rows // bh), -(-cols // bw)
-    pad = ((0, gr * bh - rows), (0, gc * bw - cols))
-    zeros = np.pad(kernel.reshape(rows, cols) == 0, pad).reshape(gr, bh, gc, bw).sum(axis=(1, 3))
-    real = np.pad(np.ones((rows, cols), bool), pad).reshape(gr, bh, gc, bw).sum(axis=(1, 3))
-    return {"blocks": int(gr * gc), "zero": int(np.sum(zeros == real)),
-            "partial": int(np.sum((zeros > 0) & (zeros < real)))}
-
-
 def _flatten(model):
     for layer in model.layers:
         if hasattr(layer, "layers") and not hasattr(layer, "kernel"):
