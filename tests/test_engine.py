@@ -319,6 +319,41 @@ def test_a_batch_of_images_runs_image_by_image(files):
         np.testing.assert_allclose(y[i : i + 1], engine.run(x[i : i + 1]), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("threads, images", [(2, 5), (3, 7), (3, 2)])
+def test_a_batch_shared_among_threads_gives_the_image_by_image_outputs(files, threads, images):
+    """Several threads share a batch out among one-thread copies of the model."""
+    path = files("mobilenet_v1")
+    x = sample((images, 64, 64, 3), seed=3)
+    one = Engine(path)
+    reference = np.concatenate([one.run(x[i : i + 1]) for i in range(images)])
+    engine = Engine(path, num_threads=threads)
+    for _ in range(3):
+        np.testing.assert_array_equal(engine.run(x), reference)
+    # One image still runs split layer by layer, on the engine's own graph.
+    np.testing.assert_array_equal(engine.run(x[:1]), reference[:1])
+    assert engine.benchmark(runs=2, warmup=0, inputs=x[:1]).num_threads == threads
+
+
+def test_a_batch_of_a_two_input_model_is_shared_among_threads(files):
+    path = files("layouts")
+    xs = [sample((4, 8, 6, 4), seed=i) for i in range(2)]
+    one = Engine(path)
+    want = [one.run(xs[0][i : i + 1], xs[1][i : i + 1]) for i in range(4)]
+    got = Engine(path, num_threads=2).run(*xs)
+    assert len(got) == 2
+    for k in range(2):
+        np.testing.assert_array_equal(got[k], np.concatenate([w[k] for w in want]))
+
+
+def test_a_bad_batch_is_rejected_with_threads_too(files):
+    engine = Engine(files("guide"), num_threads=2)
+    with pytest.raises(ValueError, match=r"should have shape \(1, 32, 32, 3\).*received \(3, 31, 32, 3\)"):
+        engine.run(np.zeros((3, 31, 32, 3), np.float32))
+    with pytest.raises(ValueError, match="same batch size"):
+        Engine(files("layouts"), num_threads=2).run(np.zeros((2, 8, 6, 4), np.float32),
+                                                     np.zeros((3, 8, 6, 4), np.float32))
+
+
 def test_wrong_input_shape_is_rejected_with_expected_shape(files):
     engine = Engine(files("guide"))
     with pytest.raises(ValueError, match=r"should have shape \(1, 32, 32, 3\).*received \(1, 31, 32, 3\)"):

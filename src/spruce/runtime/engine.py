@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import statistics
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,7 +72,12 @@ class Engine:
 
     Args:
         path: the .tflite file.
-        num_threads: threads the engine splits each layer across.
+        num_threads: threads the engine uses. One image at a time is split layer by
+            layer across them (latency); a batch of several images given to `run`
+            for a model built for one goes to that many copies of the model running
+            side by side, one per thread and each on its own share of the images
+            (throughput: each thread's data stays in its own core's caches). The
+            copies are built at the first such batch.
         sparse_threshold: 1x1 convs whose weights have at least this fraction of
             zeros run on the sparse kernel, the others on the dense one.
 
@@ -89,6 +95,10 @@ class Engine:
         plan = loader.build_plan(model, sparse_threshold)
         native = _native()
         self._graph = native.Graph(plan.tensors, plan.ops, plan.inputs, plan.outputs, int(num_threads))
+        # One-thread copies of the model for batches (see `run`), built when first needed.
+        self._plan = plan if num_threads > 1 else None
+        self._copies = None
+        self._copies_lock = threading.Lock()
         self._isa = native.isa()
         self.layers = _with_native_kernels(plan.layers, self._graph.op_families)
         self.input_names = tuple(model.main.tensors[t].name for t in model.main.inputs)
@@ -119,20 +129,74 @@ class Engine:
     def run(self, *inputs):
         """Runs the model on float32 arrays (one per model input, batch >= 1).
 
+        A model built for one image runs any batch image by image. With
+        `num_threads` > 1 a batch of several images is shared out among one-thread
+        copies of the model running in parallel; the outputs are the same, bit for
+        bit, as those of one image at a time.
+
         Returns the output array, or a list of arrays for a model with several.
         """
         if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
             inputs = tuple(inputs[0])
-        outputs = self._graph.run([np.asarray(x, dtype=np.float32) for x in inputs])
+        arrays = [np.asarray(x, dtype=np.float32) for x in inputs]
+        images = self._images_to_share(arrays)
+        outputs = self._run_shared(arrays, images) if images else self._graph.run(arrays)
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def benchmark(self, runs=50, warmup=5, inputs=None):
-        """Times `runs` runs (after `warmup`) in a native loop; returns a `BenchmarkReport`.
+    def _images_to_share(self, arrays):
+        """The batch size when `run` shares the images out among copies, else 0:
+        several threads, a model built for one image, and every input a well-formed
+        batch of at least two (anything else takes the native path and its errors)."""
+        if (self._plan is None or len(arrays) != len(self._graph.input_shapes)
+                or any(len(shape) == 0 for shape in self._graph.output_shapes)):
+            return 0
+        sizes = set()
+        for x, shape in zip(arrays, self._graph.input_shapes):
+            shape = tuple(shape)
+            if x.ndim != len(shape) or x.ndim == 0 or shape[0] != 1 or x.shape[1:] != shape[1:]:
+                return 0
+            sizes.add(x.shape[0])
+        return sizes.pop() if len(sizes) == 1 and min(sizes) >= 2 else 0
 
-        The inputs are those of the last `run` unless `inputs` gives new ones.
+    def _run_shared(self, arrays, images):
+        copies = self._model_copies()[:images]
+        # Copy i takes images bounds[i]:bounds[i + 1], contiguous and as even as can be.
+        bounds = [images * i // len(copies) for i in range(len(copies) + 1)]
+        results, errors = [None] * len(copies), []
+
+        def work(i):
+            try:
+                results[i] = copies[i].run([x[bounds[i]:bounds[i + 1]] for x in arrays])
+            except BaseException as e:  # re-raised in the caller
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, len(copies))]
+        for t in threads:
+            t.start()
+        work(0)
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return [np.concatenate([r[k] for r in results]) for k in range(len(results[0]))]
+
+    def _model_copies(self):
+        with self._copies_lock:
+            if self._copies is None:
+                native, plan = _native(), self._plan
+                self._copies = [native.Graph(plan.tensors, plan.ops, plan.inputs, plan.outputs, 1)
+                                for _ in range(self.num_threads)]
+            return self._copies
+
+    def benchmark(self, runs=50, warmup=5, inputs=None):
+        """Times `runs` runs of one image (after `warmup`) in a native loop, split
+        across `num_threads`; returns a `BenchmarkReport`.
+
+        The inputs are those of the last one-image `run` unless `inputs` gives new ones.
         """
         if inputs is not None:
-            self.run(inputs)
+            inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+            self._graph.run([np.asarray(x, dtype=np.float32) for x in inputs])
         times = self._graph.benchmark(int(runs), int(warmup))
         return BenchmarkReport(tuple(times), self.num_threads, self._isa)
 
