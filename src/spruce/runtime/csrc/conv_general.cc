@@ -89,14 +89,19 @@ class GeneralConvBase : public Op {
     for (int64_t n = 0; n < n_; ++n) {
       const float* xi = x + n * ic_ * in_plane;
       float* yi = y + n * oc_ * out_plane;
-      ctx.pool->parallel_for(static_cast<size_t>(oc_), 1, [&](size_t ob, size_t oe) {
+      auto channels = [&](size_t ob, size_t oe) {
         for (size_t o = ob; o < oe; ++o) {
           float* out = yi + static_cast<int64_t>(o) * out_plane;
           std::fill(out, out + out_plane, bias_[o]);
           accumulate_plane(xi, static_cast<int64_t>(o), out);
           clamp_range(out, static_cast<size_t>(out_plane), lo, hi);
         }
-      });
+      };
+      if (flops() / n_ >= kParallelMinFlops) {
+        ctx.pool->parallel_for(static_cast<size_t>(oc_), 1, channels);
+      } else {
+        channels(0, static_cast<size_t>(oc_));
+      }
     }
   }
 

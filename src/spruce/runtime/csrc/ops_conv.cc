@@ -90,10 +90,15 @@ class ConvEntryOp : public Op {
     for (int64_t n = 0; n < batch_; ++n) {
       const float* xi = x + n * in_img_;
       float* yi = y + n * out_img_;
-      ctx.pool->parallel_for(static_cast<size_t>(p_.out_h()), 1, [&](size_t b, size_t e) {
+      auto rows = [&](size_t b, size_t e) {
         kernels::conv_hwc2chw(p_, packed_, bias_.data(), xi, yi, static_cast<int32_t>(b),
                               static_cast<int32_t>(e), act_);
-      });
+      };
+      if (flops() / batch_ >= kParallelMinFlops) {
+        ctx.pool->parallel_for(static_cast<size_t>(p_.out_h()), 1, rows);
+      } else {
+        rows(0, static_cast<size_t>(p_.out_h()));
+      }
     }
   }
 
@@ -107,12 +112,13 @@ class ConvEntryOp : public Op {
 };
 
 // Splits rows x pixels of one image across the pool: by pixels (32 at a time)
-// when every thread gets at least `min_pixels`, else by rows.
+// when every thread gets at least `min_pixels`, else by rows; not at all when
+// the layer's `flops` are too few to pay for the threads.
 template <typename F>
-void split_rows_pixels(ThreadPool* pool, int64_t rows, int64_t pixels, int64_t row_grain, int64_t min_pixels,
-                       F&& f) {
+void split_rows_pixels(ThreadPool* pool, double flops, int64_t rows, int64_t pixels, int64_t row_grain,
+                       int64_t min_pixels, F&& f) {
   const int threads = pool->num_threads();
-  if (threads == 1 || rows * pixels < 4096) {
+  if (threads == 1 || flops < kParallelMinFlops) {
     f(0, rows, 0, pixels);
   } else if (pixels >= min_pixels * threads) {
     pool->parallel_for(static_cast<size_t>(pixels), 32, [&](size_t b, size_t e) {
@@ -210,7 +216,7 @@ class Conv1x1Op : public Op {
       // pixel chunks of 32 split 196 pixels 4:3 on 2 threads (2 threads, dense
       // MobileNetV1-224: 10.9 -> 9.8 ms with rows).
       const int64_t min_pixels = sparse_ ? 64 : 256;
-      split_rows_pixels(ctx.pool, n_, pixels_, grain, min_pixels, [&](int64_t nb, int64_t ne, int64_t pb, int64_t pe) {
+      split_rows_pixels(ctx.pool, flops() / batch_, n_, pixels_, grain, min_pixels, [&](int64_t nb, int64_t ne, int64_t pb, int64_t pe) {
         if (sparse_) {
           kernels::spmm(sparse_w_, bias_.data(), xi, yi, pixels_, static_cast<int32_t>(nb),
                         static_cast<int32_t>(ne), pb, pe, act_);
@@ -254,7 +260,7 @@ class Conv1x1Op : public Op {
   // all the weights: sparse 1x1 time 1.04-1.06x faster this way).
   void run_tiled(ThreadPool* pool, const float* xi, float* yi) const {
     const int threads = pool->num_threads();
-    if (threads == 1 || n_ * pixels_ < 4096) {
+    if (threads == 1 || flops() / batch_ < kParallelMinFlops) {
       for (int64_t t = 0; t < tiles_; ++t) run_tile(pack_tile(xi, t), yi, t, 0, n_);
       return;
     }
@@ -350,7 +356,7 @@ class DepthwiseOp : public Op {
         kernels::dwconv_chw(p_, weights_.data(), bias_.data(), xi, yi, static_cast<int32_t>(b),
                             static_cast<int32_t>(e), act_);
       };
-      if (flops() / batch_ > 2e5) ctx.pool->parallel_for(static_cast<size_t>(c_), 1, body);
+      if (flops() / batch_ >= kParallelMinFlops) ctx.pool->parallel_for(static_cast<size_t>(c_), 1, body);
       else body(0, static_cast<size_t>(c_));
     }
   }
