@@ -95,8 +95,13 @@ class Engine:
         plan = loader.build_plan(model, sparse_threshold)
         native = _native()
         self._graph = native.Graph(plan.tensors, plan.ops, plan.inputs, plan.outputs, int(num_threads))
-        # One-thread copies of the model for batches (see `run`), built when first needed.
-        self._plan = plan if num_threads > 1 else None
+        self._input_shapes = tuple(tuple(shape) for shape in self._graph.input_shapes)
+        self._output_shapes = tuple(tuple(shape) for shape in self._graph.output_shapes)
+        # One-thread copies of the model for batches (see `run`), built when first needed;
+        # only for a model built for one image, with outputs that have a batch dimension.
+        shareable = (num_threads > 1 and all(s and s[0] == 1 for s in self._input_shapes)
+                     and all(self._output_shapes))
+        self._plan = plan if shareable else None
         self._copies = None
         self._copies_lock = threading.Lock()
         self._isa = native.isa()
@@ -115,11 +120,11 @@ class Engine:
 
     @property
     def input_shapes(self):
-        return [tuple(s) for s in self._graph.input_shapes]
+        return list(self._input_shapes)
 
     @property
     def output_shapes(self):
-        return [tuple(s) for s in self._graph.output_shapes]
+        return list(self._output_shapes)
 
     @property
     def arena_bytes(self):
@@ -145,15 +150,13 @@ class Engine:
 
     def _images_to_share(self, arrays):
         """The batch size when `run` shares the images out among copies, else 0:
-        several threads, a model built for one image, and every input a well-formed
-        batch of at least two (anything else takes the native path and its errors)."""
-        if (self._plan is None or len(arrays) != len(self._graph.input_shapes)
-                or any(len(shape) == 0 for shape in self._graph.output_shapes)):
+        a shareable model (see __init__) and every input a well-formed batch of at
+        least two (anything else takes the native path and its errors)."""
+        if self._plan is None or len(arrays) != len(self._input_shapes):
             return 0
         sizes = set()
-        for x, shape in zip(arrays, self._graph.input_shapes):
-            shape = tuple(shape)
-            if x.ndim != len(shape) or x.ndim == 0 or shape[0] != 1 or x.shape[1:] != shape[1:]:
+        for x, shape in zip(arrays, self._input_shapes):
+            if x.ndim != len(shape) or x.shape[1:] != shape[1:]:
                 return 0
             sizes.add(x.shape[0])
         return sizes.pop() if len(sizes) == 1 and min(sizes) >= 2 else 0
