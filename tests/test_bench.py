@@ -99,6 +99,8 @@ def test_two_engines_time_every_model_on_each_in_one_interleaved_run(models, cap
     assert [m["ratio_to_first"] for m in report.models] == [m["median"] / first for m in report.models]
     text = report.format()
     assert f"{models[1]} [spruce]" in text and f"{models[0]} [litert]" in text
+    # Both engines are timed the same way: around one call from Python per run.
+    assert "timing: each run timed around one call from Python" in text
     # A list works too, in its own order; the CLI takes "a,b".
     assert [m["engine"] for m in benchmark(models[:1], runs=2, warmup=0, engine=["spruce", "litert"]).models] == [
         "spruce", "litert"]

@@ -4,6 +4,8 @@ Models are small (tens of KFLOPs to a few MFLOPs) and each is converted once per
 session. Agreement is measured as max |engine - litert| / max |litert|.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -365,6 +367,24 @@ def test_benchmark_times_runs_in_native_loop(files):
     report = engine.benchmark(runs=7, warmup=2)
     assert len(report.times) == 7 and all(t > 0 for t in report.times)
     assert report.to_dict()["median_ms"] == pytest.approx(report.median * 1e3)
+
+
+def test_benchmark_can_time_each_call_from_python_like_litert(files):
+    engine = Engine(files("guide"))
+    report = engine.benchmark(runs=5, warmup=1, timer="python")
+    assert len(report.times) == 5 and all(t > 0 for t in report.times)
+    assert report.timer == "python" and report.to_dict()["timer"] == "python"
+    assert engine.benchmark(runs=2, warmup=0).timer == "native"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"timer": "wall"}, 'timer must be "native" or "python". Received: timer=\'wall\''),
+    ({"runs": 0}, "runs must be >= 1. Received: runs=0"),
+    ({"runs": 3, "warmup": -1, "timer": "python"}, "warmup must be >= 0. Received: warmup=-1"),
+])
+def test_benchmark_rejects_bad_arguments_with_the_received_value(files, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Engine(files("guide")).benchmark(**kwargs)
 
 
 def test_arena_shares_memory_between_layers(files):

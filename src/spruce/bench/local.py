@@ -65,5 +65,6 @@ def benchmark(paths, threads=1, runs=50, warmup=5, engine="litert"):
             times[k].extend(runners[k].time(1))
     models = with_ratios([{"path": p, "engine": e, **summarize(t)} for (e, p), t in zip(entries, times)])
     settings = {"threads": threads, "runs": runs, "warmup": warmup,
-                "interleaving": "one run of each model per round, order alternating"}
+                "interleaving": "one run of each model per round, order alternating",
+                "timing": "each run timed around one call from Python, on every engine"}
     return BenchReport(engine="+".join(engines), system=system_info(threads), models=models, settings=settings)

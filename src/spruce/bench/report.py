@@ -8,7 +8,7 @@ class BenchReport:
     engine: str                 # "litert", "spruce", both as "litert+spruce", or "adb"
     system: dict                # spruce.bench.sysinfo.system_info(), or the device's description
     models: list                # per model: {"path", "median", "q25", "q75", "iqr", "min", ..., "ratio_to_first"}
-    settings: dict              # threads, runs, warmup, interleaving
+    settings: dict              # threads, runs, warmup, interleaving, timing
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -18,6 +18,8 @@ class BenchReport:
         lines = [f"engine: {self.engine}   threads: {self.settings.get('threads')}   "
                  f"runs: {self.settings.get('runs')} (after {self.settings.get('warmup')} warm-up, "
                  f"{self.settings.get('interleaving', 'interleaved')})"]
+        if self.settings.get("timing"):
+            lines.append(f"timing: {self.settings['timing']}")
         if s.get("cpu"):
             lines.append(f"cpu: {s['cpu']} ({s.get('machine', '?')}, AVX: {'yes' if s.get('avx') else 'no'}, "
                          f"{s.get('cpu_count', '?')} logical CPUs)")

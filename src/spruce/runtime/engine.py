@@ -4,6 +4,7 @@ import dataclasses
 import os
 import statistics
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,11 +36,13 @@ def _with_native_kernels(layers, op_families):
 
 @dataclass(frozen=True)
 class BenchmarkReport:
-    """Per-run wall times (seconds) of `Engine.benchmark`, timed in a native loop."""
+    """Per-run wall times (seconds) of `Engine.benchmark`; `timer` says how they were
+    taken ("native": inside a native loop; "python": around each call from Python)."""
 
     times: tuple
     num_threads: int
     isa: str
+    timer: str = "native"
 
     @property
     def median(self):
@@ -61,7 +64,7 @@ class BenchmarkReport:
         return float(np.percentile(self.times, q))
 
     def to_dict(self):
-        return {"runs": len(self.times), "num_threads": self.num_threads, "isa": self.isa,
+        return {"runs": len(self.times), "num_threads": self.num_threads, "isa": self.isa, "timer": self.timer,
                 "median_ms": self.median * 1e3, "mean_ms": self.mean * 1e3, "min_ms": self.min * 1e3,
                 "p10_ms": self.percentile(10) * 1e3, "p90_ms": self.percentile(90) * 1e3,
                 "stdev_ms": self.stdev * 1e3}
@@ -191,17 +194,42 @@ class Engine:
                                 for _ in range(self.num_threads)]
             return self._copies
 
-    def benchmark(self, runs=50, warmup=5, inputs=None):
-        """Times `runs` runs of one image (after `warmup`) in a native loop, split
-        across `num_threads`; returns a `BenchmarkReport`.
+    def benchmark(self, runs=50, warmup=5, inputs=None, timer="native"):
+        """Times `runs` runs of one image (after `warmup`), split across `num_threads`;
+        returns a `BenchmarkReport`.
 
+        `timer="native"` times each run inside a native loop: the engine's own time.
+        `timer="python"` times each run around one call from Python, the way Python code
+        times LiteRT's `Interpreter.invoke()`: it adds the call's overhead (about a
+        microsecond), which matters only when comparing the two engines on small models.
         The inputs are those of the last one-image `run` unless `inputs` gives new ones.
         """
+        if timer not in ("native", "python"):
+            raise ValueError(f'timer must be "native" or "python". Received: timer={timer!r}')
+        runs, warmup = int(runs), int(warmup)
+        if runs < 1:
+            raise ValueError(f"runs must be >= 1. Received: runs={runs}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0. Received: warmup={warmup}")
         if inputs is not None:
             inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
             self._graph.run([np.asarray(x, dtype=np.float32) for x in inputs])
-        times = self._graph.benchmark(int(runs), int(warmup))
-        return BenchmarkReport(tuple(times), self.num_threads, self._isa)
+        if timer == "native":
+            times = self._graph.benchmark(runs, warmup)
+        else:
+            times = self._time_calls(runs, warmup)
+        return BenchmarkReport(tuple(times), self.num_threads, self._isa, timer)
+
+    def _time_calls(self, runs, warmup):
+        execute, clock = self._graph.execute, time.perf_counter
+        for _ in range(warmup):
+            execute()
+        times = []
+        for _ in range(runs):
+            start = clock()
+            execute()
+            times.append(clock() - start)
+        return times
 
     def profile(self, runs=5):
         """Median seconds per engine operator: list of dicts (name, family, flops, seconds)."""

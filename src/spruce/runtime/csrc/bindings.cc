@@ -162,6 +162,15 @@ class PyGraph {
     return times;
   }
 
+  // One run on the inputs of the last run(), nothing copied in or out: what a
+  // caller that times each call from Python measures (Engine.benchmark with
+  // timer="python"), the way Python code times LiteRT's Interpreter.invoke().
+  void execute() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
+    graph_->execute();
+  }
+
   // (name, family, flops, seconds) per operator, each the median of `runs`.
   py::list profile(int runs) {
     if (runs < 1) throw PlanError("runs must be >= 1. Received: runs=" + std::to_string(runs));
@@ -227,6 +236,7 @@ PYBIND11_MODULE(_engine, m) {
            py::arg("num_threads") = 1)
       .def("run", &PyGraph::run, py::arg("inputs"))
       .def("benchmark", &PyGraph::benchmark, py::arg("runs"), py::arg("warmup"))
+      .def("execute", &PyGraph::execute)
       .def("profile", &PyGraph::profile, py::arg("runs") = 1)
       .def_property_readonly("op_families", &PyGraph::op_families)
       .def_property_readonly("input_shapes", &PyGraph::input_shapes)
