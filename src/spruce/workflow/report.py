@@ -205,7 +205,8 @@ def _latency_lines(metrics):
     cross = lat.get("spruce", {}).get("speedup_vs_litert_dense")
     if cross:
         out.append(f"- The pruned model on spruce's engine against the dense one on LiteRT: {cross:.2f}x "
-                   "(both engines in the same interleaved run).")
+                   "(both engines in the same interleaved run, each run timed around one call from "
+                   "Python on both).")
     cpu = metrics.get("cpu", {})
     if cpu.get("avx"):
         out.append("- This CPU has AVX: XNNPACK does not use its sparse kernels on such x86 CPUs, so "
