@@ -142,3 +142,38 @@ def test_cli_names_a_bad_engine_and_exits_2(models, capsys):
 
     assert main(["bench", models[0], "--engine", "litert,tvm"]) == 2
     assert "engine must be one of ['litert', 'spruce']" in capsys.readouterr().err
+
+
+def test_profile_splits_spruce_engine_time_by_operator_and_kernel_family(models):
+    pytest.importorskip("spruce.runtime._engine")
+    from spruce.bench import profile
+
+    report = profile(models, runs=20, warmup=2)
+    sparse, dense = report.models
+    for m in (sparse, dense):
+        assert m["runs"] == 20 and m["threads"] == 1 and m["run_median"] > 0
+        assert all(op["seconds"] > 0 and op["flops"] >= 0 for op in m["operators"])
+        assert m["operators"][0]["name"].startswith("CONV_2D (operator ")
+        # The families regroup the operators: same ops, same time, same work.
+        for key in ("seconds", "flops"):
+            assert sum(f[key] for f in m["families"]) == pytest.approx(sum(op[key] for op in m["operators"]))
+        assert sum(f["ops"] for f in m["families"]) == len(m["operators"])
+    # The pruned 1x1 convolutions run sparse at 75% zeros whether the file stores them sparse or
+    # dense, on a quarter of the dense work: 8 x 16 weights at 16x16 pixels, 16 x 32 at 8x8.
+    for m in (sparse, dense):
+        spmm = [op for op in m["operators"] if op["kernel"] == "spmm"]
+        assert [op["weight_sparsity"] for op in spmm] == [pytest.approx(0.75)] * 2
+        assert [op["flops"] for op in spmm] == [2 * 8 * 16 * 256 / 4, 2 * 16 * 32 * 64 / 4]
+    text = report.format()
+    assert "kernel family" in text and "spmm" in text and "75%" in text
+
+
+def test_cli_profile_prints_json_and_refuses_litert(models, capsys):
+    pytest.importorskip("spruce.runtime._engine")
+    from spruce.cli import main
+
+    assert main(["bench", models[0], "--profile", "--runs", "3", "--warmup", "0", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [m["path"] for m in d["models"]] == [str(models[0])] and d["models"][0]["operators"]
+    assert main(["bench", models[0], "--profile", "--engine", "litert"]) == 2
+    assert "--profile times spruce's engine" in capsys.readouterr().err

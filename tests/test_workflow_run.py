@@ -111,6 +111,11 @@ def test_both_engines_are_timed_in_one_interleaved_run(first_run):
         lat["litert"]["dense_ms"] / lat["spruce"]["pruned_ms"])
     report = open(result.report_path).read()
     assert "against the dense one on LiteRT" in report and "same interleaved run" in report
+    # The pruned model's time on spruce's engine, operator by operator, with its sparse 1x1s.
+    ops = lat["spruce"]["pruned_profile"]["operators"]
+    assert [op["kernel"] for op in ops if op["weight_sparsity"]] and all(op["seconds"] > 0 for op in ops)
+    assert "Where the pruned model's time goes on spruce's engine" in report
+    assert f"| {ops[0]['name']} | {ops[0]['kernel']} |" in report
 
 
 def test_rerun_reuses_every_finished_stage_and_prints_one_json_document(first_run, capsys):

@@ -8,7 +8,7 @@ from spruce.bench.stats import summarize
 from spruce.bench.sysinfo import system_info
 
 
-def _check_positive(name, value, minimum=1):
+def check_positive(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}. Received: {name}={value!r}")
 
@@ -50,9 +50,9 @@ def benchmark(paths, threads=1, runs=50, warmup=5, engine="litert"):
     of each median to the first entry's (the first model on the first engine).
     """
     paths = check_paths(paths)
-    _check_positive("threads", threads)
-    _check_positive("runs", runs)
-    _check_positive("warmup", warmup, 0)
+    check_positive("threads", threads)
+    check_positive("runs", runs)
+    check_positive("warmup", warmup, 0)
     engines = check_engines(engine)
     entries = [(e, p) for e in engines for p in paths]
     runners = [RUNNERS[e](p, threads) for e, p in entries]

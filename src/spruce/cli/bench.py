@@ -9,7 +9,7 @@ def add_arguments(parser):
     parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per model (default 50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
-    parser.add_argument("--engine", default="litert",
+    parser.add_argument("--engine", default=None,
                         help="litert: the LiteRT interpreter with XNNPACK (default); spruce: spruce's engine; "
                              "litert,spruce: every model on both, all interleaved (e.g. the dense model on "
                              "LiteRT against the pruned one on spruce)")
@@ -18,6 +18,9 @@ def add_arguments(parser):
     parser.add_argument("--benchmark-binary", help="with --adb: the benchmark_model binary for the device")
     parser.add_argument("--device", help="with --adb: the device serial (adb -s)")
     parser.add_argument("--rounds", type=int, default=3, help="with --adb: alternating rounds (default 3)")
+    parser.add_argument("--profile", action="store_true",
+                        help="per-operator times on spruce's engine (kernel, zeros, MFLOP, GFLOP/s, share) "
+                             "instead of whole-model latency")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
@@ -25,16 +28,23 @@ def main(args):
     import json
     import sys
 
-    from spruce.bench import adb_benchmark, benchmark
+    from spruce.bench import adb_benchmark, benchmark, profile
 
     try:
-        if args.adb:
+        if args.profile:
+            if args.adb or args.engine not in (None, "spruce"):
+                raise ValueError("--profile times spruce's engine operator by operator (LiteRT's Python "
+                                 "interpreter has no per-operator profiler). Received: "
+                                 + ("--adb" if args.adb else f"--engine {args.engine}")
+                                 + ". Drop it, or use --engine spruce.")
+            report = profile(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup)
+        elif args.adb:
             report = adb_benchmark(args.models, args.benchmark_binary, threads=args.threads,
                                    runs=args.runs, warmup=args.warmup, rounds=args.rounds,
                                    device=args.device)
         else:
             report = benchmark(args.models, threads=args.threads, runs=args.runs,
-                               warmup=args.warmup, engine=args.engine)
+                               warmup=args.warmup, engine=args.engine or "litert")
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as e:
         print(f"spruce bench: {e}", file=sys.stderr)
         return 2

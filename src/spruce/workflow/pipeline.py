@@ -369,8 +369,13 @@ def _bench(folder, config, progress, quiet):
         part = dict(d, models=[m for m in d["models"] if m["engine"] == engine])
         out[engine] = _latency_entry(part, _ENGINES[engine], config.threads)
     if "spruce" in out:
+        from spruce.bench.profiler import profile_model
+
         # The number the engine exists for: pruned on spruce against dense on LiteRT.
         out["spruce"]["speedup_vs_litert_dense"] = out["litert"]["dense_ms"] / out["spruce"]["pruned_ms"]
+        # And where the pruned model's time goes, operator by operator.
+        prof = profile_model(files[1], config.threads, runs=config.bench_runs, warmup=config.bench_warmup)
+        out["spruce"]["pruned_profile"] = {k: prof[k] for k in ("runs", "operators", "families")}
     return out, d["system"]
 
 

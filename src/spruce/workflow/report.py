@@ -212,4 +212,14 @@ def _latency_lines(metrics):
         out.append("- This CPU has AVX: XNNPACK does not use its sparse kernels on such x86 CPUs, so "
                    "the pruned model is not expected to be faster with LiteRT here; on ARM phones it is.")
     out.append("")
+    prof = lat.get("spruce", {}).get("pruned_profile")
+    if prof:
+        total = sum(op["seconds"] for op in prof["operators"]) or 1.0
+        out += [f"Where the pruned model's time goes on spruce's engine (per-operator medians of "
+                f"{prof['runs']} runs; `spruce bench pruned.tflite --profile` prints the same):", ""]
+        rows = [(op["name"], op["kernel"],
+                 "" if op["weight_sparsity"] is None else _pct(op["weight_sparsity"]),
+                 f"{op['seconds'] * 1e6:.2f}", f"{op['seconds'] / total:.0%}")
+                for op in prof["operators"]]
+        out += [_md_table(rows, headers=("operator", "kernel", "zeros", "median µs", "share")), ""]
     return out
