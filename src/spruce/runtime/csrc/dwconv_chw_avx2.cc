@@ -251,9 +251,10 @@ void dwconv_channel_padded(const DwConvParams& p, const PaddedGeometry& g, const
 }
 
 template <int K, int S, bool D, bool kHardSwish>
-void dwconv_channels_padded(const DwConvParams& p, const PaddedGeometry& g, const float* weights,
+void dwconv_channels_padded(const DwConvParams& params, const PaddedGeometry& g, const float* weights,
                             const float* bias, const float* input, float* output, int32_t c_begin,
                             int32_t c_end, const avx2::Epilogue& epilogue) {
+  const DwConvParams p = params;  // as in dwconv_channels_rows: no reloads per channel
   const __m256 lo = epilogue.lo, hi = epilogue.hi;
   const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
   alignas(32) float padded[kPaddedFloats + 8];  // + 8: slack for the last row's tail store
@@ -356,9 +357,13 @@ __attribute__((always_inline)) inline void rows_copy(const DwConvParams& p, cons
 
 // V > 0: exactly V vectors per output row; V = 0: any count that fits.
 template <int K, int S, int V, bool kHardSwish>
-void dwconv_channels_rows(const DwConvParams& p, const RowsGeometry<K, S>& geometry, const float* weights,
+void dwconv_channels_rows(const DwConvParams& params, const RowsGeometry<K, S>& geometry, const float* weights,
                           const float* bias, const float* input, float* output, int32_t c_begin, int32_t c_end,
                           const avx2::Epilogue& epilogue) {
+  // A local copy: stores through intrinsics may alias anything reachable, so
+  // fields read through the reference were reloaded, and out_h() / out_w()
+  // recomputed with two divisions, for every channel.
+  const DwConvParams p = params;
   using G = RowsGeometry<K, S>;
   const G g = V > 0 ? G::of(p, V) : geometry;
   constexpr int R = G::R;
