@@ -14,7 +14,8 @@ namespace {
 template <int R, int V, bool kMasked>
 inline void gemm_block(const float* wp, int32_t K, const float* bias, const float* x,
                        int64_t in_stride, float* out, int64_t out_stride, __m256i mask,
-                       const avx2::Epilogue& epilogue) {
+                       const avx2::Epilogue& epilogue_in) {
+  const avx2::Epilogue epilogue = epilogue_in;  // bounds in registers, not reloaded after each store
   __m256 acc[R][V];
   for (int r = 0; r < R; ++r) {
     const __m256 b = bias != nullptr ? _mm256_broadcast_ss(bias + r) : _mm256_setzero_ps();

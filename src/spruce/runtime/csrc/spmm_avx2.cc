@@ -32,7 +32,12 @@ namespace {
 template <int V, bool kMaskStore, bool kMaskLoads, bool kPaired>
 void spmm_tile(const SparseMatrix& w, const float* bias, const char* in, float* out,
                int64_t out_stride, int32_t n_begin, int32_t n_end, __m256i mask,
-               const avx2::Epilogue& epilogue) {
+               const avx2::Epilogue& epilogue_in) {
+  // A local copy keeps the activation's bounds in registers: stores through
+  // intrinsics may alias anything reachable, so through the reference every
+  // stored vector reloaded both bounds and the hard-swish flag (three loads in
+  // a kernel bound by its loads).
+  const avx2::Epilogue epilogue = epilogue_in;
   const float* values = w.values.data();
   const int32_t* offsets = w.byte_offset.data();
   // Vector v of the tile at p; the last one is masked in a masked tile.
@@ -156,7 +161,8 @@ void spmm_tiles(const SparseMatrix& w, const float* bias, const float* input, fl
 // multiples of 4, so each row always takes the same path.
 template <int V, bool kMaskStore, bool kMaskLoads>
 void group_tile(const SparseMatrix& w, const float* bias, const char* in, float* out, int64_t out_stride,
-                int32_t g_begin, int32_t g_end, __m256i mask, const avx2::Epilogue& epilogue) {
+                int32_t g_begin, int32_t g_end, __m256i mask, const avx2::Epilogue& epilogue_in) {
+  const avx2::Epilogue epilogue = epilogue_in;  // in registers, as in spmm_tile
   constexpr int R = kSpmmGroupRows;
   const int32_t groups = w.rows / R;
   const float* values = w.group_values.data();
