@@ -356,6 +356,14 @@ def test_a_bad_batch_is_rejected_with_threads_too(files):
                                                      np.zeros((3, 8, 6, 4), np.float32))
 
 
+def test_native_batch_sharing_refuses_graphs_that_are_not_copies(files):
+    guide, other = Engine(files("guide")), Engine(files("mobilenet_v1"))
+    x = np.zeros((2, 32, 32, 3), np.float32)
+    for copies in ([other._graph], [guide._graph]):
+        with pytest.raises(ValueError, match="distinct copies of the graph"):
+            guide._graph.run_shared(copies, [x])
+
+
 def test_wrong_input_shape_is_rejected_with_expected_shape(files):
     engine = Engine(files("guide"))
     with pytest.raises(ValueError, match=r"should have shape \(1, 32, 32, 3\).*received \(1, 31, 32, 3\)"):

@@ -165,26 +165,9 @@ class Engine:
         return sizes.pop() if len(sizes) == 1 and min(sizes) >= 2 else 0
 
     def _run_shared(self, arrays, images):
+        # Native threads, one per copy, each on a contiguous share of the images.
         copies = self._model_copies()[:images]
-        # Copy i takes images bounds[i]:bounds[i + 1], contiguous and as even as can be.
-        bounds = [images * i // len(copies) for i in range(len(copies) + 1)]
-        results, errors = [None] * len(copies), []
-
-        def work(i):
-            try:
-                results[i] = copies[i].run([x[bounds[i]:bounds[i + 1]] for x in arrays])
-            except BaseException as e:  # re-raised in the caller
-                errors.append(e)
-
-        threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, len(copies))]
-        for t in threads:
-            t.start()
-        work(0)
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        return [np.concatenate([r[k] for r in results]) for k in range(len(results[0]))]
+        return copies[0].run_shared(copies[1:], arrays)
 
     def _model_copies(self):
         with self._copies_lock:
