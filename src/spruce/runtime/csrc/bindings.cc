@@ -102,8 +102,8 @@ class PyGraph {
   // run() on a batch shared out among `copies` of this graph (built from the
   // same plan, one thread each): this graph takes the first images, each copy
   // the next contiguous share, all on native threads with the GIL released
-  // once (Python threads took about 0.5 ms to start and as long to finish, 5%
-  // of a MobileNet batch of 8). Each image gets the arithmetic of run().
+  // once (Python threads started ~0.5 ms late; this is 2-3% faster on a
+  // MobileNet batch of 8). Each image gets the arithmetic of run().
   py::list run_shared(const std::vector<PyGraph*>& copies, const py::list& arrays) {
     Batch batch = prepare(arrays);
     std::vector<PyGraph*> graphs{this};
@@ -196,7 +196,6 @@ class PyGraph {
   int num_threads() const { return graph_->num_threads(); }
 
  private:
-
   // A validated call: the inputs (kept alive), the outputs allocated, and
   // where image b of each lives.
   struct Batch {
