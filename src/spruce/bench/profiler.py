@@ -66,7 +66,7 @@ def profile_model(path, threads=1, runs=100, warmup=5):
     from spruce.runtime.loader import operator_name
 
     engine = Engine(path, num_threads=threads)
-    engine.benchmark(runs=max(warmup, 1), warmup=0)  # plans, packs and warms every operator
+    engine.benchmark(runs=max(warmup, 1), warmup=0)  # warms every operator before the profile
     layers = {operator_name(layer.opcode, layer.index): layer for layer in engine.layers}
     operators, families = [], {}
     for op in engine.profile(runs):
