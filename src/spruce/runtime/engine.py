@@ -165,7 +165,7 @@ class Engine:
         return sizes.pop() if len(sizes) == 1 and min(sizes) >= 2 else 0
 
     def _run_shared(self, arrays, images):
-        # Native threads, one per copy, each on a contiguous share of the images.
+        # Native threads, one per copy, each taking the next image not yet taken.
         copies = self._model_copies()[:images]
         return copies[0].run_shared(copies[1:], arrays)
 
