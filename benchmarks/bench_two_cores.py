@@ -7,6 +7,9 @@ solo_time * (1 / duo_time_cpu0 + 1 / duo_time_cpu1), is the ceiling of any
 2-thread speed-up on this machine: 2.0 when the cores do not slow each other,
 less when they share caches, memory bandwidth or a busy neighbour. Compare it
 with bench_engine.py's two_thread_scaling (one image split across 2 threads).
+On a VM the host may slow or move one vCPU for seconds at a time (this
+project's machine: 1.5x to 2.35x from one 2-second phase pair to the next), so
+read the median over several phases, not one.
 Prints one JSON document (Linux only: needs sched_setaffinity). Usage:
 
     PYTHONPATH=src python benchmarks/bench_two_cores.py MODEL.tflite [--phases 8] [--seconds 4]
