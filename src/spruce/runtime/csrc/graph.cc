@@ -13,6 +13,7 @@ namespace {
 constexpr int64_t kMaxElements = int64_t{1} << 31;  // per tensor
 constexpr size_t kAlignFloats = 16;                  // 64 bytes
 constexpr size_t kSlackFloats = 16;                  // vector over-read room
+constexpr size_t kReuseDelayMaxFloats = 1 << 18;     // 1 MiB (see plan_memory)
 
 size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
@@ -208,6 +209,22 @@ void Graph::plan_memory() {
   }
   for (int idx : outputs_) last[idx] = end;
   for (int idx : inputs_) last[idx] = end;  // inputs stay readable (benchmark reruns)
+  // With several threads, the memory of a tensor small enough to stay in a
+  // core's L2 goes to no other tensor until two operators after its last
+  // reader. A 1x1 conv split by output channels reads every input plane on
+  // every thread, so those lines sit in both cores' caches; a depthwise conv
+  // writing its output over them at once must first take each line from the
+  // other core (14x14 depthwise on 2 threads, MobileNetV1 90%: 59 us, 39 us
+  // without reuse, 54 us on one thread). In-process A/B on that model, 2
+  // threads: 1.036-1.055x faster by per-round medians (26-32 of 40 rounds),
+  // arena size unchanged (the small tensors fit in the large ones' gaps).
+  if (pool_.num_threads() > 1) {
+    for (size_t i = 0; i < n; ++i) {
+      if (!tensors_[i].is_const && last[i] >= first[i] && tensors_[i].alloc_floats() <= kReuseDelayMaxFloats) {
+        last[i] = std::min(end, last[i] + 2);
+      }
+    }
+  }
 
   // Items n + i are the scratch of op i, alive during that op only.
   struct Item { size_t tensor, size; int first, last; size_t offset; };
