@@ -14,6 +14,7 @@ constexpr int64_t kMaxElements = int64_t{1} << 31;  // per tensor
 constexpr size_t kAlignFloats = 16;                  // 64 bytes
 constexpr size_t kSlackFloats = 16;                  // vector over-read room
 constexpr size_t kReuseDelayMaxFloats = 1 << 18;     // 1 MiB (see plan_memory)
+constexpr int kReuseDelayOps = 3;                    // (see plan_memory)
 
 size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
@@ -210,18 +211,20 @@ void Graph::plan_memory() {
   for (int idx : outputs_) last[idx] = end;
   for (int idx : inputs_) last[idx] = end;  // inputs stay readable (benchmark reruns)
   // With several threads, the memory of a tensor small enough to stay in a
-  // core's L2 goes to no other tensor until two operators after its last
-  // reader. A 1x1 conv split by output channels reads every input plane on
-  // every thread, so those lines sit in both cores' caches; a depthwise conv
-  // writing its output over them at once must first take each line from the
-  // other core (14x14 depthwise on 2 threads, MobileNetV1 90%: 59 us, 39 us
-  // without reuse, 54 us on one thread). In-process A/B on that model, 2
-  // threads: 1.036-1.055x faster by per-round medians (26-32 of 40 rounds),
-  // arena size unchanged (the small tensors fit in the large ones' gaps).
+  // core's L2 goes to no other tensor until kReuseDelayOps operators after its
+  // last reader. A 1x1 conv split by output channels reads every input plane
+  // on every thread, so those lines sit in both cores' caches; a depthwise
+  // conv writing its output over them at once must first take each line from
+  // the other core (MobileNetV1 90%, 2 threads: the 14x14 depthwise layers
+  // took 43-59 us, 26-28 us with this delay, 36 us on one thread). In-process
+  // A/B of one image on 2 threads against no delay, by per-round medians:
+  // 1.08-1.11x at 90% (35-38 of 40 rounds), 1.06x at 75%, 1.02x dense; a
+  // delay of 2 gave 1.07-1.08x, 1.04x, 1.02x. The arena stays 5.42 MB: the
+  // small tensors fit in the large ones' gaps.
   if (pool_.num_threads() > 1) {
     for (size_t i = 0; i < n; ++i) {
       if (!tensors_[i].is_const && last[i] >= first[i] && tensors_[i].alloc_floats() <= kReuseDelayMaxFloats) {
-        last[i] = std::min(end, last[i] + 2);
+        last[i] = std::min(end, last[i] + kReuseDelayOps);
       }
     }
   }
