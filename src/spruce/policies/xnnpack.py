@@ -6,10 +6,7 @@ import keras
 
 from spruce.policies.base import PruningPolicy
 from spruce.policies.graph import ensure_graph_model
-
-# XNNPACK runs a region sparse only if its 1x1 convolutions hold more than 2/3 zeros
-# (xnn_subgraph_rewrite_for_nchw: `num_zeroes * 3 <= num_params * 2` disables it).
-XNNPACK_MIN_SPARSITY = 2 / 3
+from spruce.xnnpack_rules import XNNPACK_MIN_SPARSITY
 
 
 def _is_sparse_1x1_conv(layer):
