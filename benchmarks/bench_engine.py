@@ -17,16 +17,23 @@ process and interleaved round by round, 1 thread each:
   row-group kernel runs ("spruce_90_blocks").
 
 It also times each kernel family of the engine (GFLOP/s against the core's
-FMA peak measured on this core). Prints one JSON document. Usage:
+FMA peak measured on this core). Prints one JSON document, which also records
+what the figures were measured on (CPU, ISA, library versions, the compiler of
+the engine, the git commit, the date and the machine's load) so that
+benchmarks/render_results.py can turn several runs into a results page. Usage:
 
-    PYTHONPATH=src python benchmarks/bench_engine.py [--rounds 5] [--runs 10] [--quick]
+    PYTHONPATH=src python benchmarks/bench_engine.py [--rounds 5] [--runs 10] [--quick] \
+        > benchmarks/results/bench_engine/run1.json
 """
 
 import argparse
+import datetime
 import json
 import os
 import platform
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +57,38 @@ def cpu_info():
     except OSError:
         pass
     return model, mhz
+
+
+def git_revision(folder=None):
+    """The commit the benchmark ran on, and whether tracked files differed from it.
+
+    Untracked files (such as results written beside the script) do not count as changes.
+    None when the sources are not a git checkout or git is missing.
+    """
+    folder = folder or os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                                capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def compiler_of(library):
+    """The compiler named in a shared library's .comment section, e.g. "GCC: (Debian 12.2.0-14) 12.2.0".
+
+    GCC and Clang both record themselves there; reading the bytes avoids depending on binutils.
+    None when the file cannot be read or names no known compiler.
+    """
+    try:
+        with open(library, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    match = re.search(rb"(GCC: \([^\x00]*\) [0-9][^\x00]*|[A-Za-z ]*clang version [^\x00]+)", data)
+    return match.group(1).decode("ascii", "replace").strip() if match else None
 
 
 def zero_by_magnitude(kernel, sparsity):
@@ -169,6 +208,7 @@ def main(argv=None):
     import spruce
     from spruce.runtime import Engine
 
+    started = datetime.datetime.now(datetime.timezone.utc)
     folder = args.cache_dir or tempfile.mkdtemp(prefix="spruce_bench_")
     os.makedirs(folder, exist_ok=True)
     # With --cache-dir, only the exports not there yet are built (same seed, same net).
@@ -197,6 +237,8 @@ def main(argv=None):
     # Seconds per image of a call on a batch, one call per batch size per round.
     batch_times = {f"spruce_{name}_batch{size}{suffix}": []
                    for name in engines2 for size in BATCHES for suffix in ("", "_2threads")}
+    # The load other processes put on the machine while it was timed, read before and after.
+    load_before = os.getloadavg()
     for _ in range(args.rounds):
         times["litert_dense"] += litert_times(interpreter, x, args.runs)
         for name, e in engines.items():
@@ -209,6 +251,7 @@ def main(argv=None):
                     engine.run(batch)
                     batch_times[f"spruce_{name}_batch{size}{suffix}"].append((time.perf_counter() - start) / size)
 
+    load_after = os.getloadavg()
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["litert_dense"]
     speedups = {f"spruce_{name}_vs_litert_dense": base / med[f"spruce_{name}"] for name in engines}
@@ -230,18 +273,26 @@ def main(argv=None):
     peak = _engine.kernels.fma_peak_gflops(0.5, engines["0"].isa)
     nominal_peak = 32 * mhz / 1e3 if mhz and engines["0"].isa == "avx2" else None
     import ai_edge_litert
+    import keras
     import tensorflow as tf
 
     report = {
         "benchmark": "spruce engine vs LiteRT interpreter (dense export), MobileNetV1",
+        "script": "bench_engine",
+        "date": started.isoformat(timespec="seconds"),
+        "git": git_revision(),
+        "arguments": {"size": args.size, "alpha": args.alpha, "rounds": args.rounds, "runs": args.runs,
+                      "quick": args.quick},
+        "load_average_1min": {"before": load_before[0], "after": load_after[0]},
         "note": "timings on a shared machine are noisy; rerun on a quiet one",
         "timing": "spruce: each run timed inside Engine.benchmark's native loop; LiteRT: each invoke() "
                   "timed from Python (its call overhead, about 1 us, is below 0.01% of these runs)",
         "model": {"input": [1, args.size, args.size, 3], "alpha": args.alpha, "padding": "symmetric"},
         "cpu": model_name, "cpu_mhz": mhz, "cores": os.cpu_count(), "isa": engines["0"].isa,
         "versions": {"python": sys.version.split()[0], "spruce": spruce.__version__, "numpy": np.__version__,
-                     "tensorflow": tf.__version__,
-                     "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown")},
+                     "tensorflow": tf.__version__, "keras": keras.__version__,
+                     "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown"),
+                     "engine_compiler": compiler_of(_engine.__file__)},
         "rounds": args.rounds, "runs_per_round": args.runs, "threads": 1,
         "times": {k: summary(v) for k, v in times.items()},
         "speedups": speedups,
