@@ -7,15 +7,19 @@ solo_time * (1 / duo_time_cpu0 + 1 / duo_time_cpu1), is the ceiling of any
 2-thread speed-up on this machine: 2.0 when the cores do not slow each other,
 less when they share caches, memory bandwidth or a busy neighbour. Compare it
 with bench_engine.py's two_thread_scaling (one image split across 2 threads).
-On a VM the host may slow or move one vCPU for seconds at a time (this
-project's machine: 1.5x to 2.35x from one 2-second phase pair to the next), so
-read the median over several phases, not one.
-Prints one JSON document (Linux only: needs sched_setaffinity). Usage:
+On a VM the host may slow or move one vCPU for seconds at a time, so the
+ratio moves from one phase pair to the next: read the median over several
+phases, not one (docs/benchmarks.md).
+Prints one JSON document (Linux only: needs sched_setaffinity), with the CPU,
+versions, git commit, date and load that benchmarks/render_results.py puts on
+the results page. Usage:
 
-    PYTHONPATH=src python benchmarks/bench_two_cores.py MODEL.tflite [--phases 8] [--seconds 4]
+    PYTHONPATH=src python benchmarks/bench_two_cores.py MODEL.tflite [--phases 8] [--seconds 4] \
+        > benchmarks/results/bench_two_cores/run1.json
 """
 
 import argparse
+import datetime
 import json
 import multiprocessing as mp
 import os
@@ -23,6 +27,10 @@ import queue
 import statistics
 import sys
 import time
+
+# The script's folder is on sys.path when it runs as a script; the helpers that say
+# what a measurement ran on live with bench_engine.
+from bench_engine import compiler_of, cpu_info, git_revision
 
 
 def worker(cpu, path, go, stop, results):
@@ -47,6 +55,8 @@ def main(argv=None):
     if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
         print("bench_two_cores needs Linux and at least 2 CPUs", file=sys.stderr)
         return 2
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = os.getloadavg()
     cpus = sorted(os.sched_getaffinity(0))[:2]
     ctx = mp.get_context("spawn")
     results, stop = ctx.Queue(), ctx.Event()
@@ -91,9 +101,22 @@ def main(argv=None):
         else:
             duo0.append(median_in(cpus[0], a, b))
             duo1.append(median_in(cpus[1], a, b))
+    load_after = os.getloadavg()
     ratios = [s * (1 / d0 + 1 / d1) for s, d0, d1 in zip(solo, duo0, duo1) if None not in (s, d0, d1)]
+    import numpy as np
+
+    import spruce
+    from spruce.runtime import _engine
+
     print(json.dumps({
         "benchmark": "two one-thread spruce engines on two cores vs one alone",
+        "script": "bench_two_cores",
+        "date": started.isoformat(timespec="seconds"),
+        "git": git_revision(),
+        "cpu": cpu_info()[0], "cores": os.cpu_count(), "isa": _engine.isa(),
+        "versions": {"python": sys.version.split()[0], "spruce": spruce.__version__, "numpy": np.__version__,
+                     "engine_compiler": compiler_of(_engine.__file__)},
+        "load_average_1min": {"before": load_before[0], "after": load_after[0]},
         "model": args.model, "cpus": cpus, "phases": args.phases, "seconds_per_phase": args.seconds,
         "solo_ms": [round(v * 1e3, 3) for v in solo if v],
         "duo_ms_cpu0": [round(v * 1e3, 3) for v in duo0 if v],

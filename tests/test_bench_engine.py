@@ -2,7 +2,8 @@
 
 A smoke run at 64x64 (real converter, real LiteRT, real engine): every export is
 built and timed, the block-pruned export runs its 1x1 convs on the row-group
-kernel, and the JSON carries the goal figures. The figures themselves are not
+kernel, the JSON carries the goal figures and what they were measured on, and
+benchmarks/render_results.py renders it. The figures themselves are not
 asserted: timings belong to the benchmark, not to tests.
 """
 
@@ -17,11 +18,12 @@ import pytest
 pytest.importorskip("ai_edge_litert")
 pytest.importorskip("spruce.runtime._engine")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engine.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCHMARKS / "bench_engine.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_engine", SCRIPT)
+def load_script(path=SCRIPT):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -81,3 +83,19 @@ def test_a_cached_run_reuses_the_exports(quick_run):
     stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.tflite")}
     assert json.loads(run_quietly(bench, folder))["times"]
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.tflite")} == stamps
+
+
+def test_the_json_says_what_it_ran_on_and_renders_into_a_page(quick_run, tmp_path):
+    _, _, report = quick_run
+    assert report["script"] == "bench_engine" and report["date"].endswith("+00:00")
+    assert report["git"] is None or len(report["git"]["commit"]) == 40
+    assert {"tensorflow", "keras", "ai_edge_litert", "numpy", "engine_compiler"} <= set(report["versions"])
+    assert report["arguments"]["quick"] is True and set(report["load_average_1min"]) == {"before", "after"}
+    run = tmp_path / "bench_engine" / "run.json"
+    run.parent.mkdir()
+    run.write_text(json.dumps(report))
+    page = Path(load_script(BENCHMARKS / "render_results.py").render([str(run)], out_dir=tmp_path)).read_text()
+    litert, spruce = report["times"]["litert_dense"]["median_ms"], report["times"]["spruce_90"]["median_ms"]
+    speedup = report["speedups"]["spruce_90_vs_litert_dense"]
+    assert f"| 90% sparse | {litert:.2f} | {spruce:.2f} | {speedup:.2f}x |" in page
+    assert "a --quick smoke run" in page and report["cpu"] in page
