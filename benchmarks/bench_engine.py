@@ -208,7 +208,8 @@ def main(argv=None):
     import spruce
     from spruce.runtime import Engine
 
-    started = datetime.datetime.now(datetime.timezone.utc)
+    # Read at the start: the code that runs is the code checked out now.
+    started, revision = datetime.datetime.now(datetime.timezone.utc), git_revision()
     folder = args.cache_dir or tempfile.mkdtemp(prefix="spruce_bench_")
     os.makedirs(folder, exist_ok=True)
     # With --cache-dir, only the exports not there yet are built (same seed, same net).
@@ -280,7 +281,7 @@ def main(argv=None):
         "benchmark": "spruce engine vs LiteRT interpreter (dense export), MobileNetV1",
         "script": "bench_engine",
         "date": started.isoformat(timespec="seconds"),
-        "git": git_revision(),
+        "git": revision,
         "arguments": {"size": args.size, "alpha": args.alpha, "rounds": args.rounds, "runs": args.runs,
                       "quick": args.quick},
         "load_average_1min": {"before": load_before[0], "after": load_after[0]},

@@ -55,7 +55,7 @@ def main(argv=None):
     if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
         print("bench_two_cores needs Linux and at least 2 CPUs", file=sys.stderr)
         return 2
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started, revision = datetime.datetime.now(datetime.timezone.utc), git_revision()
     load_before = os.getloadavg()
     cpus = sorted(os.sched_getaffinity(0))[:2]
     ctx = mp.get_context("spawn")
@@ -112,7 +112,7 @@ def main(argv=None):
         "benchmark": "two one-thread spruce engines on two cores vs one alone",
         "script": "bench_two_cores",
         "date": started.isoformat(timespec="seconds"),
-        "git": git_revision(),
+        "git": revision,
         "cpu": cpu_info()[0], "cores": os.cpu_count(), "isa": _engine.isa(),
         "versions": {"python": sys.version.split()[0], "spruce": spruce.__version__, "numpy": np.__version__,
                      "engine_compiler": compiler_of(_engine.__file__)},

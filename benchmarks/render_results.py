@@ -158,6 +158,18 @@ def load_text(runs):
     return f"{text} on {runs[0].get('cores', '?')} cores" + (" (median, range)" if "(" in text else "")
 
 
+def busy_text(runs):
+    """A warning when the 1-minute load average exceeded the core count during any run: other
+    processes then took CPU time from the benchmark, so its figures understate a quiet machine."""
+    cores = runs[0].get("cores")
+    loads = [v for r in runs for v in (r.get("load_average_1min") or {}).values() if v is not None]
+    if not cores or not loads or max(loads) <= cores:
+        return None
+    return (f"The machine was busy: its load average reached {max(loads):.1f} on {cores} cores while "
+            "these runs were timed, so other processes took CPU time from them. Re-run on a quiet "
+            "machine before quoting these figures.")
+
+
 def _write(path, text):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -257,6 +269,8 @@ def render_engine(runs):
         page += [f"Timing: {first['timing']}.", ""]
     if first.get("note"):
         page += [f"Note from the benchmark: {first['note']}.", ""]
+    if busy_text(runs):
+        page += [f"**{busy_text(runs)}**", ""]
     page += ["Each figure is the median across runs of that run's figure (itself from medians over "
              "its timed runs); the range across runs follows in brackets.", ""]
 
@@ -333,6 +347,8 @@ def render_engine(runs):
         "",
         " · ".join(facts) + " · [all figures](benchmarks/results/bench_engine.md)",
     ]
+    if busy_text(runs):
+        readme += ["", busy_text(runs)]
     return "\n".join(page), "\n".join(readme)
 
 
@@ -360,6 +376,7 @@ def render_two_cores(runs):
     if load:
         setting.append(("load average (1 min)", load))
     phases = [v for r in runs for v in r.get("duo_throughput_vs_solo", [])]
+    busy = busy_text(runs)
     page = [
         "# bench_two_cores: two one-thread engines on two cores against one alone",
         "",
@@ -369,6 +386,7 @@ def render_two_cores(runs):
         "",
         table(["", ""], setting),
         "",
+        *([f"**{busy}**", ""] if busy else []),
         "The duo throughput over the solo one is the ceiling of any two-thread speed-up on this "
         "machine (2.0 when the cores do not slow each other).",
         "",

@@ -156,3 +156,15 @@ def test_a_file_that_is_not_json_is_named_in_the_error(renderer, tmp_path, capsy
     assert renderer.main([str(bad), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("render_results: error:") and str(bad) in err and "stdout" in err
+
+
+def test_a_busy_machine_is_called_busy_on_the_page_and_in_the_readme(renderer, tmp_path):
+    busy = dict(THREE_RUNS[0], load_average_1min={"before": 1.0, "after": 5.5})
+    paths = write_runs(tmp_path / "bench_engine", [busy, *THREE_RUNS[1:]])
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:bench_engine -->\n<!-- /results -->\n")
+    page = Path(renderer.render(paths, out_dir=tmp_path, readme=str(readme))).read_text()
+    assert "load average reached 5.5 on 2 cores" in page and "load average reached 5.5" in readme.read_text()
+    calm = [dict(run, load_average_1min={"before": 0.5, "after": 2.0}) for run in THREE_RUNS]
+    quiet = Path(renderer.render(write_runs(tmp_path / "quiet", calm), out_dir=tmp_path)).read_text()
+    assert "The machine was busy" not in quiet
