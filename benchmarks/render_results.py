@@ -311,6 +311,11 @@ def render_engine(runs):
                          spread([None if v is None else 100 * v for v in _values(runs, *key, "fraction_of_peak")],
                                 0, "%")])
         page += [table(["family", "operators", "ms", "best ms", "GFLOP/s", "of peak"], rows), ""]
+    fractions = [f.get("fraction_of_peak") or 0 for r in runs for fam in r.get("kernel_families", {}).values()
+                 for f in fam.values()]
+    if fractions and max(fractions) > 1:
+        page += ["Fractions above 100% mean that the FMA peak was measured while other processes took "
+                 "the core (see its range above): read the GFLOP/s instead.", ""]
 
     page += ["## Runs", ""]
     rows = [[r["_file"], (r.get("date") or "-")[:19].replace("T", " "),

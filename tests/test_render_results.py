@@ -107,6 +107,7 @@ def test_page_gives_medians_and_ranges_across_runs_with_the_setting(renderer, tm
                  "100.0 GFLOP/s", "| load average (1 min) while timing | 2.0 (1.5-2.5) on 2 cores (median, range) |"):
         assert fact in page, fact
     assert all(f"\n| run{i}.json | 2026-12-01 10:{5 * i:02d}:00 |" in page for i in range(3))  # one line per run
+    assert "| spmm | 13 | 2.000 | 1.800 | 50.0 | 50% |" in page and "Fractions above 100%" not in page
 
 
 def test_readme_block_between_the_markers_is_replaced_and_the_rest_kept(renderer, tmp_path):
@@ -159,12 +160,15 @@ def test_a_file_that_is_not_json_is_named_in_the_error(renderer, tmp_path, capsy
 
 
 def test_a_busy_machine_is_called_busy_on_the_page_and_in_the_readme(renderer, tmp_path):
-    busy = dict(THREE_RUNS[0], load_average_1min={"before": 1.0, "after": 5.5})
+    busy = json.loads(json.dumps(THREE_RUNS[0]))
+    busy["load_average_1min"] = {"before": 1.0, "after": 5.5}
+    busy["kernel_families"]["spruce_90"]["spmm"]["fraction_of_peak"] = 1.3  # the peak was measured slowed
     paths = write_runs(tmp_path / "bench_engine", [busy, *THREE_RUNS[1:]])
     readme = tmp_path / "README.md"
     readme.write_text("<!-- results:bench_engine -->\n<!-- /results -->\n")
     page = Path(renderer.render(paths, out_dir=tmp_path, readme=str(readme))).read_text()
     assert "load average reached 5.5 on 2 cores" in page and "load average reached 5.5" in readme.read_text()
+    assert "Fractions above 100% mean that the FMA peak was measured while other processes" in page
     calm = [dict(run, load_average_1min={"before": 0.5, "after": 2.0}) for run in THREE_RUNS]
     quiet = Path(renderer.render(write_runs(tmp_path / "quiet", calm), out_dir=tmp_path)).read_text()
     assert "The machine was busy" not in quiet
