@@ -44,7 +44,8 @@ RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
 
 @dataclasses.dataclass
 class Arm64Report:
-    """Verdict of `check_arm64`, with the measurements behind it."""
+    """Verdict of `check_arm64`, with the measurements behind it: `to_dict()` for JSON,
+    `str()` for people."""
 
     model: str
     sparse_path_engaged: bool
@@ -65,7 +66,7 @@ class Arm64Report:
     def to_dict(self):
         return dataclasses.asdict(self)
 
-    def format(self):
+    def __str__(self):
         lines = [f"model: {self.model}",
                  f"XNNPACK sparse path on aarch64: {'ENGAGED' if self.sparse_path_engaged else 'NOT engaged'}",
                  f"  {self.reason}"]

@@ -43,6 +43,13 @@ class BenchmarkModelResult:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+    def __str__(self):
+        spread = "" if self.count is None else (
+            f" over {self.count} runs (min {self.min_us:g}, max {self.max_us:g}, std {self.std_us:g})")
+        return (f"benchmark_model: inference {self.inference_avg_us:g} us on average{spread}; "
+                f"init {self.init_us:g} us, first inference {self.first_inference_us:g} us, "
+                f"warm-up {self.warmup_avg_us:g} us on average")
+
 
 def parse_benchmark_output(text):
     """Parse `benchmark_model`'s printout; ValueError (with its last lines) if it has no timings."""

@@ -48,5 +48,5 @@ def main(args):
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as e:
         print(f"spruce bench: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(report.to_dict(), indent=1) if args.json else report.format())
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report)
     return 0

@@ -22,5 +22,5 @@ def main(args):
     except (Arm64SetupError, FileNotFoundError, ValueError, RuntimeError, ImportError) as e:
         print(f"spruce check-arm64: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(report.to_dict(), indent=1) if args.json else report.format())
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report)
     return 0

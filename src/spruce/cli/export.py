@@ -43,13 +43,5 @@ def main(args):
                                batch_size=args.batch_size, verify=not args.no_verify)
     except (ValueError, OSError, ConversionError, ExportVerificationError) as e:
         return fail(str(e))
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-        return 0
-    diff = "not verified" if report.max_abs_diff is None else (
-        f"max |tflite - keras| = {report.max_abs_diff:.2g} (tolerance {report.tolerance:.2g})")
-    print(f"wrote {report.path}: {report.bytes:,} bytes, {len(report.sparse_tensors)} sparse tensors, "
-          f"{report.densify_ops} DENSIFY ops; {diff}")
-    for warning in report.warnings:
-        print(f"warning: {warning}")
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0
