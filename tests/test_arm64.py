@@ -123,8 +123,10 @@ def test_guide_model_pruned_50_percent_does_not_with_the_inspectors_reason(guide
 
 def test_75_percent_model_stored_dense_does_not_with_the_reason(guide_files, capsys):
     from spruce.cli import main
+    from spruce.cli.exit_codes import NEGATIVE
 
-    assert main(["check-arm64", guide_files["75_dense"], "--json", "--quiet"]) == 0
+    # The check ran and its verdict is "no": the negative exit code, and the full report.
+    assert main(["check-arm64", guide_files["75_dense"], "--json", "--quiet"]) == NEGATIVE
     d = json.loads(capsys.readouterr().out)
     assert d["sparse_path_engaged"] is False  # top-level boolean for scripts
     assert "stored dense" in d["reason"] and "DENSIFY" in d["reason"]

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 
+from spruce._deps import SpruceEnvironmentError
 from spruce.arm64 import environment
 
 # A time ratio at or above this, with differing outputs, is an unambiguous engagement;
@@ -40,6 +41,10 @@ CAVEAT = (
     "Pixel 4; Fast Sparse ConvNets report 1.3-2.4x). Measure on a device with `spruce bench --adb` "
     "before promising a speedup.")
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
+
+
+class EmulationError(SpruceEnvironmentError, RuntimeError):
+    """The aarch64 LiteRT failed or timed out under emulation; the message has its last words."""
 
 
 @dataclasses.dataclass
@@ -129,13 +134,13 @@ def _emulate(env, sparse, dense, repetitions, target_seconds, timeout):
     try:
         proc = subprocess.run(env.command(RUNNER, spec), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"the emulated A/B did not finish within {timeout} s; the model is too "
-                           "large for emulation at this setting. Pass fewer repetitions.") from None
+        raise EmulationError(f"the emulated A/B did not finish within {timeout} s; the model is too "
+                             "large for emulation at this setting. Pass fewer repetitions.") from None
     finally:
         os.unlink(spec)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise RuntimeError(f"the aarch64 LiteRT failed on this model under emulation:\n{tail}")
+        raise EmulationError(f"the aarch64 LiteRT failed on this model under emulation:\n{tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -5,12 +5,17 @@ Each subcommand lives in its own module under `spruce.cli` and defines:
     add_arguments(parser) -> None     must stay light: no Keras/TF imports
     main(args) -> int                 parses nothing, calls one library function
 
-Heavy imports happen inside `main`, so `spruce --help` is instant.
+Heavy imports happen inside `main`, so `spruce --help` is instant. Exit codes follow
+`spruce.cli.exit_codes`: a subcommand returns OK or NEGATIVE and raises `SpruceUsageError`
+(or lets a `spruce._deps.SpruceEnvironmentError` through) for the rest.
 """
 
 import argparse
 import importlib
 import sys
+
+from spruce._deps import SpruceEnvironmentError
+from spruce.cli.exit_codes import ENVIRONMENT, INTERRUPTED, OK, USAGE, SpruceUsageError, fail
 
 # subcommand -> module name under spruce.cli
 SUBCOMMANDS = {
@@ -45,13 +50,22 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run `spruce ARGV...` and return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
+        return USAGE
+    return _run(args)
+
+
+def _run(args):
     try:
-        return int(args._module.main(args) or 0)
+        return int(args._module.main(args) or OK)
+    except SpruceUsageError as e:
+        return fail(args.command, e, USAGE)
+    except SpruceEnvironmentError as e:
+        return fail(args.command, e, ENVIRONMENT)
     except KeyboardInterrupt:
         print("\ninterrupted; no partial artifact was left behind.", file=sys.stderr)
-        return 130
+        return INTERRUPTED
