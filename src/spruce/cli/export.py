@@ -24,7 +24,6 @@ def main(args):
         raise SpruceUsageError(f"--batch-size must be a positive integer. Received: {args.batch_size}")
     if not os.path.isfile(args.model):
         raise SpruceUsageError(f"no such model file: {args.model}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     import spruce.wrapper  # noqa: F401  registers PruneLowMagnitude so pruned models load
