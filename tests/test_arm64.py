@@ -103,28 +103,30 @@ def emulator():
 @pytest.mark.slow
 def test_guide_model_pruned_75_percent_engages_the_sparse_path(guide_files, emulator):
     report = check_arm64(guide_files["75_sparse"], repetitions=REPETITIONS, progress=False)
-    assert report.sparse_path_engaged, report.format()
+    assert report.sparse_path_engaged, str(report)
     assert not report.outputs_identical and report.outputs_agree and report.max_abs_diff < 1e-4
     # The verdict rests on the outputs; the emulated times go in the report but are not
-    # asserted (a busy host once made the median ratio 0.97x against the usual ~1.2x).
+    # asserted, since a busy host moves them.
     assert report.time_ratio > 0 and report.time_ratio_best > 0
     assert report.inspector["xnnpack_sparse"] is True and report.inspector_agrees
     assert report.emulator["machine"] == "aarch64" and report.emulator["litert"] == "1.4.0"
-    assert "Pixel 4" in report.format()
+    assert "Pixel 4" in str(report)
 
 
 @pytest.mark.slow
 def test_guide_model_pruned_50_percent_does_not_with_the_inspectors_reason(guide_files, emulator):
     report = check_arm64(guide_files["50_sparse"], repetitions=REPETITIONS, progress=False)
-    assert not report.sparse_path_engaged, report.format()
+    assert not report.sparse_path_engaged, str(report)
     assert report.outputs_identical and report.max_abs_diff == 0.0
     assert "2/3" in report.reason and report.inspector_agrees
 
 
 def test_75_percent_model_stored_dense_does_not_with_the_reason(guide_files, capsys):
     from spruce.cli import main
+    from spruce.cli.exit_codes import NEGATIVE
 
-    assert main(["check-arm64", guide_files["75_dense"], "--json", "--quiet"]) == 0
+    # The check ran and its verdict is "no": the negative exit code, and the full report.
+    assert main(["check-arm64", guide_files["75_dense"], "--json", "--quiet"]) == NEGATIVE
     d = json.loads(capsys.readouterr().out)
     assert d["sparse_path_engaged"] is False  # top-level boolean for scripts
     assert "stored dense" in d["reason"] and "DENSIFY" in d["reason"]

@@ -51,7 +51,7 @@ def test_report_times_every_model_interleaved_with_ratios_to_the_first(models):
         avx = " avx " in f"{f.read()} ".replace("\n", " ")
     assert system["avx"] == avx
     assert (system.get("note") == AVX_NOTE) == avx
-    text = report.format()
+    text = str(report)
     assert "median" in text and models[1] in text
     if avx:
         assert "does not use its sparse path" in text
@@ -97,7 +97,7 @@ def test_two_engines_time_every_model_on_each_in_one_interleaved_run(models, cap
     assert all(m["runs"] == 6 for m in report.models)
     first = report.models[0]["median"]
     assert [m["ratio_to_first"] for m in report.models] == [m["median"] / first for m in report.models]
-    text = report.format()
+    text = str(report)
     assert f"{models[1]} [spruce]" in text and f"{models[0]} [litert]" in text
     # Both engines are timed the same way: around one call from Python per run.
     assert "timing: each run timed around one call from Python" in text
@@ -164,7 +164,7 @@ def test_profile_splits_spruce_engine_time_by_operator_and_kernel_family(models)
         spmm = [op for op in m["operators"] if op["kernel"] == "spmm"]
         assert [op["weight_sparsity"] for op in spmm] == [pytest.approx(0.75)] * 2
         assert [op["flops"] for op in spmm] == [2 * 8 * 16 * 256 / 4, 2 * 16 * 32 * 64 / 4]
-    text = report.format()
+    text = str(report)
     assert "kernel family" in text and "spmm" in text and "75%" in text
 
 

@@ -158,14 +158,15 @@ def test_cli_export_json_sparse_and_dense(keras_file, tmp_path, capsys):
     (["{keras}", "out.tflite", "--batch-size", "0"], "--batch-size must be a positive integer"),
     (["{bad}", "out.tflite"], "cannot load"),
 ])
-def test_cli_export_errors_exit_nonzero_with_message(keras_file, tmp_path, capsys, argv, message):
+def test_cli_export_errors_exit_with_usage_and_message(keras_file, tmp_path, capsys, argv, message):
     from spruce.cli import main
+    from spruce.cli.exit_codes import USAGE
 
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip file")
     argv = [a.format(keras=keras_file, bad=bad) for a in argv]
     argv[1] = str(tmp_path / argv[1])
-    assert main(["export"] + argv) == 1
+    assert main(["export"] + argv) == USAGE
     err = capsys.readouterr().err
     assert err.startswith("spruce export: error:") and message in err
     assert not list(tmp_path.glob("*.tflite"))

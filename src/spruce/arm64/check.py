@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 
+from spruce._deps import SpruceEnvironmentError
 from spruce.arm64 import environment
 
 # A time ratio at or above this, with differing outputs, is an unambiguous engagement;
@@ -42,9 +43,14 @@ CAVEAT = (
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
 
 
+class EmulationError(SpruceEnvironmentError, RuntimeError):
+    """The aarch64 LiteRT failed or timed out under emulation; the message has its last words."""
+
+
 @dataclasses.dataclass
 class Arm64Report:
-    """Verdict of `check_arm64`, with the measurements behind it."""
+    """Verdict of `check_arm64`, with the measurements behind it: `to_dict()` for JSON,
+    `str()` for people."""
 
     model: str
     sparse_path_engaged: bool
@@ -65,7 +71,7 @@ class Arm64Report:
     def to_dict(self):
         return dataclasses.asdict(self)
 
-    def format(self):
+    def __str__(self):
         lines = [f"model: {self.model}",
                  f"XNNPACK sparse path on aarch64: {'ENGAGED' if self.sparse_path_engaged else 'NOT engaged'}",
                  f"  {self.reason}"]
@@ -128,13 +134,13 @@ def _emulate(env, sparse, dense, repetitions, target_seconds, timeout):
     try:
         proc = subprocess.run(env.command(RUNNER, spec), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"the emulated A/B did not finish within {timeout} s; the model is too "
-                           "large for emulation at this setting. Pass fewer repetitions.") from None
+        raise EmulationError(f"the emulated A/B did not finish within {timeout} s; the model is too "
+                             "large for emulation at this setting. Pass fewer repetitions.") from None
     finally:
         os.unlink(spec)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise RuntimeError(f"the aarch64 LiteRT failed on this model under emulation:\n{tail}")
+        raise EmulationError(f"the aarch64 LiteRT failed on this model under emulation:\n{tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

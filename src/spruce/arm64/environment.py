@@ -30,6 +30,8 @@ import sys
 import time
 import zipfile
 
+from spruce._deps import SpruceEnvironmentError
+
 LITERT_VERSION = "1.4.0"
 PYTHON = "python3.11"
 # Debian packages for the sysroot; apt adds their dependencies.
@@ -38,7 +40,7 @@ WHEEL_PLATFORMS = ("manylinux_2_17_aarch64", "manylinux2014_aarch64")
 _STAMP = "ready.json"
 
 
-class Arm64SetupError(RuntimeError):
+class Arm64SetupError(SpruceEnvironmentError, RuntimeError):
     """A piece of the emulation set-up is missing or failed; the message says how to fix it."""
 
 

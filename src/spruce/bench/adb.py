@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 
+from spruce._deps import MissingToolError, SpruceEnvironmentError
 from spruce.bench.local import check_paths, with_ratios
 from spruce.bench.report import BenchReport
 from spruce.bench.stats import summarize
@@ -24,6 +25,10 @@ _SUMMARY = re.compile(
 _STATS = re.compile(rf"count=(\d+) first={_NUMBER} curr={_NUMBER} min={_NUMBER} max={_NUMBER} "
                     rf"avg={_NUMBER} std={_NUMBER}(?: p5={_NUMBER} median={_NUMBER} p95={_NUMBER})?")
 REMOTE_DIR = "/data/local/tmp/spruce"
+
+
+class AdbError(SpruceEnvironmentError, RuntimeError):
+    """An adb command failed (no device, device offline, no permission); the message has its output."""
 
 
 @dataclasses.dataclass
@@ -42,6 +47,13 @@ class BenchmarkModelResult:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+    def __str__(self):
+        spread = "" if self.count is None else (
+            f" over {self.count} runs (min {self.min_us:g}, max {self.max_us:g}, std {self.std_us:g})")
+        return (f"benchmark_model: inference {self.inference_avg_us:g} us on average{spread}; "
+                f"init {self.init_us:g} us, first inference {self.first_inference_us:g} us, "
+                f"warm-up {self.warmup_avg_us:g} us on average")
 
 
 def parse_benchmark_output(text):
@@ -72,7 +84,7 @@ def parse_benchmark_output(text):
 def find_adb():
     adb = shutil.which("adb")
     if adb is None:
-        raise FileNotFoundError(
+        raise MissingToolError(
             "`spruce bench --adb` needs `adb` (Android platform tools) on PATH, and it was not found. "
             "Install it (Debian: sudo apt-get install adb; or Android SDK platform-tools) and connect "
             "a device with USB debugging enabled.")
@@ -81,10 +93,14 @@ def find_adb():
 
 def _adb(adb, device, *args, timeout=600):
     cmd = [adb] + (["-s", device] if device else []) + list(args)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AdbError(f"`{' '.join(cmd)}` did not finish within {timeout} s; is the device "
+                       "responding (adb devices)?") from None
     if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): "
-                           f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+        raise AdbError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): "
+                       f"{(proc.stderr or proc.stdout).strip()[-500:]}")
     return proc.stdout + proc.stderr
 
 

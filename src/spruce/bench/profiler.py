@@ -15,13 +15,15 @@ from spruce.bench.sysinfo import system_info
 
 @dataclasses.dataclass
 class ProfileReport:
+    """What `profile` measured: `to_dict()` for JSON, `str()` the tables."""
+
     system: dict      # spruce.bench.sysinfo.system_info()
     models: list      # per model: {"path", "threads", "runs", "run_median", "operators", "families"}
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
-    def format(self):
+    def __str__(self):
         lines = []
         s = self.system
         if s.get("cpu"):

@@ -5,6 +5,8 @@ import dataclasses
 
 @dataclasses.dataclass
 class BenchReport:
+    """What `benchmark` and `adb_benchmark` measured: `to_dict()` for JSON, `str()` the table."""
+
     engine: str                 # "litert", "spruce", both as "litert+spruce", or "adb"
     system: dict                # spruce.bench.sysinfo.system_info(), or the device's description
     models: list                # per model: {"path", "median", "q25", "q75", "iqr", "min", ..., "ratio_to_first"}
@@ -13,7 +15,7 @@ class BenchReport:
     def to_dict(self):
         return dataclasses.asdict(self)
 
-    def format(self):
+    def __str__(self):
         s = self.system
         lines = [f"engine: {self.engine}   threads: {self.settings.get('threads')}   "
                  f"runs: {self.settings.get('runs')} (after {self.settings.get('warmup')} warm-up, "

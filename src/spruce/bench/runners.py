@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from spruce._deps import require
+from spruce._deps import MissingPackageError, require
 
 
 def random_inputs(details, seed=0):
@@ -62,7 +62,7 @@ class SpruceEngineRunner:
         try:
             from spruce.runtime import Engine
         except ImportError as e:
-            raise ImportError(
+            raise MissingPackageError(
                 "`--engine spruce` needs spruce's native engine (spruce.runtime.Engine), which could "
                 f"not be imported ({e}). Install spruce with `pip install .` so the engine is "
                 "compiled, or use the default `--engine litert`.") from e

@@ -5,12 +5,19 @@ Each subcommand lives in its own module under `spruce.cli` and defines:
     add_arguments(parser) -> None     must stay light: no Keras/TF imports
     main(args) -> int                 parses nothing, calls one library function
 
-Heavy imports happen inside `main`, so `spruce --help` is instant.
+Heavy imports happen inside `main`, so `spruce --help` is instant. Exit codes follow
+`spruce.cli.exit_codes`: a subcommand returns OK or NEGATIVE and raises `SpruceUsageError`
+(or lets a `spruce._deps.SpruceEnvironmentError` through) for the rest.
 """
 
 import argparse
 import importlib
+import os
 import sys
+
+from spruce._deps import SpruceEnvironmentError
+from spruce.cli import native_logs
+from spruce.cli.exit_codes import ENVIRONMENT, INTERRUPTED, OK, USAGE, SpruceUsageError, fail
 
 # subcommand -> module name under spruce.cli
 SUBCOMMANDS = {
@@ -35,6 +42,9 @@ def build_parser():
         description="Prune Keras 3 models for sparse CPU inference (XNNPACK and spruce's own engine).",
     )
     parser.add_argument("--version", action="version", version=f"spruce {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's and LiteRT's own log lines (by default those below "
+                             f"{native_logs.VARIABLE}, {native_logs.DEFAULT_LEVEL} unless set, are hidden)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         module = _load(name)
@@ -45,13 +55,32 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run `spruce ARGV...` and return its exit code.
+
+    With `argv` None this is the program itself, and it also owns the process's file
+    descriptor 2: TensorFlow's and LiteRT's native log lines below TF_CPP_MIN_LOG_LEVEL are
+    filtered out of it (see `spruce.cli.native_logs`).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
+        return USAGE
+    # Set before any subcommand imports TensorFlow, which reads it once.
+    level = native_logs.log_level(args.verbose, os.environ)
+    if argv is None:
+        with native_logs.filtered_stderr(level):
+            return _run(args)
+    return _run(args)
+
+
+def _run(args):
     try:
-        return int(args._module.main(args) or 0)
+        return int(args._module.main(args) or OK)
+    except SpruceUsageError as e:
+        return fail(args.command, e, USAGE)
+    except SpruceEnvironmentError as e:
+        return fail(args.command, e, ENVIRONMENT)
     except KeyboardInterrupt:
         print("\ninterrupted; no partial artifact was left behind.", file=sys.stderr)
-        return 130
+        return INTERRUPTED

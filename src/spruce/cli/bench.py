@@ -26,17 +26,18 @@ def add_arguments(parser):
 
 def main(args):
     import json
-    import sys
 
+    from spruce._deps import SpruceEnvironmentError
     from spruce.bench import adb_benchmark, benchmark, profile
+    from spruce.cli.exit_codes import OK, SpruceUsageError
 
+    if args.profile and (args.adb or args.engine not in (None, "spruce")):
+        raise SpruceUsageError("--profile times spruce's engine operator by operator (LiteRT's Python "
+                               "interpreter has no per-operator profiler). Received: "
+                               + ("--adb" if args.adb else f"--engine {args.engine}")
+                               + ". Drop it, or use --engine spruce.")
     try:
         if args.profile:
-            if args.adb or args.engine not in (None, "spruce"):
-                raise ValueError("--profile times spruce's engine operator by operator (LiteRT's Python "
-                                 "interpreter has no per-operator profiler). Received: "
-                                 + ("--adb" if args.adb else f"--engine {args.engine}")
-                                 + ". Drop it, or use --engine spruce.")
             report = profile(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup)
         elif args.adb:
             report = adb_benchmark(args.models, args.benchmark_binary, threads=args.threads,
@@ -45,8 +46,9 @@ def main(args):
         else:
             report = benchmark(args.models, threads=args.threads, runs=args.runs,
                                warmup=args.warmup, engine=args.engine or "litert")
-    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as e:
-        print(f"spruce bench: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(report.to_dict(), indent=1) if args.json else report.format())
-    return 0
+    except SpruceEnvironmentError:
+        raise  # a missing adb is a FileNotFoundError too, but not the user's input
+    except (FileNotFoundError, ValueError, RuntimeError) as e:  # a missing or unrunnable model, a bad setting
+        raise SpruceUsageError(str(e)) from e
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report)
+    return OK

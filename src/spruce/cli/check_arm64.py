@@ -13,14 +13,17 @@ def add_arguments(parser):
 
 def main(args):
     import json
-    import sys
 
-    from spruce.arm64 import Arm64SetupError, check_arm64
+    from spruce._deps import SpruceEnvironmentError
+    from spruce.arm64 import check_arm64
+    from spruce.cli.exit_codes import NEGATIVE, OK, SpruceUsageError
 
     try:
         report = check_arm64(args.model, repetitions=args.repetitions, progress=not args.quiet)
-    except (Arm64SetupError, FileNotFoundError, ValueError, RuntimeError, ImportError) as e:
-        print(f"spruce check-arm64: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(report.to_dict(), indent=1) if args.json else report.format())
-    return 0
+    except SpruceEnvironmentError:
+        raise  # no emulator, a failed set-up, or the emulated LiteRT failed
+    except (FileNotFoundError, ValueError) as e:  # no such file, not a .tflite, too few repetitions
+        raise SpruceUsageError(str(e)) from e
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report)
+    # The check ran; "the sparse path does not engage" is its negative verdict.
+    return OK if report.sparse_path_engaged else NEGATIVE

@@ -15,19 +15,15 @@ def add_arguments(parser):
 def main(args):
     import json
     import os
-    import sys
 
-    def fail(message):
-        print(f"spruce export: error: {message}", file=sys.stderr)
-        return 1
+    from spruce.cli.exit_codes import NEGATIVE, OK, SpruceUsageError, fail
 
     if not args.output.endswith(".tflite"):
-        return fail(f"the output path must end with .tflite. Received: {args.output!r}")
+        raise SpruceUsageError(f"the output path must end with .tflite. Received: {args.output!r}")
     if args.batch_size < 1:
-        return fail(f"--batch-size must be a positive integer. Received: {args.batch_size}")
+        raise SpruceUsageError(f"--batch-size must be a positive integer. Received: {args.batch_size}")
     if not os.path.isfile(args.model):
-        return fail(f"no such model file: {args.model}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        raise SpruceUsageError(f"no such model file: {args.model}")
     import keras
 
     import spruce.wrapper  # noqa: F401  registers PruneLowMagnitude so pruned models load
@@ -37,19 +33,13 @@ def main(args):
     try:
         model = keras.saving.load_model(args.model, compile=False)
     except Exception as e:  # Keras raises many types for unreadable files
-        return fail(f"cannot load {args.model} as a Keras model: {e}")
+        raise SpruceUsageError(f"cannot load {args.model} as a Keras model: {e}") from e
     try:
         report = export_litert(model, args.output, sparse=not args.dense,
                                batch_size=args.batch_size, verify=not args.no_verify)
-    except (ValueError, OSError, ConversionError, ExportVerificationError) as e:
-        return fail(str(e))
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-        return 0
-    diff = "not verified" if report.max_abs_diff is None else (
-        f"max |tflite - keras| = {report.max_abs_diff:.2g} (tolerance {report.tolerance:.2g})")
-    print(f"wrote {report.path}: {report.bytes:,} bytes, {len(report.sparse_tensors)} sparse tensors, "
-          f"{report.densify_ops} DENSIFY ops; {diff}")
-    for warning in report.warnings:
-        print(f"warning: {warning}")
-    return 0
+    except ExportVerificationError as e:  # the check ran, and the file disagrees with Keras
+        return fail("export", e, NEGATIVE)
+    except (ValueError, OSError, ConversionError) as e:  # a model or path the export cannot take
+        raise SpruceUsageError(str(e)) from e
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    return OK

@@ -22,6 +22,8 @@ class ExportVerificationError(RuntimeError):
 
 @dataclass(frozen=True)
 class ExportReport:
+    """What `export_litert` wrote: `to_dict()` for JSON, `str()` for people."""
+
     path: str
     bytes: int
     sparse: bool  # EXPERIMENTAL_SPARSITY was requested
@@ -41,6 +43,13 @@ class ExportReport:
         out["sparse_tensors"] = list(self.sparse_tensors)
         out["warnings"] = list(self.warnings)
         return out
+
+    def __str__(self):
+        diff = "not verified" if self.max_abs_diff is None else (
+            f"max |tflite - keras| = {self.max_abs_diff:.2g} (tolerance {self.tolerance:.2g})")
+        lines = [f"wrote {self.path}: {self.bytes:,} bytes, {len(self.sparse_tensors)} sparse tensors, "
+                 f"{self.densify_ops} DENSIFY ops; {diff}"]
+        return "\n".join(lines + [f"warning: {warning}" for warning in self.warnings])
 
 
 def export_litert(model, path, sparse=True, batch_size=1, verify=True, samples=4,
