@@ -577,3 +577,32 @@ def test_the_guides_flow_refuse_fix_fine_tune_gives_75_percent_in_the_1x1_convs_
                   if isinstance(l, layers.Conv2D) and tuple(l.kernel_size) == (1, 1)]
     assert_model_sparsity(stripped, {name: 0.75 for name in one_by_one})
     assert spruce.check_xnnpack(stripped).ok
+
+
+# --- the package ----------------------------------------------------------------------
+
+
+def test_policy_modules_import_one_another_without_a_cycle():
+    """Every import between spruce.policies modules, at the top or inside a function."""
+    import ast
+    import pathlib
+
+    import spruce.policies
+
+    folder = pathlib.Path(spruce.policies.__file__).parent
+    names = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    imports = {}
+    for name in names:
+        found = set()
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "spruce.policies":
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("spruce.policies."):
+                found.add(node.module.rsplit(".", 1)[1])
+        imports[name] = found & names
+
+    def reaches(start, target, seen=()):
+        return any(m == target or (m not in seen and reaches(m, target, seen + (m,)))
+                   for m in imports[start])
+
+    assert [name for name in sorted(names) if reaches(name, name)] == [], imports

@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, field
 import keras
 
 from spruce.policies import nchw
-from spruce.policies.check import analyze
 from spruce.policies.graph import build_graph
+from spruce.policies.region import analyze
+from spruce.policies.xnnpack import PruneForLatencyOnXNNPack
 
 L = keras.layers
 
@@ -82,8 +83,6 @@ def make_xnnpack_compatible(model, policy=None):
         global pooling is left as it is.
     """
     if policy is None:
-        from spruce.policies.xnnpack import PruneForLatencyOnXNNPack
-
         policy = PruneForLatencyOnXNNPack()
     graph = build_graph(model)
     for call in graph.calls:

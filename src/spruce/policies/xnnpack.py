@@ -6,6 +6,7 @@ import keras
 
 from spruce.policies.base import PruningPolicy
 from spruce.policies.graph import ensure_graph_model
+from spruce.policies.region import analyze
 from spruce.xnnpack_rules import XNNPACK_MIN_SPARSITY
 
 
@@ -60,8 +61,6 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
 
     def ensure_model_supports_pruning(self, model):
         """Raise ValueError listing every rule the model breaks, with the fix for each."""
-        from spruce.policies.check import analyze
-
         ensure_graph_model(model)
         report = analyze(model, self)
         if report.ok:
