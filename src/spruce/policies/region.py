@@ -5,20 +5,24 @@ every op that can run in NCHW, grows clusters from the ops that convert back to
 NHWC (global average pooling) towards their producers, and drops a whole
 cluster if any tensor inside it is read by an op that cannot run in NCHW, or
 comes from outside it. The only way in is the 3x3 stride-2 entry convolution.
-A cluster then runs sparse only if its 1x1 convolutions are more than 2/3 zeros.
+A cluster then runs sparse only if its 1x1 convolutions hold enough zeros
+(`xnnpack_rules.XNNPACK_MIN_SPARSITY`).
 
 The analysis below follows the same logic on the Keras graph: find the entry,
 grow the region forward through NCHW-capable layers, then check that every
 tensor of the region either stays inside it or leaves through global pooling.
 Once any rule is broken XNNPACK runs the model dense, so every refusal counts.
+The rules and their fixes come from `spruce.xnnpack_rules`, shared with the `.tflite`
+predictor; `nchw` applies them to one layer call.
 """
 
 import keras
 
+from spruce import xnnpack_rules as rules
 from spruce.policies import nchw
 from spruce.policies.graph import build_graph
 from spruce.policies.macs import call_macs
-from spruce.policies.report import LayerVerdict, Refusal, XnnpackReport
+from spruce.policies.report import LayerVerdict, XnnpackReport
 
 L = keras.layers
 _CONV_LIKE = (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D,
@@ -49,19 +53,15 @@ class _Analysis:
         self.entries = []  # entry convolution calls (valid or not)
         self.fused_pads = {}  # id(ZeroPadding2D call) -> the call it is fused into
         self.region = []  # calls inside the NCHW region, entries excluded
-        self.boundary = {}  # id(call) -> Problem: reads the region but cannot run in NCHW
+        self.boundary = {}  # id(call) -> Violation: reads the region but cannot run in NCHW
         self.broken = []  # boundary calls mid-network: the region continues past them
         self.region_tensors = set()
 
-    def refuse(self, layer_name, problem_or_rule, fix=None, auto_fix=False):
-        if isinstance(problem_or_rule, nchw.Problem):
-            rule, fix, auto_fix = problem_or_rule.rule, problem_or_rule.fix, problem_or_rule.auto_fix
-        else:
-            rule = problem_or_rule
-        key = (layer_name, rule)
+    def refuse(self, layer_name, violation):
+        key = (layer_name, violation.reason)
         if key not in self._seen:
             self._seen.add(key)
-            self.refusals.append(Refusal(layer_name, rule, fix, auto_fix))
+            self.refusals.append(violation.at(layer=layer_name))
 
     def find_entries(self):
         """The first convolution on each path from a model input, unless another is upstream."""
@@ -87,16 +87,12 @@ class _Analysis:
             if reads_downstream or id(call) in candidate_ids:
                 downstream.update(call.outputs)
         if not self.entries:
-            self.refuse(self.model.name,
-                        "no convolution found on any path from the inputs: the sparse path "
-                        "starts at a 3x3 stride-2 Conv2D on 3 input channels",
-                        "Start the network with ZeroPadding2D(1) + Conv2D(filters, 3, "
-                        "strides=2, padding='valid') on an RGB input.")
+            self.refuse(self.model.name, rules.no_entry_violation())
 
     def _add_entry(self, call):
-        problem = nchw.entry_problem(call, self.graph)
-        if problem is not None:
-            self.refuse(call.name, problem)
+        violation = nchw.entry_violation(call, self.graph)
+        if violation is not None:
+            self.refuse(call.name, violation)
         self.entries.append(call)
         pad = nchw.fused_padding(call, self.graph)
         if pad is not None:
@@ -111,12 +107,12 @@ class _Analysis:
                 continue
             if not any(t in self.region_tensors for t in call.inputs):
                 continue
-            problem = nchw.nchw_problem(call, self.graph)
-            if problem is None:
+            violation = nchw.nchw_violation(call, self.graph)
+            if violation is None:
                 self.region.append(call)
                 self.region_tensors.update(call.outputs)
                 continue
-            self.boundary[id(call)] = problem
+            self.boundary[id(call)] = violation
             if self._breaks_mid_network(call):
                 # Analyse what follows as if this layer were fixed, so that one broken
                 # layer does not hide (or fake) problems further down.
@@ -142,27 +138,11 @@ class _Analysis:
                         self.refuse(producer.name, self.boundary[id(producer)])
                         continue
                     source = producer.name if producer is not None else "a model input"
-                    self.refuse(
-                        call.name,
-                        f"reads '{source}', which is computed outside the sparse region "
-                        "(XNNPACK drops the whole region when one of its ops reads an "
-                        "NHWC tensor)",
-                        "Compute that branch from the region's own tensors with layers the "
-                        "sparse path runs (e.g. GlobalAveragePooling2D(keepdims=True) + "
-                        "Conv2D(1x1) rather than Reshape/Dense), or merge it after the pooling.")
+                    self.refuse(call.name, rules.outside_input_violation(source))
             core = call.core
             if (isinstance(core, L.GlobalAveragePooling2D) and not core.keepdims
                     and not self.policy.allow_keepdims_false):
-                self.refuse(
-                    call.name,
-                    "GlobalAveragePooling2D(keepdims=False): older XNNPACK releases (those "
-                    "the TFMOT guide targets) run the sparse path only when the pooling keeps "
-                    "its 4-D shape; current LiteRT runtimes accept it",
-                    "Use GlobalAveragePooling2D(keepdims=True) followed by Flatten() "
-                    "(spruce.make_xnnpack_compatible(model) does it, outputs unchanged), or "
-                    "pass PruneForLatencyOnXNNPack(allow_keepdims_false=True) if you deploy "
-                    "on a current runtime only.",
-                    auto_fix=True)
+                self.refuse(call.name, rules.keepdims_violation())
         producers = {t: c for c in self.entries + self.region + self.broken for t in c.outputs}
         for t, producer in producers.items():
             consumers = g.consumers.get(t, [])
@@ -173,25 +153,14 @@ class _Analysis:
                 for c in outside:
                     self._refuse_boundary(c, producer, mixed=True)
                 if is_output:
-                    self.refuse(producer.name,
-                                "its output is both a model output and read inside the sparse "
-                                "region, so XNNPACK cannot keep it in NCHW",
-                                "Return a tensor computed after the global average pooling.")
+                    self.refuse(producer.name, rules.fanout_violation())
             elif not _is_exit_tensor(g, t, producer):
                 for c in outside:
                     self._refuse_boundary(c, producer, mixed=False)
                 if is_output:
-                    self.refuse(producer.name,
-                                "its output leaves the sparse region without global average "
-                                "pooling: the region can hand tensors back only through "
-                                "GlobalAveragePooling2D",
-                                "End every branch with GlobalAveragePooling2D(keepdims=True) "
-                                "before Flatten/Dense or the model output.")
+                    self.refuse(producer.name, rules.leaves_without_pooling_violation())
         if self.entries and not any(self._is_prunable_conv(c) for c in self.region + self.broken):
-            self.refuse(self.model.name,
-                        "no 1x1 Conv2D inside the sparse region: XNNPACK switches to the "
-                        "sparse path only when its 1x1 convolutions are more than 2/3 zeros",
-                        "Use depthwise-separable blocks (DepthwiseConv2D + Conv2D(filters, 1)).")
+            self.refuse(self.model.name, rules.no_pointwise_violation())
 
     def _is_prunable_conv(self, call):
         """A 1x1 Conv2D, or a Dense on a 4-D tensor (one once rewritten)."""
@@ -201,14 +170,12 @@ class _Analysis:
         return type(core) is L.Conv2D and nchw.pair(core.kernel_size) == (1, 1)
 
     def _refuse_boundary(self, call, producer, mixed):
-        problem = self.boundary.get(id(call))
-        if problem is None:  # a layer already in the region is not a boundary
+        violation = self.boundary.get(id(call))
+        if violation is None:  # a layer already in the region is not a boundary
             return
         if mixed:
-            problem = nchw.Problem(
-                f"{problem.rule}; it reads '{producer.name}', which other layers use inside "
-                "the sparse region", problem.fix, problem.auto_fix)
-        self.refuse(call.name, problem)
+            violation = rules.shared_with_region(violation, producer.name)
+        self.refuse(call.name, violation)
 
     def report(self):
         g = self.graph
@@ -239,7 +206,7 @@ class _Analysis:
                 reason = self._region_reason(call, pruned)
             elif id(call) in self.boundary and call.name in refused:
                 role, inside = "breaks", any(c is call for c in self.broken)
-                reason = f"breaks the sparse region: {self.boundary[id(call)].rule}"
+                reason = f"breaks the sparse region: {self.boundary[id(call)].reason}"
             else:
                 inside = False
                 role = "after" if seen_region else "before"
