@@ -59,20 +59,20 @@ def test_guide_model_runs_sparse_and_report_lists_storage(tmp_path):
     assert entry.storage == "dense" and entry.weight_shape == (8, 3, 3, 3) and entry.bytes == 8 * 27 * 4
     document = json.loads(json.dumps(report.to_dict()))
     assert document["xnnpack_sparse"] is True and document["size_bytes"] == os.path.getsize(report.path)
-    assert "XNNPACK sparse path: YES" in report.to_text()
+    assert "XNNPACK sparse path: YES" in str(report)
 
 
 @pytest.mark.parametrize("case", sorted(RUNS_SPARSE))
 def test_sparse_path_runs(tmp_path, case):
     report = _inspect(tmp_path, sparse_path_net(**RUNS_SPARSE[case]))
-    assert report.xnnpack_sparse is True, report.to_text()
+    assert report.xnnpack_sparse is True, str(report)
     assert report.xnnpack.findings == () and report.to_dict()["warnings"] == []
 
 
 @pytest.mark.parametrize("sparsity", [0.70, 0.90])
 def test_more_than_two_thirds_zeros_runs_sparse(tmp_path, sparsity):
     report = _inspect(tmp_path, sparse_path_net(), sparsity=sparsity)
-    assert report.xnnpack_sparse is True, report.to_text()
+    assert report.xnnpack_sparse is True, str(report)
     assert report.xnnpack.regions[0].pointwise_zero_fraction == pytest.approx(sparsity, abs=0.01)
 
 
@@ -128,7 +128,7 @@ def test_pruned_dense_on_a_feature_map_runs_sparse(tmp_path):
     first_dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][:1]
     prune_pointwise(model, 0.9, layers=first_dense)
     report = _inspect(tmp_path, model, sparsity=0.9)
-    assert report.xnnpack_sparse is True, report.to_text()
+    assert report.xnnpack_sparse is True, str(report)
 
 
 def test_zeros_stored_dense_are_rejected(tmp_path):

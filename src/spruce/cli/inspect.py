@@ -20,5 +20,5 @@ def main(args):
     except (InvalidTFLiteError, OSError, ImportError) as e:
         print(f"spruce inspect: error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
+    print(json.dumps(report.to_dict(), indent=2) if args.json else str(report))
     return 0

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from spruce import xnnpack_rules as rules
-from spruce.xnnpack_rules import ENTRY, EXIT, NCHW
+from spruce.xnnpack_rules import ENTRY, EXIT, NCHW, XNNPACK_MIN_SPARSITY
 
 STATIC_UNPACK_OPS = frozenset({"DENSIFY", "DEQUANTIZE"})
 FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16"})
@@ -71,6 +71,16 @@ class Region:
         out["pointwise_zero_fraction"] = round(self.pointwise_zero_fraction, 6)
         return out
 
+    def __str__(self):
+        ops = self.operators
+        ops = f"ops {list(ops)}" if len(ops) <= 10 else f"{len(ops)} ops from {ops[0]} to {ops[-1]}"
+        return (f"{ops} (entry {list(self.entries)}, exit {list(self.exits)}), 1x1 weights "
+                f"{self.pointwise_zeros}/{self.pointwise_params} zeros "
+                f"({100 * self.pointwise_zero_fraction:.1f}%, needs > "
+                f"{float(XNNPACK_MIN_SPARSITY):.1%}), stored "
+                f"{'sparse' if self.stored_sparse else 'dense'}: "
+                f"{'runs sparse' if self.qualifies else 'stays dense'}")
+
 
 @dataclass(frozen=True)
 class XNNPackPrediction:
@@ -86,6 +96,13 @@ class XNNPackPrediction:
             "findings": [f.to_dict() for f in self.findings],
             "warnings": [f.to_dict() for f in self.warnings],
         }
+
+    def __str__(self):
+        lines = [f"XNNPACK sparse path: {'YES' if self.qualifies else 'NO'}"]
+        lines += [f"  region {i}: {region}" for i, region in enumerate(self.regions)]
+        lines += [f"  - {f.rule}: {f}" for f in self.findings]
+        lines += [f"  warning ({f.rule}): {f}" for f in self.warnings]
+        return "\n".join(lines)
 
 
 def predict_xnnpack_sparse(model, subgraph=0):
