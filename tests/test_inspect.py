@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from spruce.cli import exit_codes
 from spruce.tflite.inspect import inspect_tflite
 from spruce.tflite.reader import InvalidTFLiteError
 from tflite_models import prune_pointwise, randomize_batchnorm, sparse_path_net
@@ -187,7 +188,7 @@ def test_cli_inspect_fails_cleanly_on_bad_files(good_file, tmp_path, capsys, kin
 
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(BAD_FILES[kind](good_file.read_bytes()))
-    assert main(["inspect", str(bad)]) == 1
+    assert main(["inspect", str(bad)]) == exit_codes.USAGE
     err = capsys.readouterr().err
     assert err.startswith("spruce inspect: error:") and str(bad) in err
 
@@ -198,11 +199,22 @@ def test_cli_inspect_in_a_subprocess_prints_no_traceback(good_file, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     done = subprocess.run([sys.executable, "-m", "spruce", "inspect", str(bad)],
                           capture_output=True, text=True, env=env)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.returncode == exit_codes.USAGE and "Traceback" not in done.stderr
     assert "not a valid .tflite file" in done.stderr
     missing = subprocess.run([sys.executable, "-m", "spruce", "inspect", str(tmp_path / "none.tflite")],
                              capture_output=True, text=True, env=env)
-    assert missing.returncode == 1 and "No such file" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.returncode == exit_codes.USAGE and "No such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_cli_inspect_exits_negative_when_the_sparse_path_will_not_run(tmp_path, capsys):
+    from spruce.cli import main
+    from spruce.export import export_litert
+
+    path = tmp_path / "dense_stored.tflite"
+    export_litert(prune_pointwise(sparse_path_net(), 0.9), path, sparse=False, verify=False)
+    assert main(["inspect", str(path)]) == exit_codes.NEGATIVE
+    out = capsys.readouterr().out
+    assert "XNNPACK sparse path: NO" in out and "sparse=True" in out
 
 
 def test_cli_inspect_json_and_table(good_file, capsys):
