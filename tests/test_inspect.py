@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from spruce.cli import exit_codes
 from spruce.tflite.inspect import inspect_tflite
 from spruce.tflite.reader import InvalidTFLiteError
 from tflite_models import prune_pointwise, randomize_batchnorm, sparse_path_net
@@ -59,20 +60,20 @@ def test_guide_model_runs_sparse_and_report_lists_storage(tmp_path):
     assert entry.storage == "dense" and entry.weight_shape == (8, 3, 3, 3) and entry.bytes == 8 * 27 * 4
     document = json.loads(json.dumps(report.to_dict()))
     assert document["xnnpack_sparse"] is True and document["size_bytes"] == os.path.getsize(report.path)
-    assert "XNNPACK sparse path: YES" in report.to_text()
+    assert "XNNPACK sparse path: YES" in str(report)
 
 
 @pytest.mark.parametrize("case", sorted(RUNS_SPARSE))
 def test_sparse_path_runs(tmp_path, case):
     report = _inspect(tmp_path, sparse_path_net(**RUNS_SPARSE[case]))
-    assert report.xnnpack_sparse is True, report.to_text()
+    assert report.xnnpack_sparse is True, str(report)
     assert report.xnnpack.findings == () and report.to_dict()["warnings"] == []
 
 
 @pytest.mark.parametrize("sparsity", [0.70, 0.90])
 def test_more_than_two_thirds_zeros_runs_sparse(tmp_path, sparsity):
     report = _inspect(tmp_path, sparse_path_net(), sparsity=sparsity)
-    assert report.xnnpack_sparse is True, report.to_text()
+    assert report.xnnpack_sparse is True, str(report)
     assert report.xnnpack.regions[0].pointwise_zero_fraction == pytest.approx(sparsity, abs=0.01)
 
 
@@ -128,7 +129,7 @@ def test_pruned_dense_on_a_feature_map_runs_sparse(tmp_path):
     first_dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][:1]
     prune_pointwise(model, 0.9, layers=first_dense)
     report = _inspect(tmp_path, model, sparsity=0.9)
-    assert report.xnnpack_sparse is True, report.to_text()
+    assert report.xnnpack_sparse is True, str(report)
 
 
 def test_zeros_stored_dense_are_rejected(tmp_path):
@@ -187,7 +188,7 @@ def test_cli_inspect_fails_cleanly_on_bad_files(good_file, tmp_path, capsys, kin
 
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(BAD_FILES[kind](good_file.read_bytes()))
-    assert main(["inspect", str(bad)]) == 1
+    assert main(["inspect", str(bad)]) == exit_codes.USAGE
     err = capsys.readouterr().err
     assert err.startswith("spruce inspect: error:") and str(bad) in err
 
@@ -198,11 +199,22 @@ def test_cli_inspect_in_a_subprocess_prints_no_traceback(good_file, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     done = subprocess.run([sys.executable, "-m", "spruce", "inspect", str(bad)],
                           capture_output=True, text=True, env=env)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.returncode == exit_codes.USAGE and "Traceback" not in done.stderr
     assert "not a valid .tflite file" in done.stderr
     missing = subprocess.run([sys.executable, "-m", "spruce", "inspect", str(tmp_path / "none.tflite")],
                              capture_output=True, text=True, env=env)
-    assert missing.returncode == 1 and "No such file" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.returncode == exit_codes.USAGE and "No such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_cli_inspect_exits_negative_when_the_sparse_path_will_not_run(tmp_path, capsys):
+    from spruce.cli import main
+    from spruce.export import export_litert
+
+    path = tmp_path / "dense_stored.tflite"
+    export_litert(prune_pointwise(sparse_path_net(), 0.9), path, sparse=False, verify=False)
+    assert main(["inspect", str(path)]) == exit_codes.NEGATIVE
+    out = capsys.readouterr().out
+    assert "XNNPACK sparse path: NO" in out and "sparse=True" in out
 
 
 def test_cli_inspect_json_and_table(good_file, capsys):

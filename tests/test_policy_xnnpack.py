@@ -73,7 +73,7 @@ def test_guide_model_with_keepdims_false_is_refused_naming_the_layer_and_the_fix
     pool = [l.name for l in model.layers if isinstance(l, layers.GlobalAveragePooling2D)][0]
     found = assert_refused(model, pool, "keepdims=True", "Flatten",
                            "allow_keepdims_false=True", "make_xnnpack_compatible")
-    assert "older XNNPACK" in found.rule
+    assert "older XNNPACK" in found.reason
     assert found.auto_fix
 
 
@@ -549,6 +549,8 @@ def test_policy_agrees_with_the_xnnpack_prediction_on_the_converted_tflite(case,
     assert report.ok == prediction.qualifies, (
         f"policy: {[str(r) for r in report.refusals]}\n"
         f"tflite: {[f.message for f in prediction.findings]}")
+    # both sides evaluate the rules of spruce.xnnpack_rules: they name the same ones
+    assert {r.rule for r in report.refusals} == {f.rule for f in prediction.findings}
 
 
 @tensorflow_only
@@ -577,3 +579,68 @@ def test_the_guides_flow_refuse_fix_fine_tune_gives_75_percent_in_the_1x1_convs_
                   if isinstance(l, layers.Conv2D) and tuple(l.kernel_size) == (1, 1)]
     assert_model_sparsity(stripped, {name: 0.75 for name in one_by_one})
     assert spruce.check_xnnpack(stripped).ok
+
+
+# --- the shared rules (spruce.xnnpack_rules) ------------------------------------------
+
+
+def test_sparsity_rule_is_xnnpacks_integer_comparison_even_for_large_counts():
+    from spruce.xnnpack_rules import runs_sparse
+
+    # xnn_subgraph_rewrite_for_nchw runs a region sparse unless num_zeroes * 3 <= num_params * 2
+    for params in (1, 2, 3, 4, 5, 6, 7, 9, 10**6, 3 * 10**17):
+        for zeros in {0, 1, params * 2 // 3 - 1, params * 2 // 3, params * 2 // 3 + 1, params}:
+            if 0 <= zeros <= params:
+                assert runs_sparse(zeros, params) == (zeros * 3 > params * 2), (zeros, params)
+    assert not runs_sparse(0, 0)
+
+
+def test_a_violation_reads_where_then_reason_then_fix_on_both_sides():
+    from spruce.xnnpack_rules import depthwise_violation, Op, DEPTHWISE, SAME_STRIDED
+
+    rule = depthwise_violation(Op(DEPTHWISE, "DepthwiseConv2D", inputs=((1, 9, 9, 8),),
+                                  kernel=(3, 3), strides=(2, 2), padding=SAME_STRIDED))
+    assert rule.rule == "depthwise" and rule.auto_fix and "identical outputs" in rule.fix
+    keras_side = rule.at(layer="dw")
+    tflite_side = rule.at(layer="dw", operator=4, opcode="DEPTHWISE_CONV_2D", tensor="w")
+    assert str(keras_side) == f"dw: {rule.reason}. {rule.fix}"
+    assert str(tflite_side) == f"DEPTHWISE_CONV_2D op 4 (dw): {rule.reason}. {rule.fix}"
+    assert json.loads(json.dumps(tflite_side.to_dict()))["message"] == str(tflite_side)
+
+
+def test_the_rules_module_loads_neither_keras_nor_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, spruce.xnnpack_rules, spruce.tflite.xnnpack; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'tensorflow'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": ":".join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_policy_modules_import_one_another_without_a_cycle():
+    """Every import between spruce.policies modules, at the top or inside a function."""
+    import ast
+    import pathlib
+
+    import spruce.policies
+
+    folder = pathlib.Path(spruce.policies.__file__).parent
+    names = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    imports = {}
+    for name in names:
+        found = set()
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "spruce.policies":
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("spruce.policies."):
+                found.add(node.module.rsplit(".", 1)[1])
+        imports[name] = found & names
+
+    def reaches(start, target, seen=()):
+        return any(m == target or (m not in seen and reaches(m, target, seen + (m,)))
+                   for m in imports[start])
+
+    assert [name for name in sorted(names) if reaches(name, name)] == [], imports

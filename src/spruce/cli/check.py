@@ -1,4 +1,8 @@
-"""`spruce check`: will a Keras model run on XNNPACK's sparse path, and what would fix it."""
+"""`spruce check`: will a Keras model run on XNNPACK's sparse path, and what would fix it.
+
+Exit status: 0 when the model (rewritten, with --fix) runs sparse, 1 when it will not,
+2 for bad input (a missing or unloadable model, a bad argument), 3 when Keras is missing.
+"""
 
 HELP = "check a .keras model against XNNPACK's sparse path; --fix writes the rewritten model"
 
@@ -15,35 +19,39 @@ def add_arguments(parser):
 def main(args):
     import json
     import os
-    import sys
 
-    def fail(message):
-        print(f"spruce check: error: {message}", file=sys.stderr)
-        return 1
+    from spruce.cli import exit_codes
 
     if not os.path.isfile(args.model):
-        return fail(f"no such model file: {args.model}")
+        return exit_codes.fail("check", f"no such model file: {args.model}")
     if args.fix and not args.fix.endswith(".keras"):
-        return fail(f"--fix must name a .keras file. Received: {args.fix!r}")
+        return exit_codes.fail("check", f"--fix must name a .keras file. Received: --fix={args.fix!r}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    try:
+        import keras
 
-    import spruce.wrapper  # noqa: F401  registers PruneLowMagnitude so pruned models load
-    from spruce.policies import PruneForLatencyOnXNNPack, check_xnnpack, make_xnnpack_compatible
-    from spruce._atomic import atomic_path
+        import spruce.wrapper  # noqa: F401  registers PruneLowMagnitude so pruned models load
+        from spruce._atomic import atomic_path
+        from spruce.policies import PruneForLatencyOnXNNPack, check_xnnpack, make_xnnpack_compatible
+    except ImportError as e:
+        return exit_codes.fail("check", f"{e}. Install Keras 3 and a backend: pip install keras "
+                               "tensorflow", exit_codes.ENVIRONMENT)
 
     try:
         model = keras.saving.load_model(args.model, compile=False)
     except Exception as e:  # Keras raises many types for unreadable files
-        return fail(f"cannot load {args.model} as a Keras model: {e}")
+        return exit_codes.fail("check", f"cannot load {args.model} as a Keras model: {e}")
     policy = PruneForLatencyOnXNNPack(allow_keepdims_false=args.allow_keepdims_false)
-    if args.fix:
-        result = make_xnnpack_compatible(model, policy=policy)
-        with atomic_path(args.fix) as tmp:
-            result.model.save(tmp)
-        doc, text, ok = result.to_dict(), f"{result}\nwrote {args.fix}", result.ok
-    else:
-        report = check_xnnpack(model, policy=policy)
-        doc, text, ok = report.to_dict(), str(report), report.ok
+    try:
+        if args.fix:
+            result = make_xnnpack_compatible(model, policy=policy)
+            with atomic_path(args.fix) as tmp:
+                result.model.save(tmp)
+            doc, text, ok = result.to_dict(), f"{result}\nwrote {args.fix}", result.ok
+        else:
+            report = check_xnnpack(model, policy=policy)
+            doc, text, ok = report.to_dict(), str(report), report.ok
+    except (ValueError, OSError) as e:  # a model the policy cannot read, an unwritable --fix
+        return exit_codes.fail("check", str(e))
     print(json.dumps(doc, indent=2) if args.json else text)
-    return 0 if ok else 3
+    return exit_codes.OK if ok else exit_codes.NEGATIVE

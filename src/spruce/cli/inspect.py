@@ -1,4 +1,8 @@
-"""`spruce inspect`: how a .tflite stores its weights, and will XNNPACK run it sparse."""
+"""`spruce inspect`: how a .tflite stores its weights, and will XNNPACK run it sparse.
+
+Exit status: 0 when XNNPACK's sparse path would run the model, 1 when it would not,
+2 for a missing or malformed file, 3 when a package it needs is missing.
+"""
 
 HELP = "show each weight's storage and zeros in a .tflite file, and whether XNNPACK's sparse path runs it"
 
@@ -10,15 +14,16 @@ def add_arguments(parser):
 
 def main(args):
     import json
-    import sys
 
+    from spruce.cli import exit_codes
     from spruce.tflite.inspect import inspect_tflite
     from spruce.tflite.reader import InvalidTFLiteError
 
     try:
         report = inspect_tflite(args.model)
-    except (InvalidTFLiteError, OSError, ImportError) as e:
-        print(f"spruce inspect: error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
-    return 0
+    except (InvalidTFLiteError, OSError) as e:
+        return exit_codes.fail("inspect", str(e))
+    except ImportError as e:  # the message names the package to install
+        return exit_codes.fail("inspect", str(e), exit_codes.ENVIRONMENT)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else str(report))
+    return exit_codes.OK if report.xnnpack_sparse else exit_codes.NEGATIVE

@@ -1,19 +1,10 @@
-"""The report `spruce.check_xnnpack` returns: per layer, and for the whole model."""
+"""The report `spruce.check_xnnpack` returns: per layer, and for the whole model.
+
+A broken rule is an `xnnpack_rules.Violation`, the same object `spruce inspect` reports
+for a `.tflite` file.
+"""
 
 from dataclasses import asdict, dataclass, field
-
-
-@dataclass
-class Refusal:
-    """One rule the model breaks: the layer, the rule, and the change that fixes it."""
-
-    layer: str
-    rule: str
-    fix: str
-    auto_fix: bool = False  # spruce.make_xnnpack_compatible fixes it with identical outputs
-
-    def __str__(self):
-        return f"{self.layer}: {self.rule}. {self.fix}"
 
 
 @dataclass
@@ -35,7 +26,7 @@ class XnnpackReport:
     model: str
     policy: str
     layers: list = field(default_factory=list)
-    refusals: list = field(default_factory=list)
+    refusals: list = field(default_factory=list)  # [Violation], each located at a layer
     total_macs: int = 0
     region_macs: int = 0  # MACs inside the sparse region
     pruned_macs: int = 0  # MACs of the pruned 1x1 convolutions inside the region
@@ -76,7 +67,7 @@ class XnnpackReport:
             "pruned_mac_share": self.pruned_mac_share,
             "pruned_layers": self.pruned_layers,
             "layers": [asdict(v) for v in self.layers],
-            "refusals": [asdict(r) | {"message": str(r)} for r in self.refusals],
+            "refusals": [r.to_dict() for r in self.refusals],
         }
 
     def __str__(self):

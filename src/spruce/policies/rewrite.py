@@ -17,9 +17,11 @@ from dataclasses import asdict, dataclass, field
 
 import keras
 
+from spruce import xnnpack_rules as rules
 from spruce.policies import nchw
-from spruce.policies.check import analyze
 from spruce.policies.graph import build_graph
+from spruce.policies.region import analyze
+from spruce.policies.xnnpack import PruneForLatencyOnXNNPack
 
 L = keras.layers
 
@@ -40,6 +42,7 @@ class CompatibilityResult:
 
     @property
     def not_fixed(self):
+        """The refusals left (`xnnpack_rules.Violation`), each with the change it needs."""
         return list(self.report.refusals)
 
     @property
@@ -51,7 +54,7 @@ class CompatibilityResult:
             "model": self.model.name,
             "ok": self.ok,
             "fixed": [asdict(r) for r in self.fixed],
-            "not_fixed": [asdict(r) | {"message": str(r)} for r in self.not_fixed],
+            "not_fixed": [r.to_dict() for r in self.not_fixed],
             "report": self.report.to_dict(),
         }
 
@@ -82,8 +85,6 @@ def make_xnnpack_compatible(model, policy=None):
         global pooling is left as it is.
     """
     if policy is None:
-        from spruce.policies.xnnpack import PruneForLatencyOnXNNPack
-
         policy = PruneForLatencyOnXNNPack()
     graph = build_graph(model)
     for call in graph.calls:
@@ -121,7 +122,7 @@ def _rewrite_kind(call, policy):
         if (layer.padding == "same" and nchw.pair(layer.strides) == (2, 2)
                 and nchw.pair(layer.dilation_rate) == (1, 1) and k[0] == k[1] and k[0] % 2
                 and layer.data_format == "channels_last"
-                and nchw.is_odd(nchw.spatial(call.input_shapes[0]))):
+                and rules.is_odd(rules.spatial(call.input_shapes[0]))):
             return "pad_valid"
     if (isinstance(layer, L.GlobalAveragePooling2D) and not layer.keepdims
             and layer.data_format == "channels_last" and not policy.allow_keepdims_false):

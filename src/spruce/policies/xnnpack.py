@@ -6,6 +6,7 @@ import keras
 
 from spruce.policies.base import PruningPolicy
 from spruce.policies.graph import ensure_graph_model
+from spruce.policies.region import analyze
 from spruce.xnnpack_rules import XNNPACK_MIN_SPARSITY
 
 
@@ -29,7 +30,9 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
     symmetric padding, BatchNormalization, Add, Multiply, ReLU/ReLU6, sigmoid,
     swish, hard-swish, ELU, LeakyReLU, Dropout and bilinear UpSampling2D, and
     leaves through GlobalAveragePooling2D. Only the 1x1 convolutions use sparse
-    kernels, so only they are pruned, and they must end up more than 2/3 zeros.
+    kernels, so only they are pruned, and they must end up with more zeros than
+    `spruce.xnnpack_rules.XNNPACK_MIN_SPARSITY`. The rules are those of
+    `spruce.xnnpack_rules`, which `spruce inspect` applies to the `.tflite` file.
 
     Unlike tfmot's version, the rules follow the runtime: swish and hard-swish
     (MobileNetV3, EfficientNet) are accepted, and a stride-2 'same' depthwise
@@ -60,8 +63,6 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
 
     def ensure_model_supports_pruning(self, model):
         """Raise ValueError listing every rule the model breaks, with the fix for each."""
-        from spruce.policies.check import analyze
-
         ensure_graph_model(model)
         report = analyze(model, self)
         if report.ok:
@@ -77,7 +78,7 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
         raise ValueError("\n".join(lines))
 
     def check_schedule(self, schedule):
-        """Warn if the schedule's final sparsity is 2/3 or less (XNNPACK would run dense)."""
+        """Warn if the final sparsity is at most XNNPACK_MIN_SPARSITY (XNNPACK would run dense)."""
         final = getattr(schedule, "final_sparsity", None)
         if final is None:
             final = getattr(schedule, "target_sparsity", None)
@@ -86,10 +87,11 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
         final = float(final)
         if final <= XNNPACK_MIN_SPARSITY:
             warnings.warn(
-                f"final_sparsity={final:g} is at or below 2/3: XNNPACK switches to its sparse "
-                "path only when more than 2/3 of the 1x1-convolution weights are zero, so "
-                "the pruned model would run dense. Use a final sparsity above 0.667 (the "
-                "XNNPACK guide uses 0.75).",
+                f"final_sparsity={final:g} is at or below {XNNPACK_MIN_SPARSITY}: XNNPACK "
+                f"switches to its sparse path only when more than {XNNPACK_MIN_SPARSITY} of "
+                "the 1x1-convolution weights are zero, so the pruned model would run dense. "
+                f"Use a final sparsity above {float(XNNPACK_MIN_SPARSITY):.3f} (the XNNPACK "
+                "guide uses 0.75).",
                 UserWarning,
                 stacklevel=3,
             )

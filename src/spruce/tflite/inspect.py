@@ -38,6 +38,8 @@ class OperatorInfo:
 
 @dataclass(frozen=True)
 class InspectReport:
+    """What `inspect_tflite` found: `to_dict()` for JSON, `str(report)` for the table."""
+
     path: str
     size_bytes: int
     operators: tuple
@@ -61,8 +63,22 @@ class InspectReport:
             **self.xnnpack.to_dict(),
         }
 
-    def to_text(self):
-        return _text(self)
+    def __str__(self):
+        lines = [
+            f"{self.path}: {self.size_bytes:,} bytes, {len(self.operators)} operators, "
+            f"{self.densify_ops} DENSIFY, {self.sparse_tensors} sparse tensors, "
+            f"weights {self.weight_bytes:,} bytes",
+            "",
+            f"{'#':>3}  {'operator':<20} {'weight shape':<16} {'storage':<20} {'zeros':>7} {'bytes':>9}",
+        ]
+        for op in self.operators:
+            shape = "x".join(map(str, op.weight_shape)) if op.weight_shape else ""
+            zeros = f"{100 * op.zero_fraction:.1f}%" if op.zero_fraction is not None else ""
+            size = f"{op.bytes:,}" if op.bytes is not None else ""
+            lines.append(f"{op.index:>3}  {op.opcode[:20]:<20} {shape:<16} {_storage_text(op):<20} "
+                         f"{zeros:>7} {size:>9}")
+        lines += ["", str(self.xnnpack)]
+        return "\n".join(lines)
 
 
 def inspect_tflite(path):
@@ -122,42 +138,3 @@ def _storage_text(op):
     fmt = ",".join("csr" if f == "SPARSE_CSR" else "d" for f in op.sparse_format)
     block = f" block {'x'.join(map(str, op.block_size))}" if op.block_size else ""
     return f"sparse ({fmt}){block}"
-
-
-def _ops_text(ops):
-    if len(ops) <= 10:
-        return f"ops {list(ops)}"
-    return f"{len(ops)} ops from {ops[0]} to {ops[-1]}"
-
-
-def _text(report):
-    lines = [
-        f"{report.path}: {report.size_bytes:,} bytes, {len(report.operators)} operators, "
-        f"{report.densify_ops} DENSIFY, {report.sparse_tensors} sparse tensors, "
-        f"weights {report.weight_bytes:,} bytes",
-        "",
-        f"{'#':>3}  {'operator':<20} {'weight shape':<16} {'storage':<20} {'zeros':>7} {'bytes':>9}",
-    ]
-    for op in report.operators:
-        shape = "x".join(map(str, op.weight_shape)) if op.weight_shape else ""
-        zeros = f"{100 * op.zero_fraction:.1f}%" if op.zero_fraction is not None else ""
-        size = f"{op.bytes:,}" if op.bytes is not None else ""
-        lines.append(f"{op.index:>3}  {op.opcode[:20]:<20} {shape:<16} {_storage_text(op):<20} {zeros:>7} {size:>9}")
-    lines.append("")
-    prediction = report.xnnpack
-    lines.append(f"XNNPACK sparse path: {'YES' if prediction.qualifies else 'NO'}")
-    for i, region in enumerate(prediction.regions):
-        verdict = "runs sparse" if region.qualifies else "stays dense"
-        lines.append(
-            f"  region {i}: {_ops_text(region.operators)} "
-            f"(entry {list(region.entries)}, exit {list(region.exits)}), 1x1 weights "
-            f"{region.pointwise_zeros}/{region.pointwise_params} zeros "
-            f"({100 * region.pointwise_zero_fraction:.1f}%, needs > 66.7%), "
-            f"stored {'sparse' if region.stored_sparse else 'dense'}: {verdict}"
-        )
-    for f in prediction.findings:
-        where = f" [op {f.operator} {f.opcode}]" if f.operator is not None else ""
-        lines.append(f"  - {f.rule}{where}: {f.message}")
-    for f in prediction.warnings:
-        lines.append(f"  warning ({f.rule}): {f.message}")
-    return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Predict whether XNNPACK runs a .tflite model on its sparse (NCHW) path, and why not.
 
-This follows what the runtime does, read from the TFLite XNNPACK delegate
-(`xnnpack_delegate.cc`) and XNNPACK's `src/subgraph.c`:
+The rules are those of `spruce.xnnpack_rules`, shared with the Keras policy; this module
+applies them to the graph as the TFLite XNNPACK delegate (`xnnpack_delegate.cc`) and
+XNNPACK's `src/subgraph.c` see it:
 
 1. The delegate unpacks static weights at load time: a DENSIFY (or DEQUANTIZE) of a
    constant becomes constant data. Only when some operator of a delegated partition
@@ -12,17 +13,13 @@ This follows what the runtime does, read from the TFLite XNNPACK delegate
    TF-SAME padding is folded into that conv's explicit padding; TF-SAME padding at
    stride 1 is turned into explicit symmetric padding first, at stride 2 it stays
    "SAME" (asymmetric) and rules the node out.
-3. Each node is NCHW-capable or not (`xnn_check_nchw_compatibility`): fp32/fp16 only;
-   1x1 conv with stride 1 and no padding; the entry 3x3 stride-2 conv on 3 channels
-   with padding 1 on every side (converts NHWC to NCHW); depthwise 3x3 (padding 1) or
-   5x5 (padding 2), stride 1 or 2, multiplier 1; Add/Mul of two 4-D tensors;
-   elementwise unary ops on 4-D tensors; bilinear resize; MEAN over H,W and
-   DEPTH_TO_SPACE (convert back to NHWC).
+3. Each node, described as an `xnnpack_rules.Op`, is NCHW-capable, an entry, an exit, or
+   none (`xnnpack_rules.nchw_flags`, after `xnn_check_nchw_compatibility`); fp32/fp16 only.
 4. Starting from the exits, producers are merged into regions; a region is dropped
    when one of its nodes reads a value from outside the NCHW-capable world (the
    model input, an NHWC-only operator) or when a value it reads has readers outside.
 5. A region runs sparse only if its 1x1 conv weights, counted together, hold more
-   than 2/3 zeros (`num_zeroes * 3 > num_params * 2`).
+   zeros than `xnnpack_rules.XNNPACK_MIN_SPARSITY` (`xnnpack_rules.runs_sparse`).
 
 Checked against LiteRT 1.4 for aarch64 under emulation (the cases in the tests, and
 `spruce check-arm64`). Where XNNPACK's newest source and that runtime differ, the
@@ -39,29 +36,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-NCHW, ENTRY, EXIT = 1, 2, 4  # XNN_LAYOUT_FLAG_COMPATIBLE_{NCHW, NHWC2NCHW, NCHW2NHWC}
+from spruce import xnnpack_rules as rules
+from spruce.xnnpack_rules import ENTRY, EXIT, NCHW, XNNPACK_MIN_SPARSITY
 
-UNARY_OPS = frozenset({
-    "ABS", "CEIL", "COS", "ELU", "EXP", "FLOOR", "GELU", "HARD_SWISH", "LEAKY_RELU", "LOG",
-    "LOGISTIC", "NEG", "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "ROUND", "RSQRT",
-    "SIGN", "SIN", "SQRT", "SQUARE", "TANH",
-})
 STATIC_UNPACK_OPS = frozenset({"DENSIFY", "DEQUANTIZE"})
 FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16"})
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One reason a region does not run sparse, located at an operator and tensor."""
-
-    rule: str
-    message: str
-    operator: int | None = None
-    opcode: str | None = None
-    tensor: str | None = None
-
-    def to_dict(self):
-        return asdict(self)
+# Operators whose inputs after the first are parameters (axes, paddings, sizes), not data.
+_ONE_DATA_INPUT = frozenset({"MEAN", "SUM", "PAD", "PADV2", "RESHAPE", "RESIZE_BILINEAR",
+                             "STRIDED_SLICE", "SLICE"})
+_BINARY = {"ADD": "Add", "MUL": "Multiply"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +59,7 @@ class Region:
     pointwise_zeros: int
     stored_sparse: bool  # the delegate passes the sparse-inference hint
     qualifies: bool
-    findings: tuple = field(default_factory=tuple)
+    findings: tuple = field(default_factory=tuple)  # Violations, located at operators
 
     @property
     def pointwise_zero_fraction(self):
@@ -88,13 +71,23 @@ class Region:
         out["pointwise_zero_fraction"] = round(self.pointwise_zero_fraction, 6)
         return out
 
+    def __str__(self):
+        ops = self.operators
+        ops = f"ops {list(ops)}" if len(ops) <= 10 else f"{len(ops)} ops from {ops[0]} to {ops[-1]}"
+        return (f"{ops} (entry {list(self.entries)}, exit {list(self.exits)}), 1x1 weights "
+                f"{self.pointwise_zeros}/{self.pointwise_params} zeros "
+                f"({100 * self.pointwise_zero_fraction:.1f}%, needs > "
+                f"{float(XNNPACK_MIN_SPARSITY):.1%}), stored "
+                f"{'sparse' if self.stored_sparse else 'dense'}: "
+                f"{'runs sparse' if self.qualifies else 'stays dense'}")
+
 
 @dataclass(frozen=True)
 class XNNPackPrediction:
     qualifies: bool
     regions: tuple
-    findings: tuple  # reasons when no region qualifies (all regions', or model-wide)
-    warnings: tuple = ()  # hazards that do not change the verdict
+    findings: tuple  # Violations, when no region qualifies (all regions', or model-wide)
+    warnings: tuple = ()  # Violations that do not change the verdict
 
     def to_dict(self):
         return {
@@ -104,35 +97,29 @@ class XNNPackPrediction:
             "warnings": [f.to_dict() for f in self.warnings],
         }
 
+    def __str__(self):
+        lines = [f"XNNPACK sparse path: {'YES' if self.qualifies else 'NO'}"]
+        lines += [f"  region {i}: {region}" for i, region in enumerate(self.regions)]
+        lines += [f"  - {f.rule}: {f}" for f in self.findings]
+        lines += [f"  warning ({f.rule}): {f}" for f in self.warnings]
+        return "\n".join(lines)
+
 
 def predict_xnnpack_sparse(model, subgraph=0):
     """Will XNNPACK run `model` (a `TFLiteModel`) sparse? Returns `XNNPackPrediction`."""
     graph = _Graph(model.subgraphs[subgraph])
-    nodes = {i: _Node(graph, op) for i, op in graph.live_ops.items()}
+    nodes = {}
+    for i, op in graph.live_ops.items():  # execution order: producers are described first
+        nodes[i] = _Node(graph, op, nodes)
     regions, orphans = _regions(graph, nodes)
-    warnings = tuple(
-        Finding(
-            "exitless_region",
-            f"operators {list(r.operators)} can all run in NCHW and their 1x1 weights are sparse "
-            f"enough, but they never reach global average pooling. XNNPACK may still switch them "
-            f"to NCHW with no way back to NHWC: under emulation, LiteRT 1.4 gave outputs ~1e-2 "
-            f"away from the dense-stored copy for such a file. Fix the rule reported for the "
-            f"operators that follow them, or export with sparse=False.",
-            r.operators[-1], nodes[r.operators[-1]].op.opcode,
-        )
-        for r in orphans
-    )
+    warnings = tuple(nodes[r.operators[-1]].locate(graph, rules.exitless_region_warning(r.operators))
+                     for r in orphans)
     findings = []
     if not regions:
         # an exit that cannot run in NCHW says why (e.g. an int8 model's MEAN)
         findings.extend(n.reason for n in nodes.values()
                         if n.op.opcode in ("MEAN", "SUM", "DEPTH_TO_SPACE") and n.reason is not None)
-        findings.append(Finding(
-            "exit",
-            "no NCHW region found: the sparse path needs global average pooling (MEAN over "
-            "height and width) at the end of the convolutional part, fed by NCHW-capable "
-            "operators from a 3x3 stride-2 entry conv.",
-        ))
+        findings.append(rules.no_exit_violation())
     qualifies = any(r.qualifies for r in regions)
     if not qualifies:
         seen = set()
@@ -213,14 +200,14 @@ class _Graph:
         return self.tensors[t]
 
     def _foldable_pad(self, conv):
-        """(PAD op, (top, right, bottom, left)) when XNNPACK folds it into `conv`."""
+        """(PAD op, (top, bottom, left, right)) when XNNPACK folds it into `conv`."""
         t = conv.inputs[0]
         pad = self.sg.operators[self.producer[t]] if t in self.producer else None
         if pad is None or pad.opcode not in ("PAD", "PADV2"):
             return None
         if len(self.consumers.get(t, ())) != 1 or t in self.outputs:
             return None
-        if _same_padding_remains(conv, self.tensor(conv.inputs[1]).shape):
+        if _same_padding_remains(conv):
             return None
         paddings = self.static_source.get(pad.inputs[1])
         if paddings is None or paddings.data.shape != (4, 2):
@@ -232,225 +219,125 @@ class _Graph:
         p = paddings.data
         if p[0].any() or p[3].any() or self.tensor(t).type_name not in FLOAT_TYPES:
             return None
-        return pad, (int(p[1, 0]), int(p[2, 1]), int(p[1, 1]), int(p[2, 0]))
+        return pad, (int(p[1, 0]), int(p[1, 1]), int(p[2, 0]), int(p[2, 1]))
 
 
-def _same_padding_remains(conv, filter_shape):
+def _same_padding_remains(conv):
     """TF-SAME padding that XNNPACK keeps as a flag (stride > 1) instead of explicit pads."""
     o = conv.options
     return o.get("padding") == "SAME" and (o.get("stride_h", 1) != 1 or o.get("stride_w", 1) != 1)
 
 
 class _Node:
-    """One XNNPACK node: its data inputs, its layout flags, and why not NCHW."""
+    """One XNNPACK node: its data inputs, its description, its layout flags, and why not NCHW."""
 
-    def __init__(self, graph, op):
+    def __init__(self, graph, op, described):
+        """`described`: the nodes of the operators before this one, by index."""
         self.op = op
         self.index = op.index
         self.data_inputs = [t for t in op.inputs if t >= 0]
         self.pads = (0, 0, 0, 0)
-        self.reason = None  # Finding when flags == 0
-        self.flags = 0
         if op.index in graph.fused_pads:
             pad_op, self.pads = graph.fused_pads[op.index]
             self.data_inputs[0] = pad_op.inputs[0]
-        if op.opcode in ("MEAN", "SUM", "PAD", "PADV2", "RESHAPE", "RESIZE_BILINEAR", "STRIDED_SLICE", "SLICE"):
+        if op.opcode in _ONE_DATA_INPUT:
             self.data_inputs = self.data_inputs[:1]
-        self.flags = self._check(graph)
+        self.layer = self._layer(graph)
+        self.reason = None  # the Violation when flags == 0
+        self.description = self._describe(graph)
+        self.flags = self._check(graph, described)
 
-    def _fail(self, rule, message, tensor=None):
-        self.reason = Finding(rule, message, self.index, self.op.opcode, tensor)
-        return 0
-
-    def _where(self, graph):
-        if self.op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and graph.is_static(self.op.inputs[1]):
-            layer = short_name(graph.static_source[self.op.inputs[1]].name)
-        else:
-            layer = short_name(graph.tensor(self.op.outputs[0]).name) if self.op.outputs else ""
-        return f"{self.op.opcode} op {self.index}" + (f" ({layer})" if layer else "")
-
-    def _check(self, graph):
+    def _layer(self, graph):
+        """The Keras layer the converter named this operator's weight or output after."""
         op = self.op
-        for t in self.data_inputs + list(op.outputs):
+        if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and graph.is_static(op.inputs[1]):
+            return short_name(graph.static_source[op.inputs[1]].name)
+        return short_name(graph.tensor(op.outputs[0]).name) if op.outputs else None
+
+    @property
+    def name(self):
+        return rules.operator_name(self.op.opcode, self.index, self.layer)
+
+    def locate(self, graph, violation, tensor=None):
+        """`violation` located at this operator (and at `tensor`, a tensor index, if given)."""
+        name = graph.tensor(tensor).name if tensor is not None else violation.tensor
+        return violation.at(layer=self.layer, operator=self.index, opcode=self.op.opcode, tensor=name)
+
+    def _describe(self, graph):
+        """This operator as an `xnnpack_rules.Op`."""
+        op, o = self.op, self.op.options
+        shapes = tuple(tuple(graph.tensor(t).shape) for t in self.data_inputs)
+        code = op.opcode
+        if code in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            filt = graph.tensor(op.inputs[1]).shape  # (out, kh, kw, in) / (1, kh, kw, in * multiplier)
+            kh, kw = filt[1:3]
+            in_ch = shapes[0][-1]
+            common = dict(name=code, inputs=shapes[:1], kernel=(kh, kw),
+                          strides=(o.get("stride_h", 1), o.get("stride_w", 1)),
+                          dilation=(o.get("dilation_h_factor", 1), o.get("dilation_w_factor", 1)),
+                          padding=self._padding(kh, kw))
+            if code == "CONV_2D":
+                return rules.Op(rules.CONV, groups=_ratio(in_ch, filt[-1]), filters=filt[0], **common)
+            return rules.Op(rules.DEPTHWISE, depth_multiplier=_ratio(filt[-1], in_ch), **common)
+        if code == "FULLY_CONNECTED":
+            # without keep_num_dims the op works on the input flattened to (batch, features)
+            shape = shapes[0] if o.get("keep_num_dims") else (shapes[0][0], int(np.prod(shapes[0][1:])))
+            return rules.Op(rules.FULLY_CONNECTED, code, inputs=(shape,))
+        if code in _BINARY:
+            return rules.Op(rules.BINARY, _BINARY[code], inputs=shapes[:2],
+                            static=tuple(graph.is_static(t) for t in self.data_inputs[:2]))
+        if code in rules.NCHW_UNARY_OPS:
+            return rules.Op(rules.UNARY, code, inputs=shapes[:1])
+        if code == "RESIZE_BILINEAR":
+            return rules.Op(rules.RESIZE, "resize", inputs=shapes[:1])
+        if code in ("MEAN", "SUM"):
+            axes = graph.static_source.get(op.inputs[1])
+            axes = () if axes is None else tuple(int(a) % max(len(shapes[0]), 1) for a in np.ravel(axes.data))
+            return rules.Op(rules.GLOBAL_POOL, code, inputs=shapes[:1], axes=axes)
+        if code == "DEPTH_TO_SPACE":
+            return rules.Op(rules.DEPTH_TO_SPACE, code, inputs=shapes[:1])
+        if code in ("PAD", "PADV2"):
+            return rules.Op(rules.PAD, code, inputs=shapes[:1])
+        return rules.Op(rules.OTHER, code, inputs=shapes)
+
+    def _padding(self, kh, kw):
+        """(top, bottom, left, right) with a folded PAD and stride-1 SAME made explicit."""
+        if _same_padding_remains(self.op):
+            return rules.SAME_STRIDED
+        top, bottom, left, right = self.pads
+        if self.op.options.get("padding") == "SAME":  # explicit at stride 1
+            ph, pw = kh - 1, kw - 1
+            top, bottom = top + ph // 2, bottom + ph - ph // 2
+            left, right = left + pw // 2, right + pw - pw // 2
+        return (top, bottom, left, right)
+
+    def _check(self, graph, described):
+        for t in self.data_inputs + list(self.op.outputs):
             tensor = graph.tensor(t)
             if tensor.type_name not in FLOAT_TYPES:
-                return self._fail(
-                    "dtype",
-                    f"{self._where(graph)} works on {tensor.type_name} tensor {tensor.name!r}; XNNPACK's "
-                    f"sparse path runs fp32/fp16 models only (export without integer quantization).",
-                    tensor.name,
-                )
-        check = getattr(self, "_check_" + op.opcode.lower(), None)
-        if check is not None:
-            return check(graph)
-        if op.opcode in UNARY_OPS:
-            return self._check_unary(graph)
-        return self._fail(
-            "unsupported_op",
-            f"{self._where(graph)} has no NCHW implementation in XNNPACK, so the sparse "
-            f"region cannot pass through it.",
-        )
+                self.reason = self.locate(graph, rules.dtype_violation(tensor.type_name, tensor.name))
+                return 0
+        # a full convolution fed by an NCHW-capable operator sits inside the network
+        inside = any(graph.producer.get(t) in described
+                     and described[graph.producer[t]].flags & (NCHW | ENTRY)
+                     for t in self.data_inputs[:1])
+        flags, violation = rules.nchw_flags(self.description, inside)
+        if violation is not None:
+            self.reason = self.locate(graph, violation, self._culprit(graph))
+        return flags
 
-    # -- convolutions
-    def _conv_geometry(self, graph):
-        o = self.op.options
-        kh, kw = graph.tensor(self.op.inputs[1]).shape[1:3]
-        sh, sw = o.get("stride_h", 1), o.get("stride_w", 1)
-        top, right, bottom, left = self.pads
-        same_flag = _same_padding_remains(self.op, None)
-        if o.get("padding") == "SAME" and not same_flag:  # explicit at stride 1
-            ph, pw = kh - 1, kw - 1
-            top, left = top + ph // 2, left + pw // 2
-            bottom, right = bottom + ph - ph // 2, right + pw - pw // 2
-        return kh, kw, sh, sw, (top, right, bottom, left), same_flag
+    def _culprit(self, graph):
+        """The tensor a violation points at: a convolution's filter, or a constant operand."""
+        if self.op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            return self.op.inputs[1]
+        if self.op.opcode in _BINARY:
+            return next((t for t in self.data_inputs[:2] if graph.is_static(t)), None)
+        return None
 
-    def _check_conv_2d(self, graph):
-        o = self.op.options
-        where = self._where(graph)
-        filt = graph.tensor(self.op.inputs[1])
-        in_ch = graph.tensor(self.data_inputs[0]).shape[-1]
-        kh, kw, sh, sw, pads, same_flag = self._conv_geometry(graph)
-        if filt.shape[-1] != in_ch:
-            return self._fail("conv", f"{where} is a grouped convolution, which XNNPACK's sparse path does not run.")
-        if o.get("dilation_h_factor", 1) != 1 or o.get("dilation_w_factor", 1) != 1:
-            return self._fail("conv", f"{where} is dilated; XNNPACK's sparse path needs dilation 1.")
-        if (kh, kw) == (1, 1):
-            if any(pads) or (sh, sw) != (1, 1):
-                return self._fail(
-                    "pointwise_conv",
-                    f"{where}: 1x1 conv with stride {sh}x{sw} and padding {pads}; the sparse path "
-                    f"needs stride 1 and no padding.",
-                )
-            return NCHW
-        if (kh, kw) == (3, 3):
-            if same_flag:
-                return self._fail(
-                    "entry_conv",
-                    f"{where}: 3x3 stride-{sh} conv with padding='same' pads asymmetrically, which "
-                    f"XNNPACK's sparse path cannot run. Use ZeroPadding2D(1) followed by padding='valid'.",
-                    filt.name,
-                )
-            if pads != (1, 1, 1, 1):
-                return self._fail(
-                    "entry_conv",
-                    f"{where}: 3x3 conv with padding (top, right, bottom, left) = {pads}; the sparse "
-                    f"path's entry conv needs padding 1 on every side. Use ZeroPadding2D(1) followed "
-                    f"by padding='valid'.",
-                    filt.name,
-                )
-            if (sh, sw) != (2, 2):
-                return self._fail(
-                    "entry_conv",
-                    f"{where}: 3x3 conv with stride {sh}x{sw}; the sparse path's only full conv is "
-                    f"the 3x3 stride-2 entry conv.",
-                    filt.name,
-                )
-            if in_ch != 3:
-                return self._fail(
-                    "entry_conv",
-                    f"{where}: 3x3 stride-2 conv on {in_ch} input channels; XNNPACK's sparse entry "
-                    f"conv needs exactly 3 (an RGB image).",
-                    filt.name,
-                )
-            return ENTRY
-        return self._fail(
-            "conv",
-            f"{where}: {kh}x{kw} conv; the sparse path runs only 1x1 convs and the 3x3 stride-2 entry conv.",
-            filt.name,
-        )
 
-    def _check_depthwise_conv_2d(self, graph):
-        o = self.op.options
-        where = self._where(graph)
-        filt = graph.tensor(self.op.inputs[1])
-        kh, kw, sh, sw, pads, same_flag = self._conv_geometry(graph)
-        in_ch = graph.tensor(self.data_inputs[0]).shape[-1]
-        if o.get("dilation_h_factor", 1) != 1 or o.get("dilation_w_factor", 1) != 1:
-            return self._fail("depthwise", f"{where} is dilated; XNNPACK's sparse path needs dilation 1.", filt.name)
-        if same_flag:
-            return self._fail(
-                "depthwise",
-                f"{where}: stride {sh} with padding='same' pads asymmetrically, which XNNPACK's "
-                f"sparse path cannot run. Use ZeroPadding2D({kh // 2}) followed by padding='valid'.",
-                filt.name,
-            )
-        if filt.shape[-1] != in_ch:
-            return self._fail("depthwise", f"{where} has depth_multiplier > 1; the sparse path needs 1.", filt.name)
-        if sh != sw or sh not in (1, 2):
-            return self._fail("depthwise", f"{where}: stride {sh}x{sw}; the sparse path needs stride 1 or 2.", filt.name)
-        need = {(3, 3): 1, (5, 5): 2}.get((kh, kw))
-        if need is None:
-            return self._fail("depthwise", f"{where}: {kh}x{kw} kernel; the sparse path runs 3x3 and 5x5 only.", filt.name)
-        if pads != (need,) * 4:
-            return self._fail(
-                "depthwise",
-                f"{where}: {kh}x{kw} depthwise with padding (top, right, bottom, left) = {pads}; "
-                f"the sparse path needs {need} on every side. Use ZeroPadding2D({need}) followed by padding='valid'.",
-                filt.name,
-            )
-        return NCHW
-
-    def _check_fully_connected(self, graph):
-        # XNNPACK counts FULLY_CONNECTED as NCHW-capable, its weights towards the 2/3
-        # rule. On LiteRT 1.4 (emulated) that held for a Dense on a 4-D feature map
-        # (keep_num_dims: unpruned it diluted the region below 2/3, pruned it ran sparse),
-        # but not for the classifier after the pooling (keep_num_dims=False, 2-D), which
-        # stayed outside the region.
-        if self.op.options.get("keep_num_dims") and len(graph.tensor(self.data_inputs[0]).shape) == 4:
-            return NCHW
-        return self._fail(
-            "unsupported_op",
-            f"{self._where(graph)} runs in NHWC after the sparse region (it does not take part in it).",
-        )
-
-    # -- elementwise
-    def _check_binary(self, graph):
-        shapes = [graph.tensor(t).shape for t in self.data_inputs[:2]]
-        if len(self.data_inputs) != 2 or any(len(s) != 4 for s in shapes):
-            return self._fail("elementwise", f"{self._where(graph)} needs two 4-D inputs for the sparse path.")
-        # As in XNNPACK's check (which measures the first input's shape for both): a static
-        # operand must be a scalar or a per-channel vector.
-        for t in self.data_inputs[:2]:
-            if graph.is_static(t) and sum(d != 1 for d in shapes[0]) > 1:
-                return self._fail(
-                    "elementwise",
-                    f"{self._where(graph)} combines a feature map with a constant; the sparse path "
-                    f"accepts only scalar or per-channel constants here.",
-                    graph.tensor(t).name,
-                )
-        return NCHW
-
-    _check_add = _check_binary
-    _check_mul = _check_binary
-
-    def _check_unary(self, graph):
-        if len(graph.tensor(self.data_inputs[0]).shape) != 4:
-            return self._fail("elementwise", f"{self._where(graph)} works on a tensor that is not 4-D.")
-        return NCHW
-
-    def _check_resize_bilinear(self, graph):
-        shape = graph.tensor(self.data_inputs[0]).shape
-        if len(shape) == 4 and shape[1] > 1 and shape[2] > 1:
-            return NCHW
-        return self._fail("resize", f"{self._where(graph)} resizes a {shape} tensor; the sparse path needs H, W > 1.")
-
-    def _check_depth_to_space(self, graph):
-        return EXIT
-
-    # -- exits
-    def _check_mean(self, graph):
-        shape = graph.tensor(self.data_inputs[0]).shape
-        axes = graph.static_source.get(self.op.inputs[1])
-        axes = sorted(int(a) % 4 for a in np.ravel(axes.data)) if axes is not None and len(shape) == 4 else None
-        if axes != [1, 2]:
-            return self._fail(
-                "exit",
-                f"{self._where(graph)} is not a global average pooling over height and width "
-                f"of a 4-D tensor, so it cannot end the sparse region.",
-            )
-        return NCHW | EXIT
-
-    _check_sum = _check_mean
+def _ratio(a, b):
+    """a / b when b divides a, else 0 (no valid group count or multiplier)."""
+    return a // b if b and a % b == 0 else 0
 
 
 # ---- regions -----------------------------------------------------------------------------
@@ -465,7 +352,7 @@ def _regions(graph, nodes):
         return i
 
     original_exit = {i for i, n in nodes.items() if n.flags & EXIT}
-    bad = {}  # node -> Finding (cluster-breaking)
+    bad = {}  # node -> Violation (cluster-breaking)
 
     def visit(n):
         changed = False
@@ -475,13 +362,7 @@ def _regions(graph, nodes):
             p = graph.producer.get(t)
             if p is None or p not in nodes:
                 if n.index not in bad:
-                    bad[n.index] = Finding(
-                        "entry",
-                        f"{n._where(graph)} reads {'the model input' if p is None else 'a value computed outside XNNPACK'} "
-                        f"{graph.tensor(t).name!r} directly; the sparse region must start with a 3x3 "
-                        f"stride-2 CONV_2D on 3 channels with padding 1 on every side.",
-                        n.index, n.op.opcode, graph.tensor(t).name,
-                    )
+                    bad[n.index] = n.locate(graph, _outside_input(n, p, graph.tensor(t).name), t)
                     changed = True
                 continue
             producer = nodes[p]
@@ -492,8 +373,8 @@ def _regions(graph, nodes):
                     parent[min(a, b)] = max(a, b)
                     changed = True
             elif n.index not in bad:
-                bad[n.index] = producer.reason or bad.get(p) or Finding(
-                    "unsupported_op", f"{producer._where(graph)} cannot run in NCHW.", p, producer.op.opcode)
+                bad[n.index] = producer.reason or bad.get(p) or producer.locate(
+                    graph, rules.unsupported_violation(producer.op.opcode))
                 changed = True
         return changed
 
@@ -521,29 +402,35 @@ def _regions(graph, nodes):
     return regions, [r for r in orphans if seeded and r.qualifies]
 
 
+def _outside_input(node, producer, tensor):
+    """Why `node` cannot read `tensor`, produced outside XNNPACK (`producer` None: a model input).
+
+    A convolution reading the model input directly stands where the entry should be.
+    """
+    if producer is None and node.description.kind in (rules.CONV, rules.DEPTHWISE):
+        return rules.entry_violation(node.description)
+    return rules.outside_input_violation("a model input" if producer is None else tensor)
+
+
 def _region(graph, nodes, ops, bad, original_exit):
     members = set(ops)
     findings = [bad[i] for i in ops if i in bad]
     # every value read inside the region must be read only inside it
+    shared = set()
     for i in ops:
         n = nodes[i]
         if not n.flags & (NCHW | EXIT):
             continue
         for t in n.data_inputs:
-            if graph.is_static(t) or graph.producer.get(t) not in nodes:
+            if graph.is_static(t) or graph.producer.get(t) not in nodes or t in shared:
                 continue
             outside = [c for c in graph.readers(t) if c not in members or not nodes[c].flags & (NCHW | EXIT)]
             if outside or t in graph.outputs:
-                who = (f"{nodes[outside[0]]._where(graph)}, which runs in NHWC" if outside
-                       else "the model's output")
-                findings.append(Finding(
-                    "fanout",
-                    f"tensor {graph.tensor(t).name!r} feeds the sparse region and also {who}; "
-                    f"XNNPACK keeps the region in NHWC.",
-                    i, n.op.opcode, graph.tensor(t).name,
-                ))
+                shared.add(t)
+                violation = rules.fanout_violation(nodes[outside[0]].name if outside else None)
+                findings.append(nodes[graph.producer[t]].locate(graph, violation, t))
     pointwise = [i for i in ops if nodes[i].op.opcode == "FULLY_CONNECTED" or (
-        nodes[i].op.opcode == "CONV_2D" and max(graph.tensor(nodes[i].op.inputs[1]).shape[1:3]) == 1)]
+        nodes[i].op.opcode == "CONV_2D" and nodes[i].description.kernel == (1, 1))]
     params = zeros = 0
     dense_layers = []
     for i in pointwise:
@@ -555,33 +442,18 @@ def _region(graph, nodes, ops, bad, original_exit):
         z = int(np.count_nonzero(w.reshape(-1)[:n] == 0))
         params, zeros = params + n, zeros + z
         if nodes[i].op.opcode == "FULLY_CONNECTED":
-            dense_layers.append(f"{nodes[i]._where(graph)}, a Dense layer on a 4-D tensor that "
-                                f"counts like a 1x1 conv, has {z} zeros in {n} weights")
+            dense_layers.append((nodes[i].name, z, n))
     stored_sparse = _partition_has_sparse_weights(graph, members)
-    if not pointwise:
-        findings.append(Finding(
-            "sparsity", "the region has no 1x1 convolutions, so XNNPACK has nothing to run sparse.",
-        ))
-    elif zeros * 3 <= params * 2:
+    if pointwise:
         first = nodes[pointwise[0]]
-        findings.append(Finding(
-            "sparsity",
-            f"the 1x1 convs{' and Dense layers' if dense_layers else ''} of this region hold "
-            f"{zeros} zeros in {params} weights "
-            f"({100 * zeros / max(params, 1):.1f}%); XNNPACK needs more than 2/3 (66.7%). "
-            + (f"{'; '.join(dense_layers)}: prune it with the 1x1 convs, or use a Conv2D." if dense_layers
-               else "Prune them further."),
-            first.index, first.op.opcode, graph.tensor(first.op.inputs[1]).name,
-        ))
-    if pointwise and not stored_sparse:
-        first = nodes[pointwise[0]]
-        findings.append(Finding(
-            "storage",
-            "the weights are stored dense: no operator in this part of the model reads a DENSIFY "
-            "of a sparse constant, so the XNNPACK delegate never asks for sparse inference. "
-            "Export with spruce.export_litert(..., sparse=True).",
-            first.index, first.op.opcode, graph.tensor(first.op.inputs[1]).name,
-        ))
+        weight = first.op.inputs[1]
+        violation = rules.sparsity_violation(zeros, params, dense_layers)
+        if violation is not None:
+            findings.append(first.locate(graph, violation, weight))
+        if not stored_sparse:
+            findings.append(first.locate(graph, rules.storage_violation(), weight))
+    else:
+        findings.append(rules.no_pointwise_violation())
     entries = tuple(i for i in ops if nodes[i].flags & ENTRY)
     exits = tuple(i for i in ops if i in original_exit)
     return Region(
