@@ -277,17 +277,17 @@ def _measure(config, folder, data, dense_model, pruned_model, dense_history, pru
 
 
 def _one_by_one(model):
-    from spruce.workflow.train import _flatten
+    from spruce.layers import flatten_layers
 
-    return [layer.name for layer in _flatten(model)
+    return [layer.name for layer in flatten_layers(model)
             if type(layer).__name__ == "Conv2D" and tuple(layer.kernel_size) == (1, 1)]
 
 
 def _weighted_1x1_sparsity(model):
-    from spruce.workflow.train import _flatten
+    from spruce.layers import flatten_layers
 
     zeros = total = 0
-    for layer in _flatten(model):
+    for layer in flatten_layers(model):
         if type(layer).__name__ == "Conv2D" and tuple(layer.kernel_size) == (1, 1):
             k = np.asarray(layer.kernel.numpy() if hasattr(layer.kernel, "numpy") else layer.kernel)
             zeros += int(np.sum(k == 0))
@@ -301,11 +301,11 @@ def _blocks(model, trace, block_size):
     import keras
 
     from spruce.masking import count_zero_blocks
-    from spruce.workflow.train import _flatten
+    from spruce.layers import flatten_layers
 
     total = {"size": list(block_size), "blocks": 0, "zero": 0, "partial": 0}
     pruned = set(trace.get("layers", {}))
-    for layer in _flatten(model):
+    for layer in flatten_layers(model):
         if layer.name in pruned:
             counts = count_zero_blocks(keras.ops.convert_to_numpy(layer.kernel), block_size)
             for k in ("blocks", "zero", "partial"):
