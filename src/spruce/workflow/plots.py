@@ -1,7 +1,10 @@
 """The PNG plots of a run's report (matplotlib, Agg backend, written atomically)."""
 
+from fractions import Fraction
+
 from spruce._deps import require
 from spruce.workflow.artifacts import atomic_path
+from spruce.xnnpack_rules import XNNPACK_MIN_SPARSITY
 
 DENSE, PRUNED, EXTRA = "#4C72B0", "#DD8452", "#55A868"
 
@@ -61,7 +64,9 @@ def sparsity_over_steps(trace, path, target=None):
     if target:
         ax.step(target["steps"], target["sparsity"], where="post", color="black", ls="--", lw=1,
                 label="schedule target (at its pruning steps)")
-    ax.axhline(2 / 3, color="red", lw=0.8, ls=":", label="XNNPACK sparse-path threshold (2/3)")
+    shown = Fraction(XNNPACK_MIN_SPARSITY).limit_denominator(100)
+    ax.axhline(XNNPACK_MIN_SPARSITY, color="red", lw=0.8, ls=":",
+               label=f"XNNPACK sparse-path threshold ({shown})")
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel("fraction of zero weights")
     ax.set_ylim(0, 1)
