@@ -22,12 +22,12 @@ def test_learning_rate_decays_to_one_percent_by_the_last_step(kind):
 
 def test_schedule_target_holds_the_value_of_the_latest_pruning_step():
     from spruce.schedules import PolynomialDecay
-    from spruce.workflow.pipeline import _schedule_target
+    from spruce.workflow.measure import schedule_target
 
     schedule = PolynomialDecay(0.25, 0.75, begin_step=0, end_step=10, frequency=5)
-    target = _schedule_target(schedule, {"steps": [1, 4, 5, 9, 10, 20]})
+    target = schedule_target(schedule, [1, 4, 5, 9, 10, 20])
     at5, at10 = schedule(5)[1], schedule(10)[1]
-    assert target["sparsity"] == pytest.approx([0.0, 0.0, at5, at5, at10, at10])
+    assert list(target.sparsity) == pytest.approx([0.0, 0.0, at5, at5, at10, at10])
     assert at10 == pytest.approx(0.75)
 
 

@@ -70,7 +70,6 @@ def main(args):
         print(f"spruce run: {e}", file=sys.stderr)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from spruce.workflow import report
     from spruce.workflow.pipeline import run
 
     try:
@@ -82,12 +81,6 @@ def main(args):
         print(json.dumps(result.to_dict(), default=str))
     else:
         print()
-        print(result.summary_table())
-        m = result.metrics
-        print(f"\npruning cost {m['accuracy_drop_points']:+.2f} accuracy points; "
-              f"wall time {m['wall_seconds']:.0f} s"
-              + (f" (reused: {', '.join(m['reused'])})" if m["reused"] else ""))
-        print(report.devices_sentence(m.get("training")))
-        print(f"report: {result.report_path}")
+        print(result)
     return 0
 
