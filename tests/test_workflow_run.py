@@ -35,7 +35,21 @@ def _cli(tmp, *extra):
     return json.loads(done.stdout)
 
 
-def _cli_process(tmp, *extra):
+# Makes `import matplotlib` fail as it does where the package is not installed.
+WITHOUT_MATPLOTLIB = """
+import sys
+class _NoMatplotlib:
+    def find_spec(self, name, path=None, target=None):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+sys.meta_path.insert(0, _NoMatplotlib())
+from spruce.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _cli_process(tmp, *extra, without_matplotlib=False):
     cfg = tmp / "small.toml"
     cfg.write_text("[dense]\nepochs = 1\nbatch_size = 32\n"
                    "[prune]\nepochs = 1\nfrequency = 2\nend_fraction = 0.5\n"
@@ -44,7 +58,8 @@ def _cli_process(tmp, *extra):
                    f"out_dir = \"{tmp}\"\n")
     src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, "-m", "spruce", "run", "--config", str(cfg), "--json", "--no-progress",
+    program = ["-c", WITHOUT_MATPLOTLIB] if without_matplotlib else ["-m", "spruce"]
+    return subprocess.run([sys.executable, *program, "run", "--config", str(cfg), "--json", "--no-progress",
                            *extra], env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -151,6 +166,18 @@ def test_rerun_reuses_every_finished_stage_and_prints_one_json_document(first_ru
     assert doc["reused"] == ["dense", "pruned", "export", "evaluate"]
     assert doc["pruned"]["keras_accuracy"] == result.metrics.pruned.keras_accuracy
     assert _mtimes(result.folder, names) == before
+
+
+def test_a_missing_optional_package_exits_with_the_environment_code_and_the_install_hint(first_run):
+    from spruce.cli import exit_codes
+
+    tmp, result = first_run
+    before = _mtimes(result.folder, ["metrics.json", "dense.keras", "pruned.keras"])
+    done = _cli_process(tmp, without_matplotlib=True)  # every stage is reused; the plots need matplotlib
+    assert done.returncode == exit_codes.ENVIRONMENT, done.stderr[-3000:]
+    assert "spruce run: error: spruce needs `matplotlib`" in done.stderr
+    assert "pip install matplotlib" in done.stderr and done.stdout == ""
+    assert _mtimes(result.folder, ["metrics.json", "dense.keras", "pruned.keras"]) == before
 
 
 def test_changed_pruning_setting_redoes_pruning_but_reuses_the_dense_model(first_run):
