@@ -49,6 +49,14 @@ def test_one_device_training_writes_only_its_three_keys():
         "engine": "single device", "replicas": 1, "global_batch": 128}
 
 
+def test_data_parallel_training_writes_its_keys_in_the_order_runs_have_always_written():
+    training = TrainingDevices(engine="keras.distribution.DataParallel", backend="jax", replicas=2,
+                               devices=("cpu:0", "cpu:1"), global_batch=32, per_replica_batch=16,
+                               synchronized_batchnorm=False, dropped_images=1)
+    assert list(training.to_dict()) == ["engine", "backend", "replicas", "devices", "global_batch",
+                                        "per_replica_batch", "synchronized_batchnorm", "dropped_images"]
+
+
 @pytest.mark.parametrize("keepdims", [True, False])
 def test_policy_verdict_reads_the_policy_reports_attributes_and_says_what_the_policy_says(keepdims):
     import spruce

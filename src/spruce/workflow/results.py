@@ -192,15 +192,15 @@ class Arm64Check(_Record):
                 "reason": self.reason, "report": self.report}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)  # keyword-only: the fields keep the JSON's key order
 class TrainingDevices(_Record):
     """Where both trainings ran: one device, or all local ones through a data-parallel engine."""
 
     engine: str
-    replicas: int
-    global_batch: int
-    devices: tuple | None = _optional()
     backend: str | None = _optional()
+    replicas: int
+    devices: tuple | None = _optional()
+    global_batch: int
     per_replica_batch: int | None = _optional()
     synchronized_batchnorm: bool | None = _optional()
     dropped_images: int | None = _optional()  # JAX: images left out so that every device gets as many
