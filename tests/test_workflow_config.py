@@ -79,7 +79,7 @@ def test_cli_reports_a_bad_setting_and_exits_2(capsys):
 
     assert main(["run", "--final-sparsity", "1.5", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "spruce run: final_sparsity must be in [initial_sparsity=0.25, 1). Received: final_sparsity=1.5" in err
+    assert "spruce run: error: final_sparsity must be in [initial_sparsity=0.25, 1). Received: final_sparsity=1.5" in err
 
 
 def test_cli_reports_a_broken_config_file_and_exits_2(tmp_path, capsys):
@@ -147,4 +147,4 @@ def test_cli_reports_a_bad_block_size_and_exits_2(capsys):
 
     assert main(["run", "--block-size", "1x0", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "spruce run: --block-size must be HxW" in err and "--block-size 1x4" in err
+    assert "spruce run: error: --block-size must be HxW" in err and "--block-size 1x4" in err

@@ -29,6 +29,10 @@ _EXPORTS = {
     "export_litert": "spruce.export",
     "inspect_tflite": "spruce.tflite",
     "check_arm64": "spruce.arm64",
+    # training helpers
+    "erk_sparsities": "spruce.allocation",
+    "allocate_erk": "spruce.allocation",
+    "recalibrate_batchnorm": "spruce.batchnorm",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -52,8 +52,8 @@ def add_arguments(parser):
 def main(args):
     import json
     import os
-    import sys
 
+    from spruce.cli import exit_codes
     from spruce.workflow.config import ConfigError, load_config
     from spruce.workflow.data import DataError
     from spruce.workflow.model import ModelError
@@ -67,27 +67,19 @@ def main(args):
     try:
         config = load_config(args.config, overrides)
     except ConfigError as e:
-        print(f"spruce run: {e}", file=sys.stderr)
-        return 2
+        return exit_codes.fail("run", e)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from spruce.workflow import report
     from spruce.workflow.pipeline import run
 
     try:
         result = run(config, fresh=args.fresh, progress=not args.no_progress, quiet=False)
     except (ConfigError, DataError, ModelError) as e:
-        print(f"spruce run: {e}", file=sys.stderr)
-        return 2
+        return exit_codes.fail("run", e)
+    except ImportError as e:  # an optional dependency (matplotlib, ai-edge-litert, ...): the hint says which
+        return exit_codes.fail("run", e, exit_codes.ENVIRONMENT)
     if args.json:
         print(json.dumps(result.to_dict(), default=str))
     else:
         print()
-        print(result.summary_table())
-        m = result.metrics
-        print(f"\npruning cost {m['accuracy_drop_points']:+.2f} accuracy points; "
-              f"wall time {m['wall_seconds']:.0f} s"
-              + (f" (reused: {', '.join(m['reused'])})" if m["reused"] else ""))
-        print(report.devices_sentence(m.get("training")))
-        print(f"report: {result.report_path}")
-    return 0
-
+        print(result)
+    return exit_codes.OK

@@ -148,6 +148,12 @@ class RunConfig:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d):
+        """The config `to_dict()` wrote; settings this version no longer has are left out."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
 
 def _is_block_size(value):
     return (isinstance(value, tuple) and len(value) == 2

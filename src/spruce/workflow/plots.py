@@ -1,7 +1,10 @@
 """The PNG plots of a run's report (matplotlib, Agg backend, written atomically)."""
 
+from fractions import Fraction
+
 from spruce._deps import require
 from spruce.workflow.artifacts import atomic_path
+from spruce.xnnpack_rules import XNNPACK_MIN_SPARSITY
 
 DENSE, PRUNED, EXTRA = "#4C72B0", "#DD8452", "#55A868"
 
@@ -49,19 +52,22 @@ def training_curves(dense_history, pruned_history, path):
 
 
 def sparsity_over_steps(trace, path, target=None):
-    """Fraction of zeros of each pruned kernel over fine-tuning steps (+ the schedule's target)."""
+    """Fraction of zeros of each pruned kernel over fine-tuning steps (a `SparsityTrace`), and
+    the schedule's target (a `ScheduleTarget`)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
-    steps = trace.get("steps", [])
-    layers = sorted(trace.get("layers", {}).items())
+    steps = list(trace.steps)
+    layers = sorted(trace.layers.items())
     for i, (name, values) in enumerate(layers):
         # layers pruned alike overlap: thinner lines and other markers on top keep each visible
         ax.plot(steps[: len(values)], values, marker="osv^D"[i % 5], ms=6 - i, mfc="none",
                 lw=3.0 - 2.0 * i / max(1, len(layers)), label=name)
     if target:
-        ax.step(target["steps"], target["sparsity"], where="post", color="black", ls="--", lw=1,
+        ax.step(target.steps, target.sparsity, where="post", color="black", ls="--", lw=1,
                 label="schedule target (at its pruning steps)")
-    ax.axhline(2 / 3, color="red", lw=0.8, ls=":", label="XNNPACK sparse-path threshold (2/3)")
+    shown = Fraction(XNNPACK_MIN_SPARSITY).limit_denominator(100)
+    ax.axhline(XNNPACK_MIN_SPARSITY, color="red", lw=0.8, ls=":",
+               label=f"XNNPACK sparse-path threshold ({shown})")
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel("fraction of zero weights")
     ax.set_ylim(0, 1)
@@ -72,10 +78,10 @@ def sparsity_over_steps(trace, path, target=None):
 
 
 def comparison(metrics, path):
-    """Accuracy, file size and latency of the dense and the pruned model, side by side."""
+    """Accuracy, file size and latency of the dense and the pruned model (a `RunMetrics`), side by side."""
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    d, p = metrics["dense"], metrics["pruned"]
+    d, p = metrics.dense, metrics.pruned
 
     def bars(ax, labels, dense_vals, pruned_vals, fmt, title, ylabel):
         xs = range(len(labels))
@@ -94,8 +100,8 @@ def comparison(metrics, path):
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
 
-    acc_d = [d["keras_accuracy"], d["tflite_accuracy"]]
-    acc_p = [p["keras_accuracy"], p["tflite_accuracy"]]
+    acc_d = [d.keras_accuracy, d.tflite_accuracy]
+    acc_p = [p.keras_accuracy, p.tflite_accuracy]
     bars(axes[0], ["Keras", ".tflite (LiteRT)"], [a * 100 for a in acc_d], [a * 100 for a in acc_p],
          lambda v: f"{v:.2f}", "Test accuracy", "%")
     lo = min(a for a in acc_d + acc_p) * 100
@@ -104,23 +110,23 @@ def comparison(metrics, path):
 
     kb = lambda v: None if v is None else v / 1024  # noqa: E731
     bars(axes[1], [".tflite", ".tflite gzipped"],
-         [kb(d["tflite_bytes"]), kb(d.get("tflite_gzip_bytes"))],
-         [kb(p["tflite_bytes"]), kb(p.get("tflite_gzip_bytes"))],
+         [kb(d.tflite_bytes), kb(d.tflite_gzip_bytes)],
+         [kb(p.tflite_bytes), kb(p.tflite_gzip_bytes)],
          lambda v: f"{v:.1f}", "Model size", "KiB")
 
-    lat = metrics.get("latency", {})
+    lat = metrics.latency
     labels, dv, pv = [], [], []
     for engine, name in (("litert", "LiteRT"), ("spruce", "spruce engine")):
         if engine in lat:
-            labels.append(f"{name}\n{lat[engine].get('threads', 1)} thread(s)")
-            dv.append(lat[engine]["dense_ms"])
-            pv.append(lat[engine]["pruned_ms"])
+            labels.append(f"{name}\n{lat[engine].threads} thread(s)")
+            dv.append(lat[engine].dense_ms)
+            pv.append(lat[engine].pruned_ms)
     if labels:
         bars(axes[2], labels, [v * 1000 for v in dv], [v * 1000 for v in pv],
              lambda v: f"{v:.0f}", "Latency per image (median)", "µs")
     else:
         axes[2].set_axis_off()
         axes[2].text(0.5, 0.5, "latency not measured", ha="center")
-    fig.suptitle("Dense vs 75%-pruned: accuracy, size, latency")
+    fig.suptitle(f"Dense vs {metrics.config.final_sparsity:.0%}-pruned: accuracy, size, latency")
     fig.tight_layout()
     _save(fig, path)

@@ -22,60 +22,64 @@ def _yes(v):
 
 
 def summary_rows(metrics):
-    """(label, dense, pruned) rows shared by the terminal table and report.md."""
-    d, p = metrics["dense"], metrics["pruned"]
+    """(label, dense, pruned) rows of a `RunMetrics`, shared by the terminal table and report.md."""
+    d, p = metrics.dense, metrics.pruned
     rows = [
-        ("test accuracy, Keras", _pct(d["keras_accuracy"]), _pct(p["keras_accuracy"])),
-        ("test accuracy, .tflite (LiteRT)", _pct(d["tflite_accuracy"]), _pct(p["tflite_accuracy"])),
-        ("zeros in 1x1 conv kernels", _pct(d.get("sparsity_1x1")), _pct(p.get("sparsity_1x1"))),
-        ("pruned in blocks of (in x out channels)", "", _blocks_cell(p.get("blocks"))),
-        (".tflite size", _kib(d["tflite_bytes"]), _kib(p["tflite_bytes"])),
-        (".tflite size, gzipped", _kib(d.get("tflite_gzip_bytes")), _kib(p.get("tflite_gzip_bytes"))),
-        ("XNNPACK sparse path (inspector)", _yes(d.get("xnnpack_sparse")), _yes(p.get("xnnpack_sparse"))),
+        ("test accuracy, Keras", _pct(d.keras_accuracy), _pct(p.keras_accuracy)),
+        ("test accuracy, .tflite (LiteRT)", _pct(d.tflite_accuracy), _pct(p.tflite_accuracy)),
+        ("zeros in 1x1 conv kernels", _pct(d.sparsity_1x1), _pct(p.sparsity_1x1)),
+        ("pruned in blocks of (in x out channels)", "", _blocks_cell(p.blocks)),
+        (".tflite size", _kib(d.tflite_bytes), _kib(p.tflite_bytes)),
+        (".tflite size, gzipped", _kib(d.tflite_gzip_bytes), _kib(p.tflite_gzip_bytes)),
+        ("XNNPACK sparse path (inspector)", _yes(d.xnnpack_sparse), _yes(p.xnnpack_sparse)),
     ]
     for engine, name in (("litert", "LiteRT"), ("spruce", "spruce engine")):
-        lat = metrics.get("latency", {}).get(engine)
+        lat = metrics.latency.get(engine)
         if lat:
-            rows.append((f"latency, {name}, {lat['threads']} thread(s)", _ms(lat["dense_ms"]), _ms(lat["pruned_ms"])))
-    cross = metrics.get("latency", {}).get("spruce", {}).get("speedup_vs_litert_dense")
+            rows.append((f"latency, {name}, {lat.threads} thread(s)", _ms(lat.dense_ms), _ms(lat.pruned_ms)))
+    cross = _cross_speedup(metrics)
     if cross:
         rows.append(("speed-up, pruned on spruce vs dense on LiteRT", "", f"{cross:.2f}x"))
-    arm = metrics.get("arm64")
-    if arm and arm.get("sparse_path_engaged") is not None:
-        rows.append(("sparse path engaged on aarch64 (emulated)", "", _yes(arm["sparse_path_engaged"])))
+    if metrics.arm64.sparse_path_engaged is not None:
+        rows.append(("sparse path engaged on aarch64 (emulated)", "", _yes(metrics.arm64.sparse_path_engaged)))
     return rows
+
+
+def _cross_speedup(metrics):
+    spruce = metrics.latency.get("spruce")
+    return spruce.speedup_vs_litert_dense if spruce else None
 
 
 def _blocks_cell(blocks):
     if not blocks:
         return "n/a"
-    size = "x".join(map(str, blocks["size"]))
-    if blocks["size"] == [1, 1]:
+    size = "x".join(map(str, blocks.size))
+    if tuple(blocks.size) == (1, 1):
         return f"{size} (single weights)"
-    text = f"{size}: {blocks['zero']} of {blocks['blocks']} all zero"
-    return text + (f", {blocks['partial']} partly zero" if blocks["partial"] else "")
+    text = f"{size}: {blocks.zero} of {blocks.blocks} all zero"
+    return text + (f", {blocks.partial} partly zero" if blocks.partial else "")
 
 
 def _blocks_sentence(blocks):
     """How the 1x1 convolutions were pruned, for report.md."""
-    if not blocks or blocks["size"] == [1, 1]:
+    if not blocks or tuple(blocks.size) == (1, 1):
         return "weight by weight"
-    h, w = blocks["size"]
-    return (f"in blocks of {h} input x {w} output channels ({blocks['zero']} of {blocks['blocks']} "
-            f"blocks all zero, {blocks['partial']} partly zero)")
+    h, w = blocks.size
+    return (f"in blocks of {h} input x {w} output channels ({blocks.zero} of {blocks.blocks} "
+            f"blocks all zero, {blocks.partial} partly zero)")
 
 
 def devices_sentence(training):
-    """Where both trainings ran, as one sentence for report.md and the terminal."""
-    if not training or training.get("replicas", 1) == 1:
+    """Where both trainings ran (a `TrainingDevices`), as one sentence for report.md and the terminal."""
+    if not training or training.replicas == 1:
         return "Both trainings ran on a single device."
-    text = (f"Both trainings ran data-parallel on {training['replicas']} replicas with "
-            f"{training['engine']} ({', '.join(training.get('devices', []))}), global batch "
-            f"{training['global_batch']} ({training['per_replica_batch']} per replica)")
-    if training.get("synchronized_batchnorm"):
+    text = (f"Both trainings ran data-parallel on {training.replicas} replicas with "
+            f"{training.engine} ({', '.join(training.devices or ())}), global batch "
+            f"{training.global_batch} ({training.per_replica_batch} per replica)")
+    if training.synchronized_batchnorm:
         text += ", BatchNormalization synchronized across replicas"
-    if training.get("dropped_images"):
-        text += f", {training['dropped_images']} image(s) dropped for equal shares"
+    if training.dropped_images:
+        text += f", {training.dropped_images} image(s) dropped for equal shares"
     return text + "."
 
 
@@ -91,28 +95,28 @@ def _md_table(rows, headers=("", "dense", "pruned")):
     return "\n".join(out)
 
 
-def write_report(folder, metrics, config, plots):
-    """Write `folder`/report.md from `metrics`; returns its path."""
-    d, p = metrics["dense"], metrics["pruned"]
-    drop = metrics["accuracy_drop_points"]
-    data = metrics["data"]
+def write_report(folder, metrics, plots):
+    """Write `folder`/report.md from `metrics` (a `RunMetrics`); returns its path."""
+    d, p, config = metrics.dense, metrics.pruned, metrics.config
+    drop = metrics.accuracy_drop_points
+    data = metrics.data
     lines = [
-        f"# spruce run: {metrics['name']}",
+        f"# spruce run: {metrics.name}",
         "",
         f"The guide's workflow \"Pruning for on-device inference with XNNPACK\" on "
-        f"**{data['dataset']}** ({data['train']} training, {data['val']} validation, "
-        f"{data['test']} test images{', quick subset' if config['quick'] else ''}): "
-        f"train dense, fine-tune with pruning to {config['final_sparsity']:.0%} in the 1x1 convolutions"
-        + ("" if list(config["block_size"]) == [1, 1] else
-           f" in {'x'.join(map(str, config['block_size']))} blocks")
+        f"**{data.dataset}** ({data.train} training, {data.val} validation, "
+        f"{data.test} test images{', quick subset' if config.quick else ''}): "
+        f"train dense, fine-tune with pruning to {config.final_sparsity:.0%} in the 1x1 convolutions"
+        + ("" if tuple(config.block_size) == (1, 1) else
+           f" in {'x'.join(map(str, config.block_size))} blocks")
         + ", export both to `.tflite`, measure.",
         "",
         "## Results",
         "",
         _md_table(summary_rows(metrics)),
         "",
-        f"Keras test accuracy: dense {100 * d['keras_accuracy']:.2f}%, pruned "
-        f"{100 * p['keras_accuracy']:.2f}%: pruning cost **{drop:.2f} points**"
+        f"Keras test accuracy: dense {100 * d.keras_accuracy:.2f}%, pruned "
+        f"{100 * p.keras_accuracy:.2f}%: pruning cost **{drop:.2f} points**"
         + (" (a negative cost: the pruned model scored higher)." if drop < 0 else "."),
         "",
         "![accuracy, size and latency](" + os.path.basename(plots["comparison"]) + ")",
@@ -125,14 +129,14 @@ def write_report(folder, metrics, config, plots):
         "",
         "## Training",
         "",
-        f"Dense: {config['dense_epochs']} epochs, Adam, learning rate {config['learning_rate']} with "
-        f"{config['lr_schedule']} decay, batch {config['batch_size']}. Pruning: {config['prune_epochs']} "
-        f"epochs from the dense weights, learning rate {config['prune_learning_rate']} ({config['lr_schedule']}), "
-        f"PolynomialDecay {config['initial_sparsity']} -> {config['final_sparsity']} "
-        f"(every {metrics['schedule']['frequency']} steps, reached at step {metrics['schedule']['end_step']}), "
+        f"Dense: {config.dense_epochs} epochs, Adam, learning rate {config.learning_rate} with "
+        f"{config.lr_schedule} decay, batch {config.batch_size}. Pruning: {config.prune_epochs} "
+        f"epochs from the dense weights, learning rate {config.prune_learning_rate} ({config.lr_schedule}), "
+        f"PolynomialDecay {config.initial_sparsity} -> {config.final_sparsity} "
+        f"(every {metrics.schedule.frequency} steps, reached at step {metrics.schedule.end_step}), "
         "policy PruneForLatencyOnXNNPack: only the 1x1 convolutions are pruned, "
-        f"{_blocks_sentence(p.get('blocks'))}, {config['sparsity_allocation']} sparsity allocation. "
-        + devices_sentence(metrics.get("training")),
+        f"{_blocks_sentence(p.blocks)}, {config.sparsity_allocation} sparsity allocation. "
+        + devices_sentence(metrics.training),
         "",
         "![training curves](" + os.path.basename(plots["training"]) + ")",
         "",
@@ -144,7 +148,7 @@ def write_report(folder, metrics, config, plots):
         "",
         "Zeros per pruned layer at the end:",
         "",
-        _md_table([(k, _pct(v)) for k, v in sorted(p.get("layer_sparsity", {}).items())],
+        _md_table([(k, _pct(v)) for k, v in sorted(p.layer_sparsity.items())],
                   headers=("layer", "zeros")),
         "",
     ]
@@ -155,14 +159,14 @@ def write_report(folder, metrics, config, plots):
         "| file | what |",
         "|---|---|",
     ]
-    for name, what in metrics["files"].items():
+    for name, what in metrics.files.items():
         lines.append(f"| `{name}` | {what} |")
     lines += [
         "",
         f"TensorBoard: `tensorboard --logdir {os.path.join(folder, 'logs')}`.",
         "",
-        "Stage times: " + ", ".join(f"{k} {v:.0f} s{' (when it ran; reused now)' if k in metrics['reused'] else ''}"
-                                    for k, v in metrics["stage_seconds"].items()) + ".",
+        "Stage times: " + ", ".join(f"{k} {v:.0f} s{' (when it ran; reused now)' if k in metrics.reused else ''}"
+                                    for k, v in metrics.stage_seconds.items()) + ".",
         "",
     ]
     path = os.path.join(folder, "report.md")
@@ -171,48 +175,43 @@ def write_report(folder, metrics, config, plots):
 
 
 def _verdict_lines(metrics):
-    out = []
-    policy = metrics.get("policy")
-    if policy:
-        out.append(f"- Policy check of the Keras model: {policy['summary']}")
-    inspect = metrics["pruned"].get("inspect")
-    if inspect is not None:
-        verdict = "qualifies" if metrics["pruned"].get("xnnpack_sparse") else "does NOT qualify"
-        out.append(f"- `spruce inspect` on `pruned.tflite`: the sparse path {verdict}."
-                   + (f" {inspect['reason']}" if inspect.get("reason") else ""))
-        out.append(f"- `spruce inspect` on `dense.tflite`: "
-                   f"{'qualifies' if metrics['dense'].get('xnnpack_sparse') else 'does not qualify'} "
-                   "(expected: dense weights never take the sparse path).")
-    arm = metrics.get("arm64")
-    if arm and arm.get("sparse_path_engaged") is not None:
+    out = [f"- Policy check of the Keras model: {metrics.policy.summary}"]
+    pruned = metrics.pruned
+    verdict = "qualifies" if pruned.xnnpack_sparse else "does NOT qualify"
+    out.append(f"- `spruce inspect` on `pruned.tflite`: the sparse path {verdict}."
+               + (f" {pruned.inspect.reason}" if pruned.inspect.reason else ""))
+    out.append(f"- `spruce inspect` on `dense.tflite`: "
+               f"{'qualifies' if metrics.dense.xnnpack_sparse else 'does not qualify'} "
+               "(expected: dense weights never take the sparse path).")
+    arm = metrics.arm64
+    if arm.sparse_path_engaged is not None:
         out.append(f"- aarch64 LiteRT under emulation: sparse path "
-                   f"{'engaged' if arm['sparse_path_engaged'] else 'did NOT engage'}"
-                   + (f" (sparse storage {arm['ratio']:.2f}x faster than the same weights stored dense)"
-                      if arm.get("ratio") else "")
+                   f"{'engaged' if arm.sparse_path_engaged else 'did NOT engage'}"
+                   + (f" (sparse storage {arm.ratio:.2f}x faster than the same weights stored dense)"
+                      if arm.ratio else "")
                    + ". Emulated ratios overstate real-device speedups (the guide's Pixel 4: 1.4x at 75%).")
-    elif arm:
-        out.append(f"- aarch64 emulation check: not run ({arm.get('reason', 'unavailable')}).")
+    else:
+        out.append(f"- aarch64 emulation check: not run ({arm.reason or 'unavailable'}).")
     return out
 
 
 def _latency_lines(metrics):
-    lat = metrics.get("latency", {})
+    lat = metrics.latency
     if not lat:
         return []
     out = ["## Latency", ""]
-    for engine, info in lat.items():
-        out.append(f"- {info['description']}")
-    cross = lat.get("spruce", {}).get("speedup_vs_litert_dense")
+    for info in lat.values():
+        out.append(f"- {info.description}")
+    cross = _cross_speedup(metrics)
     if cross:
         out.append(f"- The pruned model on spruce's engine against the dense one on LiteRT: {cross:.2f}x "
                    "(both engines in the same interleaved run, each run timed around one call from "
                    "Python on both).")
-    cpu = metrics.get("cpu", {})
-    if cpu.get("avx"):
+    if metrics.cpu.get("avx"):  # spruce.bench's description of the machine
         out.append("- This CPU has AVX: XNNPACK does not use its sparse kernels on such x86 CPUs, so "
                    "the pruned model is not expected to be faster with LiteRT here; on ARM phones it is.")
     out.append("")
-    prof = lat.get("spruce", {}).get("pruned_profile")
+    prof = lat["spruce"].pruned_profile if "spruce" in lat else None
     if prof:
         total = sum(op["seconds"] for op in prof["operators"]) or 1.0
         out += [f"Where the pruned model's time goes on spruce's engine (per-operator medians of "

@@ -1,10 +1,8 @@
 """Training recipes: dense training, then fine-tuning with pruning.
 
-The guide trains with plain Adam at a constant learning rate. On this net that leaves
-the BatchNorm moving statistics chasing weights that still move a lot at the end, so
-evaluation (which uses the moving statistics) lands far below training accuracy (47.7%
-dense on Fashion-MNIST with tfmot). A learning rate that decays to almost zero lets the
-weights, and so the statistics, settle: that is the recipe here (Adam, cosine decay).
+The guide's constant learning rate leaves BatchNorm's moving statistics chasing weights that
+still move at the end, so evaluation lands far below training accuracy; a learning rate that
+decays to almost zero lets the weights, and so the statistics, settle (Adam, cosine decay).
 """
 
 import contextlib
@@ -13,6 +11,9 @@ import math
 import keras
 import numpy as np
 
+from spruce.batchnorm import recalibrate_batchnorm
+from spruce.layers import flatten_layers
+from spruce.workflow.config import ConfigError
 from spruce.workflow.progress import FitProgress
 
 
@@ -104,31 +105,6 @@ def train_dense(model, data, config, log_dir=None, progress=True, distributed=Fa
     return _history(h)
 
 
-def recalibrate_batchnorm(model, x, seed=0, batches=32, batch_size=256):
-    """Set every BatchNorm's moving statistics to their average over `batches` batches.
-
-    Moving averages (momentum 0.99) trail weights that still moved in the last few
-    hundred steps; a short training (--quick) ends with statistics far from the final
-    weights' and near-chance test accuracy. One pass in training mode with a running
-    mean (momentum 1 - 1/k at the k-th batch) gives each layer the statistics of the
-    final weights ("precise BN"). Only BatchNorm state changes; no weight is trained.
-    """
-    bns = [layer for layer in _flatten(model) if isinstance(layer, keras.layers.BatchNormalization)]
-    if not bns:
-        return
-    rng = np.random.default_rng(seed)
-    momenta = [bn.momentum for bn in bns]
-    try:
-        for k in range(1, min(batches, int(np.ceil(len(x) / batch_size))) + 1):
-            for bn in bns:
-                bn.momentum = 1.0 - 1.0 / k
-            pick = rng.choice(len(x), min(batch_size, len(x)), replace=False)
-            model(x[np.sort(pick)], training=True)
-    finally:
-        for bn, m in zip(bns, momenta):
-            bn.momentum = m
-
-
 def pruning_schedule(config, n_train):
     """The PolynomialDecay schedule of the config, in optimizer steps.
 
@@ -169,7 +145,7 @@ def prune_finetune(dense_model, data, config, log_dir=None, progress=True, distr
                                      block_size=tuple(config.block_size),
                                      pruning_policy=PruneForLatencyOnXNNPack())
         if config.sparsity_allocation == "erk":
-            _allocate_erk(pruned, schedule)
+            _allocate_erk(pruned)
         lr = learning_rate(config.prune_learning_rate, config.lr_schedule, spe * config.prune_epochs, spe)
         compile_model(pruned, lr)
         trace = SparsityTrace(schedule.frequency)
@@ -190,38 +166,21 @@ def prune_finetune(dense_model, data, config, log_dir=None, progress=True, distr
     return stripped, _history(h), trace.to_dict()
 
 
-def erk_sparsities(shapes, sparsity):
-    """Per-layer sparsities averaging `sparsity` over all weights, with densities
-    proportional to (n_in + n_out) / (n_in * n_out) (Erdos-Renyi, as in RigL): small
-    layers keep more of their weights. With block pruning each layer's sparsity counts
-    its blocks, so the total holds up to rounding to whole blocks (and partial edge blocks)."""
-    sizes = np.array([a * b for a, b in shapes], np.float64)
-    score = np.array([(a + b) / (a * b) for a, b in shapes], np.float64)
-    density = (1.0 - sparsity) * sizes.sum() / (score * sizes).sum() * score
-    if density.max() > 1.0:
-        raise ValueError(f"ERK allocation needs a layer denser than 1 for sparsity={sparsity}; "
-                         "use sparsity_allocation='uniform'.")
-    return (1.0 - density).tolist()
+def _allocate_erk(pruned):
+    from spruce.allocation import allocate_erk
 
-
-def _allocate_erk(pruned, schedule):
-    from spruce.schedules import PolynomialDecay
-    from spruce.wrapper import collect_prunable_layers
-
-    wrappers = collect_prunable_layers(pruned)
-    shapes = [(int(np.prod(w.layer.kernel.shape[:-1])), int(w.layer.kernel.shape[-1])) for w in wrappers]
-    finals = erk_sparsities(shapes, schedule.final_sparsity)
-    ratio = schedule.initial_sparsity / schedule.final_sparsity if schedule.final_sparsity else 0.0
-    for wrapper, final in zip(wrappers, finals):
-        wrapper.pruning_schedule = PolynomialDecay(
-            initial_sparsity=final * ratio, final_sparsity=final, begin_step=schedule.begin_step,
-            end_step=schedule.end_step, frequency=schedule.frequency)
+    try:
+        allocate_erk(pruned)
+    except ValueError as e:
+        raise ConfigError(f"sparsity_allocation='erk' cannot prune this model: {e} In spruce run: "
+                          "raise final_sparsity, or set sparsity_allocation = 'uniform' "
+                          "(--allocation uniform).") from None
 
 
 def kernel_sparsity(model):
     """{layer name: fraction of zeros} for every 1x1 Conv2D and Dense kernel of a plain model."""
     out = {}
-    for layer in _flatten(model):
+    for layer in flatten_layers(model):
         kernel = getattr(layer, "kernel", None)
         if kernel is None or type(layer).__name__ not in ("Conv2D", "Dense"):
             continue
@@ -229,14 +188,6 @@ def kernel_sparsity(model):
             continue
         out[layer.name] = float(np.mean(keras.ops.convert_to_numpy(kernel) == 0))
     return out
-
-
-def _flatten(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and not hasattr(layer, "kernel"):
-            yield from _flatten(layer)
-        else:
-            yield layer
 
 
 class EpochScalars(keras.callbacks.Callback):
@@ -306,7 +257,7 @@ def pruned_layer_sparsity(model):
     as in tfmot); on a plain model, the zeros of the 1x1 conv and Dense kernels.
     """
     out = {}
-    for layer in _flatten(model):
+    for layer in flatten_layers(model):
         for weight, mask, _ in getattr(layer, "pruning_vars", None) or []:
             inner = getattr(layer, "layer", layer)
             out[inner.name] = float(1.0 - np.mean(keras.ops.convert_to_numpy(mask.value)))
