@@ -1,11 +1,13 @@
-"""float16 weights, sparse: `export_litert(..., fp16=True)`, and the reader and inspector on
-its files.
+"""float16 weights, sparse: `export_litert(..., fp16=True)`, the reader and inspector on
+its files, and `check-arm64`'s verdict in both arithmetics.
 
-Files come from the real TF converter; outputs from the real LiteRT interpreter (x86).
+Files come from the real TF converter; outputs from the real LiteRT interpreter (x86)
+and, for check-arm64, the real aarch64 LiteRT 1.4.0 under qemu.
 """
 
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -14,6 +16,8 @@ import pytest
 from _pruned_guide import pruned_guide
 from tflite_models import prune_pointwise, sparse_path_net
 
+from spruce.arm64 import precision
+from spruce.arm64.check import Fp16Report, _fp16_report, _Pair, verdict
 from spruce.tflite.densify import densify_tflite
 from spruce.tflite.reader import read_tflite
 
@@ -75,7 +79,7 @@ def test_fp16_export_stores_pruned_pointwise_kernels_sparse_in_float16_behind_de
               and op not in pointwise]
     assert others and all(_stored_weight(sg, op.inputs[1])[1] == ["DEQUANTIZE"] for op in others)
     # fp16 storage, fp32 arithmetic: what the converter records, and what XNNPACK reads
-    assert model.metadata["reduced_precision_support"] == b"fp16accfp32"
+    assert model.metadata[precision.KEY] == precision.FP32_ARITHMETIC
 
 
 @tf_only
@@ -167,7 +171,7 @@ def test_densified_fp16_file_equals_the_converters_dense_fp16_export(guide, tmp_
             assert x.type_name == y.type_name and x.sparsity is None
             if x.data is not None:
                 np.testing.assert_array_equal(x.data, y.data)
-    assert densified.metadata["reduced_precision_support"] == b"fp16accfp32"
+    assert densified.metadata[precision.KEY] == precision.FP32_ARITHMETIC
     x = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)
     outputs = []
     for path in (out.path, guide["75_dense"].path):
@@ -198,3 +202,113 @@ def test_inspector_reads_fp16_sparse_storage_and_predicts_through_dequantize(gui
     below = inspect_tflite(guide["50"].path)
     assert below.xnnpack_sparse is False
     assert any(f.rule == "sparsity" and "2/3" in f.message for f in below.xnnpack.findings)
+
+
+# ---- the arithmetic a file asks for ----------------------------------------------------------
+
+@tf_only
+def test_precision_metadata_is_read_and_rewritten(guide, tmp_path):
+    fp16_file = read_tflite(guide["75"].path)
+    assert precision.has_fp16_weights(fp16_file) and not precision.requests_fp16_arithmetic(fp16_file)
+    fp32_file = read_tflite(guide["75_fp32"].path)
+    assert not precision.has_fp16_weights(fp32_file) and precision.KEY not in fp32_file.metadata
+    with open(guide["75"].path, "rb") as f:
+        data = f.read()
+    asks = read_tflite(precision.with_precision(data, precision.FP16_ARITHMETIC))
+    assert precision.requests_fp16_arithmetic(asks) and asks.metadata[precision.KEY] == b"fp16accfp16"
+    back = read_tflite(precision.with_precision(data, precision.FP32_ARITHMETIC))
+    assert not precision.requests_fp16_arithmetic(back)
+    for a, b in zip(asks.main.tensors, fp16_file.main.tensors):  # the weights are untouched
+        assert a.name == b.name and (a.data is None) == (b.data is None)
+        if a.data is not None:
+            np.testing.assert_array_equal(a.data, b.data)
+    with open(guide["75_fp32"].path, "rb") as f:  # a file without the entry gets one
+        added = read_tflite(precision.with_precision(f.read(), precision.FP16_ARITHMETIC))
+    assert precision.requests_fp16_arithmetic(added)
+
+
+@pytest.mark.multi_backend
+@pytest.mark.parametrize(("value", "fp16"), [
+    (b"fp16accfp16", True), (b"bf16fp16accfp16", True), (b"fp16accfp32", False),
+    (b"bf16accfp16", False), (b"fp16accfp16x", False), (b"accfp16", False), (b"", False),
+])
+def test_fp16_arithmetic_needs_fp16_inference_and_fp16_accumulation(value, fp16):
+    class Model:  # what requests_fp16_arithmetic reads of a TFLiteModel
+        metadata = {precision.KEY: value}
+
+    assert precision.requests_fp16_arithmetic(Model) is fp16
+
+
+# ---- check-arm64's fp16 verdict ---------------------------------------------------------------
+
+def _pair(sparse, dense, sparse_s=1.0, dense_s=2.0, cpu=True):
+    seconds = {"sparse": {"median": sparse_s, "min": sparse_s, "runs": [sparse_s] * 3},
+               "dense": {"median": dense_s, "min": dense_s, "runs": [dense_s] * 3}}
+    return _Pair({"sparse": None if sparse is None else [np.asarray(sparse, np.float32)],
+                  "dense": [np.asarray(dense, np.float32)]},
+                 seconds=None if sparse is None else seconds,
+                 crash="qemu: uncaught target signal 11" if sparse is None else None,
+                 info={"cpu_fp16_arithmetic": cpu})
+
+
+FP32_DENSE = [0.25, -0.5, 0.125]
+FP16_DENSE = [0.2502, -0.4998, 0.1251]  # fp16 arithmetic moved them
+
+
+@pytest.mark.multi_backend
+def test_fp16_verdict_requires_fp16_to_have_run_and_sane_sparse_outputs():
+    fp32 = _pair([0.25000003, -0.5, 0.125], FP32_DENSE)
+    ok = _fp16_report({"fp16": _pair([0.2503, -0.4997, 0.1252], FP16_DENSE), "fp32": fp32}, False, None)
+    assert isinstance(ok, Fp16Report) and ok.fp16_arithmetic_ran and ok.sparse_path_engaged
+    assert ok.outputs_agree and ok.time_ratio == 2.0 and ok.max_abs_diff_vs_fp32 == pytest.approx(2e-4, rel=0.01)
+
+    ignored = _fp16_report({"fp16": _pair([0.25000003, -0.5, 0.125], FP32_DENSE, cpu=False), "fp32": fp32},
+                           False, None)
+    assert not ignored.fp16_arithmetic_ran and not ignored.sparse_path_engaged
+    assert "ignored the request" in ignored.reason and "lacks" in ignored.reason
+
+    nan = _fp16_report({"fp16": _pair([np.nan, -0.4997, 0.1252], FP16_DENSE), "fp32": fp32}, True, None)
+    assert nan.fp16_arithmetic_ran and not nan.sparse_path_engaged and nan.nan_outputs
+    assert nan.max_abs_diff is None and "NaN" in nan.reason and nan.requested_by_file
+    json.dumps(nan.__dict__, allow_nan=False)  # no NaN reaches the JSON report
+
+    crashed = _fp16_report({"fp16": _pair(None, FP16_DENSE), "fp32": fp32}, False, None)
+    assert not crashed.sparse_path_engaged and "signal 11" in crashed.crashed and "LiteRT failed" in crashed.reason
+
+
+@pytest.mark.multi_backend
+def test_nan_outputs_are_not_a_working_sparse_path():
+    got, reason = verdict(3.0, identical=False, outputs_agree=False, nan_outputs=True)
+    assert got is False and "NaN" in reason
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    if shutil.which("qemu-aarch64-static") is None:
+        pytest.skip("qemu-aarch64-static is not installed (scripts/install.sh installs qemu-user-static)")
+    from spruce.arm64 import prepare
+
+    return prepare(progress=True)
+
+
+@tf_only
+@pytest.mark.slow
+def test_fp16_guide_model_runs_sparse_in_fp32_and_lite_rt_1_4_breaks_it_in_fp16(guide, emulator):
+    """As exported (fp16 weights, fp32 arithmetic) the sparse path engages. Asked for fp16,
+    LiteRT 1.4.0 runs fp16 on the emulated ARMv8.2 CPU: the dense-stored copy's outputs move
+    by float16 rounding, and the sparse-stored file's outputs are NaN."""
+    from spruce.arm64 import check_arm64
+
+    report = check_arm64(guide["75"].path, repetitions=3, progress=False)
+    assert (report.weights, report.arithmetic) == ("float16", "fp32")
+    assert report.sparse_path_engaged and not report.outputs_identical and report.outputs_agree, str(report)
+    assert report.inspector_agrees and report.emulator["litert"] == "1.4.0"
+    fp16 = report.fp16
+    assert report.emulator["cpu_fp16_arithmetic"] is True and fp16.cpu_fp16_arithmetic
+    assert fp16.fp16_arithmetic_ran and 1e-6 < fp16.max_abs_diff_vs_fp32 < 1e-2
+    assert not fp16.requested_by_file and not fp16.sparse_path_engaged
+    assert fp16.nan_outputs and "NaN" in fp16.reason
+    text = str(report)
+    assert "weights stored float16; the file asks for fp32 arithmetic" in text
+    assert "fp16 arithmetic (requested for this check)" in text
+    json.dumps(report.to_dict(), allow_nan=False)
