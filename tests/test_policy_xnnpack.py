@@ -187,6 +187,15 @@ def test_stride2_same_padding_depthwise_on_odd_input_is_rejected_as_auto_fixable
     assert found.auto_fix
 
 
+def test_stride2_same_padding_depthwise_on_even_input_is_fixable_only_by_changing_outputs():
+    model = net(lambda x: layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(x))
+    found = assert_refused(model, "dw", "make_xnnpack_compatible(model, exact=False) fixes dw",
+                           "fine-tune")
+    assert found.auto_fix_inexact and not found.auto_fix
+    assert "[make_xnnpack_compatible(exact=False) fixes this, changing outputs]" in str(
+        spruce.check_xnnpack(model))
+
+
 @pytest.mark.parametrize("kernel", [3, 5])
 def test_stride1_same_padding_depthwise_pads_symmetrically_and_is_accepted(kernel):
     report = assert_accepted(
@@ -264,6 +273,18 @@ def test_hard_sigmoid_gating_a_multiply_is_refused_with_fix():
         return layers.Multiply()([x, se])
 
     assert_refused(net(body), "gate", "scalar", "Use sigmoid")
+
+
+def test_a_refusal_no_rewrite_fixes_points_to_pruning_for_the_x86_engine():
+    def body(x):
+        x = layers.Conv2D(16, 1)(x)
+        se = layers.GlobalAveragePooling2D(keepdims=True)(x)
+        se = layers.Conv2D(16, 1, activation="hard_sigmoid", name="gate")(se)
+        return layers.Multiply()([x, se])
+
+    found = assert_refused(net(body), "gate", "PruneForLatencyOnSpruce()", "spruce run --target x86")
+    assert not (found.auto_fix or found.auto_fix_inexact)
+    assert "PruneForLatencyOnSpruce()" in str(spruce.check_xnnpack(net(body)))
 
 
 def test_hard_sigmoid_between_convolutions_folds_and_is_accepted():

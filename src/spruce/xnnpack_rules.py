@@ -84,6 +84,9 @@ class Violation:
     reason: str  # what XNNPACK requires, and what the model does instead
     fix: str = ""  # the change that satisfies the rule
     auto_fix: bool = False  # spruce.make_xnnpack_compatible rewrites it with identical outputs
+    # make_xnnpack_compatible(model, exact=False) rewrites it: same output shapes, but the
+    # outputs change (symmetric padding moves the sampling grid by a pixel), so fine-tune
+    auto_fix_inexact: bool = False
     layer: str | None = None
     operator: int | None = None
     opcode: str | None = None
@@ -160,6 +163,43 @@ def is_odd(hw):
     return hw is not None and all(d is not None and d % 2 == 1 for d in hw)
 
 
+def same_padding(size, kernel, stride):
+    """(before, after) zeros TF's padding='same' adds to one axis of `size`."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def symmetric_padding_keeps_shape(op):
+    """True when padding `op` by kernel // 2 on every side gives the output size its padding does.
+
+    `op.padding` is asymmetric (or `SAME_STRIDED`) and `op.inputs[0]` the unpadded input;
+    then ZeroPadding2D(k // 2) + padding='valid' is a drop-in for the layer's shapes,
+    though not for its values: the window starts one pixel earlier.
+    """
+    hw = op.input_hw
+    k, s = op.kernel, op.strides
+    if (hw is None or any(d is None for d in hw) or k[0] != k[1] or k[0] % 2 == 0
+            or op.dilation != (1, 1)):
+        return False
+    if op.padding == SAME_STRIDED:
+        pads = same_padding(hw[0], k[0], s[0]) + same_padding(hw[1], k[1], s[1])
+    else:
+        pads = op.padding
+    if pads == (k[0] // 2,) * 4:
+        return False
+    for size, kernel, stride, before, after in ((hw[0], k[0], s[0], *pads[:2]),
+                                                 (hw[1], k[1], s[1], *pads[2:])):
+        if (size + before + after - kernel) // stride != (size + 2 * (kernel // 2) - kernel) // stride:
+            return False
+    return True
+
+
+INEXACT_FIX = ("This keeps the output shape but moves the sampling grid by one pixel, so the "
+               "trained weights no longer give the same outputs: "
+               "spruce.make_xnnpack_compatible(model, exact=False) makes the change; fine-tune "
+               "(or train) the rewritten model.")
+
+
 def runs_sparse(zeros, params):
     """XNNPACK's sparsity rule for a region whose 1x1 weights hold `zeros` of `params`."""
     return params > 0 and Fraction(zeros, params) > XNNPACK_MIN_SPARSITY
@@ -202,8 +242,13 @@ def entry_violation(op):
     if op.padding == SAME_STRIDED:
         same = _same_strided(op)
         return Violation("entry_conv", f"{STEM}; this one uses padding='same', which at stride 2 "
-                         "pads asymmetrically", same.fix, same.auto_fix)
+                         "pads asymmetrically", same.fix, same.auto_fix, same.auto_fix_inexact)
     if op.padding != (1, 1, 1, 1):
+        if symmetric_padding_keeps_shape(op):
+            return Violation("entry_conv", f"{STEM}; this one is padded (top, bottom, left, "
+                             f"right)={op.padding}", f"Pad it with ZeroPadding2D(1) instead "
+                             f"(1 on every side) and use padding='valid'. {INEXACT_FIX}",
+                             auto_fix_inexact=True)
         return Violation("entry_conv", f"{STEM}; this one is padded (top, bottom, left, right)="
                          f"{op.padding}", "Put ZeroPadding2D(1) right before it and use "
                          "padding='valid'.")
@@ -216,18 +261,21 @@ def _same_strided(op):
     kind = "DepthwiseConv2D" if op.kind == DEPTHWISE else "Conv2D"
     hw = op.input_hw
     fix = f"Use ZeroPadding2D({k // 2}) followed by {kind}(..., strides=2, padding='valid')."
-    if is_odd(hw):
+    exact = is_odd(hw)
+    inexact = not exact and symmetric_padding_keeps_shape(op)
+    if exact:
         fix += (f" On this {hw[0]}x{hw[1]} input that gives identical outputs; "
                 "spruce.make_xnnpack_compatible(model) does it for you.")
-        auto = True
     else:
         fix += (f" On an even-sized input ({'x'.join(map(str, hw or ()))}) TF's 'same' pads "
                 "0 before and 1 after, so the symmetric version keeps the output shape but "
                 "shifts the sampling grid by one pixel: make the change in the architecture "
-                "and train (or fine-tune) with it.")
-        auto = False
+                "and train (or fine-tune) with it")
+        fix += (" (spruce.make_xnnpack_compatible(model, exact=False) makes it)."
+                if inexact else ".")
     return Violation("depthwise", "stride 2 with padding='same' pads asymmetrically, which "
-                     "XNNPACK's sparse path cannot run", fix, auto)
+                     "XNNPACK's sparse path cannot run", fix, auto_fix=exact,
+                     auto_fix_inexact=inexact)
 
 
 # ---- inside the region ----------------------------------------------------------------
@@ -278,13 +326,17 @@ def depthwise_violation(op):
         return _same_strided(op)
     k = op.kernel[0]
     if op.padding != (k // 2,) * 4:
-        if op.strides == (1, 1):
+        inexact = symmetric_padding_keeps_shape(op)
+        if inexact:
+            fix = (f"Pad it with ZeroPadding2D({k // 2}) instead ({k // 2} on every side) and "
+                   f"use padding='valid'. {INEXACT_FIX}")
+        elif op.strides == (1, 1):
             fix = "Use padding='same' (at stride 1 it pads symmetrically)."
         else:
             fix = f"Put ZeroPadding2D({k // 2}) right before it and use padding='valid'."
         return Violation("depthwise", f"a {k}x{k} depthwise convolution padded (top, bottom, "
                          f"left, right)={op.padding}: the sparse path needs {k // 2} on every side",
-                         fix)
+                         fix, auto_fix_inexact=inexact)
     return None
 
 

@@ -11,9 +11,21 @@ def add_arguments(parser):
     parser.add_argument("model", help="the .keras model to check")
     parser.add_argument("--fix", metavar="OUT.keras",
                         help="rewrite what can be rewritten without changing outputs, and save it here")
+    parser.add_argument("--inexact", action="store_true",
+                        help="with --fix: also pad symmetrically where TF pads asymmetrically (stride-2 "
+                             "'same' on even sizes, correct_pad); shapes stay, outputs change: fine-tune after")
     parser.add_argument("--allow-keepdims-false", action="store_true",
                         help="accept GlobalAveragePooling2D(keepdims=False), which current XNNPACK runs sparse")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+
+
+def _usage_error(args):
+    """The message for a bad combination of arguments, or None."""
+    if args.fix and not args.fix.endswith(".keras"):
+        return f"--fix must name a .keras file. Received: --fix={args.fix!r}"
+    if args.inexact and not args.fix:
+        return "--inexact changes what --fix writes: add --fix OUT.keras"
+    return None
 
 
 def main(args):
@@ -24,8 +36,9 @@ def main(args):
 
     if not os.path.isfile(args.model):
         return exit_codes.fail("check", f"no such model file: {args.model}")
-    if args.fix and not args.fix.endswith(".keras"):
-        return exit_codes.fail("check", f"--fix must name a .keras file. Received: --fix={args.fix!r}")
+    problem = _usage_error(args)
+    if problem:
+        return exit_codes.fail("check", problem)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import keras
@@ -44,7 +57,7 @@ def main(args):
     policy = PruneForLatencyOnXNNPack(allow_keepdims_false=args.allow_keepdims_false)
     try:
         if args.fix:
-            result = make_xnnpack_compatible(model, policy=policy)
+            result = make_xnnpack_compatible(model, policy=policy, exact=not args.inexact)
             with atomic_path(args.fix) as tmp:
                 result.model.save(tmp)
             doc, text, ok = result.to_dict(), f"{result}\nwrote {args.fix}", result.ok

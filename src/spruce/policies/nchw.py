@@ -65,11 +65,16 @@ def describe_conv(call, graph):
     """A Conv2D / DepthwiseConv2D call as the CONV_2D / DEPTHWISE_CONV_2D op XNNPACK sees."""
     layer = call.core
     depthwise = type(layer) is L.DepthwiseConv2D
+    padding = effective_padding(call, graph)
+    pad = fused_padding(call, graph)
+    # As on the .tflite side, the input is the tensor before a fused ZeroPadding2D: the
+    # padding counts it already.
+    inputs = call.input_shapes if pad is None or padding == rules.SAME_STRIDED else pad.input_shapes
     return rules.Op(
         kind=rules.DEPTHWISE if depthwise else rules.CONV, name=type(layer).__name__,
-        inputs=tuple(call.input_shapes), kernel=pair(layer.kernel_size),
+        inputs=tuple(inputs), kernel=pair(layer.kernel_size),
         strides=pair(layer.strides), dilation=pair(layer.dilation_rate),
-        padding=effective_padding(call, graph), groups=1 if depthwise else layer.groups,
+        padding=padding, groups=1 if depthwise else layer.groups,
         depth_multiplier=layer.depth_multiplier if depthwise else 1,
         filters=None if depthwise else layer.filters,
         channels_last=layer.data_format == "channels_last")

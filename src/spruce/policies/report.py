@@ -6,6 +6,14 @@ for a `.tflite` file.
 
 from dataclasses import asdict, dataclass, field
 
+# What to do about a refusal no rewrite fixes (squeeze-and-excite gates, concatenations, ...):
+# spruce's engine has none of XNNPACK's region rules, so the same model runs sparse there.
+NO_REWRITE_ALTERNATIVE = (
+    "No rewrite fixes the rest for XNNPACK. Either change the architecture as each fix says, "
+    "or prune for x86 with spruce.PruneForLatencyOnSpruce() (`spruce run --target x86`): "
+    "spruce's engine runs the 1x1 convolutions sparse wherever they sit, squeeze-and-excite "
+    "blocks and any padding included.")
+
 
 @dataclass
 class LayerVerdict:
@@ -96,6 +104,14 @@ class XnnpackReport:
             lines.append(f"Refused: {len(self.refusals)} rule(s) broken. Once all are fixed, "
                          f"the sparse path would run {share}.")
             for r in self.refusals:
-                tag = " [make_xnnpack_compatible fixes this]" if r.auto_fix else ""
+                if r.auto_fix:
+                    tag = " [make_xnnpack_compatible fixes this]"
+                elif r.auto_fix_inexact:
+                    tag = " [make_xnnpack_compatible(exact=False) fixes this, changing outputs]"
+                else:
+                    tag = ""
                 lines.append(f"  - {r}{tag}")
+            if any(not (r.auto_fix or r.auto_fix_inexact) for r in self.refusals):
+                lines.append(NO_REWRITE_ALTERNATIVE)
         return "\n".join(lines)
+
