@@ -94,3 +94,18 @@ def test_check_inexact_without_fix_is_a_usage_error(correct_pad_net):
     done = _spruce("check", str(correct_pad_net), "--inexact")
     assert done.returncode == exit_codes.USAGE
     assert "--inexact changes what --fix writes" in done.stderr
+
+
+def test_check_target_x86_reports_what_spruces_engine_runs_sparse(guide_keepdims_false):
+    done = _spruce("check", str(guide_keepdims_false), "--target", "x86", "--json")
+    assert done.returncode == exit_codes.OK, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["ok"] is True and doc["target"] == "spruce engine (x86)"
+    assert len(doc["sparse_layers"]) == 2  # the guide's two 1x1 convolutions
+
+
+def test_check_target_x86_has_nothing_to_fix(guide_keepdims_false, tmp_path):
+    done = _spruce("check", str(guide_keepdims_false), "--target", "x86", "--fix",
+                   str(tmp_path / "fixed.keras"))
+    assert done.returncode == exit_codes.USAGE
+    assert "needs no rewrite" in done.stderr
