@@ -102,15 +102,27 @@ tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                      reason="backend-independent; slow to build under JAX")
 
 
+# At 64x64 the last feature maps are 2x2; at 32x32 they are 1x1, which the converter
+# rewrites out of XNNPACK's reach (test_policy_agrees_..._on_1x1_feature_maps).
+
+
 @tensorflow_only
 def test_zoo_mobilenet_v1_is_accepted():
-    assert_accepted(zoo.mobilenet_v1((32, 32, 3), num_classes=4, alpha=0.25))
+    assert_accepted(zoo.mobilenet_v1((64, 64, 3), num_classes=4, alpha=0.25))
 
 
 @tensorflow_only
 def test_zoo_mobilenet_v2_with_residual_adds_and_5x5_depthwise_is_accepted():
-    report = assert_accepted(zoo.mobilenet_v2((32, 32, 3), num_classes=4, alpha=0.35))
+    report = assert_accepted(zoo.mobilenet_v2((64, 64, 3), num_classes=4, alpha=0.35))
     assert any(v.type == "Add" and v.sparse_path for v in report.layers)
+
+
+@tensorflow_only
+def test_zoo_mobilenets_at_32x32_end_on_1x1_maps_and_are_refused():
+    for model in (zoo.mobilenet_v1((32, 32, 3), num_classes=4, alpha=0.25),
+                  zoo.mobilenet_v2((32, 32, 3), num_classes=4, alpha=0.35)):
+        report = spruce.check_xnnpack(model)
+        assert not report.ok and all("1x1" in r.reason for r in report.refusals)
 
 
 # --- allow_pruning --------------------------------------------------------------------
@@ -387,6 +399,25 @@ def test_a_1x1_conv_classifier_after_the_pooling_is_accepted_and_pruned():
     assert "classifier" in report.pruned_layers
 
 
+def test_pooling_a_1x1_map_with_keepdims_is_refused_because_the_converter_drops_it():
+    model = net(lambda x: layers.Conv2D(8, 1)(x), input_shape=(2, 2, 3))  # 1x1 after the stem
+    found = assert_refused(model, "pool", "converter drops the mean", "larger input")
+    assert found.rule == "exit" and not (found.auto_fix or found.auto_fix_inexact)
+
+
+def test_an_add_of_1x1_maps_is_refused_because_the_converter_reshapes_an_operand():
+    def body(x):
+        return layers.Add(name="add")([layers.Conv2D(8, 1)(x), layers.Conv2D(8, 1)(x)])
+
+    inputs, x = stem((2, 2, 3))
+    x = layers.GlobalAveragePooling2D(keepdims=False)(layers.Conv2D(16, 1)(body(x)))
+    model = keras.Model(inputs, layers.Dense(4)(x))
+    policy = spruce.PruneForLatencyOnXNNPack(allow_keepdims_false=True)
+    found = assert_refused(model, "add", "reshapes one operand to 1-D", policy=policy)
+    assert found.rule == "elementwise"
+    assert_accepted(net(body, input_shape=(4, 4, 3)))  # 2x2 maps: the Add stays 4-D
+
+
 def test_a_model_without_1x1_convs_is_refused():
     inputs, x = stem()
     x = layers.GlobalAveragePooling2D(keepdims=True)(x)
@@ -572,6 +603,83 @@ def test_policy_agrees_with_the_xnnpack_prediction_on_the_converted_tflite(case,
         f"tflite: {[f.message for f in prediction.findings]}")
     # both sides evaluate the rules of spruce.xnnpack_rules: they name the same ones
     assert {r.rule for r in report.refusals} == {f.rule for f in prediction.findings}
+
+
+def _one_by_one_add(x):
+    return layers.Add()([layers.Conv2D(8, 1)(x), layers.Conv2D(8, 1)(x)])
+
+
+def _pooled_without_keepdims(body, input_shape):
+    inputs, x = stem(input_shape)
+    x = layers.GlobalAveragePooling2D(keepdims=False)(layers.Conv2D(16, 1)(body(x)))
+    return keras.Model(inputs, layers.Dense(4)(x))
+
+
+ALLOW_KEEPDIMS_FALSE = spruce.PruneForLatencyOnXNNPack(allow_keepdims_false=True)
+ONE_BY_ONE_CASES = {  # the last feature map is 1x1 (2x2 input, stride-2 stem) unless noted
+    "pool_of_a_1x1_map": (lambda: net(lambda x: layers.Conv2D(8, 1)(x), (2, 2, 3)), POLICY),
+    "pool_of_a_1x1_map_without_keepdims": (
+        lambda: _pooled_without_keepdims(lambda x: x, (2, 2, 3)), ALLOW_KEEPDIMS_FALSE),
+    "add_of_1x1_maps": (lambda: _pooled_without_keepdims(_one_by_one_add, (2, 2, 3)),
+                        ALLOW_KEEPDIMS_FALSE),
+    "add_of_2x2_maps": (lambda: _pooled_without_keepdims(_one_by_one_add, (4, 4, 3)),
+                        ALLOW_KEEPDIMS_FALSE),
+}
+
+
+@tensorflow_only
+@pytest.mark.parametrize("case", sorted(ONE_BY_ONE_CASES))
+def test_policy_agrees_with_the_xnnpack_prediction_on_1x1_feature_maps(case, tmp_path):
+    """What the converter makes of layers on 1x1 maps: a keepdims mean vanishes, an Add
+    gets a 1-D operand. The policy must see it before conversion."""
+    import numpy as np
+
+    from spruce.export import export_litert
+    from spruce.tflite import inspect_tflite
+
+    build, policy = ONE_BY_ONE_CASES[case]
+    model = build()
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if policy.allow_pruning(layer):
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
+            layer.kernel.assign(np.where(rng.random(kernel.shape) < 0.9, 0.0, kernel))
+    path = tmp_path / f"{case}.tflite"
+    export_litert(model, path, sparse=True, verify=False)
+    prediction = inspect_tflite(path).xnnpack
+    report = spruce.check_xnnpack(model, policy)
+    assert report.ok == prediction.qualifies, (
+        f"policy: {[str(r) for r in report.refusals]}\n"
+        f"tflite: {[f.message for f in prediction.findings]}")
+    assert {r.rule for r in report.refusals} == {f.rule for f in prediction.findings}
+
+
+@tensorflow_only
+@pytest.mark.slow
+@pytest.mark.parametrize("size, accepted", [(32, False), (64, True)])
+def test_keras_mobilenet_v2_after_the_inexact_rewrite_is_sparse_from_64x64(size, accepted, tmp_path):
+    """MobileNetV2 pads with 'same' and correct_pad, which exact=False fixes. At 32x32 its
+    last blocks run on 1x1 maps, where the converter leaves XNNPACK no exit and 1-D Adds."""
+    import numpy as np
+
+    from spruce.export import export_litert
+    from spruce.tflite import inspect_tflite
+
+    original = keras.applications.MobileNetV2(alpha=0.35, input_shape=(size, size, 3),
+                                              classes=10, weights=None)
+    assert not spruce.make_xnnpack_compatible(original).ok
+    result = spruce.make_xnnpack_compatible(original, exact=False)
+    assert len(result.outputs_changed) == 5  # the stem and the four correct_pad paddings
+    assert result.ok is accepted, str(result)
+    model = result.model
+    for layer in model.layers:
+        if POLICY.allow_pruning(layer):
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
+            cut = np.quantile(np.abs(kernel), 0.8)
+            layer.kernel.assign(np.where(np.abs(kernel) <= cut, 0.0, kernel))
+    path = tmp_path / f"mobilenet_v2_{size}.tflite"
+    export_litert(model, path, sparse=True, verify=False)
+    assert inspect_tflite(path).xnnpack.qualifies is accepted
 
 
 @tensorflow_only

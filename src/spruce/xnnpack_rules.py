@@ -488,6 +488,28 @@ def unsupported_violation(name):
 
 # ---- leaving the region ---------------------------------------------------------------
 
+LARGER_INPUT_FIX = ("Feed a larger input, so that the feature maps of the sparse region stay at "
+                    "least 2x2 (a network that halves the size five times, as MobileNetV2 does, "
+                    "needs 64x64 or more).")
+
+
+def one_by_one_pool_violation():
+    """The converter drops a keepdims mean of a 1x1 map: nothing is left to end the region."""
+    return Violation(
+        "exit", "GlobalAveragePooling2D(keepdims=True) of a 1x1 map: the TFLite converter "
+        "drops the mean (it changes nothing), which leaves the sparse region without an exit",
+        f"{LARGER_INPUT_FIX} Or keep keepdims=False and pass "
+        "PruneForLatencyOnXNNPack(allow_keepdims_false=True) if you deploy on a current "
+        "runtime only.")
+
+
+def one_by_one_add_violation():
+    """The converter reshapes one operand of an Add of two 1x1 maps to 1-D."""
+    return Violation("elementwise", "Add of two 1x1 feature maps: the TFLite converter reshapes "
+                     "one operand to 1-D, and the sparse path needs 4-D operands",
+                     LARGER_INPUT_FIX)
+
+
 def global_pool_violation(op):
     """An exit: a mean over height and width of a 4-D tensor."""
     if not op.channels_last:

@@ -12,6 +12,7 @@ Keras layers, confirmed on the LiteRT runtime:
   else it stays a per-channel Multiply and Add with 1-D constants. Dropout vanishes.
 - hard_sigmoid is relu6(x + 3) * (1/6): its scalar constants fold only into convolutions
   right before and after it, and x * hard_sigmoid(x) becomes one HARD_SWISH op.
+- On 1x1 feature maps a keepdims mean vanishes, and an Add gets one operand reshaped to 1-D.
 
 Each check returns None (fine) or the `Violation`, not yet located at the layer.
 """
@@ -148,6 +149,14 @@ def _unary(call, name, violation=None):
     return rules.unary_violation(rules.Op(rules.UNARY, name, inputs=tuple(call.input_shapes)))
 
 
+def converter_drops_on_one_by_one(call):
+    """True for the layers the converter removes or reshapes on 1x1 maps (see nchw_violation)."""
+    layer, shapes = call.core, call.input_shapes
+    if isinstance(layer, L.GlobalAveragePooling2D):
+        return layer.keepdims and rules.spatial(shapes[0]) == (1, 1)
+    return isinstance(layer, L.Add) and all(rules.spatial(s) == (1, 1) for s in shapes)
+
+
 def nchw_violation(call, graph):
     """None if `call` runs inside XNNPACK's sparse (NCHW) region, else the Violation."""
     layer = call.core
@@ -177,11 +186,15 @@ def nchw_violation(call, graph):
         return _unary(call, kind, None if float(layer.alpha) == 1.0
                       else rules.elu_violation(layer.alpha))
     if isinstance(layer, (L.Add, L.Multiply)):
+        if isinstance(layer, L.Add) and converter_drops_on_one_by_one(call):
+            return rules.one_by_one_add_violation()
         return rules.binary_violation(rules.Op(rules.BINARY, kind, inputs=shapes))
     if isinstance(layer, L.UpSampling2D):
         return rules.resize_violation(rules.Op(rules.RESIZE, kind, inputs=shapes,
                                                interpolation=layer.interpolation))
     if isinstance(layer, L.GlobalAveragePooling2D):
+        if converter_drops_on_one_by_one(call):
+            return rules.one_by_one_pool_violation()
         return rules.global_pool_violation(rules.Op(
             rules.GLOBAL_POOL, kind, inputs=shapes,
             channels_last=layer.data_format == "channels_last"))
