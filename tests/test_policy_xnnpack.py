@@ -192,11 +192,28 @@ def test_stride2_same_padding_depthwise_is_rejected_with_fix():
     assert not found.auto_fix and "shifts the sampling grid" in found.fix
 
 
-def test_stride2_same_padding_depthwise_on_odd_input_is_rejected_as_auto_fixable():
+def test_stride2_same_padding_depthwise_on_odd_input_is_rejected_with_no_rewrite():
     model = net(lambda x: layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(x),
                 input_shape=(18, 18, 3))  # the stem gives 9x9
-    found = assert_refused(model, "dw", "identical outputs")
-    assert found.auto_fix
+    found = assert_refused(model, "dw", "odd-sized input (9x9)", "Change the input size")
+    assert not (found.auto_fix or found.auto_fix_inexact)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_symmetric_zero_padding_on_odd_input_is_refused_because_it_becomes_same(kernel):
+    """On 9x9, ZeroPadding2D(k // 2) + 'valid' pads as 'same' does: the converter merges them."""
+    def body(x):
+        x = layers.ZeroPadding2D(kernel // 2, name="pad")(x)
+        return layers.DepthwiseConv2D(kernel, strides=2, padding="valid", name="dw")(x)
+
+    found = assert_refused(net(body, input_shape=(18, 18, 3)), "dw", "merges the two back",
+                           "even-sized")
+    assert not (found.auto_fix or found.auto_fix_inexact)
+
+
+def test_entry_padding_on_odd_input_is_refused_because_it_becomes_same():
+    found = assert_refused(net(lambda x: x, input_shape=(17, 17, 3)), "stem", "odd-sized input")
+    assert found.rule == "entry_conv" and not found.auto_fix
 
 
 def test_stride2_same_padding_depthwise_on_even_input_is_fixable_only_by_changing_outputs():
@@ -572,6 +589,10 @@ CONVERTER_CASES = {
     "residual": lambda: net(lambda x: layers.Add()([x, layers.Conv2D(8, 1)(x)])),
     "stride2_same_depthwise": lambda: net(
         lambda x: layers.DepthwiseConv2D(3, strides=2, padding="same")(x)),
+    "stride2_symmetric_padding_on_odd_input": lambda: net(
+        lambda x: layers.DepthwiseConv2D(3, strides=2)(layers.ZeroPadding2D(1)(x)), (18, 18, 3)),
+    "stride2_symmetric_padding_on_even_input": lambda: net(
+        lambda x: layers.DepthwiseConv2D(3, strides=2)(layers.ZeroPadding2D(1)(x)), (16, 16, 3)),
     "entry_on_one_channel": lambda: net(lambda x: x, input_shape=(16, 16, 1)),
     "dense_on_4d": lambda: net(lambda x: layers.Dense(8)(x)),
     "batchnorm_after_add": lambda: net(_bn_after_add),
@@ -727,9 +748,9 @@ def test_sparsity_rule_is_xnnpacks_integer_comparison_even_for_large_counts():
 def test_a_violation_reads_where_then_reason_then_fix_on_both_sides():
     from spruce.xnnpack_rules import depthwise_violation, Op, DEPTHWISE, SAME_STRIDED
 
-    rule = depthwise_violation(Op(DEPTHWISE, "DepthwiseConv2D", inputs=((1, 9, 9, 8),),
+    rule = depthwise_violation(Op(DEPTHWISE, "DepthwiseConv2D", inputs=((1, 8, 8, 8),),
                                   kernel=(3, 3), strides=(2, 2), padding=SAME_STRIDED))
-    assert rule.rule == "depthwise" and rule.auto_fix and "identical outputs" in rule.fix
+    assert rule.rule == "depthwise" and rule.auto_fix_inexact and "exact=False" in rule.fix
     keras_side = rule.at(layer="dw")
     tflite_side = rule.at(layer="dw", operator=4, opcode="DEPTHWISE_CONV_2D", tensor="w")
     assert str(keras_side) == f"dw: {rule.reason}. {rule.fix}"

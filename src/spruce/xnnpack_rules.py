@@ -241,8 +241,13 @@ def entry_violation(op):
                          "(np.repeat(images, 3, axis=-1)) and build the model on shape (H, W, 3).")
     if op.padding == SAME_STRIDED:
         same = _same_strided(op)
-        return Violation("entry_conv", f"{STEM}; this one uses padding='same', which at stride 2 "
-                         "pads asymmetrically", same.fix, same.auto_fix, same.auto_fix_inexact)
+        if is_odd(op.input_hw):
+            size = "x".join(map(str, op.input_hw))
+            reason = (f"{STEM}; this one pads as TF's 'same' does on its odd-sized input "
+                      f"({size}), which XNNPACK's sparse path cannot run at stride 2: {ODD_SAME}")
+        else:
+            reason = f"{STEM}; this one uses padding='same', which at stride 2 pads asymmetrically"
+        return Violation("entry_conv", reason, same.fix, same.auto_fix, same.auto_fix_inexact)
     if op.padding != (1, 1, 1, 1):
         if symmetric_padding_keeps_shape(op):
             return Violation("entry_conv", f"{STEM}; this one is padded (top, bottom, left, "
@@ -255,27 +260,36 @@ def entry_violation(op):
     return None
 
 
+ODD_SAME = ("on odd sizes ZeroPadding2D(k // 2) + padding='valid' pads exactly as 'same' does, "
+            "and the TFLite converter merges the two back into 'same'")
+
+
 def _same_strided(op):
-    """TF 'same' at stride 2: the fix, and whether it keeps the outputs (odd input sizes)."""
+    """TF 'same' at stride 2: the violation, with the fix for this input size.
+
+    On an even size TF pads (k // 2 - 1, k // 2): symmetric padding keeps the shape but
+    moves the window. On an odd size TF pads k // 2 on each side, and the converter then
+    turns ZeroPadding2D + 'valid' back into 'same': no padding runs sparse there.
+    """
     k = op.kernel[0]
     kind = "DepthwiseConv2D" if op.kind == DEPTHWISE else "Conv2D"
     hw = op.input_hw
-    fix = f"Use ZeroPadding2D({k // 2}) followed by {kind}(..., strides=2, padding='valid')."
-    exact = is_odd(hw)
-    inexact = not exact and symmetric_padding_keeps_shape(op)
-    if exact:
-        fix += (f" On this {hw[0]}x{hw[1]} input that gives identical outputs; "
-                "spruce.make_xnnpack_compatible(model) does it for you.")
-    else:
-        fix += (f" On an even-sized input ({'x'.join(map(str, hw or ()))}) TF's 'same' pads "
-                "0 before and 1 after, so the symmetric version keeps the output shape but "
-                "shifts the sampling grid by one pixel: make the change in the architecture "
-                "and train (or fine-tune) with it")
-        fix += (" (spruce.make_xnnpack_compatible(model, exact=False) makes it)."
-                if inexact else ".")
+    size = "x".join(map(str, hw or ()))
+    if is_odd(hw):
+        return Violation(
+            "depthwise", f"stride 2 with TF 'same' padding on an odd-sized input ({size}), which "
+            f"XNNPACK's sparse path cannot run; {ODD_SAME}",
+            "Change the input size so that this layer's input is even-sized (a network that "
+            "halves the size n times needs a multiple of 2**n, e.g. 32 for MobileNets); then "
+            f"use ZeroPadding2D({k // 2}) followed by {kind}(..., strides=2, padding='valid').")
+    fix = (f"Use ZeroPadding2D({k // 2}) followed by {kind}(..., strides=2, padding='valid'). "
+           f"On an even-sized input ({size}) TF's 'same' pads 0 before and 1 after, so the "
+           "symmetric version keeps the output shape but shifts the sampling grid by one pixel: "
+           "make the change in the architecture and train (or fine-tune) with it")
+    inexact = symmetric_padding_keeps_shape(op)
+    fix += " (spruce.make_xnnpack_compatible(model, exact=False) makes it)." if inexact else "."
     return Violation("depthwise", "stride 2 with padding='same' pads asymmetrically, which "
-                     "XNNPACK's sparse path cannot run", fix, auto_fix=exact,
-                     auto_fix_inexact=inexact)
+                     "XNNPACK's sparse path cannot run", fix, auto_fix_inexact=inexact)
 
 
 # ---- inside the region ----------------------------------------------------------------

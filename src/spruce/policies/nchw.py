@@ -7,7 +7,10 @@ Keras layers, confirmed on the LiteRT runtime:
 
 - A ZeroPadding2D read only by one convolution is fused into that convolution's explicit
   padding. TensorFlow "same" padding becomes explicit padding only at stride 1; at stride 2
-  the op keeps the "same" flag, which XNNPACK rejects.
+  the op keeps the "same" flag, which XNNPACK rejects. A ZeroPadding2D + 'valid' that pads
+  exactly as 'same' would (symmetric k // 2 on odd sizes, correct_pad's (0, 1) on even
+  ones) is merged by the converter into a 'same' convolution, so on odd sizes no padding
+  runs sparse.
 - BatchNormalization right after a convolution without activation folds into it; anywhere
   else it stays a per-channel Multiply and Add with 1-D constants. Dropout vanishes.
 - hard_sigmoid is relu6(x + 3) * (1/6): its scalar constants fold only into convolutions
@@ -59,7 +62,16 @@ def effective_padding(call, graph):
     pad = fused_padding(call, graph)
     if pad is None:
         return base
-    return tuple(a + b for a, b in zip(base, zero_padding(pad.core)))
+    padding = tuple(a + b for a, b in zip(base, zero_padding(pad.core)))
+    strides, hw = pair(layer.strides), rules.spatial(pad.input_shapes[0])
+    # The converter merges a PAD that pads exactly as 'same' into a 'same' conv. Where that
+    # padding is symmetric (odd sizes), this is what makes it fail; asymmetric padding
+    # fails either way, and is reported as the ZeroPadding2D the user wrote.
+    symmetric = padding[0] == padding[1] and padding[2] == padding[3]
+    if symmetric and strides != (1, 1) and hw is not None and None not in hw and padding == (
+            rules.same_padding(hw[0], kh, strides[0]) + rules.same_padding(hw[1], kw, strides[1])):
+        return rules.SAME_STRIDED
+    return padding
 
 
 def describe_conv(call, graph):
@@ -70,7 +82,7 @@ def describe_conv(call, graph):
     pad = fused_padding(call, graph)
     # As on the .tflite side, the input is the tensor before a fused ZeroPadding2D: the
     # padding counts it already.
-    inputs = call.input_shapes if pad is None or padding == rules.SAME_STRIDED else pad.input_shapes
+    inputs = call.input_shapes if pad is None or layer.padding == "same" else pad.input_shapes
     return rules.Op(
         kind=rules.DEPTHWISE if depthwise else rules.CONV, name=type(layer).__name__,
         inputs=tuple(inputs), kernel=pair(layer.kernel_size),

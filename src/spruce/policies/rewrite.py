@@ -3,12 +3,13 @@
 By default only rewrites that leave the model's outputs unchanged are made, with
 the weights carried over:
 
-- stride-2 `padding="same"` DepthwiseConv2D / Conv2D on an odd-sized input ->
-  ZeroPadding2D(k // 2) + `padding="valid"` (TF's 'same' pads (k-1)/2 on each
-  side of an odd size, so the two agree exactly; on even sizes TF pads 0 before
-  and 1 after, which no symmetric padding reproduces);
 - `GlobalAveragePooling2D(keepdims=False)` -> `keepdims=True` + Flatten;
 - Dense applied to a 4-D tensor -> the equivalent Conv2D(units, 1).
+
+(A stride-2 'same' convolution on an odd-sized input has no such rewrite: there
+ZeroPadding2D(k // 2) + 'valid' computes the same, and the TFLite converter merges
+it back into 'same', which XNNPACK refuses. On even sizes TF pads 0 before and 1
+after, which no symmetric padding reproduces.)
 
 With `exact=False` it also makes asymmetric padding symmetric where that keeps
 every output shape: stride-2 'same' on even sizes becomes ZeroPadding2D(k // 2) +
@@ -181,13 +182,6 @@ def _plan(graph, policy, refused=None):
 
 def _rewrite_kind(call, policy):
     layer = call.layer
-    if type(layer) in (L.Conv2D, L.DepthwiseConv2D):
-        k = nchw.pair(layer.kernel_size)
-        if (layer.padding == "same" and nchw.pair(layer.strides) == (2, 2)
-                and nchw.pair(layer.dilation_rate) == (1, 1) and k[0] == k[1] and k[0] % 2
-                and layer.data_format == "channels_last"
-                and rules.is_odd(rules.spatial(call.input_shapes[0]))):
-            return ("pad_valid", True)
     if (isinstance(layer, L.GlobalAveragePooling2D) and not layer.keepdims
             and layer.data_format == "channels_last" and not policy.allow_keepdims_false):
         return ("keepdims", True)
@@ -225,10 +219,6 @@ def _symmetric_padding(call, graph):
 
 
 def _describe(kind, layer):
-    if kind[0] == "pad_valid":
-        k = nchw.pair(layer.kernel_size)[0]
-        return (f"padding='same' (stride 2, odd input) -> ZeroPadding2D({k // 2}) + "
-                "padding='valid'")
     if kind[0] == "keepdims":
         return "GlobalAveragePooling2D(keepdims=False) -> keepdims=True + Flatten"
     return f"Dense({layer.units}) on a 4-D tensor -> Conv2D({layer.units}, 1)"
