@@ -224,14 +224,13 @@ def _zeros(layer):
 def analyze_engine(model, policy):
     """The `SpruceReport` of `model`: which layers the engine runs sparse, and why not."""
     graph = build_graph(model)
-    by_layer = {}
-    for call in graph.calls:
-        by_layer.setdefault(id(call.layer), []).append(call_verdict(call, graph))
+    found = [(call, *call_verdict(call, graph)) for call in graph.calls]
+    layer_sparse = {}  # id(layer) -> every call of it runs sparse (the calls share weights)
+    for call, sparse, _ in found:
+        layer_sparse[id(call.layer)] = layer_sparse.get(id(call.layer), True) and sparse
     verdicts, total, sparse_macs = [], 0, 0
-    for call in graph.calls:
-        sparse, reason = call_verdict(call, graph)
-        layer_sparse = all(s for s, _ in by_layer[id(call.layer)])
-        if sparse and not layer_sparse:
+    for call, sparse, reason in found:
+        if sparse and not layer_sparse[id(call.layer)]:
             sparse, reason = False, ("shared with a call the engine runs dense, so its weights "
                                      "are not pruned")
         macs = call_macs(call.core, call.input_shapes, call.output_shapes)
