@@ -8,7 +8,7 @@
 // ranges of one call may be cut into parts run in any order or in parallel, and
 // the parts give bit-identical results to the whole. Kernels never allocate.
 // Preconditions (shapes, ranges, buffer sizes) are the caller's: the kernels do
-// not check them (the Python bindings in kernel_bindings.cc do).
+// not check them (the Python bindings in bindings/kernels.cc do).
 //
 // Each kernel exists in a portable version and, on x86, an AVX2+FMA version
 // (files *_avx2.cc). The `isa` argument picks one; the default is the best the
@@ -235,7 +235,7 @@ void global_avg_pool_chw(const float* input, int64_t pixels, int64_t stride, flo
 }  // namespace kernels
 
 // Adds the submodule `kernels` (raw kernels on numpy arrays, for tests and
-// benchmarks) to the engine's Python module. Defined in kernel_bindings.cc.
+// benchmarks) to the engine's Python module. Defined in bindings/kernels.cc.
 void register_kernel_bindings(pybind11::module_& m);
 
 }  // namespace spruce

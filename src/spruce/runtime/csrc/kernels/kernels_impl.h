@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 // x86 GCC/Clang builds compile the *_avx2.cc files with -mavx2 -mfma (see
 // CMakeLists.txt); elsewhere they are empty and never referenced.

@@ -1,5 +1,5 @@
 // Global average pooling over the pixels of each channel in CHW.
-#include "kernels_impl.h"
+#include "kernels/kernels_impl.h"
 
 namespace spruce {
 namespace kernels {

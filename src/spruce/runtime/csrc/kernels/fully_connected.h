@@ -1,4 +1,4 @@
-// Row kernels of FULLY_CONNECTED (ops_dense.cc): y[o] = dot(x, w[o]) + bias[o]
+// Row kernels of FULLY_CONNECTED (ops/dense.cc): y[o] = dot(x, w[o]) + bias[o]
 // for o in [o_begin, o_end); w is row-major [outputs][k].
 #pragma once
 

@@ -2,8 +2,8 @@
 // broadcasting. Both work in memory order, so they serve either layout.
 #include <cmath>
 
-#include "ops.h"
-#include "ops_common.h"
+#include "ops/ops.h"
+#include "ops/common.h"
 
 namespace spruce {
 

@@ -1,5 +1,5 @@
 // Maps a plan's operator kind to its implementation.
-#include "ops.h"
+#include "ops/ops.h"
 
 namespace spruce {
 

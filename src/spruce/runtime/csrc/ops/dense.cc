@@ -1,10 +1,10 @@
 // FULLY_CONNECTED and SOFTMAX on row-major tensors.
 #include <cmath>
 
-#include "fully_connected.h"
-#include "kernels.h"
-#include "ops.h"
-#include "ops_common.h"
+#include "kernels/fully_connected.h"
+#include "kernels/kernels.h"
+#include "ops/ops.h"
+#include "ops/common.h"
 
 namespace spruce {
 

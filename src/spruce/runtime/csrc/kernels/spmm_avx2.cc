@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "simd_avx2.h"
+#include "kernels/simd_avx2.h"
 
 namespace spruce {
 namespace kernels {

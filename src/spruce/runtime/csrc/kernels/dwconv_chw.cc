@@ -1,6 +1,6 @@
 // Depthwise convolution in CHW: portable kernel (any kernel size and stride)
 // and dispatch. The AVX2 file takes 3x3 and 5x5 at stride 1 and 2.
-#include "kernels_impl.h"
+#include "kernels/kernels_impl.h"
 
 namespace spruce {
 namespace kernels {

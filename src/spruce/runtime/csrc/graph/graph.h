@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "float_buffer.h"
-#include "thread_pool.h"
+#include "graph/float_buffer.h"
+#include "graph/thread_pool.h"
 
 namespace spruce {
 
@@ -99,7 +99,7 @@ class Op {
   float* scratch = nullptr;
 };
 
-// Builds and checks one op; defined in ops_registry.cc.
+// Builds and checks one op; defined in ops/registry.cc.
 std::unique_ptr<Op> make_op(const OpSpec& spec, const std::vector<Tensor>& tensors);
 
 class Graph {

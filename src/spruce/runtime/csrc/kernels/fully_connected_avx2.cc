@@ -1,7 +1,7 @@
 // FULLY_CONNECTED rows with AVX2 + FMA: y[o] = dot(x, w[o]) + bias[o] for a
 // block of outputs, four weight rows per pass so each load of x serves four.
 // Compiled with -mavx2 -mfma (see CMakeLists.txt); called only after a CPU check.
-#include "fully_connected.h"
+#include "kernels/fully_connected.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>

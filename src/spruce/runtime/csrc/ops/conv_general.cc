@@ -1,10 +1,10 @@
 // The general convolution paths on channel-major activations: any kernel size,
 // stride, dilation and padding, and depthwise convs with a depth multiplier.
-// Plain loops: the hot shapes take the kernels of ops_conv.cc instead.
+// Plain loops: the hot shapes take the kernels of ops/conv.cc instead.
 #include <algorithm>
 
-#include "ops.h"
-#include "ops_common.h"
+#include "ops/ops.h"
+#include "ops/common.h"
 
 namespace spruce {
 

@@ -3,7 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "kernels_impl.h"
+#include "kernels/kernels_impl.h"
 
 namespace spruce {
 namespace kernels {

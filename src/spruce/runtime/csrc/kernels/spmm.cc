@@ -10,7 +10,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels_impl.h"
+#include "kernels/kernels_impl.h"
 
 namespace spruce {
 namespace kernels {

@@ -9,7 +9,7 @@
 // borders. Consecutive vectors are independent, so out-of-order execution
 // overlaps their FMA chains.
 #if defined(__AVX2__) && defined(__FMA__)
-#include "simd_avx2.h"
+#include "kernels/simd_avx2.h"
 
 #include <algorithm>
 #include <type_traits>

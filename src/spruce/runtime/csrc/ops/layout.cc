@@ -3,9 +3,9 @@
 #include <cstdint>
 #include <cstring>
 
-#include "kernels.h"
-#include "ops.h"
-#include "ops_common.h"
+#include "kernels/kernels.h"
+#include "ops/ops.h"
+#include "ops/common.h"
 
 namespace spruce {
 

@@ -4,7 +4,7 @@
 
 #include <chrono>
 
-#include "kernels_impl.h"
+#include "kernels/kernels_impl.h"
 
 namespace spruce {
 namespace kernels {

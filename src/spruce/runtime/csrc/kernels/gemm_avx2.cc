@@ -5,7 +5,7 @@
 // and one masked vector; the pixel tile is the outer loop so its K x 24 input
 // slab is reused by every panel of output channels.
 #if defined(__AVX2__) && defined(__FMA__)
-#include "simd_avx2.h"
+#include "kernels/simd_avx2.h"
 
 namespace spruce {
 namespace kernels {

@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "kernels.h"
-#include "ops.h"
-#include "ops_common.h"
+#include "kernels/kernels.h"
+#include "ops/ops.h"
+#include "ops/common.h"
 
 namespace spruce {
 

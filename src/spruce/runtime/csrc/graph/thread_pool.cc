@@ -1,4 +1,4 @@
-#include "thread_pool.h"
+#include "graph/thread_pool.h"
 
 #include <algorithm>
 #include <chrono>

@@ -13,8 +13,8 @@
 #include <mutex>
 #include <thread>
 
-#include "graph.h"
-#include "kernels.h"
+#include "graph/graph.h"
+#include "kernels/kernels.h"
 
 namespace py = pybind11;
 

@@ -7,7 +7,7 @@
 // the CHW store. Blocks whose taps all fall inside the image skip the bounds
 // checks; the border blocks check each tap (same arithmetic order).
 #if defined(__AVX2__) && defined(__FMA__)
-#include "simd_avx2.h"
+#include "kernels/simd_avx2.h"
 #include <climits>
 
 namespace spruce {
