@@ -13,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "bindings/bindings.h"
 #include "graph/graph.h"
 #include "kernels/kernels.h"
 

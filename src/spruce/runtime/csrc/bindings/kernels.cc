@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/bindings.h"
 #include "kernels/kernels.h"
 
 namespace py = pybind11;

@@ -20,15 +20,6 @@
 #include <limits>
 #include <vector>
 
-// Forward declaration with pybind11's own visibility (it hides its namespace).
-#if defined(__GNUC__) || defined(__clang__)
-namespace pybind11 __attribute__((visibility("hidden"))) {
-#else
-namespace pybind11 {
-#endif
-class module_;
-}
-
 namespace spruce {
 namespace kernels {
 
@@ -233,9 +224,4 @@ void global_avg_pool_chw(const float* input, int64_t pixels, int64_t stride, flo
                          int32_t c_begin, int32_t c_end, Isa isa = default_isa());
 
 }  // namespace kernels
-
-// Adds the submodule `kernels` (raw kernels on numpy arrays, for tests and
-// benchmarks) to the engine's Python module. Defined in bindings/kernels.cc.
-void register_kernel_bindings(pybind11::module_& m);
-
 }  // namespace spruce
