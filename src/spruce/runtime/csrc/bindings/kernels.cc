@@ -460,6 +460,32 @@ void register_kernel_bindings(py::module_& parent) {
       py::arg("input"), py::arg("out") = py::none(), py::arg("c_begin") = 0,
       py::arg("c_end") = py::none(), py::arg("isa") = "auto", "Mean over pixels of [C, P].");
 
+  m.def(
+      "fully_connected",
+      [](const py::object& weights, const py::object& input, const py::object& bias, const py::object& out,
+         int64_t o_begin, std::optional<int64_t> o_end, float act_min, float act_max, const std::string& isa) {
+        py::array w = check_array(weights, "weights", {-1, -1});
+        const int64_t outputs = w.shape(0), k = w.shape(1);
+        py::array x = check_array(input, "input", {k});
+        py::array b_keep;
+        const float* b = optional_bias(bias, outputs, &b_keep);
+        py::array y = output_array(out, {outputs});
+        const int64_t oe = end_or(o_end, outputs);
+        check_range("output", o_begin, oe, outputs);
+        const Activation act = make_activation(act_min, act_max, false);
+        const Isa i = parse_isa(isa);
+        float* yd = mutable_data_of(y);
+        {
+          py::gil_scoped_release release;
+          kernels::fully_connected(data_of(x), data_of(w), b, yd, k, o_begin, oe, act, i);
+        }
+        return y;
+      },
+      py::arg("weights"), py::arg("input"), py::arg("bias") = py::none(), py::arg("out") = py::none(),
+      py::arg("o_begin") = 0, py::arg("o_end") = py::none(), py::arg("act_min") = -kInf,
+      py::arg("act_max") = kInf, py::arg("isa") = "auto",
+      "Fully connected row: out[o] = act(bias[o] + sum_i weights[o, i] * input[i]) over the given outputs.");
+
   // Timing loops in native code (benchmarks/bench_kernels.py): seconds per run.
   m.def(
       "time_spmm",

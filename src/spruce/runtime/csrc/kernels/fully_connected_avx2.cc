@@ -1,12 +1,11 @@
-// FULLY_CONNECTED rows with AVX2 + FMA: y[o] = dot(x, w[o]) + bias[o] for a
-// block of outputs, four weight rows per pass so each load of x serves four.
-// Compiled with -mavx2 -mfma (see CMakeLists.txt); called only after a CPU check.
-#include "kernels/fully_connected.h"
-
+// Fully connected rows with AVX2 + FMA: four weight rows per pass, so each
+// load of x serves four. Compiled with -mavx2 -mfma (see CMakeLists.txt);
+// called only after a CPU check.
 #if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
+#include "kernels/simd_avx2.h"
 
 namespace spruce {
+namespace kernels {
 
 namespace {
 
@@ -17,10 +16,12 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+inline float bias_at(const float* bias, int64_t o) { return bias != nullptr ? bias[o] : 0.0f; }
+
 }  // namespace
 
-void fully_connected_rows_avx2(const float* x, const float* w, const float* bias, float* y, int64_t k,
-                               int64_t o_begin, int64_t o_end) {
+void fully_connected_avx2(const float* x, const float* w, const float* bias, float* y, int64_t k,
+                          int64_t o_begin, int64_t o_end, const Activation& act) {
   int64_t o = o_begin;
   for (; o + 4 <= o_end; o += 4) {
     const float* w0 = w + o * k;
@@ -44,10 +45,10 @@ void fully_connected_rows_avx2(const float* x, const float* w, const float* bias
       s2 += w2[i] * x[i];
       s3 += w3[i] * x[i];
     }
-    y[o] = s0 + bias[o];
-    y[o + 1] = s1 + bias[o + 1];
-    y[o + 2] = s2 + bias[o + 2];
-    y[o + 3] = s3 + bias[o + 3];
+    y[o] = apply_activation(s0 + bias_at(bias, o), act);
+    y[o + 1] = apply_activation(s1 + bias_at(bias, o + 1), act);
+    y[o + 2] = apply_activation(s2 + bias_at(bias, o + 2), act);
+    y[o + 3] = apply_activation(s3 + bias_at(bias, o + 3), act);
   }
   for (; o < o_end; ++o) {
     const float* wr = w + o * k;
@@ -56,10 +57,11 @@ void fully_connected_rows_avx2(const float* x, const float* w, const float* bias
     for (; i + 8 <= k; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(wr + i), _mm256_loadu_ps(x + i), a);
     float s = hsum(a);
     for (; i < k; ++i) s += wr[i] * x[i];
-    y[o] = s + bias[o];
+    y[o] = apply_activation(s + bias_at(bias, o), act);
   }
 }
 
+}  // namespace kernels
 }  // namespace spruce
 
-#endif
+#endif  // __AVX2__ && __FMA__

@@ -223,5 +223,13 @@ void conv_hwc2chw(const ConvHwcParams& p, const PackedConvHwc& w, const float* b
 void global_avg_pool_chw(const float* input, int64_t pixels, int64_t stride, float* output,
                          int32_t c_begin, int32_t c_end, Isa isa = default_isa());
 
+// ------------------------------------------ 5. fully connected (row-major) --
+//
+// y[o] = act(bias[o] + sum_i w[o][i] * x[i]) for outputs [o_begin, o_end): one
+// input row x of k floats against row-major weights [outputs][k] (one output
+// per weight row, no packing). bias may be null (zero).
+void fully_connected(const float* x, const float* w, const float* bias, float* y, int64_t k,
+                     int64_t o_begin, int64_t o_end, const Activation& act, Isa isa = default_isa());
+
 }  // namespace kernels
 }  // namespace spruce

@@ -38,7 +38,9 @@ inline float apply_activation(float x, const Activation& act) {
                            const Activation& act);                                             \
   void conv_hwc2chw_##suffix(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias,\
                              const float* input, float* output, int32_t oy_begin,              \
-                             int32_t oy_end, const Activation& act);
+                             int32_t oy_end, const Activation& act);                           \
+  void fully_connected_##suffix(const float* x, const float* w, const float* bias, float* y,   \
+                                int64_t k, int64_t o_begin, int64_t o_end, const Activation& act);
 
 SPRUCE_DECLARE_ISA_KERNELS(portable)
 #if SPRUCE_X86_KERNELS

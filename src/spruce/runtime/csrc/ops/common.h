@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "graph/graph.h"
+#include "kernels/kernels.h"
 
 namespace spruce {
 
@@ -76,6 +77,13 @@ inline void activation_range(int act, float* lo, float* hi) {
   if (act == kActRelu) *lo = 0.0f;
   if (act == kActRelu6) *lo = 0.0f, *hi = 6.0f;
   if (act == kActReluN1To1) *lo = -1.0f, *hi = 1.0f;
+}
+
+// The kernels' fused epilogue for a TFLite activation code.
+inline kernels::Activation kernel_activation(int act) {
+  kernels::Activation a;
+  activation_range(act, &a.min, &a.max);
+  return a;
 }
 
 inline void clamp_range(float* x, size_t n, float lo, float hi) {

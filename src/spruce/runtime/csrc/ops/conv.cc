@@ -13,12 +13,6 @@ namespace spruce {
 
 namespace {
 
-kernels::Activation kernel_activation(int act) {
-  kernels::Activation a;
-  activation_range(act, &a.min, &a.max);
-  return a;
-}
-
 std::vector<float> bias_or_zeros(const OpSpec& s, int64_t n) {
   if (const Array* b = find_array(s, "bias")) {
     expect_array(s, *b, {n}, "bias");

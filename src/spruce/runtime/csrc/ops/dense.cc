@@ -1,7 +1,6 @@
 // FULLY_CONNECTED and SOFTMAX on row-major tensors.
 #include <cmath>
 
-#include "kernels/fully_connected.h"
 #include "kernels/kernels.h"
 #include "ops/ops.h"
 #include "ops/common.h"
@@ -9,16 +8,6 @@
 namespace spruce {
 
 namespace {
-
-float dot(const float* a, const float* b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
 
 // y[m, o] = act(sum_k x[m, k] * w[o, k] + bias[o]).
 class FullyConnectedOp : public Op {
@@ -48,33 +37,17 @@ class FullyConnectedOp : public Op {
       expect_array(s, *b, {out_}, "bias");
       bias_ = b->data;
     }
-    act_ = checked_activation(s);
-    avx2_ = kernels::default_isa() == kernels::Isa::kAvx2;
+    act_ = kernel_activation(checked_activation(s));
   }
   const char* family() const override { return "fully_connected"; }
   double flops() const override { return 2.0 * rows_ * out_ * k_; }
   void run(RunContext& ctx) override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
-    float lo, hi;
-    activation_range(act_, &lo, &hi);
     auto body = [&](size_t ob, size_t oe) {
-#if SPRUCE_FC_AVX2
-      if (avx2_) {
-        for (int64_t m = 0; m < rows_; ++m) {
-          float* ym = y + m * out_;
-          fully_connected_rows_avx2(x + m * k_, weights_.data(), bias_.data(), ym, k_,
-                                    static_cast<int64_t>(ob), static_cast<int64_t>(oe));
-          clamp_range(ym + ob, oe - ob, lo, hi);
-        }
-        return;
-      }
-#endif
       for (int64_t m = 0; m < rows_; ++m) {
-        for (size_t o = ob; o < oe; ++o) {
-          float v = dot(x + m * k_, weights_.data() + o * k_, k_) + bias_[o];
-          y[m * out_ + static_cast<int64_t>(o)] = std::min(std::max(v, lo), hi);
-        }
+        kernels::fully_connected(x + m * k_, weights_.data(), bias_.data(), y + m * out_, k_,
+                                 static_cast<int64_t>(ob), static_cast<int64_t>(oe), act_);
       }
     };
     if (flops() > 1e6) ctx.pool->parallel_for(static_cast<size_t>(out_), 64, body);
@@ -85,8 +58,7 @@ class FullyConnectedOp : public Op {
   int64_t out_, k_, rows_;
   FloatBuffer weights_;
   std::vector<float> bias_;
-  int act_ = 0;
-  bool avx2_ = false;
+  kernels::Activation act_;
 };
 
 class SoftmaxOp : public Op {
