@@ -748,11 +748,51 @@ def test_avx2_is_the_default_on_an_avx2_cpu():
     assert kernels.default_isa() == "avx2"
 
 
+# ------------------------------------- timing loops (spruce.runtime._bench) --
+
+
+def test_engine_module_carries_no_benchmark_code():
+    engine = sys.modules["spruce.runtime._engine"]
+    names = set(dir(engine)) | set(dir(kernels))
+    assert not [n for n in names if n.startswith("time_") or "fma_peak" in n]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_each_kernel_timer_returns_one_positive_time_per_repeat(isa):
+    bench = pytest.importorskip("spruce.runtime._bench")
+    rng = np.random.default_rng(0)
+    w = sparse_weights(rng, 16, 32, 0.75, zero_rows=False)
+    x = rng.standard_normal((32, 49)).astype(np.float32)
+    dw_w, dw_x = rng.standard_normal((4, 3, 3)).astype(np.float32), rng.standard_normal((4, 9, 9)).astype(np.float32)
+    entry_w, entry_x = rng.standard_normal((8, 3, 3, 3)).astype(np.float32), rng.random((17, 17, 3)).astype(np.float32)
+    kw = dict(repeats=3, warmup=1, isa=isa)
+    timings = {
+        "spmm": bench.time_spmm(w, x, **kw),
+        "gemm": bench.time_gemm(w, x, rng.standard_normal(16).astype(np.float32), **kw),
+        "dwconv_chw": bench.time_dwconv_chw(dw_w, dw_x, stride=2, padding=[0, 0, 1, 1], **kw),
+        "conv_hwc2chw": bench.time_conv_hwc2chw(entry_w, entry_x, stride=2, padding=[0, 0, 1, 1], **kw),
+    }
+    for name, times in timings.items():
+        assert times.shape == (3,) and np.all(times > 0), name
+
+
+def test_kernel_timers_check_their_arguments():
+    bench = pytest.importorskip("spruce.runtime._bench")
+    w, x = np.ones((4, 8), np.float32), np.ones((8, 10), np.float32)
+    with pytest.raises(ValueError, match="repeats must be > 0"):
+        bench.time_gemm(w, x, repeats=0)
+    with pytest.raises(ValueError, match="input must have shape"):
+        bench.time_spmm(w, x[:7])
+    with pytest.raises(ValueError, match="isa must be one of"):
+        bench.time_spmm(w, x, isa="neon")
+
+
 def test_measured_fma_peak_is_positive_and_rejects_bad_durations():
-    peak = kernels.fma_peak_gflops(0.05)
-    portable = kernels.fma_peak_gflops(0.05, isa="portable")
+    bench = pytest.importorskip("spruce.runtime._bench")
+    peak = bench.fma_peak_gflops(0.05)
+    portable = bench.fma_peak_gflops(0.05, isa="portable")
     assert peak > 0 and portable > 0
     if kernels.default_isa() == "avx2":
         assert peak > portable  # 8-lane FMAs beat plain C++ multiply-adds
     with pytest.raises(ValueError, match="seconds must be in"):
-        kernels.fma_peak_gflops(0.0)
+        bench.fma_peak_gflops(0.0)

@@ -1,208 +1,33 @@
 // Python access to the raw kernels (submodule `_engine.kernels`), for the
 // NumPy-reference tests and the kernel benchmarks. Every argument is checked
-// here and a bad one raises ValueError; the kernels themselves never check.
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
-#include <chrono>
-#include <cmath>
-#include <limits>
+// (bindings/checks.h) and a bad one raises ValueError; the kernels never check.
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "bindings/bindings.h"
+#include "bindings/checks.h"
 #include "kernels/kernels.h"
 
 namespace py = pybind11;
 
 namespace spruce {
-namespace {
 
+using bindings::check_array;
+using bindings::check_range;
+using bindings::conv_hwc_params;
+using bindings::data_of;
+using bindings::dwconv_params;
+using bindings::end_or;
+using bindings::kInf;
+using bindings::make_activation;
+using bindings::mutable_data_of;
+using bindings::optional_bias;
+using bindings::output_array;
+using bindings::parse_isa;
+using bindings::shape_str;
 using kernels::Activation;
 using kernels::Isa;
-
-std::string shape_str(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
-    s += std::to_string(a.shape(i));
-    if (a.ndim() == 1 || i + 1 < a.ndim()) s += a.ndim() == 1 ? "," : ", ";
-  }
-  return s + ")";
-}
-
-// A C-contiguous float32 array of the given rank; `shape` entries < 0 are free.
-py::array check_array(const py::object& obj, const char* name, std::vector<py::ssize_t> shape,
-                      bool writeable = false) {
-  if (!py::isinstance<py::array>(obj)) {
-    throw py::value_error(std::string(name) + " must be a numpy array of float32. Received: " +
-                          std::string(py::str(py::type::of(obj))));
-  }
-  py::array a = py::reinterpret_borrow<py::array>(obj);
-  if (!a.dtype().is(py::dtype::of<float>())) {
-    throw py::value_error(std::string(name) + " must have dtype float32. Received: dtype=" +
-                          std::string(py::str(a.dtype())) + ". Convert it with .astype(np.float32).");
-  }
-  if (!(a.flags() & py::array::c_style)) {
-    throw py::value_error(std::string(name) +
-                          " must be C-contiguous. Received a strided view; pass np.ascontiguousarray(...).");
-  }
-  if (writeable && !a.writeable()) {
-    throw py::value_error(std::string(name) + " must be writeable. Received a read-only array.");
-  }
-  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
-  for (size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || a.shape(i) == shape[i];
-  if (!ok) {
-    std::string want = "(";
-    for (size_t i = 0; i < shape.size(); ++i) {
-      want += shape[i] < 0 ? std::string("any") : std::to_string(shape[i]);
-      if (i + 1 < shape.size()) want += ", ";
-    }
-    throw py::value_error(std::string(name) + " must have shape " + want + "). Received: shape=" +
-                          shape_str(a));
-  }
-  return a;
-}
-
-const float* data_of(const py::array& a) { return static_cast<const float*>(a.data()); }
-float* mutable_data_of(py::array& a) { return static_cast<float*>(a.mutable_data()); }
-
-const float* optional_bias(const py::object& bias, py::ssize_t n, py::array* keep) {
-  if (bias.is_none()) return nullptr;
-  *keep = check_array(bias, "bias", {n});
-  return data_of(*keep);
-}
-
-// `out` if given (checked), else a new zeroed array of that shape.
-py::array output_array(const py::object& out, const std::vector<py::ssize_t>& shape) {
-  if (out.is_none()) {
-    py::array_t<float> a(shape);
-    std::fill(a.mutable_data(), a.mutable_data() + a.size(), 0.0f);
-    return std::move(a);
-  }
-  return check_array(out, "out", shape, /*writeable=*/true);
-}
-
-void check_range(const char* what, int64_t begin, int64_t end, int64_t size) {
-  if (begin < 0 || end < begin || end > size) {
-    throw py::value_error(std::string(what) + " range must satisfy 0 <= begin <= end <= " +
-                          std::to_string(size) + ". Received: [" + std::to_string(begin) + ", " +
-                          std::to_string(end) + ")");
-  }
-}
-
-Isa parse_isa(const std::string& isa) {
-  if (isa == "auto") return kernels::default_isa();
-  if (isa == "portable") return Isa::kPortable;
-  if (isa == "avx2") {
-    if (!kernels::cpu_has_avx2()) {
-      throw py::value_error("isa='avx2' needs an x86 CPU with AVX2 and FMA and a build with the AVX2 "
-                            "kernels; this one has neither. Use isa='auto' or 'portable'.");
-    }
-    return Isa::kAvx2;
-  }
-  throw py::value_error("isa must be one of 'auto', 'avx2', 'portable'. Received: isa='" + isa + "'");
-}
-
-Activation make_activation(float act_min, float act_max, bool hard_swish) {
-  if (std::isnan(act_min) || std::isnan(act_max) || act_min > act_max) {
-    throw py::value_error("act_min must be <= act_max. Received: act_min=" + std::to_string(act_min) +
-                          ", act_max=" + std::to_string(act_max));
-  }
-  Activation a;
-  a.min = act_min;
-  a.max = act_max;
-  a.hard_swish = hard_swish;
-  return a;
-}
-
-int64_t end_or(const std::optional<int64_t>& end, int64_t size) { return end ? *end : size; }
-
-void check_padding(const std::vector<int32_t>& padding) {
-  if (padding.size() != 4 || *std::min_element(padding.begin(), padding.end()) < 0) {
-    throw py::value_error("padding must be 4 non-negative ints (top, left, bottom, right). Received " +
-                          std::to_string(padding.size()) + " values or a negative one.");
-  }
-}
-
-void check_conv_geometry(const char* op, int64_t in_h, int64_t in_w, int32_t kernel, int32_t stride,
-                         const std::vector<int32_t>& padding) {
-  check_padding(padding);
-  if (kernel <= 0 || stride <= 0) {
-    throw py::value_error(std::string(op) + ": kernel and stride must be > 0. Received: kernel=" +
-                          std::to_string(kernel) + ", stride=" + std::to_string(stride));
-  }
-  if (in_h + padding[0] + padding[2] < kernel || in_w + padding[1] + padding[3] < kernel) {
-    throw py::value_error(std::string(op) + ": the padded input (" +
-                          std::to_string(in_h + padding[0] + padding[2]) + " x " +
-                          std::to_string(in_w + padding[1] + padding[3]) +
-                          ") is smaller than the kernel (" + std::to_string(kernel) +
-                          "). Pad more or use a smaller kernel.");
-  }
-}
-
-// Validates depthwise weights [C][K][K], input [C][H][W] (or [C][S], planes S
-// floats apart, with in_hw = (H, W)) and the geometry; returns the params.
-kernels::DwConvParams dwconv_params(const py::object& weights, const py::object& input, int32_t stride,
-                                   const std::vector<int32_t>& padding, py::array& w, py::array& x,
-                                   const std::optional<std::vector<int64_t>>& in_hw = std::nullopt) {
-  w = check_array(weights, "weights", {-1, -1, -1});
-  const int64_t C = w.shape(0);
-  const int32_t K = static_cast<int32_t>(w.shape(1));
-  check_array(weights, "weights", {C, K, K});
-  int64_t H = 0, W = 0, stride_floats = 0;
-  if (in_hw.has_value()) {
-    if (in_hw->size() != 2 || (*in_hw)[0] <= 0 || (*in_hw)[1] <= 0) {
-      throw py::value_error("in_hw must be (height, width), both > 0");
-    }
-    x = check_array(input, "input", {C, -1});
-    H = (*in_hw)[0], W = (*in_hw)[1], stride_floats = x.shape(1);
-    if (H * W > stride_floats) {
-      throw py::value_error("input planes of " + std::to_string(stride_floats) + " floats cannot hold in_hw = (" +
-                            std::to_string(H) + ", " + std::to_string(W) + ")");
-    }
-  } else {
-    x = check_array(input, "input", {C, -1, -1});
-    H = x.shape(1), W = x.shape(2);
-  }
-  check_conv_geometry("dwconv_chw", H, W, K, stride, padding);
-  kernels::DwConvParams p;
-  p.in_h = static_cast<int32_t>(H);
-  p.in_w = static_cast<int32_t>(W);
-  p.in_stride = stride_floats;
-  p.kernel = K;
-  p.stride = stride;
-  p.pad_top = padding[0];
-  p.pad_left = padding[1];
-  p.pad_bottom = padding[2];
-  p.pad_right = padding[3];
-  return p;
-}
-
-// Runs `fn` warmup + repeats times; returns the seconds of each timed run.
-template <typename Fn>
-py::array_t<double> time_runs(Fn&& fn, int repeats, int warmup) {
-  if (repeats <= 0 || warmup < 0) {
-    throw py::value_error("repeats must be > 0 and warmup >= 0. Received: repeats=" +
-                          std::to_string(repeats) + ", warmup=" + std::to_string(warmup));
-  }
-  std::vector<double> seconds(static_cast<size_t>(repeats));
-  {
-    py::gil_scoped_release release;
-    for (int i = 0; i < warmup; ++i) fn();
-    for (int i = 0; i < repeats; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      fn();
-      seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    }
-  }
-  return py::array_t<double>(seconds.size(), seconds.data());
-}
-
-constexpr float kInf = std::numeric_limits<float>::infinity();
-
-}  // namespace
 
 void register_kernel_bindings(py::module_& parent) {
   py::module_ m = parent.def_submodule(
@@ -211,18 +36,6 @@ void register_kernel_bindings(py::module_& parent) {
   m.def("cpu_has_avx2", &kernels::cpu_has_avx2, "True if AVX2+FMA kernels are built and the CPU runs them.");
   m.def("default_isa", [] { return std::string(kernels::isa_name(kernels::default_isa())); },
         "ISA the engine uses by default ('avx2' or 'portable'; SPRUCE_KERNELS_ISA=portable forces it).");
-  m.def(
-      "fma_peak_gflops",
-      [](double seconds, const std::string& isa) {
-        if (!(seconds > 0.0 && seconds <= 10.0)) {
-          throw py::value_error("seconds must be in (0, 10]. Received: seconds=" + std::to_string(seconds));
-        }
-        const Isa i = parse_isa(isa);
-        py::gil_scoped_release release;
-        return kernels::fma_peak_gflops(i, seconds);
-      },
-      py::arg("seconds") = 0.2, py::arg("isa") = "auto",
-      "Measured single-thread FMA throughput of this core (GFLOP/s): the peak kernels are reported against.");
 
   py::class_<kernels::SparseMatrix>(m, "SparseMatrix")
       .def_readonly("rows", &kernels::SparseMatrix::rows)
@@ -408,18 +221,7 @@ void register_kernel_bindings(py::module_& parent) {
          int64_t oy_begin, std::optional<int64_t> oy_end, float act_min, float act_max,
          bool hard_swish, const std::string& isa) {
         py::array x = check_array(input, "input", {-1, -1, w.in_c});
-        check_conv_geometry("conv_hwc2chw", x.shape(0), x.shape(1), w.kernel, stride, padding);
-        kernels::ConvHwcParams p;
-        p.in_h = static_cast<int32_t>(x.shape(0));
-        p.in_w = static_cast<int32_t>(x.shape(1));
-        p.in_c = w.in_c;
-        p.out_c = w.out_c;
-        p.kernel = w.kernel;
-        p.stride = stride;
-        p.pad_top = padding[0];
-        p.pad_left = padding[1];
-        p.pad_bottom = padding[2];
-        p.pad_right = padding[3];
+        const kernels::ConvHwcParams p = conv_hwc_params(x, w.out_c, w.kernel, w.in_c, stride, padding);
         py::array b_keep;
         const float* b = optional_bias(bias, w.out_c, &b_keep);
         py::array y = output_array(out, {w.out_c, p.out_h(), p.out_w()});
@@ -486,92 +288,6 @@ void register_kernel_bindings(py::module_& parent) {
       py::arg("act_max") = kInf, py::arg("isa") = "auto",
       "Fully connected row: out[o] = act(bias[o] + sum_i weights[o, i] * input[i]) over the given outputs.");
 
-  // Timing loops in native code (benchmarks/bench_kernels.py): seconds per run.
-  m.def(
-      "time_spmm",
-      [](const kernels::SparseMatrix& w, const py::object& input, const py::object& bias,
-         int repeats, int warmup, const std::string& isa) {
-        py::array x = check_array(input, "input", {w.cols, w.in_stride});
-        py::array b_keep;
-        const float* b = optional_bias(bias, w.rows, &b_keep);
-        py::array y = output_array(py::none(), {w.rows, w.in_stride});
-        const Isa i = parse_isa(isa);
-        const float* xd = data_of(x);
-        float* yd = mutable_data_of(y);
-        const Activation act = make_activation(0.0f, 6.0f, false);
-        return time_runs([&] { kernels::spmm(w, b, xd, yd, w.in_stride, 0, w.rows, 0, w.in_stride, act, i); },
-                         repeats, warmup);
-      },
-      py::arg("w"), py::arg("input"), py::arg("bias") = py::none(), py::arg("repeats") = 20,
-      py::arg("warmup") = 3, py::arg("isa") = "auto");
-
-  m.def(
-      "time_gemm",
-      [](const kernels::PackedDense& w, const py::object& input, const py::object& bias,
-         int repeats, int warmup, const std::string& isa) {
-        py::array x = check_array(input, "input", {w.cols, -1});
-        const int64_t P = x.shape(1);
-        py::array b_keep;
-        const float* b = optional_bias(bias, w.rows, &b_keep);
-        py::array y = output_array(py::none(), {w.rows, P});
-        const Isa i = parse_isa(isa);
-        const float* xd = data_of(x);
-        float* yd = mutable_data_of(y);
-        const Activation act = make_activation(0.0f, 6.0f, false);
-        return time_runs([&] { kernels::gemm(w, b, xd, P, yd, P, 0, w.rows, 0, P, act, i); }, repeats,
-                         warmup);
-      },
-      py::arg("w"), py::arg("input"), py::arg("bias") = py::none(), py::arg("repeats") = 20,
-      py::arg("warmup") = 3, py::arg("isa") = "auto");
-
-  m.def(
-      "time_dwconv_chw",
-      [](const py::object& weights, const py::object& input, int32_t stride,
-         const std::vector<int32_t>& padding, int repeats, int warmup, const std::string& isa) {
-        py::array w, x;
-        const kernels::DwConvParams p = dwconv_params(weights, input, stride, padding, w, x);
-        const int64_t C = w.shape(0);
-        py::array y = output_array(py::none(), {C, p.out_h(), p.out_w()});
-        const Isa i = parse_isa(isa);
-        const float* wd = data_of(w);
-        const float* xd = data_of(x);
-        float* yd = mutable_data_of(y);
-        const Activation act = make_activation(0.0f, 6.0f, false);
-        return time_runs([&] { kernels::dwconv_chw(p, wd, nullptr, xd, yd, 0, static_cast<int32_t>(C), act, i); },
-                         repeats, warmup);
-      },
-      py::arg("weights"), py::arg("input"), py::arg("stride") = 1,
-      py::arg("padding") = std::vector<int32_t>{0, 0, 0, 0}, py::arg("repeats") = 20,
-      py::arg("warmup") = 3, py::arg("isa") = "auto");
-
-  m.def(
-      "time_conv_hwc2chw",
-      [](const kernels::PackedConvHwc& w, const py::object& input, int32_t stride,
-         const std::vector<int32_t>& padding, int repeats, int warmup, const std::string& isa) {
-        py::array x = check_array(input, "input", {-1, -1, w.in_c});
-        check_conv_geometry("conv_hwc2chw", x.shape(0), x.shape(1), w.kernel, stride, padding);
-        kernels::ConvHwcParams p;
-        p.in_h = static_cast<int32_t>(x.shape(0));
-        p.in_w = static_cast<int32_t>(x.shape(1));
-        p.in_c = w.in_c;
-        p.out_c = w.out_c;
-        p.kernel = w.kernel;
-        p.stride = stride;
-        p.pad_top = padding[0];
-        p.pad_left = padding[1];
-        p.pad_bottom = padding[2];
-        p.pad_right = padding[3];
-        py::array y = output_array(py::none(), {w.out_c, p.out_h(), p.out_w()});
-        const Isa i = parse_isa(isa);
-        const float* xd = data_of(x);
-        float* yd = mutable_data_of(y);
-        const Activation act = make_activation(0.0f, 6.0f, false);
-        return time_runs([&] { kernels::conv_hwc2chw(p, w, nullptr, xd, yd, 0, p.out_h(), act, i); },
-                         repeats, warmup);
-      },
-      py::arg("w"), py::arg("input"), py::arg("stride") = 2,
-      py::arg("padding") = std::vector<int32_t>{0, 0, 0, 0}, py::arg("repeats") = 20,
-      py::arg("warmup") = 3, py::arg("isa") = "auto");
 }
 
 }  // namespace spruce

@@ -35,11 +35,6 @@ bool cpu_has_avx2();
 // kPortable (never crashes).
 Isa default_isa();
 const char* isa_name(Isa isa);
-// Single-thread multiply-add throughput of this core with `isa` in GFLOP/s (2
-// flops per lane per FMA), measured by running independent FMA chains for about
-// `seconds`: the peak the kernels' GFLOP/s are reported against. The portable
-// ISA measures the multiply-adds of plain C++ as this build compiles them.
-double fma_peak_gflops(Isa isa, double seconds);
 
 // -------------------------------------------------------------- activation --
 

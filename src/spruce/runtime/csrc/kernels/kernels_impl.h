@@ -45,7 +45,6 @@ inline float apply_activation(float x, const Activation& act) {
 SPRUCE_DECLARE_ISA_KERNELS(portable)
 #if SPRUCE_X86_KERNELS
 SPRUCE_DECLARE_ISA_KERNELS(avx2)
-double fma_peak_gflops_avx2(double seconds);
 #endif
 
 // Panel sizes shared by packing and every ISA's kernel.

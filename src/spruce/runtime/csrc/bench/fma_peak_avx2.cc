@@ -4,10 +4,10 @@
 
 #include <chrono>
 
-#include "kernels/kernels_impl.h"
+#include "bench/fma_peak.h"
 
 namespace spruce {
-namespace kernels {
+namespace bench {
 
 // 12 independent FMA chains in registers: enough to cover 2 pipes x 4-6
 // cycles of latency, so only the FMA pipes limit the loop.
@@ -40,6 +40,6 @@ double fma_peak_gflops_avx2(double seconds) {
   return flops / elapsed / 1e9;
 }
 
-}  // namespace kernels
+}  // namespace bench
 }  // namespace spruce
 #endif  // __AVX2__ && __FMA__
