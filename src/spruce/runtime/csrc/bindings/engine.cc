@@ -82,12 +82,21 @@ class PyGraph {
  public:
   PyGraph(const py::list& tensors, const py::list& ops, std::vector<int> inputs, std::vector<int> outputs,
           int num_threads) {
+    checked_num_threads(num_threads);
     std::vector<TensorSpec> tspecs;
     for (size_t i = 0; i < tensors.size(); ++i) tspecs.push_back(to_tensor_spec(tensors[i], i));
     std::vector<OpSpec> ospecs;
     for (size_t i = 0; i < ops.size(); ++i) ospecs.push_back(to_op_spec(ops[i], i));
-    graph_ = std::make_unique<Graph>(std::move(tspecs), ospecs, std::move(inputs), std::move(outputs),
-                                     num_threads);
+    auto model = std::make_shared<const Model>(std::move(tspecs), ospecs, std::move(inputs), std::move(outputs));
+    graph_ = std::make_unique<Graph>(std::move(model), num_threads);
+  }
+
+  // Another graph running this one's model: the operators and their packed
+  // weights are shared (immutable), the activation arena and threads its own.
+  // What run_shared's copies are made with, so a batch on N threads packs the
+  // weights once, not N + 1 times.
+  std::unique_ptr<PyGraph> replica(int num_threads) const {
+    return std::unique_ptr<PyGraph>(new PyGraph(std::make_unique<Graph>(graph_->model(), num_threads)));
   }
 
   // Runs on each image when the arrays carry a batch the graph was not built
@@ -284,6 +293,8 @@ class PyGraph {
     }
   }
 
+  explicit PyGraph(std::unique_ptr<Graph> graph) : graph_(std::move(graph)) {}
+
   static std::string shape_text(const std::vector<int64_t>& s) {
     std::string out = "(";
     for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
@@ -311,6 +322,7 @@ PYBIND11_MODULE(_engine, m) {
       .def(py::init<const py::list&, const py::list&, std::vector<int>, std::vector<int>, int>(),
            py::arg("tensors"), py::arg("ops"), py::arg("inputs"), py::arg("outputs"),
            py::arg("num_threads") = 1)
+      .def("replica", &PyGraph::replica, py::arg("num_threads") = 1)
       .def("run", &PyGraph::run, py::arg("inputs"))
       .def("run_shared", &PyGraph::run_shared, py::arg("copies"), py::arg("inputs"))
       .def("benchmark", &PyGraph::benchmark, py::arg("runs"), py::arg("warmup"))

@@ -67,13 +67,17 @@ void fail(const OpSpec& s, const std::string& what) {
   throw PlanError("operator " + s.name + " (" + s.kind + "): " + what);
 }
 
-Graph::Graph(std::vector<TensorSpec> specs, const std::vector<OpSpec>& ops, std::vector<int> inputs,
-             std::vector<int> outputs, int num_threads)
-    : inputs_(std::move(inputs)), outputs_(std::move(outputs)), pool_(std::max(1, num_threads)) {
+int checked_num_threads(int num_threads) {
   if (num_threads < 1 || num_threads > 256) {
     throw PlanError("num_threads must be in [1, 256]. Received: num_threads=" +
                     std::to_string(num_threads));
   }
+  return num_threads;
+}
+
+Model::Model(std::vector<TensorSpec> specs, const std::vector<OpSpec>& ops, std::vector<int> inputs,
+             std::vector<int> outputs)
+    : inputs_(std::move(inputs)), outputs_(std::move(outputs)) {
   const size_t n = specs.size();
   tensors_.resize(n);
   for (size_t i = 0; i < n; ++i) {
@@ -156,7 +160,6 @@ Graph::Graph(std::vector<TensorSpec> specs, const std::vector<OpSpec>& ops, std:
   }
   const char* keep = std::getenv("SPRUCE_ENGINE_PLAIN_PLANES");
   if (keep == nullptr || std::strcmp(keep, "1") != 0) pad_planes();
-  plan_memory();
 }
 
 // Planes that are not a whole number of vectors (14x14, 7x7) cost the sparse
@@ -167,7 +170,7 @@ Graph::Graph(std::vector<TensorSpec> specs, const std::vector<OpSpec>& ops, std:
 // a depthwise conv writes and reads such planes, MEAN reads them. The 1x1 conv
 // then reads its input in place and stores whole vectors.
 // SPRUCE_ENGINE_PLAIN_PLANES=1 turns this off (tests compare both).
-void Graph::pad_planes() {
+void Model::pad_planes() {
   const size_t n = tensors_.size();
   std::vector<int> writer(n, -1);
   std::vector<std::vector<Op*>> readers(n);
@@ -196,20 +199,27 @@ void Graph::pad_planes() {
   }
 }
 
+Graph::Graph(std::shared_ptr<const Model> model, int num_threads)
+    : model_(std::move(model)), tensors_(model_->tensors()), scratch_(model_->num_ops(), nullptr),
+      pool_(checked_num_threads(num_threads)) {
+  plan_memory();
+}
+
 // Liveness-based arena: a tensor lives from the op that writes it to the last
 // op that reads it; tensors whose lives overlap get disjoint byte ranges
 // (greedy best fit, largest first, as TFLite's arena planner does).
 void Graph::plan_memory() {
   const size_t n = tensors_.size();
-  const int end = static_cast<int>(ops_.size());
+  const int end = static_cast<int>(model_->num_ops());
+  auto op = [&](int i) -> const Op& { return model_->op(static_cast<size_t>(i)); };
   std::vector<int> first(n, std::numeric_limits<int>::max()), last(n, -1);
-  for (int idx : inputs_) first[idx] = -1, last[idx] = std::max(last[idx], -1);
+  for (int idx : inputs()) first[idx] = -1, last[idx] = std::max(last[idx], -1);
   for (int i = 0; i < end; ++i) {
-    for (int idx : ops_[i]->inputs) last[idx] = std::max(last[idx], i);
-    for (int idx : ops_[i]->outputs) first[idx] = std::min(first[idx], i), last[idx] = std::max(last[idx], i);
+    for (int idx : op(i).inputs) last[idx] = std::max(last[idx], i);
+    for (int idx : op(i).outputs) first[idx] = std::min(first[idx], i), last[idx] = std::max(last[idx], i);
   }
-  for (int idx : outputs_) last[idx] = end;
-  for (int idx : inputs_) last[idx] = end;  // inputs stay readable (benchmark reruns)
+  for (int idx : outputs()) last[idx] = end;
+  for (int idx : inputs()) last[idx] = end;  // inputs stay readable (benchmark reruns)
   // With several threads, the memory of a tensor small enough to stay in a
   // core's L2 goes to no other tensor until kReuseDelayOps operators after its
   // last reader. A 1x1 conv split by output channels reads every input plane
@@ -237,7 +247,7 @@ void Graph::plan_memory() {
     items.push_back({i, round_up(tensors_[i].alloc_floats() + kSlackFloats, kAlignFloats), first[i], last[i], 0});
   }
   for (int i = 0; i < end; ++i) {
-    if (size_t floats = ops_[i]->scratch_floats()) {
+    if (size_t floats = op(i).scratch_floats()) {
       items.push_back({n + static_cast<size_t>(i), round_up(floats + kSlackFloats, kAlignFloats), i, i, 0});
     }
   }
@@ -276,22 +286,20 @@ void Graph::plan_memory() {
     if (it.tensor < n) {
       tensors_[it.tensor].data = arena_ + it.offset;
     } else {
-      ops_[it.tensor - n]->scratch = arena_ + it.offset;
+      scratch_[it.tensor - n] = arena_ + it.offset;
     }
   }
 }
 
 void Graph::execute() {
-  RunContext ctx{&tensors_, &pool_};
-  for (auto& op : ops_) op->run(ctx);
+  for (size_t i = 0; i < model_->num_ops(); ++i) model_->op(i).run(RunContext{&tensors_, &pool_, scratch_[i]});
 }
 
 std::vector<double> Graph::profile() {
-  RunContext ctx{&tensors_, &pool_};
   std::vector<double> times;
-  for (auto& op : ops_) {
+  for (size_t i = 0; i < model_->num_ops(); ++i) {
     auto t0 = std::chrono::steady_clock::now();
-    op->run(ctx);
+    model_->op(i).run(RunContext{&tensors_, &pool_, scratch_[i]});
     times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   return times;

@@ -57,7 +57,7 @@ struct Tensor {
   size_t numel = 0;
   float* data = nullptr;
   // kCHW only: floats from one channel plane to the next when more than H * W
-  // (Graph::pad_planes); the floats between planes hold junk.
+  // (Model::pad_planes); the floats between planes hold junk.
   int64_t plane_stride = 0;
   // Memory-order dims: shape for kNative, [N, C, H, W] for kCHW.
   std::vector<int64_t> mem_shape() const;
@@ -65,25 +65,31 @@ struct Tensor {
   size_t alloc_floats() const;
 };
 
+// What an op's run() sees: the tensors of the graph running it (addresses in
+// that graph's arena), its thread pool, and the op's working memory.
 struct RunContext {
-  std::vector<Tensor>* tensors;
+  const std::vector<Tensor>* tensors;
   ThreadPool* pool;
+  float* scratch;  // scratch_floats() floats, 64-byte aligned; null when it asks for none
 };
 
+// An operator with its weights packed for the kernels. Built and configured
+// (plane strides) while its Model is built, then only run: run() is const, so
+// the graphs sharing a Model run its ops at once from their own threads.
 class Op {
  public:
   virtual ~Op() = default;
-  virtual void run(RunContext& ctx) = 0;
+  virtual void run(const RunContext& ctx) const = 0;
   // Multiply-adds x 2 per run, for GFLOP/s reports; 0 when negligible.
   virtual double flops() const { return 0.0; }
   virtual const char* family() const = 0;
-  // Floats of working memory the op needs while it runs; the graph places it in
-  // the arena (64-byte aligned, shared with tensors not alive at that op) and
-  // sets `scratch` before the first run.
+  // Floats of working memory the op needs while it runs; each graph places it
+  // in its arena (64-byte aligned, shared with tensors not alive at that op)
+  // and passes it as RunContext::scratch.
   virtual size_t scratch_floats() const { return 0; }
-  // Padded channel planes (Graph::pad_planes): the plane stride an op would
+  // Padded channel planes (Model::pad_planes): the plane stride an op would
   // like its (single) CHW input or output to have (0: none), whether it can
-  // read an input with a given stride, and the setters the graph calls when
+  // read an input with a given stride, and the setters the model calls when
   // the wishes agree and every reader accepts; a writer returns false if it
   // cannot write planes that far apart.
   virtual int64_t wanted_input_plane_stride() const { return 0; }
@@ -96,40 +102,69 @@ class Op {
   std::string name;
   std::vector<int> inputs;
   std::vector<int> outputs;
-  float* scratch = nullptr;
 };
 
 // Builds and checks one op; defined in ops/registry.cc.
 std::unique_ptr<Op> make_op(const OpSpec& spec, const std::vector<Tensor>& tensors);
 
-class Graph {
+// A checked plan, compiled: the tensors' shapes, layouts and constants, and
+// the operators with their packed weights. Immutable once built, so every
+// Graph that runs it (the copies a batch is shared out among) holds it through
+// a shared_ptr<const Model> instead of packing its own weights.
+class Model {
  public:
-  Graph(std::vector<TensorSpec> tensors, const std::vector<OpSpec>& ops, std::vector<int> inputs,
-        std::vector<int> outputs, int num_threads);
+  Model(std::vector<TensorSpec> tensors, const std::vector<OpSpec>& ops, std::vector<int> inputs,
+        std::vector<int> outputs);
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
 
   const std::vector<int>& inputs() const { return inputs_; }
   const std::vector<int>& outputs() const { return outputs_; }
-  const Tensor& tensor(int i) const { return tensors_.at(static_cast<size_t>(i)); }
-  float* data(int i) { return tensors_.at(static_cast<size_t>(i)).data; }
-  size_t arena_bytes() const { return arena_floats_ * sizeof(float); }
-  size_t naive_bytes() const { return naive_floats_ * sizeof(float); }
-  int num_threads() const { return pool_.num_threads(); }
+  // Activations have no data here: each Graph places them in its own arena.
+  const std::vector<Tensor>& tensors() const { return tensors_; }
   size_t num_ops() const { return ops_.size(); }
   const Op& op(size_t i) const { return *ops_[i]; }
 
-  void execute();
-  // Per-op wall time of one run, seconds.
-  std::vector<double> profile();
-
  private:
   void pad_planes();
-  void plan_memory();
 
   std::vector<Tensor> tensors_;
   std::vector<std::vector<float>> const_storage_;
   std::vector<std::unique_ptr<Op>> ops_;
   std::vector<int> inputs_;
   std::vector<int> outputs_;
+};
+
+// num_threads, after checking it is in [1, 256] (PlanError if not).
+int checked_num_threads(int num_threads);
+
+// One runnable instance of a Model: the activation arena (planned for its
+// thread count), the tensors' addresses in it, and a thread pool.
+class Graph {
+ public:
+  Graph(std::shared_ptr<const Model> model, int num_threads);
+
+  const std::shared_ptr<const Model>& model() const { return model_; }
+  const std::vector<int>& inputs() const { return model_->inputs(); }
+  const std::vector<int>& outputs() const { return model_->outputs(); }
+  const Tensor& tensor(int i) const { return tensors_.at(static_cast<size_t>(i)); }
+  float* data(int i) { return tensors_.at(static_cast<size_t>(i)).data; }
+  size_t arena_bytes() const { return arena_floats_ * sizeof(float); }
+  size_t naive_bytes() const { return naive_floats_ * sizeof(float); }
+  int num_threads() const { return pool_.num_threads(); }
+  size_t num_ops() const { return model_->num_ops(); }
+  const Op& op(size_t i) const { return model_->op(i); }
+
+  void execute();
+  // Per-op wall time of one run, seconds.
+  std::vector<double> profile();
+
+ private:
+  void plan_memory();
+
+  std::shared_ptr<const Model> model_;
+  std::vector<Tensor> tensors_;  // the model's, with activations in this graph's arena
+  std::vector<float*> scratch_;  // per op, in the arena
   float* arena_ = nullptr;
   FloatBuffer arena_owner_;
   size_t arena_floats_ = 0;

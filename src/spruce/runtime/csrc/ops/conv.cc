@@ -78,7 +78,7 @@ class ConvEntryOp : public Op {
   double flops() const override {
     return 2.0 * batch_ * p_.out_h() * p_.out_w() * p_.out_c * p_.kernel * p_.kernel * p_.in_c;
   }
-  void run(RunContext& ctx) override {
+  void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
     for (int64_t n = 0; n < batch_; ++n) {
@@ -194,7 +194,7 @@ class Conv1x1Op : public Op {
     output_padded_ = stride >= kernels::whole_vectors(pixels_);
     return true;
   }
-  void run(RunContext& ctx) override {
+  void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
     // Sparse rows split at multiples of kSpmmGroupRows: row groups stay whole.
@@ -203,7 +203,7 @@ class Conv1x1Op : public Op {
       const float* xi = x + b * k_ * in_stride_;
       float* yi = y + b * n_ * out_stride_;
       if (tiles_ != 0) {
-        run_tiled(ctx.pool, xi, yi);
+        run_tiled(ctx.pool, ctx.scratch, xi, yi);
         continue;
       }
       // The dense kernel splits by rows below 256 pixels a thread (14x14, 7x7):
@@ -226,7 +226,7 @@ class Conv1x1Op : public Op {
   // Tile t of the image, copied to scratch as [K][tile_] (rows tile_ floats
   // apart); a short last tile is zero-filled to whole vectors, so the kernel
   // loads it without masks.
-  const float* pack_tile(const float* xi, int64_t t) const {
+  const float* pack_tile(float* scratch, const float* xi, int64_t t) const {
     if (in_place_) return xi;
     const int64_t p0 = t * tile_, width = std::min(tile_, pixels_ - p0);
     const int64_t padded = std::min(tile_, kernels::whole_vectors(width));
@@ -252,21 +252,21 @@ class Conv1x1Op : public Op {
   // weights, once per tile, from its own cache (the 5 tiles of a 14x14 image on
   // 2 threads; the earlier (tile, channel group) items made both threads stream
   // all the weights: sparse 1x1 time 1.04-1.06x faster this way).
-  void run_tiled(ThreadPool* pool, const float* xi, float* yi) const {
+  void run_tiled(ThreadPool* pool, float* scratch, const float* xi, float* yi) const {
     const int threads = pool->num_threads();
     if (threads == 1 || flops() / batch_ < kParallelMinFlops) {
-      for (int64_t t = 0; t < tiles_; ++t) run_tile(pack_tile(xi, t), yi, t, 0, n_);
+      for (int64_t t = 0; t < tiles_; ++t) run_tile(pack_tile(scratch, xi, t), yi, t, 0, n_);
       return;
     }
     if (tiles_ % threads == 0 || tiles_ >= 4 * threads) {
       pool->parallel_for(static_cast<size_t>(tiles_), 1, [&](size_t tb, size_t te) {
-        for (size_t t = tb; t < te; ++t) run_tile(pack_tile(xi, t), yi, t, 0, n_);
+        for (size_t t = tb; t < te; ++t) run_tile(pack_tile(scratch, xi, t), yi, t, 0, n_);
       });
       return;
     }
     if (!in_place_) {
       pool->parallel_for(static_cast<size_t>(tiles_), 1, [&](size_t tb, size_t te) {
-        for (size_t t = tb; t < te; ++t) pack_tile(xi, t);
+        for (size_t t = tb; t < te; ++t) pack_tile(scratch, xi, t);
       });
     }
     // One chunk of rows per thread: each run_tile call reuses a k-block's input
@@ -340,7 +340,7 @@ class DepthwiseOp : public Op {
     p_.in_stride = stride;
     in_img_ = static_cast<size_t>(c_ * stride);
   }
-  void run(RunContext& ctx) override {
+  void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
     for (int64_t n = 0; n < batch_; ++n) {

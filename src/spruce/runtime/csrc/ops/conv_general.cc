@@ -80,7 +80,7 @@ class GeneralConvBase : public Op {
     }
     act_ = checked_activation(s);
   }
-  void run(RunContext& ctx) override {
+  void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
     float lo, hi;

@@ -41,7 +41,7 @@ class FullyConnectedOp : public Op {
   }
   const char* family() const override { return "fully_connected"; }
   double flops() const override { return 2.0 * rows_ * out_ * k_; }
-  void run(RunContext& ctx) override {
+  void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
     auto body = [&](size_t ob, size_t oe) {
@@ -74,7 +74,7 @@ class SoftmaxOp : public Op {
     beta_ = static_cast<float>(get_float(s, "beta", 1.0));
   }
   const char* family() const override { return "elementwise"; }
-  void run(RunContext& ctx) override {
+  void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
     for (int64_t r = 0; r < rows_; ++r) {

@@ -28,7 +28,7 @@ class UnaryOp : public Op {
     n_ = x.numel;
   }
   const char* family() const override { return "elementwise"; }
-  void run(RunContext& ctx) override {
+  void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
     auto body = [&](size_t b, size_t e) { apply(x + b, y + b, e - b); };
@@ -107,7 +107,7 @@ class BinaryOp : public Op {
     for (size_t i = 0; i + 1 < r; ++i) rows_ *= dims_[i];
   }
   const char* family() const override { return "elementwise"; }
-  void run(RunContext& ctx) override {
+  void run(const RunContext& ctx) const override {
     const float* a = (*ctx.tensors)[inputs[0]].data;
     const float* b = (*ctx.tensors)[inputs[1]].data;
     float* o = (*ctx.tensors)[outputs[0]].data;

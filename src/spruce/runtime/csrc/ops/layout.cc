@@ -26,7 +26,7 @@ class TransposeOp : public Op {
     n_ = x.shape[0], h_ = x.shape[1], w_ = x.shape[2], c_ = x.shape[3];
   }
   const char* family() const override { return "layout"; }
-  void run(RunContext& ctx) override {
+  void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
     const int64_t hw = h_ * w_, img = hw * c_;
@@ -65,7 +65,7 @@ class CopyOp : public Op {
     n_ = x.numel;
   }
   const char* family() const override { return "layout"; }
-  void run(RunContext& ctx) override {
+  void run(const RunContext& ctx) const override {
     std::memcpy((*ctx.tensors)[outputs[0]].data, (*ctx.tensors)[inputs[0]].data, n_ * sizeof(float));
   }
 
@@ -106,7 +106,7 @@ class PadOp : public Op {
     before_ = before;
   }
   const char* family() const override { return "layout"; }
-  void run(RunContext& ctx) override {
+  void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
     size_t total = 1;
@@ -151,7 +151,7 @@ class MeanHWOp : public Op {
   const char* family() const override { return "pooling"; }
   bool accepts_input_plane_stride(int64_t stride) const override { return stride >= hw_; }
   void set_input_plane_stride(int64_t stride) override { stride_ = stride; }
-  void run(RunContext& ctx) override {
+  void run(const RunContext& ctx) const override {
     // Every image's channel planes are consecutive, so batch x channels are rows.
     kernels::global_avg_pool_chw((*ctx.tensors)[inputs[0]].data, hw_, stride_, (*ctx.tensors)[outputs[0]].data, 0,
                                  static_cast<int32_t>(n_ * c_));
