@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "graph/graph.h"
+#include "graph/model.h"
 #include "kernels/kernels.h"
 
 namespace spruce {

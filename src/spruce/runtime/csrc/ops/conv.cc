@@ -6,8 +6,8 @@
 #include <cstdint>
 
 #include "kernels/kernels.h"
-#include "ops/ops.h"
 #include "ops/common.h"
+#include "ops/ops.h"
 
 namespace spruce {
 

@@ -3,8 +3,8 @@
 // Plain loops: the hot shapes take the kernels of ops/conv.cc instead.
 #include <algorithm>
 
-#include "ops/ops.h"
 #include "ops/common.h"
+#include "ops/ops.h"
 
 namespace spruce {
 

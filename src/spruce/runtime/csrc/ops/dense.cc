@@ -1,9 +1,10 @@
 // FULLY_CONNECTED and SOFTMAX on row-major tensors.
 #include <cmath>
 
+#include "graph/float_buffer.h"
 #include "kernels/kernels.h"
-#include "ops/ops.h"
 #include "ops/common.h"
+#include "ops/ops.h"
 
 namespace spruce {
 

@@ -2,8 +2,8 @@
 // broadcasting. Both work in memory order, so they serve either layout.
 #include <cmath>
 
-#include "ops/ops.h"
 #include "ops/common.h"
+#include "ops/ops.h"
 
 namespace spruce {
 

@@ -4,8 +4,8 @@
 #include <cstring>
 
 #include "kernels/kernels.h"
-#include "ops/ops.h"
 #include "ops/common.h"
+#include "ops/ops.h"
 
 namespace spruce {
 

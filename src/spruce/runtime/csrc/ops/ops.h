@@ -4,7 +4,7 @@
 #include <memory>
 #include <vector>
 
-#include "graph/graph.h"
+#include "graph/model.h"
 
 namespace spruce {
 
