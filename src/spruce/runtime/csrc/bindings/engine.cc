@@ -111,10 +111,10 @@ class PyGraph {
     return batch.result();
   }
 
-  // run() on a batch shared out among `copies` of this graph (built from the
-  // same plan, one thread each), on native threads with the GIL released once
-  // (Python threads started ~0.5 ms late; this is 2-3% faster on a MobileNet
-  // batch of 8). Each thread takes the next image not yet taken, so a thread
+  // run() on a batch shared out among `copies` of this graph (replicas, one
+  // thread each), on native threads with the GIL released once (Python
+  // threads start late enough to show on a batch). Each thread takes the next
+  // image not yet taken, so a thread
   // whose core is slowed (a busy neighbour, a co-scheduled thread) runs fewer
   // images instead of holding up the batch. Each image gets the arithmetic of
   // run(), so which copy ran it does not change its outputs.

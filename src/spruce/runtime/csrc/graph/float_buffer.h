@@ -1,9 +1,8 @@
 // Long-lived float buffers (the activation arena, big constant weights):
 // 64-byte aligned and zero-filled. Buffers of 2 MiB or more are 2 MiB aligned
 // and ask Linux for transparent huge pages, so a buffer read once per run
-// costs one TLB entry per 2 MiB instead of 512 (MobileNetV1's 4 MB classifier
-// weights: 0.20 -> 0.16 ms a run). SPRUCE_ENGINE_NO_HUGEPAGES=1 keeps 4 KiB
-// pages.
+// costs one TLB entry per 2 MiB instead of 512. SPRUCE_ENGINE_NO_HUGEPAGES=1
+// keeps 4 KiB pages.
 #pragma once
 
 #include <algorithm>

@@ -49,15 +49,10 @@ void Graph::plan_memory() {
   for (int idx : inputs()) last[idx] = end;  // inputs stay readable (benchmark reruns)
   // With several threads, the memory of a tensor small enough to stay in a
   // core's L2 goes to no other tensor until kReuseDelayOps operators after its
-  // last reader. A 1x1 conv split by output channels reads every input plane
-  // on every thread, so those lines sit in both cores' caches; a depthwise
-  // conv writing its output over them at once must first take each line from
-  // the other core (MobileNetV1 90%, 2 threads: the 14x14 depthwise layers
-  // took 43-59 us, 26-28 us with this delay, 36 us on one thread). In-process
-  // A/B of one image on 2 threads against no delay, by per-round medians:
-  // 1.08-1.11x at 90% (35-38 of 40 rounds), 1.06x at 75%, 1.02x dense; a
-  // delay of 2 gave 1.07-1.08x, 1.04x, 1.02x. The arena stays 5.42 MB: the
-  // small tensors fit in the large ones' gaps.
+  // last reader: a 1x1 conv split by output channels leaves every input plane
+  // in both cores' caches, and a depthwise conv writing over those lines at
+  // once would first have to take each from the other core. The arena hardly
+  // grows, since the small tensors fit in the large ones' gaps.
   if (pool_.num_threads() > 1) {
     for (size_t i = 0; i < n; ++i) {
       if (!tensors_[i].is_const && last[i] >= first[i] && tensors_[i].alloc_floats() <= kReuseDelayMaxFloats) {
@@ -105,8 +100,7 @@ void Graph::plan_memory() {
   }
   arena_floats_ = std::max<size_t>(total, kAlignFloats);
   // The early layers' activations span megabytes (thousands of 4 KiB pages):
-  // FloatBuffer puts them on 2 MiB pages where the OS offers them
-  // (MobileNetV1-224: fastest run 1-3% faster).
+  // FloatBuffer puts them on 2 MiB pages where the OS offers them.
   arena_owner_ = FloatBuffer(arena_floats_);
   arena_ = arena_owner_.data();
   for (const Item& it : items) {

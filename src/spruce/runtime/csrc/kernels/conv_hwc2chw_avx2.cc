@@ -119,7 +119,7 @@ void conv_rows(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias
 // of OC output channels x PV pixel vectors accumulates broadcast weights
 // times those loads; results go straight into the CHW planes. Every output
 // sums bias, then taps in (ky, kx, i) order, as conv_block does. 4 x 2 tiles
-// measured best on Zen 3 (8 FMA chains; 4 x 3 spills, 8 x 1 loads more).
+// give 8 FMA chains without spilling (4 x 3 spills, 8 x 1 loads more).
 // Floats per phase row: 128 (inputs up to ~250 wide), else 512 (up to ~1020).
 constexpr int32_t kPhaseWidthSmall = 128, kPhaseWidthLarge = 512;
 
@@ -279,7 +279,7 @@ void conv_rows_phased(const ConvHwcParams& p, const PackedConvHwc& w, const floa
         phase_tile<K, C, OC, PV, W>(rows, v * 8, wt_tile, bias_pad + o0, acc);
         if (oc == OC && (v + PV) * 8 <= out_w) {
           // Whole tile: loops of compile-time length keep acc in registers (a
-          // run-time channel count sent it to the stack: 1.2x the time).
+          // run-time channel count sends it to the stack).
           float* dst = output + o0 * out_plane + static_cast<int64_t>(oy) * out_w + v * 8;
           for (int o = 0; o < OC; ++o) {
             for (int j = 0; j < PV; ++j) _mm256_storeu_ps(dst + o * out_plane + j * 8, epilogue(acc[o][j]));

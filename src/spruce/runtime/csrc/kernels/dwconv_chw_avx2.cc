@@ -295,8 +295,8 @@ void dwconv_channels_padded(const DwConvParams& params, const PaddedGeometry& g,
 // geometry are unrolled or constant (V = 0: read from the plane, for wider
 // rows); a copy loop GCC could turn into a memcpy call per row is avoided; the
 // activation is fixed at compile time; and each output keeps one accumulator,
-// which leaves the 9 weights in registers (two chains per output spilled them:
-// 1.2x slower). The vectors of a row go right to left, so a short last vector
+// which leaves the 9 weights in registers (two chains per output spilled
+// them). The vectors of a row go right to left, so a short last vector
 // may write its spare lanes into the next row, which is written after it.
 constexpr int32_t kRowsMaxVectors = 4;     // unrolled kernels for 1..4 vectors per row
 constexpr int32_t kRowsMaxFloats = 16384;  // 64 KiB of stack
@@ -458,8 +458,8 @@ bool dwconv_rows_dispatch(const DwConvParams& p, const float* weights, const flo
   };
   (try_one(std::integral_constant<int, V>{}), ...);
   if (done) return true;
-  // Wider rows: only while the padded copy stays in L1 (56x56 planes: 1.13x
-  // the padded kernel below; 112x112 ones: 0.9x, where that one wins).
+  // Wider rows: only while the padded copy stays in L1; beyond it the padded
+  // kernel below is faster.
   if (static_cast<int64_t>(g.rows + 1) * g.stride > kRowsGeneralMaxFloats) return false;
   run(std::integral_constant<int, 0>{});
   return true;

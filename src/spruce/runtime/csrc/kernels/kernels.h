@@ -115,12 +115,11 @@ constexpr int64_t whole_vectors(int64_t n) { return (n + 7) / 8 * 8; }
 // input_padded: every input row may be read up to p_begin + (p_end - p_begin)
 // rounded up to a multiple of 8 pixels (a packed tile); the extra lanes are
 // computed and dropped, so the last vector loads without a mask (masked loads
-// are slow: a 36-pixel tile of a 14x14 layer took 1.27x a 40-pixel one). The
-// output rows' partial sums are then read as far too (the engine's arena
-// leaves slack after every tensor).
+// are slow). The output rows' partial sums are then read as far too (the
+// engine's arena leaves slack after every tensor).
 // output_padded: every output row may also be written that far (junk in the
 // extra lanes), so the last vector stores without a mask; masked stores are
-// slower still (a 7x7 layer's 49-pixel tile took 1.17x a 56-pixel one).
+// slower still.
 void spmm(const SparseMatrix& w, const float* bias, const float* input, float* output,
           int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
           const Activation& act, Isa isa = default_isa(), bool input_padded = false,

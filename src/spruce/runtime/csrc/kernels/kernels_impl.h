@@ -54,8 +54,8 @@ constexpr int32_t kConvHwcGroup = 8;   // output channels per packed entry-conv 
 // input per tile, half of a typical L1D.
 constexpr int32_t kSpmmKBlock = 128;
 // Up to this many input channels the AVX2 sparse kernel uses 64-pixel tiles
-// with one accumulator set (measured faster up to 128 on Zen 3; the per-row
-// cost then dominates more than the 32 KiB input tile's L1 misses).
+// with one accumulator set: with few input rows the per-row cost outweighs the
+// L1 misses of the larger input tile.
 constexpr int32_t kSpmmWideTileMaxCols = 128;
 // Pixels per AVX2 sparse tile: 64 with one accumulator set (few input
 // channels), else 32 with two; a range up to kSpmmPairedSinglePass pixels (a
@@ -64,9 +64,9 @@ constexpr int64_t kSpmmWideTile = 64;
 constexpr int64_t kSpmmPairedTile = 32;
 constexpr int64_t kSpmmPairedSinglePass = 56;
 // Target width of copied input tiles for matrices with many input channels
-// (spmm_input_tile): 48 pixels, the image cut into equal tiles near that width.
-// Measured against 32 on MobileNetV1-224 (A/B): 14x14 and 28x28 layers 10-18%
-// faster at 75% and 90% sparsity; 56 was slower.
+// (spmm_input_tile), the image cut into equal tiles near that width: wide
+// enough to amortise each pass over the weights, narrow enough that a
+// k-block's tile of input rows stays in L1.
 constexpr int64_t kSpmmPackedTile = 48;
 // Row groups (SparseMatrix::group_rows, kSpmmGroupRows in kernels.h). Their
 // AVX2 kernel holds 4 rows x 3 vectors of sums, loads 3 input vectors and 4
@@ -74,9 +74,8 @@ constexpr int64_t kSpmmPackedTile = 48;
 // is bound by one input load per FMA. Matrices use it when at least this share
 // of their group entries' weights is nonzero (a zero costs a wasted FMA).
 // Matrices with fewer than kSpmmGroupMinCols input channels stay on CSR: with
-// ~3 entries per group their 24-pixel tiles are bound by writing the output,
-// and the 64-pixel CSR tiles did that faster (MobileNetV1's 112x112 32->64
-// layer at 90% in groups: 0.8x; 64 and 128 inputs: 1.3x and 1.8x).
+// a few entries per group, the groups' 24-pixel tiles are bound by writing the
+// output, which the 64-pixel CSR tiles do faster.
 constexpr double kSpmmGroupMinFill = 0.8;
 constexpr int32_t kSpmmGroupMinCols = 64;
 

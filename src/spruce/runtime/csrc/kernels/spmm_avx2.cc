@@ -63,7 +63,7 @@ void spmm_tile(const SparseMatrix& w, const float* bias, const char* in, float* 
       const int32_t end = row_ptr[n + 1];
       // Two nonzeros per step: their weights come in one 8-byte load and two
       // shuffles, their offsets in one 8-byte load, which leaves the load ports
-      // to the input vectors (1.1-1.2x over a broadcast and an offset load each).
+      // to the input vectors.
       for (; j + 1 < end; j += 2) {
         const __m128 w01 = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(values + j)));
         const __m256 w0 = _mm256_broadcastss_ps(w01);

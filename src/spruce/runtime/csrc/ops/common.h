@@ -12,8 +12,7 @@
 namespace spruce {
 
 // Convolutions with less work than this per image run on one thread: waking
-// the pool and waiting for it (a few us) costs more than halving a layer of a
-// few us saves (the guide's CIFAR-sized model ran 1.7x slower on 2 threads).
+// the pool and waiting for it costs more than halving a layer this small saves.
 constexpr double kParallelMinFlops = 2e5;
 
 inline std::string dims_str(const std::vector<int64_t>& s) {

@@ -206,9 +206,8 @@ class Conv1x1Op : public Op {
         run_tiled(ctx.pool, ctx.scratch, xi, yi);
         continue;
       }
-      // The dense kernel splits by rows below 256 pixels a thread (14x14, 7x7):
-      // pixel chunks of 32 split 196 pixels 4:3 on 2 threads (2 threads, dense
-      // MobileNetV1-224: 10.9 -> 9.8 ms with rows).
+      // The dense kernel splits by rows below 256 pixels a thread (14x14, 7x7),
+      // where pixel chunks of 32 would share the pixels out unevenly.
       const int64_t min_pixels = sparse_ ? 64 : 256;
       split_rows_pixels(ctx.pool, flops() / batch_, n_, pixels_, grain, min_pixels, [&](int64_t nb, int64_t ne, int64_t pb, int64_t pe) {
         if (sparse_) {
@@ -250,8 +249,8 @@ class Conv1x1Op : public Op {
   // otherwise every tile is packed first (unless read in place) and threads take
   // chunks of output channels through all tiles, so each reads only its rows'
   // weights, once per tile, from its own cache (the 5 tiles of a 14x14 image on
-  // 2 threads; the earlier (tile, channel group) items made both threads stream
-  // all the weights: sparse 1x1 time 1.04-1.06x faster this way).
+  // 2 threads), where (tile, channel group) items would make every thread
+  // stream all the weights.
   void run_tiled(ThreadPool* pool, float* scratch, const float* xi, float* yi) const {
     const int threads = pool->num_threads();
     if (threads == 1 || flops() / batch_ < kParallelMinFlops) {
@@ -270,9 +269,8 @@ class Conv1x1Op : public Op {
       });
     }
     // One chunk of rows per thread: each run_tile call reuses a k-block's input
-    // slice (in L1) over all its rows, and 64-row chunks reloaded every slice
-    // 4x as often (2 threads, 90% MobileNetV1: sparse 1x1 convs 1.49 -> 1.39 ms
-    // by per-op minima, medians 2.42 -> 2.17 ms).
+    // slice (in L1) over all its rows, where smaller chunks would reload every
+    // slice once per chunk.
     const size_t rows = static_cast<size_t>(kernels::whole_vectors((n_ + threads - 1) / threads));
     pool->parallel_for(static_cast<size_t>(n_), rows, [&](size_t nb, size_t ne) {
       for (int64_t t = 0; t < tiles_; ++t) {

@@ -31,7 +31,7 @@ class FullyConnectedOp : public Op {
     if (y.numel != static_cast<size_t>(rows_ * out_) || y.shape.back() != out_) {
       fail(s, "output " + dims_str(y.shape) + " should hold " + std::to_string(rows_) + " rows of " + std::to_string(out_));
     }
-    weights_ = FloatBuffer(w.data.size());  // 4 MB for a 1000-class head: huge pages pay
+    weights_ = FloatBuffer(w.data.size());  // a 1000-class head's megabytes go on huge pages
     std::copy(w.data.begin(), w.data.end(), weights_.data());
     bias_.assign(static_cast<size_t>(out_), 0.0f);
     if (const Array* b = find_array(s, "bias")) {
