@@ -65,7 +65,9 @@ void spmm_tile(const SparseMatrix& w, const float* bias, const char* in, float* 
       // shuffles, their offsets in one 8-byte load, which leaves the load ports
       // to the input vectors.
       for (; j + 1 < end; j += 2) {
-        const __m128 w01 = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(values + j)));
+        double w01_bits;  // memcpy, as values + j is only 4-byte aligned; still one load
+        std::memcpy(&w01_bits, values + j, sizeof(w01_bits));
+        const __m128 w01 = _mm_castpd_ps(_mm_set_sd(w01_bits));
         const __m256 w0 = _mm256_broadcastss_ps(w01);
         const __m256 w1 = _mm256_broadcastss_ps(_mm_movehdup_ps(w01));
         uint64_t pair;
