@@ -269,9 +269,9 @@ def main(argv=None):
     model_name, mhz = cpu_info()
     # The core's FMA throughput measured now (the clock under turbo is not the
     # nominal one), and the nominal figure: 2 FMA pipes x 8 floats x 2 flops per cycle.
-    from spruce.runtime import _engine
+    from spruce.runtime import _bench
 
-    peak = _engine.kernels.fma_peak_gflops(0.5, engines["0"].isa)
+    peak = _bench.fma_peak_gflops(0.5, engines["0"].isa)
     nominal_peak = 32 * mhz / 1e3 if mhz and engines["0"].isa == "avx2" else None
     import ai_edge_litert
     import keras

@@ -5,8 +5,9 @@ kernel and the sparse kernel at 75% and 90% (random unstructured) sparsity,
 interleaved round by round in one process, with the timing loop in native code.
 Sparse GFLOP/s count useful FLOPs only (2 * nnz * pixels). Depthwise and entry
 conv layers are timed too. Fractions of peak are of the core's FMA throughput
-measured in the same run (independent FMA chains, kernels.fma_peak_gflops); the
-nominal figure from /proc/cpuinfo's clock is reported beside it.
+measured in the same run (independent FMA chains, _bench.fma_peak_gflops); the
+nominal figure from /proc/cpuinfo's clock is reported beside it. The timing
+loops live in spruce.runtime._bench, built beside the engine.
 
     PYTHONPATH=src python benchmarks/bench_kernels.py [--rounds 5] [--repeats 20] [--isa auto]
 """
@@ -19,7 +20,7 @@ import sys
 
 import numpy as np
 
-from spruce.runtime import _engine
+from spruce.runtime import _bench, _engine
 
 K = _engine.kernels
 
@@ -64,17 +65,16 @@ def bench_pointwise(rng, rounds, repeats, isa):
         x = rng.standard_normal((cin, p)).astype(np.float32)
         bias = rng.standard_normal(cout).astype(np.float32)
         w = rng.standard_normal((cout, cin)).astype(np.float32)
-        dense = K.pack_dense(w)
         sparse = {}
         for s in SPARSITIES:
             ws = w.copy()
             ws[rng.random(w.shape) < s] = 0.0
-            sparse[s] = K.pack_sparse(ws, p)
+            sparse[s] = ws
         times = {"dense": [], **{s: [] for s in SPARSITIES}}
         for _ in range(rounds):  # A/B interleaved
-            times["dense"].extend(K.time_gemm(dense, x, bias, repeats=repeats, warmup=2, isa=isa))
+            times["dense"].extend(_bench.time_gemm(w, x, bias, repeats=repeats, warmup=2, isa=isa))
             for s in SPARSITIES:
-                times[s].extend(K.time_spmm(sparse[s], x, bias, repeats=repeats, warmup=2, isa=isa))
+                times[s].extend(_bench.time_spmm(sparse[s], x, bias, repeats=repeats, warmup=2, isa=isa))
         dense_ms = median_ms(times["dense"])
         row = {
             "shape": f"{cin}->{cout} @ {hw}x{hw}",
@@ -82,11 +82,11 @@ def bench_pointwise(rng, rounds, repeats, isa):
             "dense": {"ms": dense_ms, "gflops": 2 * cin * cout * p / dense_ms / 1e6},
         }
         for s in SPARSITIES:
-            ms = median_ms(times[s])
+            ms, nnz = median_ms(times[s]), int(np.count_nonzero(sparse[s]))
             row[f"sparse_{int(s * 100)}"] = {
                 "ms": ms,
-                "nnz": sparse[s].nnz,
-                "useful_gflops": 2 * sparse[s].nnz * p / ms / 1e6,
+                "nnz": nnz,
+                "useful_gflops": 2 * nnz * p / ms / 1e6,
                 "speedup_vs_dense": dense_ms / ms,
                 "spread_ms": [1e3 * min(times[s]), 1e3 * max(times[s])],
             }
@@ -101,7 +101,7 @@ def bench_depthwise(rng, rounds, repeats, isa):
         x = rng.standard_normal((c, hw, hw)).astype(np.float32)
         samples = []
         for _ in range(rounds):
-            samples.extend(K.time_dwconv_chw(w, x, stride=stride, padding=list(pad), repeats=repeats, warmup=2, isa=isa))
+            samples.extend(_bench.time_dwconv_chw(w, x, stride=stride, padding=list(pad), repeats=repeats, warmup=2, isa=isa))
         out = (hw + pad[0] + pad[2] - 3) // stride + 1
         ms = median_ms(samples)
         rows.append({"shape": f"dw3x3/{stride} {c} @ {hw}x{hw}", "ms": ms, "gflops": 2 * 9 * c * out * out / ms / 1e6})
@@ -109,11 +109,11 @@ def bench_depthwise(rng, rounds, repeats, isa):
 
 
 def bench_entry(rng, rounds, repeats, isa):
-    w = K.pack_conv_hwc2chw(rng.standard_normal((32, 3, 3, 3)).astype(np.float32))
+    w = rng.standard_normal((32, 3, 3, 3)).astype(np.float32)
     x = rng.random((224, 224, 3)).astype(np.float32)
     samples = []
     for _ in range(rounds):
-        samples.extend(K.time_conv_hwc2chw(w, x, stride=2, padding=[0, 0, 1, 1], repeats=repeats, warmup=2, isa=isa))
+        samples.extend(_bench.time_conv_hwc2chw(w, x, stride=2, padding=[0, 0, 1, 1], repeats=repeats, warmup=2, isa=isa))
     ms = median_ms(samples)
     return {"shape": "conv3x3/2 3->32 @ 224x224 HWC->CHW", "ms": ms, "gflops": 2 * 27 * 32 * 112 * 112 / ms / 1e6}
 
@@ -128,7 +128,7 @@ def main(argv=None):
     model, mhz = cpu_info()
     isa = K.default_isa() if args.isa == "auto" else args.isa
     nominal_peak = 2 * 8 * 2 * mhz / 1e3 if (mhz and isa == "avx2") else None
-    peak = K.fma_peak_gflops(0.5, isa)
+    peak = _bench.fma_peak_gflops(0.5, isa)
 
     pointwise = bench_pointwise(rng, args.rounds, args.repeats, args.isa)
     depthwise = bench_depthwise(rng, args.rounds, args.repeats, args.isa)

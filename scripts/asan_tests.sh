@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds spruce's native engine with AddressSanitizer and UndefinedBehaviorSanitizer
-# (which aborts at its first finding) and runs the engine and kernel tests against that build (a copy of the package under build/asan-pkg,
-# so the release build is untouched). Python leaks by design: leak checks off.
+# Builds spruce's native engine (and the _bench timing module) with AddressSanitizer
+# and UndefinedBehaviorSanitizer (which aborts at its first finding) and runs the
+# engine and kernel tests against that build (a copy of the package under
+# build/asan-pkg, so the release build is untouched). Python leaks by design: leak
+# checks off.
 # Usage: scripts/asan_tests.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +16,8 @@ cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DSPRUCE_ASAN=ON \
 cmake --build "$BUILD" -j "$(nproc)"
 rm -rf "$PKG" && mkdir -p "$PKG"
 cp -r src/spruce "$PKG/"
-find "$PKG" -name '_engine*.so' -delete
-cp "$BUILD"/_engine*.so "$PKG/spruce/runtime/"
+find "$PKG" \( -name '_engine*.so' -o -name '_bench*.so' \) -delete
+cp "$BUILD"/_engine*.so "$BUILD"/_bench*.so "$PKG/spruce/runtime/"
 LIBASAN=$(${CXX:-g++} -print-file-name=libasan.so)
 # libstdc++ preloaded too, so ASan's __cxa_throw interceptor finds the real one
 # (without it the first C++ exception, e.g. in TensorFlow's import, aborts).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Cross-builds spruce.runtime._engine for 64-bit ARM Linux (the portable kernels)
-# with the project's own CMake build, for tests/test_engine_aarch64.py, which runs it
-# under qemu against the aarch64 LiteRT. Usage: scripts/build_aarch64.sh [build-dir]
+# Cross-builds spruce.runtime._engine and _bench for 64-bit ARM Linux (the portable
+# kernels) with the project's own CMake build, for tests/test_engine_aarch64.py, which
+# runs them under qemu against the aarch64 LiteRT. Prints the _engine module's path
+# last (_bench sits beside it). Usage: scripts/build_aarch64.sh [build-dir]
 # Needs Debian's g++-aarch64-linux-gnu (scripts/install.sh installs it); the aarch64
 # Python headers come from Debian's arm64 libpython3.11-dev, unpacked into the cache.
 set -euo pipefail

@@ -4,6 +4,7 @@ Models are small (tens of KFLOPs to a few MFLOPs) and each is converted once per
 session. Agreement is measured as max |engine - litert| / max |litert|.
 """
 
+import gc
 import re
 
 import numpy as np
@@ -362,6 +363,23 @@ def test_native_batch_sharing_refuses_graphs_that_are_not_copies(files):
     for copies in ([other._graph], [guide._graph]):
         with pytest.raises(ValueError, match="distinct copies of the graph"):
             guide._graph.run_shared(copies, [x])
+
+
+def test_replicas_run_the_same_model_with_their_own_memory_and_outlive_their_source(files):
+    """A batch's copies are replicas of the engine's graph: its operators and packed
+    weights, shared, with an arena planned for their own thread count."""
+    x = sample((1, 64, 64, 3), seed=6)
+    engine = Engine(files("mobilenet_v1"), num_threads=2)
+    reference = engine.run(x)
+    replicas = [engine._graph.replica(), engine._graph.replica(num_threads=3)]
+    del engine
+    gc.collect()  # the replicas keep the model alive
+    for replica, threads in zip(replicas, (1, 3)):
+        assert replica.num_threads == threads and replica.arena_bytes > 0
+        for _ in range(2):
+            np.testing.assert_array_equal(replica.run([x])[0], reference)
+    with pytest.raises(ValueError, match=r"num_threads must be in \[1, 256\]. Received: num_threads=0"):
+        replicas[0].replica(num_threads=0)
 
 
 def test_wrong_input_shape_is_rejected_with_expected_shape(files):

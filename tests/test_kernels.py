@@ -5,6 +5,7 @@ sparsities, paddings, activations and work ranges; splitting a work range into
 parts must give exactly the result of the whole range.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -610,6 +611,35 @@ def test_global_avg_pool_chw_is_the_mean_over_pixels(c, p, seed):
     assert_close(kernels.global_avg_pool_chw(x), x.astype(np.float64).mean(axis=1))
 
 
+# ------------------------------------------------------------ fully connected --
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@FAST
+@given(
+    outputs=st.integers(1, 40),
+    k=st.integers(1, 300),
+    with_bias=st.booleans(),
+    act=st.sampled_from(ACTIVATIONS[:4]),  # FULLY_CONNECTED fuses no hard-swish
+    parts=st.integers(1, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_fully_connected_matches_numpy_and_splits_bit_identically(isa, outputs, k, with_bias, act, parts, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((outputs, k)).astype(np.float32)
+    x = rng.standard_normal(k).astype(np.float32)
+    bias = maybe_bias(rng, outputs, with_bias)
+    kw = dict(act_min=act[0], act_max=act[1], isa=isa)
+    whole = kernels.fully_connected(w, x, bias, **kw)
+    expected = w.astype(np.float64) @ x.astype(np.float64) + (0.0 if bias is None else bias)
+    assert_close(whole, activation_ref(expected, act))
+    out = np.full(outputs, np.nan, np.float32)
+    o_cuts = cuts(rng, outputs, parts)
+    for o0, o1 in zip(o_cuts, o_cuts[1:]):
+        kernels.fully_connected(w, x, bias, out=out, o_begin=o0, o_end=o1, **kw)
+    np.testing.assert_array_equal(out, whole)
+
+
 # ------------------------------------------------- validation and dispatch --
 
 
@@ -669,11 +699,46 @@ def test_sparse_offsets_that_overflow_int32_are_rejected():
         kernels.pack_sparse(np.ones((1, 4096), np.float32), 1 << 20)
 
 
-def test_env_var_forces_the_portable_path():
-    code = "from spruce.runtime import _engine; print(_engine.kernels.default_isa())"
+def kernel_family_results(isa):
+    """Each kernel family with an AVX2 variant run with `isa`, on inputs where the
+    AVX2 and portable sums round differently."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((48, 256)).astype(np.float32)
+    x = rng.standard_normal((256, 64)).astype(np.float32)
+    dw_w, dw_x = rng.standard_normal((8, 3, 3)).astype(np.float32), rng.standard_normal((8, 20, 20)).astype(np.float32)
+    entry_w, entry_x = rng.standard_normal((16, 3, 3, 3)).astype(np.float32), rng.random((32, 32, 3)).astype(np.float32)
+    return {
+        "spmm": kernels.spmm(kernels.pack_sparse(w, 64), x, isa=isa),
+        "gemm": kernels.gemm(kernels.pack_dense(w), x, isa=isa),
+        "dwconv_chw": kernels.dwconv_chw(dw_w, dw_x, isa=isa),
+        "conv_hwc2chw": kernels.conv_hwc2chw(kernels.pack_conv_hwc2chw(entry_w), entry_x, isa=isa),
+        "fully_connected": kernels.fully_connected(w, x[:, 0].copy(), isa=isa),
+    }
+
+
+def families_matching_portable():
+    auto, portable = kernel_family_results("auto"), kernel_family_results("portable")
+    return {name: bool(np.array_equal(auto[name], portable[name])) for name in auto}
+
+
+def test_env_var_sends_every_kernel_family_to_the_portable_path():
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_kernels as t; "
+            "print(json.dumps([t.kernels.default_isa(), t.families_matching_portable()]))")
     env = dict(os.environ, SPRUCE_KERNELS_ISA="portable")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "portable"
+    out = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__)], env=env,
+                         capture_output=True, text=True, check=True)
+    isa, matching = json.loads(out.stdout.strip().splitlines()[-1])
+    assert isa == "portable"
+    assert all(matching.values()), matching
+
+
+@pytest.mark.skipif(not kernels.cpu_has_avx2(), reason="CPU without AVX2+FMA")
+def test_every_kernel_family_runs_avx2_by_default_on_an_avx2_cpu():
+    if os.environ.get("SPRUCE_KERNELS_ISA") == "portable":
+        pytest.skip("SPRUCE_KERNELS_ISA=portable is set")
+    # The inputs tell the ISAs apart, so "auto" differing from "portable" shows AVX2 ran.
+    matching = families_matching_portable()
+    assert not any(matching.values()), matching
 
 
 @pytest.mark.skipif(not kernels.cpu_has_avx2(), reason="CPU without AVX2+FMA")
@@ -683,11 +748,51 @@ def test_avx2_is_the_default_on_an_avx2_cpu():
     assert kernels.default_isa() == "avx2"
 
 
+# ------------------------------------- timing loops (spruce.runtime._bench) --
+
+
+def test_engine_module_carries_no_benchmark_code():
+    engine = sys.modules["spruce.runtime._engine"]
+    names = set(dir(engine)) | set(dir(kernels))
+    assert not [n for n in names if n.startswith("time_") or "fma_peak" in n]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_each_kernel_timer_returns_one_positive_time_per_repeat(isa):
+    bench = pytest.importorskip("spruce.runtime._bench")
+    rng = np.random.default_rng(0)
+    w = sparse_weights(rng, 16, 32, 0.75, zero_rows=False)
+    x = rng.standard_normal((32, 49)).astype(np.float32)
+    dw_w, dw_x = rng.standard_normal((4, 3, 3)).astype(np.float32), rng.standard_normal((4, 9, 9)).astype(np.float32)
+    entry_w, entry_x = rng.standard_normal((8, 3, 3, 3)).astype(np.float32), rng.random((17, 17, 3)).astype(np.float32)
+    kw = dict(repeats=3, warmup=1, isa=isa)
+    timings = {
+        "spmm": bench.time_spmm(w, x, **kw),
+        "gemm": bench.time_gemm(w, x, rng.standard_normal(16).astype(np.float32), **kw),
+        "dwconv_chw": bench.time_dwconv_chw(dw_w, dw_x, stride=2, padding=[0, 0, 1, 1], **kw),
+        "conv_hwc2chw": bench.time_conv_hwc2chw(entry_w, entry_x, stride=2, padding=[0, 0, 1, 1], **kw),
+    }
+    for name, times in timings.items():
+        assert times.shape == (3,) and np.all(times > 0), name
+
+
+def test_kernel_timers_check_their_arguments():
+    bench = pytest.importorskip("spruce.runtime._bench")
+    w, x = np.ones((4, 8), np.float32), np.ones((8, 10), np.float32)
+    with pytest.raises(ValueError, match="repeats must be > 0"):
+        bench.time_gemm(w, x, repeats=0)
+    with pytest.raises(ValueError, match="input must have shape"):
+        bench.time_spmm(w, x[:7])
+    with pytest.raises(ValueError, match="isa must be one of"):
+        bench.time_spmm(w, x, isa="neon")
+
+
 def test_measured_fma_peak_is_positive_and_rejects_bad_durations():
-    peak = kernels.fma_peak_gflops(0.05)
-    portable = kernels.fma_peak_gflops(0.05, isa="portable")
+    bench = pytest.importorskip("spruce.runtime._bench")
+    peak = bench.fma_peak_gflops(0.05)
+    portable = bench.fma_peak_gflops(0.05, isa="portable")
     assert peak > 0 and portable > 0
     if kernels.default_isa() == "avx2":
         assert peak > portable  # 8-lane FMAs beat plain C++ multiply-adds
     with pytest.raises(ValueError, match="seconds must be in"):
-        kernels.fma_peak_gflops(0.0)
+        bench.fma_peak_gflops(0.0)

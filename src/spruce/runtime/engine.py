@@ -80,7 +80,8 @@ class Engine:
             for a model built for one goes to that many copies of the model running
             side by side, one per thread and each on its own share of the images
             (throughput: each thread's data stays in its own core's caches). The
-            copies are built at the first such batch.
+            copies are built at the first such batch; they share the model's packed
+            weights and add only their own activation memory.
         sparse_threshold: 1x1 convs whose weights have at least this fraction of
             zeros run on the sparse kernel, the others on the dense one.
 
@@ -102,9 +103,9 @@ class Engine:
         self._output_shapes = tuple(tuple(shape) for shape in self._graph.output_shapes)
         # One-thread copies of the model for batches (see `run`), built when first needed;
         # only for a model built for one image, with outputs that have a batch dimension.
-        shareable = (num_threads > 1 and all(s and s[0] == 1 for s in self._input_shapes)
-                     and all(self._output_shapes))
-        self._plan = plan if shareable else None
+        # They share this graph's packed weights; each has its own activation memory.
+        self._shareable = (num_threads > 1 and all(s and s[0] == 1 for s in self._input_shapes)
+                           and all(self._output_shapes))
         self._copies = None
         self._copies_lock = threading.Lock()
         self._isa = native.isa()
@@ -155,7 +156,7 @@ class Engine:
         """The batch size when `run` shares the images out among copies, else 0:
         a shareable model (see __init__) and every input a well-formed batch of at
         least two (anything else takes the native path and its errors)."""
-        if self._plan is None or len(arrays) != len(self._input_shapes):
+        if not self._shareable or len(arrays) != len(self._input_shapes):
             return 0
         sizes = set()
         for x, shape in zip(arrays, self._input_shapes):
@@ -172,9 +173,7 @@ class Engine:
     def _model_copies(self):
         with self._copies_lock:
             if self._copies is None:
-                native, plan = _native(), self._plan
-                self._copies = [native.Graph(plan.tensors, plan.ops, plan.inputs, plan.outputs, 1)
-                                for _ in range(self.num_threads)]
+                self._copies = [self._graph.replica(1) for _ in range(self.num_threads)]
             return self._copies
 
     def benchmark(self, runs=50, warmup=5, inputs=None, timer="native"):

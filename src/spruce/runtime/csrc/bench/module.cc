@@ -1,0 +1,168 @@
+// The Python module spruce.runtime._bench: timing loops around the kernels and
+// the core's measured FMA peak, for benchmarks/bench_kernels.py and
+// bench_engine.py. Kept out of spruce.runtime._engine, which carries no
+// benchmark code; it links the same kernels. Each timer packs its weights
+// first (not timed), so it takes the arrays the kernel bindings take.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "bench/fma_peak.h"
+#include "bindings/checks.h"
+#include "kernels/kernels.h"
+
+namespace py = pybind11;
+
+namespace spruce {
+namespace {
+
+using bindings::check_array;
+using bindings::data_of;
+using bindings::mutable_data_of;
+using bindings::optional_bias;
+using bindings::output_array;
+using bindings::parse_isa;
+using kernels::Activation;
+using kernels::Isa;
+
+// Runs `fn` warmup + repeats times with the GIL released; returns the seconds
+// of each timed run.
+template <typename Fn>
+py::array_t<double> time_runs(Fn&& fn, int repeats, int warmup) {
+  if (repeats <= 0 || warmup < 0) {
+    throw py::value_error("repeats must be > 0 and warmup >= 0. Received: repeats=" +
+                          std::to_string(repeats) + ", warmup=" + std::to_string(warmup));
+  }
+  std::vector<double> seconds(static_cast<size_t>(repeats));
+  {
+    py::gil_scoped_release release;
+    for (int i = 0; i < warmup; ++i) fn();
+    for (int i = 0; i < repeats; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      fn();
+      seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+  }
+  return py::array_t<double>(seconds.size(), seconds.data());
+}
+
+// The benchmarks time every kernel with a fused RELU6, as MobileNetV1 runs them.
+Activation relu6() {
+  Activation a;
+  a.min = 0.0f;
+  a.max = 6.0f;
+  return a;
+}
+
+py::array_t<double> time_spmm(const py::object& weights, const py::object& input, const py::object& bias,
+                              int repeats, int warmup, const std::string& isa) {
+  py::array w = check_array(weights, "weights", {-1, -1});
+  const int64_t N = w.shape(0), K = w.shape(1);
+  py::array x = check_array(input, "input", {K, -1});
+  const int64_t P = x.shape(1);
+  py::array b_keep;
+  const float* b = optional_bias(bias, N, &b_keep);
+  const Isa i = parse_isa(isa);
+  // pack_sparse's std::invalid_argument (offsets past int32) reaches Python as ValueError.
+  const kernels::SparseMatrix packed =
+      kernels::pack_sparse(data_of(w), static_cast<int32_t>(N), static_cast<int32_t>(K), P);
+  py::array y = output_array(py::none(), {N, P});
+  const float* xd = data_of(x);
+  float* yd = mutable_data_of(y);
+  const Activation act = relu6();
+  return time_runs([&] { kernels::spmm(packed, b, xd, yd, P, 0, packed.rows, 0, P, act, i); }, repeats, warmup);
+}
+
+py::array_t<double> time_gemm(const py::object& weights, const py::object& input, const py::object& bias,
+                              int repeats, int warmup, const std::string& isa) {
+  py::array w = check_array(weights, "weights", {-1, -1});
+  const int64_t N = w.shape(0), K = w.shape(1);
+  py::array x = check_array(input, "input", {K, -1});
+  const int64_t P = x.shape(1);
+  py::array b_keep;
+  const float* b = optional_bias(bias, N, &b_keep);
+  const Isa i = parse_isa(isa);
+  const kernels::PackedDense packed =
+      kernels::pack_dense(data_of(w), static_cast<int32_t>(N), static_cast<int32_t>(K));
+  py::array y = output_array(py::none(), {N, P});
+  const float* xd = data_of(x);
+  float* yd = mutable_data_of(y);
+  const Activation act = relu6();
+  return time_runs([&] { kernels::gemm(packed, b, xd, P, yd, P, 0, packed.rows, 0, P, act, i); }, repeats,
+                   warmup);
+}
+
+py::array_t<double> time_dwconv_chw(const py::object& weights, const py::object& input, int32_t stride,
+                                    const std::vector<int32_t>& padding, int repeats, int warmup,
+                                    const std::string& isa) {
+  py::array w, x;
+  const kernels::DwConvParams p = bindings::dwconv_params(weights, input, stride, padding, w, x);
+  const int64_t C = w.shape(0);
+  py::array y = output_array(py::none(), {C, p.out_h(), p.out_w()});
+  const Isa i = parse_isa(isa);
+  const float* wd = data_of(w);
+  const float* xd = data_of(x);
+  float* yd = mutable_data_of(y);
+  const Activation act = relu6();
+  return time_runs([&] { kernels::dwconv_chw(p, wd, nullptr, xd, yd, 0, static_cast<int32_t>(C), act, i); },
+                   repeats, warmup);
+}
+
+py::array_t<double> time_conv_hwc2chw(const py::object& weights, const py::object& input, int32_t stride,
+                                      const std::vector<int32_t>& padding, int repeats, int warmup,
+                                      const std::string& isa) {
+  py::array w = check_array(weights, "weights", {-1, -1, -1, -1});
+  if (w.shape(1) != w.shape(2) || w.shape(1) <= 0 || w.shape(3) <= 0) {
+    throw py::value_error("weights must be OHWI [out_c, k, k, in_c] with a square kernel. Received: shape=" +
+                          bindings::shape_str(w));
+  }
+  const int32_t out_c = static_cast<int32_t>(w.shape(0)), kernel = static_cast<int32_t>(w.shape(1));
+  const int32_t in_c = static_cast<int32_t>(w.shape(3));
+  py::array x = check_array(input, "input", {-1, -1, in_c});
+  const kernels::ConvHwcParams p = bindings::conv_hwc_params(x, out_c, kernel, in_c, stride, padding);
+  const Isa i = parse_isa(isa);
+  const kernels::PackedConvHwc packed = kernels::pack_conv_hwc2chw(data_of(w), out_c, kernel, in_c);
+  py::array y = output_array(py::none(), {out_c, p.out_h(), p.out_w()});
+  const float* xd = data_of(x);
+  float* yd = mutable_data_of(y);
+  const Activation act = relu6();
+  return time_runs([&] { kernels::conv_hwc2chw(p, packed, nullptr, xd, yd, 0, p.out_h(), act, i); }, repeats,
+                   warmup);
+}
+
+}  // namespace
+}  // namespace spruce
+
+PYBIND11_MODULE(_bench, m) {
+  m.doc() = "Timing loops around spruce's kernels and the core's FMA peak (benchmarks only)";
+  m.def(
+      "fma_peak_gflops",
+      [](double seconds, const std::string& isa) {
+        if (!(seconds > 0.0 && seconds <= 10.0)) {
+          throw py::value_error("seconds must be in (0, 10]. Received: seconds=" + std::to_string(seconds));
+        }
+        const spruce::kernels::Isa i = spruce::bindings::parse_isa(isa);
+        py::gil_scoped_release release;
+        return spruce::bench::fma_peak_gflops(i, seconds);
+      },
+      py::arg("seconds") = 0.2, py::arg("isa") = "auto",
+      "Measured single-thread FMA throughput of this core (GFLOP/s): the peak kernels are reported against.");
+  // Seconds per run of one kernel over a whole layer, timed in a native loop.
+  m.def("time_spmm", &spruce::time_spmm, py::arg("weights"), py::arg("input"), py::arg("bias") = py::none(),
+        py::arg("repeats") = 20, py::arg("warmup") = 3, py::arg("isa") = "auto",
+        "Sparse 1x1 conv: weights [N, K] (packed first, exact zeros dropped), input [K, P].");
+  m.def("time_gemm", &spruce::time_gemm, py::arg("weights"), py::arg("input"), py::arg("bias") = py::none(),
+        py::arg("repeats") = 20, py::arg("warmup") = 3, py::arg("isa") = "auto",
+        "Dense 1x1 conv: weights [N, K] (packed first), input [K, P].");
+  m.def("time_dwconv_chw", &spruce::time_dwconv_chw, py::arg("weights"), py::arg("input"), py::arg("stride") = 1,
+        py::arg("padding") = std::vector<int32_t>{0, 0, 0, 0}, py::arg("repeats") = 20, py::arg("warmup") = 3,
+        py::arg("isa") = "auto", "Depthwise conv in CHW: weights [C, k, k], input [C, H, W].");
+  m.def("time_conv_hwc2chw", &spruce::time_conv_hwc2chw, py::arg("weights"), py::arg("input"),
+        py::arg("stride") = 2, py::arg("padding") = std::vector<int32_t>{0, 0, 0, 0}, py::arg("repeats") = 20,
+        py::arg("warmup") = 3, py::arg("isa") = "auto",
+        "Entry conv: OHWI weights (packed first), input HWC [H, W, in_c].");
+}

@@ -1,0 +1,110 @@
+// Shared checks and small helpers for the operator implementations.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "graph/model.h"
+#include "kernels/kernels.h"
+
+namespace spruce {
+
+// Convolutions with less work than this per image run on one thread: waking
+// the pool and waiting for it costs more than halving a layer this small saves.
+constexpr double kParallelMinFlops = 2e5;
+
+inline std::string dims_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+inline void expect_arity(const OpSpec& s, size_t min_in, size_t max_in, size_t n_out) {
+  if (s.inputs.size() < min_in || s.inputs.size() > max_in || s.outputs.size() != n_out) {
+    fail(s, "expected " + std::to_string(min_in) + ".." + std::to_string(max_in) + " inputs and " +
+                std::to_string(n_out) + " outputs; received " + std::to_string(s.inputs.size()) +
+                " and " + std::to_string(s.outputs.size()));
+  }
+}
+
+inline const Tensor& in_t(const OpSpec& s, const std::vector<Tensor>& t, size_t i) {
+  return t[static_cast<size_t>(s.inputs[i])];
+}
+inline const Tensor& out_t(const OpSpec& s, const std::vector<Tensor>& t, size_t i) {
+  return t[static_cast<size_t>(s.outputs[i])];
+}
+
+inline void expect_layout(const OpSpec& s, const Tensor& t, int layout, const char* which) {
+  if (t.layout != layout) {
+    fail(s, std::string(which) + " must be " + (layout == kCHW ? "channel-major" : "row-major") +
+                " (shape " + dims_str(t.shape) + ")");
+  }
+}
+
+inline void expect_shape(const OpSpec& s, const Tensor& t, const std::vector<int64_t>& shape,
+                         const char* which) {
+  if (t.shape != shape) {
+    fail(s, std::string(which) + " should have shape " + dims_str(shape) + "; the plan says " +
+                dims_str(t.shape));
+  }
+}
+
+inline void expect_array(const OpSpec& s, const Array& a, const std::vector<int64_t>& shape,
+                         const char* which) {
+  size_t n = 1;
+  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  if (a.shape != shape || a.data.size() != n) {
+    fail(s, std::string(which) + " should have shape " + dims_str(shape) + "; received " +
+                dims_str(a.shape) + " with " + std::to_string(a.data.size()) + " values");
+  }
+}
+
+inline int checked_activation(const OpSpec& s) {
+  int64_t a = get_int(s, "activation", kActNone);
+  if (a != kActNone && a != kActRelu && a != kActRelu6 && a != kActReluN1To1) {
+    fail(s, "unsupported fused activation code " + std::to_string(a));
+  }
+  return static_cast<int>(a);
+}
+
+// Output range a fused activation clamps to.
+inline void activation_range(int act, float* lo, float* hi) {
+  *lo = -INFINITY;
+  *hi = INFINITY;
+  if (act == kActRelu) *lo = 0.0f;
+  if (act == kActRelu6) *lo = 0.0f, *hi = 6.0f;
+  if (act == kActReluN1To1) *lo = -1.0f, *hi = 1.0f;
+}
+
+// The kernels' fused epilogue for a TFLite activation code.
+inline kernels::Activation kernel_activation(int act) {
+  kernels::Activation a;
+  activation_range(act, &a.min, &a.max);
+  return a;
+}
+
+inline void clamp_range(float* x, size_t n, float lo, float hi) {
+  if (lo == -INFINITY && hi == INFINITY) return;
+  for (size_t i = 0; i < n; ++i) x[i] = std::min(std::max(x[i], lo), hi);
+}
+
+// Output size of a convolution window, or -1 when the padding/shape disagree.
+inline int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t dilation, int64_t pad_lo,
+                             int64_t pad_hi) {
+  int64_t span = dilation * (k - 1) + 1;
+  int64_t padded = in + pad_lo + pad_hi;
+  if (padded < span) return -1;
+  return (padded - span) / stride + 1;
+}
+
+inline void expect_positive(const OpSpec& s, int64_t v, const char* what, int64_t max = 1 << 20) {
+  if (v < 1 || v > max) fail(s, std::string(what) + " must be in [1, " + std::to_string(max) + "]. Received: " + std::to_string(v));
+}
+
+inline void expect_nonneg(const OpSpec& s, int64_t v, const char* what, int64_t max = 1 << 20) {
+  if (v < 0 || v > max) fail(s, std::string(what) + " must be in [0, " + std::to_string(max) + "]. Received: " + std::to_string(v));
+}
+
+}  // namespace spruce

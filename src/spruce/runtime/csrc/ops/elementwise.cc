@@ -1,0 +1,161 @@
+// Element-wise operators: activations (RELU ... HARD_SWISH) and ADD / MUL with
+// broadcasting. Both work in memory order, so they serve either layout.
+#include <cmath>
+
+#include "ops/common.h"
+#include "ops/ops.h"
+
+namespace spruce {
+
+namespace {
+
+constexpr size_t kParallelMin = 1 << 15;  // elements below which threads cost more than they save
+
+enum Unary : int { kRelu, kRelu6, kReluN1To1, kLeakyRelu, kElu, kLogistic, kHardSwish, kTanh };
+
+class UnaryOp : public Op {
+ public:
+  UnaryOp(const OpSpec& s, const std::vector<Tensor>& t) {
+    expect_arity(s, 1, 1, 1);
+    const Tensor& x = in_t(s, t, 0);
+    const Tensor& y = out_t(s, t, 0);
+    if (x.shape != y.shape || x.layout != y.layout) {
+      fail(s, "output " + dims_str(y.shape) + " must match input " + dims_str(x.shape));
+    }
+    fn_ = static_cast<int>(get_int(s, "function"));
+    if (fn_ < kRelu || fn_ > kTanh) fail(s, "unknown activation function " + std::to_string(fn_));
+    alpha_ = static_cast<float>(get_float(s, "alpha", 0.2));
+    n_ = x.numel;
+  }
+  const char* family() const override { return "elementwise"; }
+  void run(const RunContext& ctx) const override {
+    const float* x = (*ctx.tensors)[inputs[0]].data;
+    float* y = (*ctx.tensors)[outputs[0]].data;
+    auto body = [&](size_t b, size_t e) { apply(x + b, y + b, e - b); };
+    if (n_ >= kParallelMin) ctx.pool->parallel_for(n_, 4096, body);
+    else body(0, n_);
+  }
+
+ private:
+  void apply(const float* x, float* y, size_t n) const {
+    const float a = alpha_;
+    switch (fn_) {
+      case kRelu: for (size_t i = 0; i < n; ++i) y[i] = std::max(x[i], 0.0f); break;
+      case kRelu6: for (size_t i = 0; i < n; ++i) y[i] = std::min(std::max(x[i], 0.0f), 6.0f); break;
+      case kReluN1To1: for (size_t i = 0; i < n; ++i) y[i] = std::min(std::max(x[i], -1.0f), 1.0f); break;
+      case kLeakyRelu: for (size_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : a * x[i]; break;
+      case kElu: for (size_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : std::expm1(x[i]); break;
+      case kLogistic: for (size_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + std::exp(-x[i])); break;
+      case kHardSwish:
+        for (size_t i = 0; i < n; ++i) y[i] = x[i] * std::min(std::max(x[i] + 3.0f, 0.0f), 6.0f) / 6.0f;
+        break;
+      case kTanh: for (size_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]); break;
+    }
+  }
+  int fn_ = 0;
+  float alpha_ = 0.2f;
+  size_t n_ = 0;
+};
+
+// out = act(a (+|*) b), shapes broadcast NumPy-style in memory order.
+class BinaryOp : public Op {
+ public:
+  BinaryOp(const OpSpec& s, const std::vector<Tensor>& t, bool mul) : mul_(mul) {
+    expect_arity(s, 2, 2, 1);
+    const Tensor& a = in_t(s, t, 0);
+    const Tensor& b = in_t(s, t, 1);
+    const Tensor& o = out_t(s, t, 0);
+    act_ = checked_activation(s);
+    if (a.layout != o.layout || b.layout != o.layout) {
+      fail(s, "inputs and output must share one layout");
+    }
+    if (a.shape.size() != o.shape.size() || b.shape.size() != o.shape.size()) {
+      fail(s, "inputs " + dims_str(a.shape) + " and " + dims_str(b.shape) + " must have the rank of output " +
+                  dims_str(o.shape));
+    }
+    std::vector<int64_t> am = a.mem_shape(), bm = b.mem_shape(), om = o.mem_shape();
+    for (size_t i = 0; i < om.size(); ++i) {
+      if ((am[i] != om[i] && am[i] != 1) || (bm[i] != om[i] && bm[i] != 1) ||
+          std::max(am[i], bm[i]) != om[i]) {
+        fail(s, "inputs " + dims_str(a.shape) + " and " + dims_str(b.shape) +
+                    " do not broadcast to output " + dims_str(o.shape));
+      }
+    }
+    // Coalesce adjacent dims that broadcast the same way for both inputs.
+    for (size_t i = 0; i < om.size(); ++i) {
+      if (om[i] == 1) continue;
+      bool abc = am[i] == 1, bbc = bm[i] == 1;
+      if (!dims_.empty() && abc == a_bcast_.back() && bbc == b_bcast_.back()) {
+        dims_.back() *= om[i];
+      } else {
+        dims_.push_back(om[i]);
+        a_bcast_.push_back(abc);
+        b_bcast_.push_back(bbc);
+      }
+    }
+    if (dims_.empty()) dims_.push_back(1), a_bcast_.push_back(false), b_bcast_.push_back(false);
+    size_t r = dims_.size();
+    a_stride_.assign(r, 0);
+    b_stride_.assign(r, 0);
+    int64_t sa = 1, sb = 1;
+    for (size_t i = r; i-- > 0;) {
+      if (!a_bcast_[i]) a_stride_[i] = sa, sa *= dims_[i];
+      if (!b_bcast_[i]) b_stride_[i] = sb, sb *= dims_[i];
+    }
+    inner_ = dims_.back();
+    rows_ = 1;
+    for (size_t i = 0; i + 1 < r; ++i) rows_ *= dims_[i];
+  }
+  const char* family() const override { return "elementwise"; }
+  void run(const RunContext& ctx) const override {
+    const float* a = (*ctx.tensors)[inputs[0]].data;
+    const float* b = (*ctx.tensors)[inputs[1]].data;
+    float* o = (*ctx.tensors)[outputs[0]].data;
+    float lo, hi;
+    activation_range(act_, &lo, &hi);
+    const size_t r = dims_.size();
+    const int64_t ia = a_stride_[r - 1], ib = b_stride_[r - 1];
+    auto body = [&](size_t rb, size_t re) {
+      for (size_t row = rb; row < re; ++row) {
+        int64_t oa = 0, ob = 0, rem = static_cast<int64_t>(row);
+        for (size_t d = r - 1; d-- > 0;) {
+          int64_t idx = rem % dims_[d];
+          rem /= dims_[d];
+          oa += idx * a_stride_[d];
+          ob += idx * b_stride_[d];
+        }
+        const float* pa = a + oa;
+        const float* pb = b + ob;
+        float* po = o + static_cast<int64_t>(row) * inner_;
+        if (mul_) {
+          for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] * pb[i * ib];
+        } else {
+          for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] + pb[i * ib];
+        }
+        clamp_range(po, static_cast<size_t>(inner_), lo, hi);
+      }
+    };
+    size_t total = rows_ * static_cast<size_t>(inner_);
+    if (total >= kParallelMin && rows_ > 1) ctx.pool->parallel_for(rows_, 1, body);
+    else body(0, rows_);
+  }
+
+ private:
+  bool mul_;
+  int act_ = 0;
+  std::vector<int64_t> dims_, a_stride_, b_stride_;
+  std::vector<bool> a_bcast_, b_bcast_;
+  int64_t inner_ = 1;
+  size_t rows_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Op> make_unary(const OpSpec& s, const std::vector<Tensor>& t) {
+  return std::make_unique<UnaryOp>(s, t);
+}
+std::unique_ptr<Op> make_binary(const OpSpec& s, const std::vector<Tensor>& t, bool mul) {
+  return std::make_unique<BinaryOp>(s, t, mul);
+}
+
+}  // namespace spruce

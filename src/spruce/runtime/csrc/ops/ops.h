@@ -1,0 +1,30 @@
+// Factories for the engine's operators (one family per source file).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "graph/model.h"
+
+namespace spruce {
+
+// elementwise.cc
+std::unique_ptr<Op> make_unary(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_binary(const OpSpec& s, const std::vector<Tensor>& t, bool mul);
+// layout.cc
+std::unique_ptr<Op> make_transpose(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_copy(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_pad(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_mean_hw(const OpSpec& s, const std::vector<Tensor>& t);
+// dense.cc
+std::unique_ptr<Op> make_fully_connected(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_softmax(const OpSpec& s, const std::vector<Tensor>& t);
+// conv_general.cc
+std::unique_ptr<Op> make_conv_general(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_depthwise_general(const OpSpec& s, const std::vector<Tensor>& t);
+// conv.cc (the hot kernels of kernels/kernels.h)
+std::unique_ptr<Op> make_conv_entry(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_conv1x1(const OpSpec& s, const std::vector<Tensor>& t, bool sparse);
+std::unique_ptr<Op> make_depthwise(const OpSpec& s, const std::vector<Tensor>& t);
+
+}  // namespace spruce
