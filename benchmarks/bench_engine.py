@@ -269,7 +269,7 @@ def main(argv=None):
     model_name, mhz = cpu_info()
     # The core's FMA throughput measured now (the clock under turbo is not the
     # nominal one), and the nominal figure: 2 FMA pipes x 8 floats x 2 flops per cycle.
-    from spruce.runtime import _bench
+    from spruce.runtime import _bench, _engine
 
     peak = _bench.fma_peak_gflops(0.5, engines["0"].isa)
     nominal_peak = 32 * mhz / 1e3 if mhz and engines["0"].isa == "avx2" else None

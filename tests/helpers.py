@@ -1,6 +1,19 @@
 """Domain assertions shared by the test suite (pruned and stripped Keras models)."""
 
 import numpy as np
+import pytest
+
+
+def require_engine():
+    """spruce's native engine module. A missing build fails the test: it never skips, so a
+    broken build cannot pass the suite unnoticed."""
+    try:
+        from spruce.runtime import _engine
+    except ImportError as e:
+        pytest.fail(f"spruce's native engine is not importable ({e}). Build it with "
+                    "`pip install .` or `bash scripts/build_inplace.sh` (for PYTHONPATH=src).",
+                    pytrace=False)
+    return _engine
 
 
 def kept_count(size, sparsity):

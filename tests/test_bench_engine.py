@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import require_engine
+
 pytest.importorskip("ai_edge_litert")
-pytest.importorskip("spruce.runtime._engine")
+require_engine()
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPT = BENCHMARKS / "bench_engine.py"

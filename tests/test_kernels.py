@@ -15,7 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-kernels = pytest.importorskip("spruce.runtime._engine").kernels
+from helpers import require_engine
+
+kernels = require_engine().kernels
 
 ISAS = ["portable"] + (["avx2"] if kernels.cpu_has_avx2() else [])
 SPARSITIES = [0.0, 0.5, 0.75, 0.9, 0.99, 1.0]

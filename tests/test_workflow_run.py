@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from helpers import require_engine
+
 from spruce.workflow.artifacts import read_json
 from spruce.workflow.config import load_config
 from spruce.workflow.data import FASHION_MNIST_DIR
@@ -130,7 +132,7 @@ def test_metrics_json_reads_back_as_the_run_report(first_run):
 
 
 def test_both_engines_are_timed_in_one_interleaved_run(first_run):
-    pytest.importorskip("spruce.runtime._engine")
+    require_engine()
     _, result = first_run
     lat = result.metrics.latency
     for engine in ("litert", "spruce"):
