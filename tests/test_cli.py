@@ -131,10 +131,14 @@ def test_an_interrupted_command_exits_130(files, capsys):
         while not done.wait(1.0):
             _thread.interrupt_main()
 
+    # interrupt_main() only reaches Python's own SIGINT handler; an earlier test's library may
+    # have left SIGINT ignored or at its default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupter = threading.Thread(target=interrupt_until_done, daemon=True)
     interrupter.start()
     try:
-        code = main(["bench", files["sparse"], "--runs", "100000000", "--warmup", "0"])
+        # bounded: without the interrupt the command ends (and the test fails) within minutes
+        code = main(["bench", files["sparse"], "--runs", "3000000", "--warmup", "0"])
     finally:
         done.set()
         while interrupter.is_alive():
@@ -142,6 +146,7 @@ def test_an_interrupted_command_exits_130(files, capsys):
                 interrupter.join()
             except KeyboardInterrupt:  # one sent just before `done` was set
                 pass
+        signal.signal(signal.SIGINT, previous)
     assert code == INTERRUPTED
     assert "interrupted" in capsys.readouterr().err
 
