@@ -51,9 +51,10 @@ def training_curves(dense_history, pruned_history, path):
     _save(fig, path)
 
 
-def sparsity_over_steps(trace, path, target=None):
-    """Fraction of zeros of each pruned kernel over fine-tuning steps (a `SparsityTrace`), and
-    the schedule's target (a `ScheduleTarget`)."""
+def sparsity_over_steps(trace, path, target=None, engine="xnnpack"):
+    """Fraction of zeros of each pruned kernel over fine-tuning steps (a `SparsityTrace`), the
+    schedule's target (a `ScheduleTarget`), and the zeros `engine` ("xnnpack" or "x86") needs to
+    run a layer sparse."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = list(trace.steps)
@@ -65,9 +66,14 @@ def sparsity_over_steps(trace, path, target=None):
     if target:
         ax.step(target.steps, target.sparsity, where="post", color="black", ls="--", lw=1,
                 label="schedule target (at its pruning steps)")
-    shown = Fraction(XNNPACK_MIN_SPARSITY).limit_denominator(100)
-    ax.axhline(XNNPACK_MIN_SPARSITY, color="red", lw=0.8, ls=":",
-               label=f"XNNPACK sparse-path threshold ({shown})")
+    if engine == "x86":
+        from spruce.runtime.loader import DEFAULT_SPARSE_THRESHOLD as threshold
+
+        label = f"spruce engine's sparse-kernel threshold ({threshold:.0%})"
+    else:
+        threshold = XNNPACK_MIN_SPARSITY
+        label = f"XNNPACK sparse-path threshold ({Fraction(threshold).limit_denominator(100)})"
+    ax.axhline(threshold, color="red", lw=0.8, ls=":", label=label)
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel("fraction of zero weights")
     ax.set_ylim(0, 1)
