@@ -240,12 +240,15 @@ def prepare_for_target(model, label, target, exact=True):
     except ValueError as e:
         raise ModelError(f"--model {label}: {e}") from e
     if not result.ok:
+        how = "make_xnnpack_compatible" + ("" if exact else "(exact=False)")
+        broken = "\n".join(f"  - {v}" for v in result.not_fixed)
         raise ModelError(
             f"--model {label} cannot run on XNNPACK's sparse path, and spruce can rewrite only part "
-            f"of it automatically.\n{result}\nChange the model as listed, prune it for "
-            "spruce's engine instead (--target x86: it runs the 1x1 convolutions sparse wherever "
-            "they sit), or choose another architecture (--model MobileNetV2, or drop --model "
-            "to use the guide's network).")
+            f"of it automatically: after {len(result.fixed)} rewrite(s) by {how}, "
+            f"{len(result.not_fixed)} rule(s) are still broken:\n{broken}\nChange the model as listed, "
+            "prune it for spruce's engine instead (--target x86: it runs the 1x1 convolutions sparse "
+            "wherever they sit, squeeze-and-excite blocks included), or choose another architecture "
+            "(--model MobileNetV2, or drop --model to use the guide's network).")
     info = result.to_dict()
     info.pop("report", None)
     changed = [r["layer"] for r in info["fixed"] if not r.get("exact", True)]
