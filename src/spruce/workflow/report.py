@@ -119,8 +119,9 @@ def write_report(folder, metrics, plots):
     lines = [
         f"# spruce run: {metrics.name}",
         "",
-        f"The guide's workflow \"Pruning for on-device inference with XNNPACK\" on "
-        f"**{data.dataset}** ({data.train} training, {data.val} validation, "
+        f"The guide's workflow \"Pruning for on-device inference with XNNPACK\""
+        + (", aimed at spruce's engine (x86) instead of XNNPACK," if config.target == "x86" else "")
+        + f" on **{data.dataset}** ({data.train} training, {data.val} validation, "
         f"{data.test} test images{', quick subset' if config.quick else ''}): "
         f"train dense, fine-tune with pruning to {config.final_sparsity:.0%} in the 1x1 convolutions"
         + ("" if tuple(config.block_size) == (1, 1) else
