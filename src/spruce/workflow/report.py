@@ -246,6 +246,11 @@ def _verdict_lines(metrics):
     verdict = "qualifies" if pruned.xnnpack_sparse else "does NOT qualify"
     out.append(f"- `spruce inspect` on `pruned.tflite`: the sparse path {verdict}."
                + (f" {pruned.inspect.reason}" if pruned.inspect.reason else ""))
+    if metrics.policy.ok and not pruned.xnnpack_sparse:
+        out.append("- The policy accepted the Keras model, but the converted file has no sparse region: "
+                   "the TF converter changed the graph the policy judged (it drops a mean over a 1x1 "
+                   "feature map, for one, so a net that reduces its input to 1x1 before the pooling has "
+                   "no region end). The inspector reads what XNNPACK runs.")
     out.append(f"- `spruce inspect` on `dense.tflite`: "
                f"{'qualifies' if metrics.dense.xnnpack_sparse else 'does not qualify'} "
                "(expected: dense weights never take the sparse path).")
