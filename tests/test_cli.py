@@ -123,12 +123,25 @@ def test_a_missing_package_exits_environment_with_the_install_hint(files):
 
 
 def test_an_interrupted_command_exits_130(files, capsys):
-    timer = threading.Timer(1.0, _thread.interrupt_main)  # as a Ctrl-C in the middle of the runs
-    timer.start()
+    done = threading.Event()
+
+    def interrupt_until_done():
+        # As a Ctrl-C in the middle of the runs. An interrupt that lands while a library
+        # imports can be swallowed there, so it repeats until the command has returned.
+        while not done.wait(1.0):
+            _thread.interrupt_main()
+
+    interrupter = threading.Thread(target=interrupt_until_done, daemon=True)
+    interrupter.start()
     try:
         code = main(["bench", files["sparse"], "--runs", "100000000", "--warmup", "0"])
     finally:
-        timer.cancel()
+        done.set()
+        while interrupter.is_alive():
+            try:
+                interrupter.join()
+            except KeyboardInterrupt:  # one sent just before `done` was set
+                pass
     assert code == INTERRUPTED
     assert "interrupted" in capsys.readouterr().err
 

@@ -102,15 +102,27 @@ tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                      reason="backend-independent; slow to build under JAX")
 
 
+# At 64x64 the last feature maps are 2x2; at 32x32 they are 1x1, which the converter
+# rewrites out of XNNPACK's reach (test_policy_agrees_..._on_1x1_feature_maps).
+
+
 @tensorflow_only
 def test_zoo_mobilenet_v1_is_accepted():
-    assert_accepted(zoo.mobilenet_v1((32, 32, 3), num_classes=4, alpha=0.25))
+    assert_accepted(zoo.mobilenet_v1((64, 64, 3), num_classes=4, alpha=0.25))
 
 
 @tensorflow_only
 def test_zoo_mobilenet_v2_with_residual_adds_and_5x5_depthwise_is_accepted():
-    report = assert_accepted(zoo.mobilenet_v2((32, 32, 3), num_classes=4, alpha=0.35))
+    report = assert_accepted(zoo.mobilenet_v2((64, 64, 3), num_classes=4, alpha=0.35))
     assert any(v.type == "Add" and v.sparse_path for v in report.layers)
+
+
+@tensorflow_only
+def test_zoo_mobilenets_at_32x32_end_on_1x1_maps_and_are_refused():
+    for model in (zoo.mobilenet_v1((32, 32, 3), num_classes=4, alpha=0.25),
+                  zoo.mobilenet_v2((32, 32, 3), num_classes=4, alpha=0.35)):
+        report = spruce.check_xnnpack(model)
+        assert not report.ok and all("1x1" in r.reason for r in report.refusals)
 
 
 # --- allow_pruning --------------------------------------------------------------------
@@ -180,11 +192,37 @@ def test_stride2_same_padding_depthwise_is_rejected_with_fix():
     assert not found.auto_fix and "shifts the sampling grid" in found.fix
 
 
-def test_stride2_same_padding_depthwise_on_odd_input_is_rejected_as_auto_fixable():
+def test_stride2_same_padding_depthwise_on_odd_input_is_rejected_with_no_rewrite():
     model = net(lambda x: layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(x),
                 input_shape=(18, 18, 3))  # the stem gives 9x9
-    found = assert_refused(model, "dw", "identical outputs")
-    assert found.auto_fix
+    found = assert_refused(model, "dw", "odd-sized input (9x9)", "Change the input size")
+    assert not (found.auto_fix or found.auto_fix_inexact)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_symmetric_zero_padding_on_odd_input_is_refused_because_it_becomes_same(kernel):
+    """On 9x9, ZeroPadding2D(k // 2) + 'valid' pads as 'same' does: the converter merges them."""
+    def body(x):
+        x = layers.ZeroPadding2D(kernel // 2, name="pad")(x)
+        return layers.DepthwiseConv2D(kernel, strides=2, padding="valid", name="dw")(x)
+
+    found = assert_refused(net(body, input_shape=(18, 18, 3)), "dw", "merges the two back",
+                           "even-sized")
+    assert not (found.auto_fix or found.auto_fix_inexact)
+
+
+def test_entry_padding_on_odd_input_is_refused_because_it_becomes_same():
+    found = assert_refused(net(lambda x: x, input_shape=(17, 17, 3)), "stem", "odd-sized input")
+    assert found.rule == "entry_conv" and not found.auto_fix
+
+
+def test_stride2_same_padding_depthwise_on_even_input_is_fixable_only_by_changing_outputs():
+    model = net(lambda x: layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(x))
+    found = assert_refused(model, "dw", "make_xnnpack_compatible(model, exact=False) fixes dw",
+                           "fine-tune")
+    assert found.auto_fix_inexact and not found.auto_fix
+    assert "[make_xnnpack_compatible(exact=False) fixes this, changing outputs]" in str(
+        spruce.check_xnnpack(model))
 
 
 @pytest.mark.parametrize("kernel", [3, 5])
@@ -264,6 +302,18 @@ def test_hard_sigmoid_gating_a_multiply_is_refused_with_fix():
         return layers.Multiply()([x, se])
 
     assert_refused(net(body), "gate", "scalar", "Use sigmoid")
+
+
+def test_a_refusal_no_rewrite_fixes_points_to_pruning_for_the_x86_engine():
+    def body(x):
+        x = layers.Conv2D(16, 1)(x)
+        se = layers.GlobalAveragePooling2D(keepdims=True)(x)
+        se = layers.Conv2D(16, 1, activation="hard_sigmoid", name="gate")(se)
+        return layers.Multiply()([x, se])
+
+    found = assert_refused(net(body), "gate", "PruneForLatencyOnSpruce()", "spruce run --target x86")
+    assert not (found.auto_fix or found.auto_fix_inexact)
+    assert "PruneForLatencyOnSpruce()" in str(spruce.check_xnnpack(net(body)))
 
 
 def test_hard_sigmoid_between_convolutions_folds_and_is_accepted():
@@ -364,6 +414,25 @@ def test_a_1x1_conv_classifier_after_the_pooling_is_accepted_and_pruned():
     x = layers.Flatten()(x)
     report = assert_accepted(keras.Model(inputs, layers.Softmax()(x)))
     assert "classifier" in report.pruned_layers
+
+
+def test_pooling_a_1x1_map_with_keepdims_is_refused_because_the_converter_drops_it():
+    model = net(lambda x: layers.Conv2D(8, 1)(x), input_shape=(2, 2, 3))  # 1x1 after the stem
+    found = assert_refused(model, "pool", "converter drops the mean", "larger input")
+    assert found.rule == "exit" and not (found.auto_fix or found.auto_fix_inexact)
+
+
+def test_an_add_of_1x1_maps_is_refused_because_the_converter_reshapes_an_operand():
+    def body(x):
+        return layers.Add(name="add")([layers.Conv2D(8, 1)(x), layers.Conv2D(8, 1)(x)])
+
+    inputs, x = stem((2, 2, 3))
+    x = layers.GlobalAveragePooling2D(keepdims=False)(layers.Conv2D(16, 1)(body(x)))
+    model = keras.Model(inputs, layers.Dense(4)(x))
+    policy = spruce.PruneForLatencyOnXNNPack(allow_keepdims_false=True)
+    found = assert_refused(model, "add", "reshapes one operand to 1-D", policy=policy)
+    assert found.rule == "elementwise"
+    assert_accepted(net(body, input_shape=(4, 4, 3)))  # 2x2 maps: the Add stays 4-D
 
 
 def test_a_model_without_1x1_convs_is_refused():
@@ -520,6 +589,10 @@ CONVERTER_CASES = {
     "residual": lambda: net(lambda x: layers.Add()([x, layers.Conv2D(8, 1)(x)])),
     "stride2_same_depthwise": lambda: net(
         lambda x: layers.DepthwiseConv2D(3, strides=2, padding="same")(x)),
+    "stride2_symmetric_padding_on_odd_input": lambda: net(
+        lambda x: layers.DepthwiseConv2D(3, strides=2)(layers.ZeroPadding2D(1)(x)), (18, 18, 3)),
+    "stride2_symmetric_padding_on_even_input": lambda: net(
+        lambda x: layers.DepthwiseConv2D(3, strides=2)(layers.ZeroPadding2D(1)(x)), (16, 16, 3)),
     "entry_on_one_channel": lambda: net(lambda x: x, input_shape=(16, 16, 1)),
     "dense_on_4d": lambda: net(lambda x: layers.Dense(8)(x)),
     "batchnorm_after_add": lambda: net(_bn_after_add),
@@ -551,6 +624,83 @@ def test_policy_agrees_with_the_xnnpack_prediction_on_the_converted_tflite(case,
         f"tflite: {[f.message for f in prediction.findings]}")
     # both sides evaluate the rules of spruce.xnnpack_rules: they name the same ones
     assert {r.rule for r in report.refusals} == {f.rule for f in prediction.findings}
+
+
+def _one_by_one_add(x):
+    return layers.Add()([layers.Conv2D(8, 1)(x), layers.Conv2D(8, 1)(x)])
+
+
+def _pooled_without_keepdims(body, input_shape):
+    inputs, x = stem(input_shape)
+    x = layers.GlobalAveragePooling2D(keepdims=False)(layers.Conv2D(16, 1)(body(x)))
+    return keras.Model(inputs, layers.Dense(4)(x))
+
+
+ALLOW_KEEPDIMS_FALSE = spruce.PruneForLatencyOnXNNPack(allow_keepdims_false=True)
+ONE_BY_ONE_CASES = {  # the last feature map is 1x1 (2x2 input, stride-2 stem) unless noted
+    "pool_of_a_1x1_map": (lambda: net(lambda x: layers.Conv2D(8, 1)(x), (2, 2, 3)), POLICY),
+    "pool_of_a_1x1_map_without_keepdims": (
+        lambda: _pooled_without_keepdims(lambda x: x, (2, 2, 3)), ALLOW_KEEPDIMS_FALSE),
+    "add_of_1x1_maps": (lambda: _pooled_without_keepdims(_one_by_one_add, (2, 2, 3)),
+                        ALLOW_KEEPDIMS_FALSE),
+    "add_of_2x2_maps": (lambda: _pooled_without_keepdims(_one_by_one_add, (4, 4, 3)),
+                        ALLOW_KEEPDIMS_FALSE),
+}
+
+
+@tensorflow_only
+@pytest.mark.parametrize("case", sorted(ONE_BY_ONE_CASES))
+def test_policy_agrees_with_the_xnnpack_prediction_on_1x1_feature_maps(case, tmp_path):
+    """What the converter makes of layers on 1x1 maps: a keepdims mean vanishes, an Add
+    gets a 1-D operand. The policy must see it before conversion."""
+    import numpy as np
+
+    from spruce.export import export_litert
+    from spruce.tflite import inspect_tflite
+
+    build, policy = ONE_BY_ONE_CASES[case]
+    model = build()
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if policy.allow_pruning(layer):
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
+            layer.kernel.assign(np.where(rng.random(kernel.shape) < 0.9, 0.0, kernel))
+    path = tmp_path / f"{case}.tflite"
+    export_litert(model, path, sparse=True, verify=False)
+    prediction = inspect_tflite(path).xnnpack
+    report = spruce.check_xnnpack(model, policy)
+    assert report.ok == prediction.qualifies, (
+        f"policy: {[str(r) for r in report.refusals]}\n"
+        f"tflite: {[f.message for f in prediction.findings]}")
+    assert {r.rule for r in report.refusals} == {f.rule for f in prediction.findings}
+
+
+@tensorflow_only
+@pytest.mark.slow
+@pytest.mark.parametrize("size, accepted", [(32, False), (64, True)])
+def test_keras_mobilenet_v2_after_the_inexact_rewrite_is_sparse_from_64x64(size, accepted, tmp_path):
+    """MobileNetV2 pads with 'same' and correct_pad, which exact=False fixes. At 32x32 its
+    last blocks run on 1x1 maps, where the converter leaves XNNPACK no exit and 1-D Adds."""
+    import numpy as np
+
+    from spruce.export import export_litert
+    from spruce.tflite import inspect_tflite
+
+    original = keras.applications.MobileNetV2(alpha=0.35, input_shape=(size, size, 3),
+                                              classes=10, weights=None)
+    assert not spruce.make_xnnpack_compatible(original).ok
+    result = spruce.make_xnnpack_compatible(original, exact=False)
+    assert len(result.outputs_changed) == 5  # the stem and the four correct_pad paddings
+    assert result.ok is accepted, str(result)
+    model = result.model
+    for layer in model.layers:
+        if POLICY.allow_pruning(layer):
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
+            cut = np.quantile(np.abs(kernel), 0.8)
+            layer.kernel.assign(np.where(np.abs(kernel) <= cut, 0.0, kernel))
+    path = tmp_path / f"mobilenet_v2_{size}.tflite"
+    export_litert(model, path, sparse=True, verify=False)
+    assert inspect_tflite(path).xnnpack.qualifies is accepted
 
 
 @tensorflow_only
@@ -598,9 +748,9 @@ def test_sparsity_rule_is_xnnpacks_integer_comparison_even_for_large_counts():
 def test_a_violation_reads_where_then_reason_then_fix_on_both_sides():
     from spruce.xnnpack_rules import depthwise_violation, Op, DEPTHWISE, SAME_STRIDED
 
-    rule = depthwise_violation(Op(DEPTHWISE, "DepthwiseConv2D", inputs=((1, 9, 9, 8),),
+    rule = depthwise_violation(Op(DEPTHWISE, "DepthwiseConv2D", inputs=((1, 8, 8, 8),),
                                   kernel=(3, 3), strides=(2, 2), padding=SAME_STRIDED))
-    assert rule.rule == "depthwise" and rule.auto_fix and "identical outputs" in rule.fix
+    assert rule.rule == "depthwise" and rule.auto_fix_inexact and "exact=False" in rule.fix
     keras_side = rule.at(layer="dw")
     tflite_side = rule.at(layer="dw", operator=4, opcode="DEPTHWISE_CONV_2D", tensor="w")
     assert str(keras_side) == f"dw: {rule.reason}. {rule.fix}"

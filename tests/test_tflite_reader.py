@@ -130,6 +130,13 @@ def test_bytes_and_path_read_the_same(guide_files):
     assert [op.opcode for op in a.main.operators] == [op.opcode for op in b.main.operators]
 
 
+def test_metadata_entries_are_read_by_name(guide_files):
+    metadata = read_tflite(guide_files["sparse"]).metadata
+    assert metadata["min_runtime_version"].rstrip(b"\0") == b"2.2.0"  # DENSIFY needs LiteRT 2.2
+    assert "CONVERSION_METADATA" in metadata
+    assert read_tflite(guide_files["dense"]).metadata["min_runtime_version"].rstrip(b"\0") != b"2.2.0"
+
+
 @pytest.mark.multi_backend
 def test_reading_and_inspecting_import_neither_keras_nor_tensorflow():
     code = ("import sys, spruce.tflite.inspect, spruce.tflite.reader; "
@@ -228,6 +235,10 @@ def _constant_shape_mismatch(buf):
     return _put(buf, "<i", start, model.main.tensors[index].shape[0] + 1)
 
 
+def _metadata_buffer_out_of_range(buf):
+    return _put(buf, "<I", Table.root(buf).tables(6, "metadata")[0].field_position(1), 100000)
+
+
 def _sparse_vector(buf, slot):
     model = read_tflite(bytes(buf))
     index = next(t.index for t in model.main.tensors if t.sparsity is not None)
@@ -257,6 +268,7 @@ CORRUPTIONS = {
     "operator input out of range": (_operator_input_out_of_range, "refer to tensor 100000"),
     "tensor buffer out of range": (_tensor_buffer_out_of_range, "uses buffer 100000"),
     "opcode out of range": (_opcode_out_of_range, "uses opcode 1000"),
+    "metadata buffer out of range": (_metadata_buffer_out_of_range, "metadata entry 0 uses buffer 100000"),
     "constant shape mismatch": (_constant_shape_mismatch, r"elements\) but its buffer"),
     "sparse index out of range": (_sparse_index_out_of_range, "malformed sparse storage.*array index outside"),
     "sparse segment out of range": (_sparse_segment_out_of_range, "malformed sparse storage"),

@@ -23,8 +23,10 @@ _EXPORTS = {
     "PrunableLayer": "spruce.registry",
     "PruningPolicy": "spruce.policies",
     "PruneForLatencyOnXNNPack": "spruce.policies",
+    "PruneForLatencyOnSpruce": "spruce.policies",
     # spruce's own verbs
     "check_xnnpack": "spruce.policies",
+    "check_spruce": "spruce.policies",
     "make_xnnpack_compatible": "spruce.policies",
     "export_litert": "spruce.export",
     "inspect_tflite": "spruce.tflite",

@@ -84,6 +84,9 @@ class Violation:
     reason: str  # what XNNPACK requires, and what the model does instead
     fix: str = ""  # the change that satisfies the rule
     auto_fix: bool = False  # spruce.make_xnnpack_compatible rewrites it with identical outputs
+    # make_xnnpack_compatible(model, exact=False) rewrites it: same output shapes, but the
+    # outputs change (symmetric padding moves the sampling grid by a pixel), so fine-tune
+    auto_fix_inexact: bool = False
     layer: str | None = None
     operator: int | None = None
     opcode: str | None = None
@@ -160,6 +163,43 @@ def is_odd(hw):
     return hw is not None and all(d is not None and d % 2 == 1 for d in hw)
 
 
+def same_padding(size, kernel, stride):
+    """(before, after) zeros TF's padding='same' adds to one axis of `size`."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def symmetric_padding_keeps_shape(op):
+    """True when padding `op` by kernel // 2 on every side gives the output size its padding does.
+
+    `op.padding` is asymmetric (or `SAME_STRIDED`) and `op.inputs[0]` the unpadded input;
+    then ZeroPadding2D(k // 2) + padding='valid' is a drop-in for the layer's shapes,
+    though not for its values: the window starts one pixel earlier.
+    """
+    hw = op.input_hw
+    k, s = op.kernel, op.strides
+    if (hw is None or any(d is None for d in hw) or k[0] != k[1] or k[0] % 2 == 0
+            or op.dilation != (1, 1)):
+        return False
+    if op.padding == SAME_STRIDED:
+        pads = same_padding(hw[0], k[0], s[0]) + same_padding(hw[1], k[1], s[1])
+    else:
+        pads = op.padding
+    if pads == (k[0] // 2,) * 4:
+        return False
+    for size, kernel, stride, before, after in ((hw[0], k[0], s[0], *pads[:2]),
+                                                 (hw[1], k[1], s[1], *pads[2:])):
+        if (size + before + after - kernel) // stride != (size + 2 * (kernel // 2) - kernel) // stride:
+            return False
+    return True
+
+
+INEXACT_FIX = ("This keeps the output shape but moves the sampling grid by one pixel, so the "
+               "trained weights no longer give the same outputs: "
+               "spruce.make_xnnpack_compatible(model, exact=False) makes the change; fine-tune "
+               "(or train) the rewritten model.")
+
+
 def runs_sparse(zeros, params):
     """XNNPACK's sparsity rule for a region whose 1x1 weights hold `zeros` of `params`."""
     return params > 0 and Fraction(zeros, params) > XNNPACK_MIN_SPARSITY
@@ -201,33 +241,55 @@ def entry_violation(op):
                          "(np.repeat(images, 3, axis=-1)) and build the model on shape (H, W, 3).")
     if op.padding == SAME_STRIDED:
         same = _same_strided(op)
-        return Violation("entry_conv", f"{STEM}; this one uses padding='same', which at stride 2 "
-                         "pads asymmetrically", same.fix, same.auto_fix)
+        if is_odd(op.input_hw):
+            size = "x".join(map(str, op.input_hw))
+            reason = (f"{STEM}; this one pads as TF's 'same' does on its odd-sized input "
+                      f"({size}), which XNNPACK's sparse path cannot run at stride 2: {ODD_SAME}")
+        else:
+            reason = f"{STEM}; this one uses padding='same', which at stride 2 pads asymmetrically"
+        return Violation("entry_conv", reason, same.fix, same.auto_fix, same.auto_fix_inexact)
     if op.padding != (1, 1, 1, 1):
+        if symmetric_padding_keeps_shape(op):
+            return Violation("entry_conv", f"{STEM}; this one is padded (top, bottom, left, "
+                             f"right)={op.padding}", f"Pad it with ZeroPadding2D(1) instead "
+                             f"(1 on every side) and use padding='valid'. {INEXACT_FIX}",
+                             auto_fix_inexact=True)
         return Violation("entry_conv", f"{STEM}; this one is padded (top, bottom, left, right)="
                          f"{op.padding}", "Put ZeroPadding2D(1) right before it and use "
                          "padding='valid'.")
     return None
 
 
+ODD_SAME = ("on odd sizes ZeroPadding2D(k // 2) + padding='valid' pads exactly as 'same' does, "
+            "and the TFLite converter merges the two back into 'same'")
+
+
 def _same_strided(op):
-    """TF 'same' at stride 2: the fix, and whether it keeps the outputs (odd input sizes)."""
+    """TF 'same' at stride 2: the violation, with the fix for this input size.
+
+    On an even size TF pads (k // 2 - 1, k // 2): symmetric padding keeps the shape but
+    moves the window. On an odd size TF pads k // 2 on each side, and the converter then
+    turns ZeroPadding2D + 'valid' back into 'same': no padding runs sparse there.
+    """
     k = op.kernel[0]
     kind = "DepthwiseConv2D" if op.kind == DEPTHWISE else "Conv2D"
     hw = op.input_hw
-    fix = f"Use ZeroPadding2D({k // 2}) followed by {kind}(..., strides=2, padding='valid')."
+    size = "x".join(map(str, hw or ()))
     if is_odd(hw):
-        fix += (f" On this {hw[0]}x{hw[1]} input that gives identical outputs; "
-                "spruce.make_xnnpack_compatible(model) does it for you.")
-        auto = True
-    else:
-        fix += (f" On an even-sized input ({'x'.join(map(str, hw or ()))}) TF's 'same' pads "
-                "0 before and 1 after, so the symmetric version keeps the output shape but "
-                "shifts the sampling grid by one pixel: make the change in the architecture "
-                "and train (or fine-tune) with it.")
-        auto = False
+        return Violation(
+            "depthwise", f"stride 2 with TF 'same' padding on an odd-sized input ({size}), which "
+            f"XNNPACK's sparse path cannot run; {ODD_SAME}",
+            "Change the input size so that this layer's input is even-sized (a network that "
+            "halves the size n times needs a multiple of 2**n, e.g. 32 for MobileNets); then "
+            f"use ZeroPadding2D({k // 2}) followed by {kind}(..., strides=2, padding='valid').")
+    fix = (f"Use ZeroPadding2D({k // 2}) followed by {kind}(..., strides=2, padding='valid'). "
+           f"On an even-sized input ({size}) TF's 'same' pads 0 before and 1 after, so the "
+           "symmetric version keeps the output shape but shifts the sampling grid by one pixel: "
+           "make the change in the architecture and train (or fine-tune) with it")
+    inexact = symmetric_padding_keeps_shape(op)
+    fix += " (spruce.make_xnnpack_compatible(model, exact=False) makes it)." if inexact else "."
     return Violation("depthwise", "stride 2 with padding='same' pads asymmetrically, which "
-                     "XNNPACK's sparse path cannot run", fix, auto)
+                     "XNNPACK's sparse path cannot run", fix, auto_fix_inexact=inexact)
 
 
 # ---- inside the region ----------------------------------------------------------------
@@ -278,13 +340,17 @@ def depthwise_violation(op):
         return _same_strided(op)
     k = op.kernel[0]
     if op.padding != (k // 2,) * 4:
-        if op.strides == (1, 1):
+        inexact = symmetric_padding_keeps_shape(op)
+        if inexact:
+            fix = (f"Pad it with ZeroPadding2D({k // 2}) instead ({k // 2} on every side) and "
+                   f"use padding='valid'. {INEXACT_FIX}")
+        elif op.strides == (1, 1):
             fix = "Use padding='same' (at stride 1 it pads symmetrically)."
         else:
             fix = f"Put ZeroPadding2D({k // 2}) right before it and use padding='valid'."
         return Violation("depthwise", f"a {k}x{k} depthwise convolution padded (top, bottom, "
                          f"left, right)={op.padding}: the sparse path needs {k // 2} on every side",
-                         fix)
+                         fix, auto_fix_inexact=inexact)
     return None
 
 
@@ -435,6 +501,28 @@ def unsupported_violation(name):
 
 
 # ---- leaving the region ---------------------------------------------------------------
+
+LARGER_INPUT_FIX = ("Feed a larger input, so that the feature maps of the sparse region stay at "
+                    "least 2x2 (a network that halves the size five times, as MobileNetV2 does, "
+                    "needs 64x64 or more).")
+
+
+def one_by_one_pool_violation():
+    """The converter drops a keepdims mean of a 1x1 map: nothing is left to end the region."""
+    return Violation(
+        "exit", "GlobalAveragePooling2D(keepdims=True) of a 1x1 map: the TFLite converter "
+        "drops the mean (it changes nothing), which leaves the sparse region without an exit",
+        f"{LARGER_INPUT_FIX} Or keep keepdims=False and pass "
+        "PruneForLatencyOnXNNPack(allow_keepdims_false=True) if you deploy on a current "
+        "runtime only.")
+
+
+def one_by_one_add_violation():
+    """The converter reshapes one operand of an Add of two 1x1 maps to 1-D."""
+    return Violation("elementwise", "Add of two 1x1 feature maps: the TFLite converter reshapes "
+                     "one operand to 1-D, and the sparse path needs 4-D operands",
+                     LARGER_INPUT_FIX)
+
 
 def global_pool_violation(op):
     """An exit: a mean over height and width of a 4-D tensor."""

@@ -6,15 +6,21 @@ numpy and ai-edge-litert wheels), invoked as
     qemu-aarch64-static -L SYSROOT SYSROOT/usr/bin/python3.11 runner.py SPEC.json
 
 SPEC holds {"site": wheels folder, "models": {name: path}, "threads": 1,
-"repetitions": R, "target_seconds": T, "seed": S}. It prints one JSON document:
-per model, the per-invoke CPU seconds of each repetition; whether the two models'
-outputs are bitwise identical, and their largest absolute difference.
+"repetitions": R, "target_seconds": T, "seed": S, "outputs": optional .npz path}. It
+prints one JSON document: per model, the per-invoke CPU seconds of each repetition;
+whether the first two models' outputs are bitwise identical, and their largest absolute
+difference; whether the emulated CPU has ARMv8.2 FP16 arithmetic. With "outputs", each
+model's outputs are saved there as `<name>:<index>`, for comparisons across runs.
 """
 
+import ctypes
 import json
 import platform
 import sys
 import time
+
+_AT_HWCAP = 16
+_HWCAP_FPHP, _HWCAP_ASIMDHP = 1 << 9, 1 << 10  # scalar and vector half-precision arithmetic
 
 
 def _load(Interpreter, path, threads, inputs_from, np, rng):
@@ -47,6 +53,15 @@ def _per_invoke(it, n):
     return (time.process_time() - start) / n
 
 
+def _cpu_fp16_arithmetic():
+    """The FP16 arithmetic XNNPACK's fp16 kernels need, as the kernel reports it to programs."""
+    libc = ctypes.CDLL(None)
+    libc.getauxval.restype = ctypes.c_ulong
+    libc.getauxval.argtypes = [ctypes.c_ulong]
+    hwcap = libc.getauxval(_AT_HWCAP)
+    return bool(hwcap & _HWCAP_FPHP) and bool(hwcap & _HWCAP_ASIMDHP)
+
+
 def main(spec_path):
     with open(spec_path) as f:
         spec = json.load(f)
@@ -76,7 +91,9 @@ def main(spec_path):
         for name in order:
             times[name].append(_per_invoke(interpreters[name], inner))
 
-    a, b = (outputs[n] for n in names[:2])
+    if spec.get("outputs"):
+        np.savez(spec["outputs"], **{f"{n}:{i}": x for n in names for i, x in enumerate(outputs[n])})
+    a, b = (outputs[n] for n in (names * 2)[:2])
     diff = max(float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))) for x, y in zip(a, b))
     scale = max(float(np.max(np.abs(x.astype(np.float64)))) for x in a)
     identical = all(x.dtype == y.dtype and x.tobytes() == y.tobytes() for x, y in zip(a, b))
@@ -97,6 +114,7 @@ def main(spec_path):
         "max_abs_diff": diff,
         "bitwise_identical": identical,
         "max_abs_output": scale,
+        "cpu_fp16_arithmetic": _cpu_fp16_arithmetic(),
     }))
 
 

@@ -7,6 +7,8 @@ def add_arguments(parser):
     parser.add_argument("model", help="the .keras model to export (pruning wrappers are stripped)")
     parser.add_argument("output", help="the .tflite file to write")
     parser.add_argument("--dense", action="store_true", help="store weights dense (no EXPERIMENTAL_SPARSITY)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="store the weights as float16 (sparse ones still sparse); fp32 arithmetic")
     parser.add_argument("--batch-size", type=int, default=1, help="static batch size of the signature (default 1)")
     parser.add_argument("--no-verify", action="store_true", help="skip the LiteRT-vs-Keras comparison")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the summary")
@@ -36,7 +38,7 @@ def main(args):
         raise SpruceUsageError(f"cannot load {args.model} as a Keras model: {e}") from e
     try:
         report = export_litert(model, args.output, sparse=not args.dense,
-                               batch_size=args.batch_size, verify=not args.no_verify)
+                               batch_size=args.batch_size, verify=not args.no_verify, fp16=args.fp16)
     except ExportVerificationError as e:  # the check ran, and the file disagrees with Keras
         return fail("export", e, NEGATIVE)
     except (ValueError, OSError, ConversionError) as e:  # a model or path the export cannot take

@@ -5,6 +5,10 @@ torch) the model is saved to a `.keras` file and converted by a child Python
 process running the TensorFlow backend (`python -m spruce.export.converter`); the
 weights, hence the zeros, are carried over exactly by the `.keras` file.
 
+With `fp16=True` the converter's float16 quantization stores every float weight as
+float16 behind a DEQUANTIZE (a sparse one as DENSIFY -> DEQUANTIZE), and records
+`reduced_precision_support = fp16accfp32`: fp16 storage, fp32 arithmetic.
+
 The input signature is static: batch `batch_size`, the other dims from the model's
 inputs. A dynamic batch makes the converter emit SHAPE/STRIDED_SLICE/PACK arithmetic
 in front of RESHAPE, which accelerators do not want.
@@ -21,14 +25,14 @@ class ConversionError(RuntimeError):
     """The TF converter failed; the message carries its diagnostics."""
 
 
-def convert(model, path, sparse=True, batch_size=1):
+def convert(model, path, sparse=True, batch_size=1, fp16=False):
     """Write `model` as a .tflite file at `path` (which must end in .tflite)."""
     import keras
 
     if keras.backend.backend() == "tensorflow":
-        _convert_here(model, path, sparse, batch_size)
+        _convert_here(model, path, sparse, batch_size, fp16)
     else:
-        _convert_in_child(model, path, sparse, batch_size)
+        _convert_in_child(model, path, sparse, batch_size, fp16)
 
 
 def input_shapes(model, batch_size):
@@ -45,7 +49,7 @@ def input_shapes(model, batch_size):
     return shapes
 
 
-def _convert_here(model, path, sparse, batch_size):
+def _convert_here(model, path, sparse, batch_size, fp16=False):
     from spruce._deps import require
 
     tf = require("tensorflow")
@@ -55,15 +59,21 @@ def _convert_here(model, path, sparse, batch_size):
     ]
     signature = specs if len(specs) > 1 else specs[:1]
     kwargs = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    optimizations = []
+    if fp16:  # float16 quantization: Optimize.DEFAULT restricted to the float16 type
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+        kwargs["target_spec"]["supported_types"] = [tf.float16]
     if sparse:
-        kwargs["optimizations"] = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    if optimizations:
+        kwargs["optimizations"] = optimizations
     try:
         model.export(str(path), format="litert", verbose=False, input_signature=signature, **kwargs)
     except Exception as e:  # the converter raises many types; keep its message
         raise ConversionError(f"the TF Lite converter failed on model {model.name!r}: {e}") from e
 
 
-def _convert_in_child(model, path, sparse, batch_size):
+def _convert_in_child(model, path, sparse, batch_size, fp16):
     folder = os.path.dirname(os.path.abspath(path))
     fd, keras_path = tempfile.mkstemp(suffix=".keras", prefix=".spruce-export-", dir=folder)
     os.close(fd)
@@ -73,7 +83,7 @@ def _convert_in_child(model, path, sparse, batch_size):
         env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
         cmd = [sys.executable, "-m", "spruce.export.converter", keras_path, str(path),
-               "--batch-size", str(batch_size)] + ([] if sparse else ["--dense"])
+               "--batch-size", str(batch_size)] + ([] if sparse else ["--dense"]) + (["--fp16"] if fp16 else [])
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             tail = "\n".join(done.stderr.strip().splitlines()[-15:])
@@ -91,6 +101,7 @@ def main(argv=None):
     parser.add_argument("tflite_path")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--dense", action="store_true")
+    parser.add_argument("--fp16", action="store_true")
     args = parser.parse_args(argv)
     import keras
 
@@ -98,7 +109,7 @@ def main(argv=None):
         raise SystemExit("spruce.export.converter must run with KERAS_BACKEND=tensorflow")
     model = keras.saving.load_model(args.keras_path, compile=False)
     try:
-        _convert_here(model, args.tflite_path, not args.dense, args.batch_size)
+        _convert_here(model, args.tflite_path, not args.dense, args.batch_size, args.fp16)
     except ConversionError as e:
         raise SystemExit(str(e)) from None
 

@@ -1,9 +1,9 @@
 """`export_litert`: a pruned Keras 3 model to a verified, sparse .tflite file.
 
 Strips pruning wrappers, converts with the real TF converter (EXPERIMENTAL_SPARSITY
-when `sparse=True`, static batch), runs the written file in the LiteRT interpreter
-against the Keras model on random inputs, and only then moves it into place:
-a failed export leaves no file behind.
+when `sparse=True`, float16 weights when `fp16=True`, static batch), runs the written
+file in the LiteRT interpreter against the Keras model on random inputs, and only then
+moves it into place: a failed export leaves no file behind.
 """
 
 import os
@@ -14,6 +14,11 @@ import numpy as np
 
 from spruce._atomic import atomic_path
 from spruce.export.converter import convert, input_shapes
+
+# Default verification tolerances (atol, rtol). float16 keeps 11 significant bits, so each
+# weight moves by up to 2^-11 of itself and a MobileNet's outputs drift by a few 1e-4 of
+# their scale; an rtol of 1e-2 leaves room for deeper nets yet catches a wrong conversion.
+TOLERANCES = {False: (1e-5, 1e-4), True: (1e-4, 1e-2)}
 
 
 class ExportVerificationError(RuntimeError):
@@ -37,6 +42,7 @@ class ExportReport:
     verified_samples: int
     seconds: float
     warnings: tuple = field(default_factory=tuple)
+    fp16: bool = False  # float weights stored as float16 (behind DEQUANTIZE)
 
     def to_dict(self):
         out = asdict(self)
@@ -47,13 +53,14 @@ class ExportReport:
     def __str__(self):
         diff = "not verified" if self.max_abs_diff is None else (
             f"max |tflite - keras| = {self.max_abs_diff:.2g} (tolerance {self.tolerance:.2g})")
-        lines = [f"wrote {self.path}: {self.bytes:,} bytes, {len(self.sparse_tensors)} sparse tensors, "
+        fp16 = "float16 weights, " if self.fp16 else ""
+        lines = [f"wrote {self.path}: {self.bytes:,} bytes, {fp16}{len(self.sparse_tensors)} sparse tensors, "
                  f"{self.densify_ops} DENSIFY ops; {diff}"]
         return "\n".join(lines + [f"warning: {warning}" for warning in self.warnings])
 
 
 def export_litert(model, path, sparse=True, batch_size=1, verify=True, samples=4,
-                  atol=1e-5, rtol=1e-4, seed=0):
+                  atol=None, rtol=None, seed=0, fp16=False):
     """Export a Keras 3 model (pruned or not) to `path` as .tflite; returns `ExportReport`.
 
     Args:
@@ -64,22 +71,31 @@ def export_litert(model, path, sparse=True, batch_size=1, verify=True, samples=4
         batch_size: the static batch of the exported signature.
         verify: run the LiteRT interpreter on `samples` random batches and compare with
             Keras; the export fails when max |tflite - keras| > atol + rtol * max |keras|.
+            `atol`/`rtol` default to 1e-5/1e-4, or 1e-4/1e-2 with `fp16`.
+        fp16: store the float weights as float16 (the converter's float16 quantization),
+            sparse ones still sparse: DENSIFY of a float16 constant, then DEQUANTIZE. The
+            file asks for fp32 arithmetic (`reduced_precision_support = fp16accfp32`), so
+            XNNPACK dequantizes the weights once at load and runs its fp32 kernels.
     """
     import keras
 
     start = time.perf_counter()
     path = os.fspath(path)
+    if not isinstance(fp16, bool):
+        raise ValueError(f"fp16 must be True or False. Received: fp16={fp16!r}")
+    atol = TOLERANCES[fp16][0] if atol is None else atol
+    rtol = TOLERANCES[fp16][1] if rtol is None else rtol
     _check_arguments(model, path, batch_size, samples, atol, rtol)
     model, stripped = _stripped(model)
     shapes = input_shapes(model, batch_size)
 
     with atomic_path(path) as tmp:
-        convert(model, tmp, sparse=sparse, batch_size=batch_size)
+        convert(model, tmp, sparse=sparse, batch_size=batch_size, fp16=fp16)
         diff = tolerance = None
         if verify:
             diff, tolerance = _verify(model, tmp, shapes, samples, atol, rtol, seed)
         report = _report(tmp, path, sparse, batch_size, keras.backend.backend(), stripped,
-                         diff, tolerance, samples if verify else 0, start)
+                         diff, tolerance, samples if verify else 0, start, fp16)
     return report
 
 
@@ -167,7 +183,7 @@ def _output_order(name):
     return (head, int(tail)) if tail.isdigit() else (name, 0)
 
 
-def _report(tmp, path, sparse, batch_size, backend, stripped, diff, tolerance, samples, start):
+def _report(tmp, path, sparse, batch_size, backend, stripped, diff, tolerance, samples, start, fp16):
     from spruce.tflite.reader import read_tflite
 
     tfl = read_tflite(tmp)
@@ -187,5 +203,5 @@ def _report(tmp, path, sparse, batch_size, backend, stripped, diff, tolerance, s
         path=path, bytes=tfl.size_bytes, sparse=sparse, batch_size=batch_size, backend=backend,
         stripped=stripped, sparse_tensors=sparse_tensors, densify_ops=densify,
         max_abs_diff=diff, tolerance=tolerance, verified_samples=samples,
-        seconds=round(time.perf_counter() - start, 3), warnings=tuple(warnings),
+        seconds=round(time.perf_counter() - start, 3), warnings=tuple(warnings), fp16=fp16,
     )

@@ -7,11 +7,15 @@ Keras layers, confirmed on the LiteRT runtime:
 
 - A ZeroPadding2D read only by one convolution is fused into that convolution's explicit
   padding. TensorFlow "same" padding becomes explicit padding only at stride 1; at stride 2
-  the op keeps the "same" flag, which XNNPACK rejects.
+  the op keeps the "same" flag, which XNNPACK rejects. A ZeroPadding2D + 'valid' that pads
+  exactly as 'same' would (symmetric k // 2 on odd sizes, correct_pad's (0, 1) on even
+  ones) is merged by the converter into a 'same' convolution, so on odd sizes no padding
+  runs sparse.
 - BatchNormalization right after a convolution without activation folds into it; anywhere
   else it stays a per-channel Multiply and Add with 1-D constants. Dropout vanishes.
 - hard_sigmoid is relu6(x + 3) * (1/6): its scalar constants fold only into convolutions
   right before and after it, and x * hard_sigmoid(x) becomes one HARD_SWISH op.
+- On 1x1 feature maps a keepdims mean vanishes, and an Add gets one operand reshaped to 1-D.
 
 Each check returns None (fine) or the `Violation`, not yet located at the layer.
 """
@@ -58,18 +62,32 @@ def effective_padding(call, graph):
     pad = fused_padding(call, graph)
     if pad is None:
         return base
-    return tuple(a + b for a, b in zip(base, zero_padding(pad.core)))
+    padding = tuple(a + b for a, b in zip(base, zero_padding(pad.core)))
+    strides, hw = pair(layer.strides), rules.spatial(pad.input_shapes[0])
+    # The converter merges a PAD that pads exactly as 'same' into a 'same' conv. Where that
+    # padding is symmetric (odd sizes), this is what makes it fail; asymmetric padding
+    # fails either way, and is reported as the ZeroPadding2D the user wrote.
+    symmetric = padding[0] == padding[1] and padding[2] == padding[3]
+    if symmetric and strides != (1, 1) and hw is not None and None not in hw and padding == (
+            rules.same_padding(hw[0], kh, strides[0]) + rules.same_padding(hw[1], kw, strides[1])):
+        return rules.SAME_STRIDED
+    return padding
 
 
 def describe_conv(call, graph):
     """A Conv2D / DepthwiseConv2D call as the CONV_2D / DEPTHWISE_CONV_2D op XNNPACK sees."""
     layer = call.core
     depthwise = type(layer) is L.DepthwiseConv2D
+    padding = effective_padding(call, graph)
+    pad = fused_padding(call, graph)
+    # As on the .tflite side, the input is the tensor before a fused ZeroPadding2D: the
+    # padding counts it already.
+    inputs = call.input_shapes if pad is None or layer.padding == "same" else pad.input_shapes
     return rules.Op(
         kind=rules.DEPTHWISE if depthwise else rules.CONV, name=type(layer).__name__,
-        inputs=tuple(call.input_shapes), kernel=pair(layer.kernel_size),
+        inputs=tuple(inputs), kernel=pair(layer.kernel_size),
         strides=pair(layer.strides), dilation=pair(layer.dilation_rate),
-        padding=effective_padding(call, graph), groups=1 if depthwise else layer.groups,
+        padding=padding, groups=1 if depthwise else layer.groups,
         depth_multiplier=layer.depth_multiplier if depthwise else 1,
         filters=None if depthwise else layer.filters,
         channels_last=layer.data_format == "channels_last")
@@ -143,6 +161,14 @@ def _unary(call, name, violation=None):
     return rules.unary_violation(rules.Op(rules.UNARY, name, inputs=tuple(call.input_shapes)))
 
 
+def converter_drops_on_one_by_one(call):
+    """True for the layers the converter removes or reshapes on 1x1 maps (see nchw_violation)."""
+    layer, shapes = call.core, call.input_shapes
+    if isinstance(layer, L.GlobalAveragePooling2D):
+        return layer.keepdims and rules.spatial(shapes[0]) == (1, 1)
+    return isinstance(layer, L.Add) and all(rules.spatial(s) == (1, 1) for s in shapes)
+
+
 def nchw_violation(call, graph):
     """None if `call` runs inside XNNPACK's sparse (NCHW) region, else the Violation."""
     layer = call.core
@@ -172,11 +198,15 @@ def nchw_violation(call, graph):
         return _unary(call, kind, None if float(layer.alpha) == 1.0
                       else rules.elu_violation(layer.alpha))
     if isinstance(layer, (L.Add, L.Multiply)):
+        if isinstance(layer, L.Add) and converter_drops_on_one_by_one(call):
+            return rules.one_by_one_add_violation()
         return rules.binary_violation(rules.Op(rules.BINARY, kind, inputs=shapes))
     if isinstance(layer, L.UpSampling2D):
         return rules.resize_violation(rules.Op(rules.RESIZE, kind, inputs=shapes,
                                                interpolation=layer.interpolation))
     if isinstance(layer, L.GlobalAveragePooling2D):
+        if converter_drops_on_one_by_one(call):
+            return rules.one_by_one_pool_violation()
         return rules.global_pool_violation(rules.Op(
             rules.GLOBAL_POOL, kind, inputs=shapes,
             channels_last=layer.data_format == "channels_last"))

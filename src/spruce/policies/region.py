@@ -56,6 +56,7 @@ class _Analysis:
         self.boundary = {}  # id(call) -> Violation: reads the region but cannot run in NCHW
         self.broken = []  # boundary calls mid-network: the region continues past them
         self.region_tensors = set()
+        self.dropped = set()  # boundary calls already refused for what the converter makes of them
 
     def refuse(self, layer_name, violation):
         key = (layer_name, violation.reason)
@@ -113,6 +114,11 @@ class _Analysis:
                 self.region_tensors.update(call.outputs)
                 continue
             self.boundary[id(call)] = violation
+            if nchw.converter_drops_on_one_by_one(call):
+                # A 1x1 tensor may otherwise leave the region (an SE branch after the
+                # pooling), which would hide that this layer is gone from the .tflite.
+                self.refuse(call.name, violation)
+                self.dropped.add(id(call))
             if self._breaks_mid_network(call):
                 # Analyse what follows as if this layer were fixed, so that one broken
                 # layer does not hide (or fake) problems further down.
@@ -171,7 +177,7 @@ class _Analysis:
 
     def _refuse_boundary(self, call, producer, mixed):
         violation = self.boundary.get(id(call))
-        if violation is None:  # a layer already in the region is not a boundary
+        if violation is None or id(call) in self.dropped:  # in the region, or refused already
             return
         if mixed:
             violation = rules.shared_with_region(violation, producer.name)

@@ -1,14 +1,22 @@
 """`make_xnnpack_compatible`: rewrite a model so XNNPACK's sparse path can run it.
 
-Only rewrites that leave the model's outputs unchanged are made, with the
-weights carried over:
+By default only rewrites that leave the model's outputs unchanged are made, with
+the weights carried over:
 
-- stride-2 `padding="same"` DepthwiseConv2D / Conv2D on an odd-sized input ->
-  ZeroPadding2D(k // 2) + `padding="valid"` (TF's 'same' pads (k-1)/2 on each
-  side of an odd size, so the two agree exactly; on even sizes TF pads 0 before
-  and 1 after, which no symmetric padding reproduces, so those are reported);
 - `GlobalAveragePooling2D(keepdims=False)` -> `keepdims=True` + Flatten;
 - Dense applied to a 4-D tensor -> the equivalent Conv2D(units, 1).
+
+(A stride-2 'same' convolution on an odd-sized input has no such rewrite: there
+ZeroPadding2D(k // 2) + 'valid' computes the same, and the TFLite converter merges
+it back into 'same', which XNNPACK refuses. On even sizes TF pads 0 before and 1
+after, which no symmetric padding reproduces.)
+
+With `exact=False` it also makes asymmetric padding symmetric where that keeps
+every output shape: stride-2 'same' on even sizes becomes ZeroPadding2D(k // 2) +
+'valid', and an asymmetric ZeroPadding2D before a 'valid' convolution (Keras
+applications' `correct_pad`, MobileNet's `((0, 1), (0, 1))`) becomes
+ZeroPadding2D(k // 2). The window then starts one pixel earlier, so the outputs
+change and the model needs fine-tuning; the result marks these rewrites.
 
 Everything else the policy refuses is reported, with its fix, in the result.
 """
@@ -21,6 +29,7 @@ from spruce import xnnpack_rules as rules
 from spruce.policies import nchw
 from spruce.policies.graph import build_graph
 from spruce.policies.region import analyze
+from spruce.policies.report import NO_REWRITE_ALTERNATIVE
 from spruce.policies.xnnpack import PruneForLatencyOnXNNPack
 
 L = keras.layers
@@ -30,6 +39,7 @@ L = keras.layers
 class Rewrite:
     layer: str
     change: str
+    exact: bool = True  # False: same shapes, but the outputs change (fine-tune afterwards)
 
 
 @dataclass
@@ -49,41 +59,76 @@ class CompatibilityResult:
     def ok(self):
         return self.report.ok
 
+    @property
+    def outputs_changed(self):
+        """The rewrites that keep the shapes but change the outputs (`exact=False` only)."""
+        return [r for r in self.fixed if not r.exact]
+
     def to_dict(self):
         return {
             "model": self.model.name,
             "ok": self.ok,
+            "outputs_unchanged": not self.outputs_changed,
             "fixed": [asdict(r) for r in self.fixed],
+            "outputs_changed_by": [r.layer for r in self.outputs_changed],
             "not_fixed": [r.to_dict() for r in self.not_fixed],
+            "alternative": self._alternative(),
             "report": self.report.to_dict(),
         }
 
+    def _alternative(self):
+        """What to do about refusals no rewrite fixes, or None."""
+        if any(not (r.auto_fix or r.auto_fix_inexact) for r in self.not_fixed):
+            return NO_REWRITE_ALTERNATIVE
+        return None
+
     def __str__(self):
-        lines = [f"make_xnnpack_compatible('{self.model.name}'): "
-                 f"{len(self.fixed)} rewrite(s), outputs unchanged"]
-        lines += [f"  fixed: {r.layer}: {r.change}" for r in self.fixed]
+        changed = self.outputs_changed
+        if changed:
+            head = (f"{len(self.fixed)} rewrite(s), {len(changed)} of them changing outputs "
+                    "(same shapes)")
+        else:
+            head = f"{len(self.fixed)} rewrite(s), outputs unchanged"
+        lines = [f"make_xnnpack_compatible('{self.model.name}'): {head}"]
+        lines += [f"  fixed: {r.layer}: {r.change}" for r in self.fixed if r.exact]
+        lines += [f"  fixed, changes outputs: {r.layer}: {r.change}" for r in changed]
+        if changed:
+            lines.append("The rewrites that change outputs move the sampling grid by one pixel: "
+                         "fine-tune (or train) the rewritten model before you use it.")
         if self.ok:
             lines.append("The rewritten model is accepted by the XNNPACK policy.")
-        else:
-            lines.append("Still refused (needs an architectural change):")
-            lines += [f"  - {r}" for r in self.not_fixed]
+            return "\n".join(lines)
+        lines.append("Still refused (needs an architectural change):")
+        lines += [f"  - {r}" for r in self.not_fixed]
+        inexact = [r.layer for r in self.not_fixed if r.auto_fix_inexact]
+        if inexact:
+            lines.append(f"make_xnnpack_compatible(model, exact=False) fixes {', '.join(inexact)}, "
+                         "changing outputs (same shapes).")
+        if self._alternative():
+            lines.append(self._alternative())
         return "\n".join(lines)
 
 
-def make_xnnpack_compatible(model, policy=None):
+def make_xnnpack_compatible(model, policy=None, *, exact=True):
     """Return a `CompatibilityResult`: a rewritten copy of `model` and a report.
 
-    The copy computes the same outputs with the same weights; `result.fixed`
-    lists the rewrites, `result.not_fixed` the refusals that remain (each with
-    the architectural change that would fix it), `result.report` the full
-    `check_xnnpack` report of the copy. The input model is not modified.
+    With `exact=True` the copy computes the same outputs with the same weights;
+    `result.fixed` lists the rewrites, `result.not_fixed` the refusals that
+    remain (each with the architectural change that would fix it), `result.report`
+    the full `check_xnnpack` report of the copy. The input model is not modified.
 
     Args:
       model: a built, unpruned Sequential or Functional Keras 3 model.
       policy: the `PruneForLatencyOnXNNPack` to satisfy; default
         `PruneForLatencyOnXNNPack()`. With `allow_keepdims_false=True` the
         global pooling is left as it is.
+      exact: False also pads symmetrically the convolutions the policy refuses
+        for asymmetric padding, where that keeps the output shapes (stride-2
+        'same' on even sizes, `correct_pad`-style ZeroPadding2D). Those rewrites
+        change the outputs (`Rewrite.exact` is False): fine-tune the result.
     """
+    if not isinstance(exact, bool):
+        raise ValueError(f"exact must be True or False. Received: exact={exact!r}")
     if policy is None:
         policy = PruneForLatencyOnXNNPack()
     graph = build_graph(model)
@@ -93,51 +138,88 @@ def make_xnnpack_compatible(model, policy=None):
                 f"Layer '{call.name}' is wrapped ({type(call.layer).__name__}): "
                 "make_xnnpack_compatible rewrites plain models. Call it before "
                 "prune_low_magnitude, or on strip_pruning(model).")
-    plan = _plan(graph, policy)
+    refused = None if exact else analyze(model, policy).refusals
+    plan = _plan(graph, policy, refused)
     rebuilder = _Rebuilder(plan)
     new_model = rebuilder.rebuild(model)
     rebuilder.copy_weights()
-    fixed = [Rewrite(name, change) for _, change, name in plan.values()]
+    fixed = [Rewrite(name, change, kind[-1]) for kind, change, name in plan.values()]
     return CompatibilityResult(model=new_model, fixed=fixed, report=analyze(new_model, policy))
 
 
-def _plan(graph, policy):
-    """{id(layer): (kind, description, name)} for every layer to rewrite; its calls must agree."""
+def _plan(graph, policy, refused=None):
+    """{id(layer): (kind, description, name)} for every layer to rewrite; its calls must agree.
+
+    A kind is a tuple whose last item says whether the rewrite keeps the outputs.
+    `refused`: the policy's refusals of the model, to pad symmetrically those that allow it.
+    """
+    kinds = {}  # id(call) -> kind
+    for call in graph.calls:
+        kind = _rewrite_kind(call, policy)
+        if kind is not None:
+            kinds[id(call)] = kind
+    notes = {}  # id(call) -> description of an inexact rewrite
+    calls = {c.name: c for c in graph.calls}
+    for violation in refused or ():
+        call = calls.get(violation.layer)
+        if violation.auto_fix_inexact and call is not None and id(call) not in kinds:
+            target, kind, note = _symmetric_padding(call, graph)
+            if target is not None and id(target) not in kinds:
+                kinds[id(target)], notes[id(target)] = kind, note
     by_layer = {}
     for call in graph.calls:
         by_layer.setdefault(id(call.layer), []).append(call)
     plan = {}
-    for calls in by_layer.values():
-        kinds = {_rewrite_kind(c, policy) for c in calls}
-        kind = kinds.pop() if len(kinds) == 1 else None
+    for layer_calls in by_layer.values():
+        found = {kinds.get(id(c)) for c in layer_calls}
+        kind = found.pop() if len(found) == 1 else None
         if kind is not None:
-            plan[id(calls[0].layer)] = (kind, _describe(kind, calls[0].layer), calls[0].name)
+            first = layer_calls[0]
+            note = notes.get(id(first)) or _describe(kind, first.layer)
+            plan[id(first.layer)] = (kind, note, first.name)
     return plan
 
 
 def _rewrite_kind(call, policy):
     layer = call.layer
-    if type(layer) in (L.Conv2D, L.DepthwiseConv2D):
-        k = nchw.pair(layer.kernel_size)
-        if (layer.padding == "same" and nchw.pair(layer.strides) == (2, 2)
-                and nchw.pair(layer.dilation_rate) == (1, 1) and k[0] == k[1] and k[0] % 2
-                and layer.data_format == "channels_last"
-                and rules.is_odd(rules.spatial(call.input_shapes[0]))):
-            return "pad_valid"
     if (isinstance(layer, L.GlobalAveragePooling2D) and not layer.keepdims
             and layer.data_format == "channels_last" and not policy.allow_keepdims_false):
-        return "keepdims"
+        return ("keepdims", True)
     if type(layer) is L.Dense and len(call.input_shapes[0]) == 4:
-        return "dense_to_conv"
+        return ("dense_to_conv", True)
     return None
 
 
+def _symmetric_padding(call, graph):
+    """(call to rewrite, kind, description) that pads convolution `call` k // 2 on every side.
+
+    The policy found that this keeps the output shape. A 'same' convolution gets a
+    ZeroPadding2D in front and becomes 'valid'; a 'valid' one behind its own
+    ZeroPadding2D gets that padding made symmetric. (None, None, None) otherwise.
+    """
+    layer = call.layer
+    if type(layer) not in (L.Conv2D, L.DepthwiseConv2D):
+        return None, None, None
+    k = nchw.pair(layer.kernel_size)[0]
+    pad = nchw.fused_padding(call, graph)
+    hw = rules.spatial(call.input_shapes[0])
+    if layer.padding == "same" and pad is None:
+        s = nchw.pair(layer.strides)
+        (t, b), (l, r) = (rules.same_padding(hw[i], k, s[i]) for i in (0, 1))
+        note = (f"padding='same' (stride {s[0]}, {hw[0]}x{hw[1]} input: TF pads (top, bottom, "
+                f"left, right)=({t}, {b}, {l}, {r})) -> ZeroPadding2D({k // 2}) + padding='valid'; "
+                "same output shape, the sampling grid moves by one pixel")
+        return call, ("pad_valid", False), note
+    if layer.padding == "valid" and pad is not None and isinstance(pad.layer, L.ZeroPadding2D):
+        note = (f"ZeroPadding2D({pad.layer.padding}) before {call.name} ({k}x{k}, "
+                f"'valid') -> ZeroPadding2D({k // 2}); same output shape, the sampling grid "
+                "moves by one pixel")
+        return pad, ("sym_pad", k // 2, False), note
+    return None, None, None
+
+
 def _describe(kind, layer):
-    if kind == "pad_valid":
-        k = nchw.pair(layer.kernel_size)[0]
-        return (f"padding='same' (stride 2, odd input) -> ZeroPadding2D({k // 2}) + "
-                "padding='valid'")
-    if kind == "keepdims":
+    if kind[0] == "keepdims":
         return "GlobalAveragePooling2D(keepdims=False) -> keepdims=True + Flatten"
     return f"Dense({layer.units}) on a 4-D tensor -> Conv2D({layer.units}, 1)"
 
@@ -202,7 +284,7 @@ class _Rebuilder:
         if isinstance(layer, keras.Model):
             stack = [self.rebuild(layer)]
         else:
-            kind = self.plan.get(id(layer), (None,))[0]
+            kind = self.plan[id(layer)][0] if id(layer) in self.plan else None
             stack = self._make(layer, kind)
         self.clones[id(layer)] = stack
         return stack
@@ -210,6 +292,10 @@ class _Rebuilder:
     def _make(self, layer, kind):
         config = _checked(layer, layer.get_config)
         self.names.add(config["name"])
+        kind, *args = kind or (None,)
+        if kind == "sym_pad":
+            p = args[0]
+            return [L.ZeroPadding2D.from_config(config | {"padding": ((p, p), (p, p))})]
         if kind == "pad_valid":
             k = nchw.pair(layer.kernel_size)[0]
             pad = L.ZeroPadding2D(k // 2, name=self._unique(f"{layer.name}_pad"))

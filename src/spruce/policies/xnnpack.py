@@ -7,6 +7,7 @@ import keras
 from spruce.policies.base import PruningPolicy
 from spruce.policies.graph import ensure_graph_model
 from spruce.policies.region import analyze
+from spruce.policies.report import NO_REWRITE_ALTERNATIVE
 from spruce.xnnpack_rules import XNNPACK_MIN_SPARSITY
 
 
@@ -74,6 +75,13 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
             fixable = ", ".join(r.layer for r in report.refusals if r.auto_fix)
             lines.append(f"spruce.make_xnnpack_compatible(model) fixes {fixable} without "
                          "changing the model's outputs.")
+        if any(r.auto_fix_inexact for r in report.refusals):
+            fixable = ", ".join(r.layer for r in report.refusals if r.auto_fix_inexact)
+            lines.append(f"spruce.make_xnnpack_compatible(model, exact=False) fixes {fixable} "
+                         "with symmetric padding: same shapes, but the outputs change, so "
+                         "fine-tune the rewritten model.")
+        if any(not (r.auto_fix or r.auto_fix_inexact) for r in report.refusals):
+            lines.append(NO_REWRITE_ALTERNATIVE)
         lines.append("spruce.check_xnnpack(model) shows the per-layer report.")
         raise ValueError("\n".join(lines))
 

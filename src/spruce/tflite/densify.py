@@ -176,25 +176,39 @@ def _drop_unused_buffers(model):
             b.data = None
 
 
-def densify_bytes(data):
-    """Dense-storage flatbuffer bytes for `data`; returns (bytes, decoded names, removed ops)."""
+def unpack_model(data):
+    """The schema `ModelT` (object API) of .tflite bytes; ValueError when unreadable."""
     S = _schema()
-    flatbuffers = require("flatbuffers")
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ValueError("expected a .tflite flatbuffer (file identifier 'TFL3' at byte 4). "
                          f"Received {len(data)} bytes starting with {bytes(data[:8])!r}.")
     try:
-        model = S.ModelT.InitFromPackedBuf(bytearray(data), 0)
+        return S.ModelT.InitFromPackedBuf(bytearray(data), 0)
     except Exception as e:  # the generated reader raises anything on corrupt input
         raise ValueError(f"the .tflite flatbuffer could not be read ({type(e).__name__}: {e}). "
                          "Re-export the model.") from e
+
+
+def pack_model(model, size_hint=0):
+    """.tflite bytes of a schema `ModelT`, constant buffers aligned as the converter does."""
+    flatbuffers = require("flatbuffers")
+    buffers = model.buffers
+    model.buffers = [_AlignedBufferT(b) for b in buffers]
+    try:
+        builder = flatbuffers.Builder(size_hint * 2 + 1024)
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    finally:
+        model.buffers = buffers
+    return bytes(builder.Output())
+
+
+def densify_bytes(data):
+    """Dense-storage flatbuffer bytes for `data`; returns (bytes, decoded names, removed ops)."""
+    model = unpack_model(data)
     decoded, removed = densify_model(model)
     if not decoded and not removed:
         return bytes(data), decoded, removed
-    model.buffers = [_AlignedBufferT(b) for b in model.buffers]
-    builder = flatbuffers.Builder(len(data) * 2 + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), decoded, removed
+    return pack_model(model, len(data)), decoded, removed
 
 
 def densify_tflite(source, path):

@@ -90,6 +90,7 @@ class TFLiteModel:
     subgraphs: tuple
     buffers_bytes: int  # total bytes of all buffers' data
     description: str = ""
+    metadata: dict = field(default_factory=dict)  # name -> bytes of the model's metadata entries
 
     @property
     def main(self):
@@ -147,7 +148,23 @@ def _parse(path, buf):
         subgraphs=subgraphs,
         buffers_bytes=sum(len(b) for b in buffers),
         description=root.string(3, "description"),
+        metadata=_metadata(root, buffers),
     )
+
+
+def _metadata(root, buffers):
+    """The model's metadata entries (e.g. `reduced_precision_support`), name -> bytes.
+
+    The converter may list one name twice with the same value; the last one wins.
+    """
+    out = {}
+    for i, table in enumerate(root.tables(6, "metadata")):
+        index = table.scalar(1, "uint32")
+        if index >= len(buffers):
+            raise InvalidTFLiteError(
+                f"metadata entry {i} uses buffer {index}, but the model has {len(buffers)} buffers")
+        out[table.string(0, "name")] = bytes(buffers[index])
+    return out
 
 
 def _buffer_bytes(buf, table, index):
