@@ -81,7 +81,8 @@ def test_a_keras_applications_name_builds_for_the_data_without_weights():
     assert choice.source == "keras.applications.MobileNetV2(alpha=0.35)"
     assert choice.pretrained == "" and choice.given is None
     # x86: used as it is (XNNPACK's asymmetric paddings stay)
-    assert choice.compatibility["summary"].startswith("used as it is")
+    assert choice.compatibility["summary"].startswith("used as it is (spruce's engine has no layout rules): "
+                                                      "it runs ")
     assert choice.model.get_layer("Conv1").padding == "same"
 
 
@@ -176,3 +177,44 @@ def test_squeeze_excite_is_refused_for_xnnpack_with_the_x86_target_offered():
     with pytest.raises(ModelError, match=r"(?s)cannot run on XNNPACK's sparse path.*squeeze_excite.*"
                                          r"--target x86.*another architecture"):
         build_model(_config(model="MobileNetV3Small:minimalistic=False"), _data(), exact=False)
+
+
+def test_mobilenet_v2_is_padded_symmetrically_for_xnnpack_and_each_output_change_is_listed():
+    import spruce
+    from spruce.workflow.model import build_model
+
+    config = _config(model="MobileNetV2:alpha=0.35")
+    data = _data(shape=(64, 64, 3))  # 32x32 would shrink to 1x1 maps, which XNNPACK cannot run
+    choice = build_model(config, data, exact=False)
+    assert choice.compatibility["outputs_changed_by"] == ["Conv1", "block_1_pad", "block_3_pad", "block_6_pad",
+                                                          "block_13_pad"]
+    assert choice.compatibility["summary"] == ("6 rewrite(s) by make_xnnpack_compatible(exact=False), 5 of them "
+                                               "changing outputs (the model is trained afterwards)")
+    assert spruce.check_xnnpack(choice.model).ok
+    with pytest.raises(ModelError, match=r"after 1 rewrite\(s\) by make_xnnpack_compatible, 5 rule\(s\) are "
+                                         r"still broken:\n  - Conv1: "):
+        build_model(config, data, exact=True)
+
+
+def test_mobilenet_v2_on_32x32_images_is_refused_for_xnnpack_with_x86_offered():
+    from spruce.workflow.model import build_model
+
+    with pytest.raises(ModelError, match=r"(?s)after 6 rewrite\(s\) by make_xnnpack_compatible\(exact=False\), "
+                                         r"1 rule\(s\) are still broken:\n  - block_14_add: Add of two 1x1 "
+                                         r"feature maps.*--target x86"):
+        build_model(_config(model="MobileNetV2:alpha=0.35"), _data(), exact=False)
+
+
+def test_for_x86_a_model_without_anything_the_engine_runs_sparse_is_refused_by_name(tmp_path):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3, strides=2)(inputs)
+    x = layers.GlobalAveragePooling2D()(x)
+    path = str(tmp_path / "no_1x1.keras")
+    keras.Model(inputs, layers.Dense(10)(x)).save(path)
+    with pytest.raises(ModelError, match=r"(?s)no_1x1.keras has nothing to prune for spruce's engine "
+                                         r"\(--target x86\).*PruneForLatencyOnSpruce\(\) finds nothing to prune"
+                                         r".*Choose a model with 1x1 convolutions"):
+        load_user_model(path, _data(), target="x86")

@@ -120,3 +120,63 @@ def _test_slice():
     data = load_dataset("fashion_mnist", None, 0.1, 0, train_limit=SMALL["quick_train"],
                         test_limit=SMALL["quick_test"])
     return data.x_test, data.y_test
+
+
+def _asymmetric_net():
+    """A small net XNNPACK refuses until its stride-2 'same' depthwise convolution on a 16x16 map
+    (TF pads 0 before, 1 after) is padded symmetrically, which changes its outputs."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((32, 32, 3))
+    x = layers.ZeroPadding2D(1)(inputs)
+    x = layers.Conv2D(8, 3, strides=2, padding="valid")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", name="asymmetric")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.Conv2D(16, 1)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    x = layers.Flatten()(x)
+    return keras.Model(inputs, layers.Dense(10)(x), name="asymmetric_net")
+
+
+def test_a_trained_model_rewritten_with_changed_outputs_is_measured_before_and_after_the_fine_tune(tmp_path):
+    import keras
+    import numpy as np
+
+    from spruce.workflow.data import load_dataset
+
+    data = load_dataset("fashion_mnist", None, 0.1, 0, train_limit=SMALL["quick_train"],
+                        test_limit=SMALL["quick_test"])
+    keras.utils.set_random_seed(0)
+    given = _asymmetric_net()
+    given.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    given.fit(data.x_train, data.y_train, epochs=2, batch_size=32, verbose=0)
+    model_file = str(tmp_path / "asymmetric.keras")
+    given.save(model_file)
+
+    result = _run(tmp_path, "asymmetric", model=model_file, distill=True, arm64_check=False)
+    m = result.metrics
+    assert m.model.pretrained.startswith(f"{model_file} holds the state of ")
+    assert m.model.compatibility["outputs_changed_by"] == ["asymmetric"]
+    assert m.model.rewritten_accuracy is not None
+    # the dense baseline is the model as it arrived; pruning started from the rewritten copy
+    dense = keras.models.load_model(os.path.join(result.folder, "dense.keras"))
+    assert dense.get_layer("asymmetric").padding == "same"
+    for a, b in zip(given.get_weights(), dense.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    rewritten = keras.models.load_model(os.path.join(result.folder, "rewritten.keras"))
+    assert rewritten.get_layer("asymmetric").padding == "valid"
+    pruned = keras.models.load_model(os.path.join(result.folder, "pruned.keras"))
+    assert pruned.get_layer("asymmetric").padding == "valid" and m.pruned.xnnpack_sparse
+    assert m.policy.ok and "rewritten.keras" in m.files
+    report = open(result.report_path).read()
+    assert "(changes outputs)" in report and "`asymmetric`: padding='same'" in report
+    assert (f"Keras test accuracy after the rewrite, before the pruning fine-tune: "
+            f"{100 * m.model.rewritten_accuracy:.2f}%") in report
+    rows = {label: dense_cell for label, dense_cell, _ in summary_rows(m)}
+    assert rows["test accuracy, Keras, rewritten, before fine-tuning"] == f"{100 * m.model.rewritten_accuracy:.2f}%"

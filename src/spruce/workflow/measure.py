@@ -101,7 +101,7 @@ def policy_verdict(model):
 def engine_check(model, latency):
     """Target x86: `spruce.check_spruce` on the pruned Keras `model`, and the operators the engine
     ran on its sparse kernels in the run's profile (`latency`: {engine: `Latency`})."""
-    import spruce.policies
+    import spruce
 
     profiled = latency.get("spruce")
     if profiled is None or not profiled.pruned_profile:
@@ -113,11 +113,8 @@ def engine_check(model, latency):
         sparse = tuple(op["name"] for op in ops if op["kernel"].startswith("spmm"))
         ran = (f"the engine ran {len(sparse)} operator(s) of pruned.tflite on its sparse kernels; "
                f"pruned on spruce is {profiled.speedup_vs_litert_dense:.2f}x as fast as dense on LiteRT")
-    check = getattr(spruce.policies, "check_spruce", None)
-    if check is None:
-        return EngineCheck(summary=f"{ran[0].upper()}{ran[1:]}.", sparse_operators=sparse)
     try:
-        report = check(model)
+        report = spruce.check_spruce(model)
     except ValueError as e:  # a model the check cannot analyse is a finding, not a crash
         return EngineCheck(summary=f"{ran}; check_spruce could not analyse the model: {e}", sparse_operators=sparse)
     ready = len(report.ready_layers)

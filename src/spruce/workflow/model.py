@@ -227,9 +227,18 @@ def load_user_model(path, data, target="xnnpack", exact=True):
 
 def prepare_for_target(model, label, target, exact=True):
     """(the model to prune for `target`, what was rewritten) -- ModelError when XNNPACK cannot run it."""
-    if target == "x86":
-        return model, {"summary": "used as it is: spruce's engine has no layout rules (target x86)"}
     import spruce
+
+    if target == "x86":
+        try:
+            spruce.PruneForLatencyOnSpruce().ensure_model_supports_pruning(model)
+        except ValueError as e:
+            raise ModelError(f"--model {label} has nothing to prune for spruce's engine (--target x86).\n{e}\n"
+                             "Choose a model with 1x1 convolutions.") from e
+        report = spruce.check_spruce(model)
+        return model, {"summary": f"used as it is (spruce's engine has no layout rules): it runs "
+                                  f"{len(report.sparse_layers)} layer(s) sparse, {report.sparse_mac_share:.1%} "
+                                  "of the MACs"}
 
     if spruce.check_xnnpack(model).ok:
         return model, {"fixed": [], "not_fixed": [], "summary": "already compatible"}
@@ -248,7 +257,7 @@ def prepare_for_target(model, label, target, exact=True):
             f"{len(result.not_fixed)} rule(s) are still broken:\n{broken}\nChange the model as listed, "
             "prune it for spruce's engine instead (--target x86: it runs the 1x1 convolutions sparse "
             "wherever they sit, squeeze-and-excite blocks included), or choose another architecture "
-            "(--model MobileNetV2, or drop --model to use the guide's network).")
+            "(drop --model for the guide's network, built for XNNPACK at this size).")
     info = result.to_dict()
     info.pop("report", None)
     changed = [r["layer"] for r in info["fixed"] if not r.get("exact", True)]
@@ -263,4 +272,4 @@ def prepare_for_target(model, label, target, exact=True):
 
 def _fixable_inexactly(result):
     """True when some refusal left goes away with make_xnnpack_compatible(exact=False)."""
-    return any(getattr(v, "auto_fix_inexact", False) for v in result.not_fixed)
+    return any(v.auto_fix_inexact for v in result.not_fixed)

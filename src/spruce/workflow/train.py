@@ -128,29 +128,8 @@ def pruning_policy(target):
     from spruce import policies
 
     if target == "x86":
-        engine_policy = getattr(policies, "PruneForLatencyOnSpruce", None)
-        return engine_policy() if engine_policy is not None else _OneByOneConvs()
+        return policies.PruneForLatencyOnSpruce()
     return policies.PruneForLatencyOnXNNPack()
-
-
-def _one_by_one(layer):
-    while isinstance(layer, keras.layers.Wrapper):
-        layer = layer.layer
-    return (type(layer) is keras.layers.Conv2D and tuple(layer.kernel_size) == (1, 1)
-            and tuple(layer.strides) == (1, 1) and layer.groups == 1)
-
-
-class _OneByOneConvs:
-    """Prunes every 1x1 convolution (what spruce's engine runs sparse) and accepts every model."""
-
-    def allow_pruning(self, layer):
-        return _one_by_one(layer)
-
-    def ensure_model_supports_pruning(self, model):
-        return None
-
-    def check_schedule(self, schedule):
-        return None
 
 
 def prune_finetune(dense_model, data, config, log_dir=None, progress=True, distributed=False, teacher=None):
@@ -170,7 +149,8 @@ def prune_finetune(dense_model, data, config, log_dir=None, progress=True, distr
     with _engine(distributed):
         source = _replicated(dense_model, distributed)
         keras.utils.set_random_seed(config.seed + 1)
-        # Both policies wrap only 1x1 convolutions, whose (in, out) matrix takes blocks.
+        # Both policies wrap 1x1 convolutions (for the engine, SeparableConv2D's 1x1 part too),
+        # whose (in, out) matrix takes blocks.
         pruned = prune_low_magnitude(source, pruning_schedule=schedule,
                                      block_size=tuple(config.block_size),
                                      pruning_policy=pruning_policy(config.target))
