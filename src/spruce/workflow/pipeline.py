@@ -34,8 +34,6 @@ REWRITTEN = "rewritten.keras"
 REWRITTEN_WHAT = ("the trained model after make_xnnpack_compatible(exact=False) changed its outputs, "
                   "before fine-tuning: where pruning started")
 MODELS = ("dense", "pruned")
-TARGET_NAMES = {"xnnpack": "XNNPACK's sparse path (LiteRT on ARM phones)",
-                "x86": "spruce's engine (x86)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +58,7 @@ class RunReport:
     def __str__(self):
         m = self.metrics
         return "\n".join([
-            f"target: {TARGET_NAMES[m.config.target]}",
+            f"target: {report.TARGET_NAMES[m.config.target]}",
             report.table(report.summary_rows(m)),
             "",
             f"pruning cost {m.accuracy_drop_points:+.2f} accuracy points; wall time {m.wall_seconds:.0f} s"

@@ -119,7 +119,7 @@ def write_report(folder, metrics, plots):
     lines = [
         f"# spruce run: {metrics.name}",
         "",
-        f"The guide's workflow \"Pruning for on-device inference with XNNPACK\""
+        "The guide's workflow \"Pruning for on-device inference with XNNPACK\""
         + (", aimed at spruce's engine (x86) instead of XNNPACK," if config.target == "x86" else "")
         + f" on **{data.dataset}** ({data.train} training, {data.val} validation, "
         f"{data.test} test images{', quick subset' if config.quick else ''}): "
@@ -199,13 +199,13 @@ def write_report(folder, metrics, plots):
 
 
 _POLICIES = {"xnnpack": "PruneForLatencyOnXNNPack", "x86": "PruneForLatencyOnSpruce"}
-_TARGETS = {"xnnpack": "XNNPACK's sparse path (LiteRT on ARM phones)", "x86": "spruce's engine (x86)"}
+TARGET_NAMES = {"xnnpack": "XNNPACK's sparse path (LiteRT on ARM phones)", "x86": "spruce's engine (x86)"}
 
 
 def _model_lines(metrics):
     """The '## Model' section: the target, where the model came from, and how it was rewritten."""
     model, config = metrics.model, metrics.config
-    out = ["## Model", "", f"- Optimised for **{_TARGETS[config.target]}** (`--target {config.target}`)."]
+    out = ["## Model", "", f"- Optimised for **{TARGET_NAMES[config.target]}** (`--target {config.target}`)."]
     if model.source:
         out.append(f"- Model: `{model.source}`" + (f", weights from `{model.weights}`" if model.weights else "")
                    + ".")
