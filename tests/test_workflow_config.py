@@ -148,3 +148,66 @@ def test_cli_reports_a_bad_block_size_and_exits_2(capsys):
     assert main(["run", "--block-size", "1x0", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "spruce run: error: --block-size must be HxW" in err and "--block-size 1x4" in err
+
+
+def test_the_target_redoes_pruning_onwards_but_reuses_the_guides_dense_model():
+    xnnpack, x86 = RunConfig(), RunConfig(target="x86")
+    assert xnnpack.stage_key("dense") == x86.stage_key("dense")
+    assert xnnpack.stage_key("pruned") != x86.stage_key("pruned")
+    assert xnnpack.stage_key("export") != x86.stage_key("export")
+    # a user's or a named model is rewritten for XNNPACK before training, and not for x86
+    named = RunConfig(model="MobileNetV2:alpha=0.35")
+    assert named.stage_key("dense") != RunConfig(model=named.model, target="x86").stage_key("dense")
+
+
+def test_distillation_settings_count_only_while_distillation_is_on():
+    base = RunConfig()
+    assert base.stage_key("pruned") == RunConfig(distill_alpha=0.9).stage_key("pruned")
+    on = RunConfig(distill=True)
+    assert on.stage_key("dense") == base.stage_key("dense")
+    assert on.stage_key("pruned") != base.stage_key("pruned")
+    assert on.stage_key("pruned") != RunConfig(distill=True, distill_temperature=2.0).stage_key("pruned")
+
+
+def test_new_model_and_prune_keys_read_from_their_sections():
+    values = parse_toml('[model]\npath = "MobileNetV3Small:minimalistic=True"\nweights = "w.weights.h5"\n'
+                        'pretrained = "no"\n[prune]\ntarget = "x86"\ndistill = true\ndistill_alpha = 0.7\n'
+                        'distill_temperature = 2\n')
+    assert values == {"model": "MobileNetV3Small:minimalistic=True", "weights": "w.weights.h5",
+                      "pretrained": "no", "target": "x86", "distill": True, "distill_alpha": 0.7,
+                      "distill_temperature": 2.0}
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"target": "arm"}, r"target must be one of xnnpack, x86 .*Received: target='arm'"),
+    ({"pretrained": "maybe"}, r"pretrained must be one of auto .*yes, no. Received: pretrained='maybe'"),
+    ({"pretrained": "yes"}, r"pretrained='yes' needs a trained model.*Pass --weights FILE"),
+    ({"distill_alpha": 1.5}, r"distill_alpha must be in \[0, 1\].*Received: distill_alpha=1.5"),
+    ({"distill_temperature": 0.0}, r"distill_temperature must be a positive number. "
+                                   r"Received: distill_temperature=0.0"),
+    ({"model": "MobileNetV2:alpha"}, r"model arguments must be name=value pairs.*'alpha' is not one. "
+                                     r"Received: model='MobileNetV2:alpha'"),
+    ({"model": "MobileNetV2:alpha=1,alpha=2"}, r"model argument 'alpha' is given twice"),
+])
+def test_bad_target_pretrained_distill_or_model_arguments_are_refused_by_name(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, overrides)
+
+
+def test_the_weights_file_contents_are_part_of_the_training_keys(tmp_path):
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"one")
+    config = RunConfig(weights=str(weights))
+    first = config.stage_key("dense")
+    assert first != RunConfig().stage_key("dense") and config.stage_key("data") == RunConfig().stage_key("data")
+    weights.write_bytes(b"two")  # the same path now holds other weights
+    assert config.stage_key("dense") != first
+
+
+def test_cli_target_and_distill_flags_reach_the_config(capsys):
+    from spruce.cli import main
+
+    assert main(["run", "--target", "phone", "--no-progress"]) == 2
+    assert "target must be one of xnnpack, x86" in capsys.readouterr().err
+    assert main(["run", "--distill", "--distill-alpha", "2", "--no-progress"]) == 2
+    assert "distill_alpha must be in [0, 1]" in capsys.readouterr().err

@@ -64,3 +64,157 @@ def test_only_keras_files_are_accepted(tmp_path):
         load_user_model(str(path), _data())
     with pytest.raises(ModelError, match="does not exist"):
         load_user_model(str(tmp_path / "none.keras"), _data())
+
+
+def _config(**values):
+    from spruce.workflow.config import RunConfig
+
+    return RunConfig(**values).validate()
+
+
+def test_a_keras_applications_name_builds_for_the_data_without_weights():
+    from spruce.workflow.model import build_model
+
+    choice = build_model(_config(model="MobileNetV2:alpha=0.35", target="x86"), _data())
+    assert tuple(choice.model.inputs[0].shape[1:]) == (32, 32, 3)
+    assert choice.model.outputs[0].shape[-1] == 10
+    assert choice.source == "keras.applications.MobileNetV2(alpha=0.35)"
+    assert choice.pretrained == "" and choice.given is None
+    # x86: used as it is (XNNPACK's asymmetric paddings stay)
+    assert choice.compatibility["summary"].startswith("used as it is (spruce's engine has no layout rules): "
+                                                      "it runs ")
+    assert choice.model.get_layer("Conv1").padding == "same"
+
+
+def test_model_arguments_are_python_literals_or_words():
+    from spruce.workflow.model import model_label, parse_model_spec
+
+    assert parse_model_spec("MobileNetV3Small:minimalistic=True, alpha=0.75,pooling=avg") == (
+        "MobileNetV3Small", {"minimalistic": True, "alpha": 0.75, "pooling": "avg"})
+    assert parse_model_spec("EfficientNetB0") == ("EfficientNetB0", {})
+    for path in ("", "model.keras", "runs/dense.keras", "user.h5"):
+        assert parse_model_spec(path) is None
+    assert model_label("MobileNetV2:alpha=0.35") == "MobileNetV2-alpha=0.35"
+    assert model_label("runs/user.keras") == "user"
+
+
+def test_an_unknown_name_lists_the_valid_choices_and_the_closest():
+    from spruce.workflow.model import build_model
+
+    with pytest.raises(ModelError, match=r"'MobileNetV4' is neither a .keras file nor a keras.applications "
+                                         r"model \(did you mean MobileNetV2 or .*\).*one of: ConvNeXtBase, "
+                                         r".*EfficientNetB0, "):
+        build_model(_config(model="MobileNetV4"), _data())
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("MobileNetV2:depth=2", r"MobileNetV2\(depth=2\): keras.applications.MobileNetV2 has no argument depth. "
+                            r"Its arguments: alpha, pooling, classifier_activation, name"),
+    ("MobileNetV2:weights='imagenet'", r"weights cannot be set: .*weights=None. Pass trained weights with "
+                                       r"--weights FILE"),
+    ("MobileNetV2:classifier_activation=nope", r"keras.applications.MobileNetV2 refused the arguments for "
+                                               r"fashion_mnist's 32x32x3 images and 10 classes: .*nope"),
+])
+def test_bad_model_arguments_name_the_problem_and_the_choices(spec, match):
+    from spruce.workflow.model import build_model
+
+    with pytest.raises(ModelError, match=match):
+        build_model(_config(model=spec, target="x86"), _data())
+
+
+def test_weights_load_into_the_named_model_and_make_it_arrive_trained(tmp_path):
+    import keras
+
+    from spruce.workflow.model import build_model
+
+    keras.utils.set_random_seed(1)
+    trained = build_model(_config(model="MobileNetV3Small:minimalistic=True", target="x86"), _data()).model
+    weights = str(tmp_path / "trained.weights.h5")
+    trained.save_weights(weights)
+    choice = build_model(_config(model="MobileNetV3Small:minimalistic=True", target="x86", weights=weights),
+                         _data())
+    assert choice.pretrained == f"trained weights given (--weights {weights})"
+    for a, b in zip(trained.get_weights(), choice.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert build_model(_config(model="MobileNetV3Small:minimalistic=True", target="x86", weights=weights,
+                               pretrained="no"), _data()).pretrained == ""
+    with pytest.raises(ModelError, match=r"--weights .*trained.weights.h5 does not fit the model"):
+        build_model(_config(model="MobileNetV2:alpha=0.35", target="x86", weights=weights), _data())
+    with pytest.raises(ModelError, match=r"--weights .*none.weights.h5 does not exist"):
+        build_model(_config(target="x86", weights=str(tmp_path / "none.weights.h5")), _data())
+
+
+def test_a_keras_file_that_holds_a_training_state_arrives_trained(tmp_path):
+    import keras
+
+    from spruce.workflow.model import build_model
+
+    model = _model("ok")
+    untrained = str(tmp_path / "untrained.keras")
+    model.save(untrained)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    data = _data()
+    model.fit(data.x_train, data.y_train, epochs=1, batch_size=2, verbose=0)
+    trained = str(tmp_path / "trained.keras")
+    model.save(trained)
+    assert build_model(_config(model=untrained), data).pretrained == ""
+    assert build_model(_config(model=trained), data).pretrained == f"{trained} holds the state of 2 training steps"
+    assert build_model(_config(model=trained, pretrained="no"), data).pretrained == ""
+    assert build_model(_config(model=untrained, pretrained="yes"), data).pretrained == "--pretrained"
+
+
+def test_for_x86_a_model_xnnpack_refuses_is_used_as_it_is(tmp_path):
+    path = str(tmp_path / "user.keras")
+    model = _model("stride2_same_depthwise")
+    model.save(path)
+    choice = load_user_model(path, _data(), target="x86")
+    assert [layer.name for layer in choice.model.layers] == [layer.name for layer in model.layers]
+
+
+def test_squeeze_excite_is_refused_for_xnnpack_with_the_x86_target_offered():
+    from spruce.workflow.model import build_model
+
+    with pytest.raises(ModelError, match=r"(?s)cannot run on XNNPACK's sparse path.*squeeze_excite.*"
+                                         r"--target x86.*another architecture"):
+        build_model(_config(model="MobileNetV3Small:minimalistic=False"), _data(), exact=False)
+
+
+def test_mobilenet_v2_is_padded_symmetrically_for_xnnpack_and_each_output_change_is_listed():
+    import spruce
+    from spruce.workflow.model import build_model
+
+    config = _config(model="MobileNetV2:alpha=0.35")
+    data = _data(shape=(64, 64, 3))  # 32x32 would shrink to 1x1 maps, which XNNPACK cannot run
+    choice = build_model(config, data, exact=False)
+    assert choice.compatibility["outputs_changed_by"] == ["Conv1", "block_1_pad", "block_3_pad", "block_6_pad",
+                                                          "block_13_pad"]
+    assert choice.compatibility["summary"] == ("6 rewrite(s) by make_xnnpack_compatible(exact=False), 5 of them "
+                                               "changing outputs (the model is trained afterwards)")
+    assert spruce.check_xnnpack(choice.model).ok
+    with pytest.raises(ModelError, match=r"after 1 rewrite\(s\) by make_xnnpack_compatible, 5 rule\(s\) are "
+                                         r"still broken:\n  - Conv1: "):
+        build_model(config, data, exact=True)
+
+
+def test_mobilenet_v2_on_32x32_images_is_refused_for_xnnpack_with_x86_offered():
+    from spruce.workflow.model import build_model
+
+    with pytest.raises(ModelError, match=r"(?s)after 6 rewrite\(s\) by make_xnnpack_compatible\(exact=False\), "
+                                         r"1 rule\(s\) are still broken:\n  - block_14_add: Add of two 1x1 "
+                                         r"feature maps.*--target x86"):
+        build_model(_config(model="MobileNetV2:alpha=0.35"), _data(), exact=False)
+
+
+def test_for_x86_a_model_without_anything_the_engine_runs_sparse_is_refused_by_name(tmp_path):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3, strides=2)(inputs)
+    x = layers.GlobalAveragePooling2D()(x)
+    path = str(tmp_path / "no_1x1.keras")
+    keras.Model(inputs, layers.Dense(10)(x)).save(path)
+    with pytest.raises(ModelError, match=r"(?s)no_1x1.keras has nothing to prune for spruce's engine "
+                                         r"\(--target x86\).*PruneForLatencyOnSpruce\(\) finds nothing to prune"
+                                         r".*Choose a model with 1x1 convolutions"):
+        load_user_model(path, _data(), target="x86")

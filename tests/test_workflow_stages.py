@@ -104,3 +104,18 @@ def test_a_stage_must_be_declared_after_the_stages_it_is_built_on(tmp_path):
     folder = _Folder(tmp_path)
     with pytest.raises(ValueError, match=r"stage 'b' is built on \['a'\], which must be declared before it"):
         StageRunner(Manifest(str(tmp_path)), [folder.stage("b", "kb", inputs=("a",)), folder.stage("a", "ka")])
+
+
+def test_extra_files_a_computation_wrote_must_still_exist_to_reuse_the_stage(tmp_path):
+    def compute():
+        for name in ("main.out", "extra.out"):
+            (tmp_path / name).write_text("x")
+        return "computed", {"extra_files": ["extra.out"]}
+
+    stage = Stage("s", "k", inputs=(), files=("main.out",), compute=compute, reuse=lambda entry: "reused")
+    assert StageRunner(Manifest(str(tmp_path)), [stage]).run("s") == "computed"
+    entry = Manifest(str(tmp_path)).get("s")
+    assert entry["files"] == ["main.out", "extra.out"] and "extra_files" not in entry
+    assert StageRunner(Manifest(str(tmp_path)), [stage]).run("s") == "reused"
+    os.unlink(tmp_path / "extra.out")
+    assert StageRunner(Manifest(str(tmp_path)), [stage]).run("s") == "computed"

@@ -6,7 +6,14 @@ HELP = "train, prune, export, evaluate and benchmark in one command, and write a
 _FLAGS = [
     ("--dataset", "dataset", str, "fashion_mnist (default, Debian package) or cifar10"),
     ("--data-dir", "data_dir", str, "dataset folder (CIFAR-10: the cifar-10-batches-py folder, or 'keras' to download)"),
-    ("--model", "model", str, "a .keras model to prune instead of the guide's network"),
+    ("--model", "model", str, "the model to prune instead of the guide's network: a .keras file, or a "
+                              "keras.applications name with its arguments (MobileNetV2:alpha=0.35, "
+                              "MobileNetV3Small:minimalistic=True, EfficientNetB0), built for the data "
+                              "with weights=None"),
+    ("--weights", "weights", str, "trained weights for the model (model.load_weights, e.g. a .weights.h5 "
+                                  "file); the model then arrives trained: no dense training"),
+    ("--target", "target", str, "what to prune for: xnnpack (default: XNNPACK's sparse path, LiteRT on "
+                                "ARM phones) or x86 (spruce's engine)"),
     ("--epochs", "dense_epochs", int, "dense training epochs"),
     ("--prune-epochs", "prune_epochs", int, "fine-tuning epochs with pruning"),
     ("--batch-size", "batch_size", int, "batch size for both trainings"),
@@ -17,6 +24,8 @@ _FLAGS = [
     ("--final-sparsity", "final_sparsity", float, "PolynomialDecay final_sparsity"),
     ("--pruning-frequency", "pruning_frequency", int, "steps between mask updates"),
     ("--allocation", "sparsity_allocation", str, "uniform (every 1x1 conv at the final sparsity) or erk"),
+    ("--distill-alpha", "distill_alpha", float, "with --distill: weight of the dense model's term (default 0.5)"),
+    ("--distill-temperature", "distill_temperature", float, "with --distill: softmax temperature (default 4)"),
     ("--threads", "threads", int, "threads for the latency benchmark"),
     ("--bench-runs", "bench_runs", int, "timed runs per model"),
     ("--seed", "seed", int, "random seed (data split, initialisation, shuffling)"),
@@ -34,6 +43,13 @@ def add_arguments(parser):
     parser.add_argument("--block-size", dest="block_size", default=None, metavar="HxW",
                         help="prune the 1x1 convolutions in blocks of H input x W output channels, "
                              "e.g. 1x4 (default 1x1: single weights)")
+    parser.add_argument("--pretrained", dest="pretrained", action="store_const", const="yes", default=None,
+                        help="the model arrives trained: skip dense training, evaluate it as it is, "
+                             "fine-tune it with pruning (default: detected, see docs/workflow.md)")
+    parser.add_argument("--no-pretrained", dest="pretrained", action="store_const", const="no",
+                        help="train the model densely even though it arrives trained (from its weights)")
+    parser.add_argument("--distill", dest="distill", action="store_const", const=True, default=None,
+                        help="fine-tune with knowledge distillation from the dense model")
     parser.add_argument("--quick", dest="quick", action="store_const", const=True, default=None,
                         help="smoke run on a subset (6000 training, 1000 test images, 3 + 2 epochs)")
     parser.add_argument("--distribute", dest="distribute", action="store_const", const=True, default=None,
@@ -64,6 +80,8 @@ def main(args):
     overrides["arm64_check"] = args.arm64_check
     overrides["distribute"] = args.distribute
     overrides["cpu_devices"] = args.cpu_devices
+    overrides["pretrained"] = args.pretrained
+    overrides["distill"] = args.distill
     try:
         config = load_config(args.config, overrides)
     except ConfigError as e:

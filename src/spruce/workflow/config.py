@@ -14,6 +14,7 @@ import re
 import tomllib
 
 from spruce.workflow.data import DATASETS
+from spruce.workflow.model import PRETRAINED, TARGETS, parse_model_spec
 
 
 # Bumped when the training recipe's code changes what a stage produces, so that runs
@@ -28,7 +29,9 @@ class RunConfig:
     data_dir: str = ""
     val_fraction: float = 0.1
     # [model]
-    model: str = ""  # path to a .keras model; empty: the guide's net
+    model: str = ""  # a .keras file, or a keras.applications name with arguments; empty: the guide's net
+    weights: str = ""  # trained weights for the model (model.load_weights); implies pretrained
+    pretrained: str = "auto"  # auto | yes | no: the model arrives trained (no dense training)
     # [dense]
     dense_epochs: int = 12
     batch_size: int = 128
@@ -43,6 +46,10 @@ class RunConfig:
     pruning_end_fraction: float = 0.4  # sparsity reaches its final value at this share of the fine-tuning
     sparsity_allocation: str = "uniform"  # uniform | erk (same total, small layers denser)
     block_size: tuple = (1, 1)  # (in, out) channels of a 1x1 conv pruned together; (1, 1): unstructured
+    target: str = "xnnpack"  # xnnpack (phones: XNNPACK's sparse path) | x86 (spruce's engine)
+    distill: bool = False  # fine-tune with knowledge distillation from the dense model
+    distill_alpha: float = 0.5  # weight of the dense model's term in the distillation loss
+    distill_temperature: float = 4.0  # softmax temperature of that term
     # [export]
     export_batch_size: int = 1
     # [bench]
@@ -99,6 +106,24 @@ class RunConfig:
                 f"channels of a 1x1 convolution pruned together. Received: block_size={shown!r}. "
                 "Use e.g. block_size = [1, 4] in [prune] or --block-size 1x4 (4 output channels "
                 "per block); [1, 1] prunes single weights.")
+        if self.target not in TARGETS:
+            bad("target", f"one of {', '.join(TARGETS)} (xnnpack: XNNPACK's sparse path on ARM phones; "
+                          "x86: spruce's engine)")
+        if self.pretrained not in PRETRAINED:
+            bad("pretrained", "one of auto (trained when --weights is given or the .keras file holds "
+                              "a training state), yes, no")
+        if self.pretrained == "yes" and not self.weights and not self.model.endswith(".keras"):
+            raise ValueError("pretrained='yes' needs a trained model: a .keras file as model, or "
+                             f"weights. Received: model={self.model!r}, weights=''. Pass --weights "
+                             "FILE (model.load_weights), or drop --pretrained to train the model.")
+        try:
+            parse_model_spec(self.model)
+        except ValueError as e:
+            raise ValueError(f"{e} Received: model={self.model!r}") from None
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            bad("distill_alpha", "in [0, 1] (0: labels only, 1: the dense model's outputs only)")
+        if not self.distill_temperature > 0.0:
+            bad("distill_temperature", "a positive number")
         if self.cpu_devices < 1:
             bad("cpu_devices", "a positive integer (the number of devices to split the host CPU "
                                "into; 1 = no split)")
@@ -112,14 +137,17 @@ class RunConfig:
 
     _STAGE_FIELDS = {
         "data": ("dataset", "data_dir", "val_fraction", "seed", "quick", "quick_train", "quick_test"),
-        "dense": ("model", "dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
-        "pruned": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
-                   "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "block_size"),
+        "dense": ("model", "weights", "pretrained", "dense_epochs", "batch_size", "learning_rate",
+                  "lr_schedule"),
+        "pruned": ("target", "prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
+                   "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "block_size",
+                   "distill", "distill_alpha", "distill_temperature"),
         "export": ("export_batch_size",),
     }
     # Fields added after runs existed, at the value that reproduces those runs: left out of
     # the key there, so that a run made before the field existed is still reused.
-    _KEY_SINCE = {"block_size": (1, 1)}
+    _KEY_SINCE = {"block_size": (1, 1), "weights": "", "pretrained": "auto", "target": "xnnpack",
+                  "distill": False}
 
     def stage_key(self, stage, replicas=1, engine="", backend=""):
         """Hash of everything `stage` depends on, including the stages before it.
@@ -134,10 +162,18 @@ class RunConfig:
         if stage not in order:
             raise ValueError(f"stage must be one of {order}. Received: stage={stage!r}")
         fields = [f for s in order[: order.index(stage) + 1] for f in self._STAGE_FIELDS[s]]
+        trains = order.index(stage) >= order.index("dense")
+        if trains and self.model and "target" not in fields:
+            # A user's or a named model is rewritten for XNNPACK before training, and not for x86:
+            # its dense model depends on the target. The guide's net is the same for both.
+            fields.append("target")
+        if not self.distill:  # the distillation settings change nothing while it is off
+            fields = [f for f in fields if f not in ("distill_alpha", "distill_temperature")]
         values = {"recipe": RECIPE_VERSION, **{f: getattr(self, f) for f in fields
                                                 if f not in self._KEY_SINCE
                                                 or getattr(self, f) != self._KEY_SINCE[f]}}
-        trains = order.index(stage) >= order.index("dense")
+        if trains and self.weights:  # the same path may hold other weights later
+            values["weights_sha256"] = _file_digest(self.weights)
         if replicas > 1 and trains:
             values["data_parallel"] = {"engine": engine, "replicas": int(replicas)}
         if backend and trains:
@@ -155,6 +191,18 @@ class RunConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+def _file_digest(path):
+    """sha256 of the file at `path` (None when it cannot be read: the dense stage says why)."""
+    try:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    except OSError:
+        return None
+
+
 def _is_block_size(value):
     return (isinstance(value, tuple) and len(value) == 2
             and all(type(v) is int and v > 0 for v in value))
@@ -163,10 +211,11 @@ def _is_block_size(value):
 # TOML section -> fields it may hold
 SECTIONS = {
     "data": ("dataset", "data_dir", "val_fraction"),
-    "model": ("model",),
+    "model": ("model", "weights", "pretrained"),
     "dense": ("dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
     "prune": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
-              "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "block_size"),
+              "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "block_size",
+              "target", "distill", "distill_alpha", "distill_temperature"),
     "export": ("export_batch_size",),
     "bench": ("bench_runs", "bench_warmup", "threads", "arm64_check"),
     "run": ("seed", "quick", "quick_train", "quick_test", "out_dir", "name", "distribute", "cpu_devices"),

@@ -9,7 +9,7 @@ import numpy as np
 
 from spruce.layers import flatten_layers
 from spruce.workflow.progress import log as _log
-from spruce.workflow.results import Blocks, Inspection, Latency, PolicyVerdict, ScheduleTarget
+from spruce.workflow.results import Blocks, EngineCheck, Inspection, Latency, PolicyVerdict, ScheduleTarget
 
 
 def gzip_size(path):
@@ -98,6 +98,32 @@ def policy_verdict(model):
     return PolicyVerdict(summary=summary, ok=bool(report.ok), report=report.to_dict())
 
 
+def engine_check(model, latency):
+    """Target x86: `spruce.check_spruce` on the pruned Keras `model`, and the operators the engine
+    ran on its sparse kernels in the run's profile (`latency`: {engine: `Latency`})."""
+    import spruce
+
+    profiled = latency.get("spruce")
+    if profiled is None or not profiled.pruned_profile:
+        ran = ("spruce's engine did not time pruned.tflite (not built in this install, or it refused "
+               "the model: `spruce bench --engine spruce pruned.tflite` says why)")
+        sparse = ()
+    else:
+        ops = profiled.pruned_profile["operators"]
+        sparse = tuple(op["name"] for op in ops if op["kernel"].startswith("spmm"))
+        ran = (f"the engine ran {len(sparse)} operator(s) of pruned.tflite on its sparse kernels; "
+               f"pruned on spruce is {profiled.speedup_vs_litert_dense:.2f}x as fast as dense on LiteRT")
+    try:
+        report = spruce.check_spruce(model)
+    except ValueError as e:  # a model the check cannot analyse is a finding, not a crash
+        return EngineCheck(summary=f"{ran}; check_spruce could not analyse the model: {e}", sparse_operators=sparse)
+    ready = len(report.ready_layers)
+    summary = (f"check_spruce: the engine runs {len(report.sparse_layers)} layer(s) sparse "
+               f"({report.sparse_mac_share:.1%} of {report.total_macs:,} MACs) once each holds "
+               f"{report.sparse_threshold:.0%} zeros; {ready} of them do. {ran[0].upper()}{ran[1:]}.")
+    return EngineCheck(summary=summary, sparse_operators=sparse, report=report.to_dict())
+
+
 ENGINES = {"litert": "LiteRT interpreter (XNNPACK)", "spruce": "spruce's native sparse engine"}
 
 
@@ -106,6 +132,7 @@ def latency(dense_path, pruned_path, config, progress=True, quiet=False):
     which every (engine, model) pair is interleaved, so the engines are compared too.
     Returns ({engine: `Latency`}, the machine's description)."""
     from spruce.bench import benchmark
+    from spruce.runtime.loader import UnsupportedModelError
     from spruce.workflow.progress import bar
 
     files = [dense_path, pruned_path]
@@ -114,7 +141,7 @@ def latency(dense_path, pruned_path, config, progress=True, quiet=False):
     with bar(1, "benchmark dense vs pruned", progress, "run") as b:
         try:
             rep = benchmark(files, engine=engines, **settings)
-        except ImportError as e:  # the native engine is not compiled in this install
+        except (ImportError, UnsupportedModelError) as e:  # not compiled here, or it refuses the model
             _log(f"bench: {ENGINES['spruce']} not measured ({str(e).splitlines()[0]})", quiet)
             engines = ["litert"]
             rep = benchmark(files, engine=engines, **settings)

@@ -1,7 +1,25 @@
-"""The model of a run: the guide's net, or a user's .keras file made XNNPACK-compatible."""
+"""The model of a run: the guide's net, a `keras.applications` architecture by name, or a user's
+.keras file; trained weights or not; prepared for the run's target.
 
+For `target="xnnpack"` the model is rewritten by `make_xnnpack_compatible` until XNNPACK's
+sparse path accepts it: exactly (outputs unchanged) where it can, and, when the model is
+trained or fine-tuned afterwards anyway, also where the rewrite moves a padding and so
+changes the outputs. For `target="x86"` it is used as it is: spruce's engine has no layout
+rules.
+"""
+
+import ast
 import dataclasses
 import os
+import re
+
+TARGETS = ("xnnpack", "x86")
+PRETRAINED = ("auto", "yes", "no")
+
+# Set by the run for every keras.applications model: the data decide the shapes, and
+# trained weights come from --weights (nothing is downloaded).
+_SET_BY_RUN = ("input_shape", "classes", "weights", "include_top", "input_tensor")
+_SPEC = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::(.*))?", re.DOTALL)
 
 
 class ModelError(ValueError):
@@ -10,25 +28,133 @@ class ModelError(ValueError):
 
 @dataclasses.dataclass
 class ModelChoice:
-    model: object
-    source: str  # "guide" or the path
+    model: object  # what the run trains, or (trained already) what pruning starts from
+    source: str  # "guide", the .keras path, or the keras.applications call
     compatibility: dict  # what make_xnnpack_compatible changed / could not change
+    pretrained: str = ""  # why the model counts as trained (dense training skipped); "": it does not
+    given: object = None  # trained and rewritten with changed outputs: the model as it arrived
 
 
-def build_model(config, data):
-    """A fresh model for `data`: the guide's net, or `config.model` made compatible."""
-    from spruce.zoo import guide_model
+def parse_model_spec(text):
+    """`--model` text -> (keras.applications name, {argument: value}), or None for a file (or "").
 
-    if not config.model:
-        model = guide_model(input_shape=data.input_shape, num_classes=data.num_classes, keepdims=True)
-        return ModelChoice(model, "guide", {})
-    return load_user_model(config.model, data)
+    'MobileNetV2:alpha=0.35,include_preprocessing=False' -> ('MobileNetV2', {'alpha': 0.35, ...}).
+    Values are Python literals (True, 0.35, None, 'text'); a bare word stays a string.
+    Raises ValueError for malformed arguments.
+    """
+    text = (text or "").strip()
+    if not text or text.endswith(".keras") or os.sep in text:
+        return None
+    match = _SPEC.fullmatch(text)
+    if match is None:
+        return None  # a file name without the .keras suffix: load_user_model says what it expects
+    name, args = match[1], match[2]
+    kwargs = {}
+    for part in filter(None, (p.strip() for p in (args or "").split(","))):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or not key.isidentifier():
+            raise ValueError(f"model arguments must be name=value pairs separated by commas, as in "
+                             f"MobileNetV2:alpha=0.35,minimalistic=True; {part!r} is not one.")
+        if key in kwargs:
+            raise ValueError(f"model argument {key!r} is given twice.")
+        try:
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            kwargs[key] = value
+    return name, kwargs
 
 
-def load_user_model(path, data):
+def model_label(text):
+    """A file-name-safe label of `--model` for the run folder: the file's stem, or the name and arguments."""
+    if parse_model_spec(text) is None:
+        return os.path.splitext(os.path.basename(text))[0]
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", text.strip()).strip("-")
+
+
+def application_names():
+    """The model builders of `keras.applications`, by name."""
     import keras
 
-    import spruce
+    return sorted(n for n in dir(keras.applications)
+                  if n[:1].isupper() and callable(getattr(keras.applications, n)))
+
+
+def build_model(config, data, exact=True):
+    """The model of `config` for `data`, with its weights, prepared for `config.target`.
+
+    `exact`: for XNNPACK, only make rewrites that keep the outputs; False allows those that
+    change them too (the run trains or fine-tunes the model afterwards).
+    """
+    from spruce.zoo import guide_model
+
+    spec = parse_model_spec(config.model)
+    if not config.model:  # built for XNNPACK's sparse path, and run by spruce's engine as it is
+        model = guide_model(input_shape=data.input_shape, num_classes=data.num_classes, keepdims=True)
+        if config.weights:
+            _load_weights(model, config.weights)
+        return ModelChoice(model, "guide", {}, _pretrained(config, None))
+    if spec is not None:
+        model, source, steps = named_model(*spec, data), _call_text(*spec), None
+    else:
+        model, steps = _load_keras_file(config.model)
+        _check_shapes(model, config.model, data)
+        source = config.model
+    if config.weights:
+        _load_weights(model, config.weights)
+    pretrained = _pretrained(config, steps)
+    given = model
+    model, compatibility = prepare_for_target(model, source, config.target, exact=exact)
+    changed = bool(compatibility.get("outputs_changed_by"))
+    return ModelChoice(model, source, compatibility, pretrained,
+                       given=given if pretrained and changed else None)
+
+
+def named_model(name, kwargs, data):
+    """`keras.applications.<name>(**kwargs)` built for `data`'s images and classes, weights=None."""
+    import inspect
+
+    import keras
+
+    names = application_names()
+    label = _call_text(name, kwargs)
+    if name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=3)
+        raise ModelError(
+            f"--model {name!r} is neither a .keras file nor a keras.applications model"
+            + (f" (did you mean {' or '.join(close)}?)" if close else "")
+            + f". Pass a model saved with model.save('x.keras'), or one of: {', '.join(names)}; "
+            "with arguments as in MobileNetV2:alpha=0.35.")
+    builder = getattr(keras.applications, name)
+    params = [p for p in inspect.signature(builder).parameters if p not in _SET_BY_RUN]
+    fixed = [k for k in kwargs if k in _SET_BY_RUN]
+    if fixed:
+        raise ModelError(
+            f"--model {label}: {', '.join(fixed)} cannot be set: spruce run builds the model for the "
+            f"data's images and classes with include_top=True and weights=None. Pass trained "
+            f"weights with --weights FILE. {name}'s other arguments: {', '.join(params)}.")
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        raise ModelError(f"--model {label}: keras.applications.{name} has no argument "
+                         f"{', '.join(unknown)}. Its arguments: {', '.join(params)}.")
+    try:
+        return builder(input_shape=tuple(data.input_shape), classes=data.num_classes, weights=None, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ModelError(f"--model {label}: keras.applications.{name} refused the arguments for "
+                         f"{data.name}'s {'x'.join(map(str, data.input_shape))} images and "
+                         f"{data.num_classes} classes: {e}") from e
+
+
+def _call_text(name, kwargs):
+    return f"keras.applications.{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+
+
+def _load_keras_file(path):
+    """(model, optimizer steps saved with it, or None when it holds no optimizer)."""
+    import warnings
+
+    import keras
 
     if not os.path.exists(path):
         raise ModelError(f"--model {path} does not exist. Pass a model saved with model.save('x.keras'), "
@@ -36,10 +162,25 @@ def load_user_model(path, data):
     if not str(path).endswith(".keras"):
         raise ModelError(f"--model expects a Keras 3 `.keras` file. Received: {path}. "
                          "Save your model with model.save('model.keras').")
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as e:
-        raise ModelError(f"--model {path} could not be loaded by keras.models.load_model ({e}).") from e
+    with warnings.catch_warnings():  # an untrained optimizer's variables are skipped, with a warning
+        warnings.simplefilter("ignore")
+        try:
+            model = keras.models.load_model(path)
+        except Exception:  # the compiled loss or optimizer may not load; the model alone may
+            model = None
+        if model is None:
+            try:
+                model = keras.models.load_model(path, compile=False)
+            except Exception as e:
+                raise ModelError(f"--model {path} could not be loaded by keras.models.load_model ({e}).") from e
+    optimizer = getattr(model, "optimizer", None)
+    steps = None
+    if optimizer is not None and getattr(optimizer, "iterations", None) is not None:
+        steps = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    return model, steps
+
+
+def _check_shapes(model, path, data):
     in_shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
     if in_shape != tuple(data.input_shape):
         raise ModelError(f"--model {path} takes inputs of shape {in_shape}, but the {data.name} images "
@@ -49,19 +190,86 @@ def load_user_model(path, data):
     if out_dim != data.num_classes:
         raise ModelError(f"--model {path} has {out_dim} outputs, but {data.name} has "
                          f"{data.num_classes} classes. End the model with Dense({data.num_classes}).")
-    report = spruce.check_xnnpack(model)
-    if report.ok:
-        return ModelChoice(model, path, {"fixed": [], "not_fixed": [], "summary": "already compatible"})
+
+
+def _load_weights(model, path):
+    if not os.path.isfile(path):
+        raise ModelError(f"--weights {path} does not exist. Pass the file model.save_weights() wrote "
+                         "(.weights.h5) for this architecture.")
+    try:
+        model.load_weights(path)
+    except Exception as e:
+        raise ModelError(f"--weights {path} does not fit the model {model.name!r} ({e}). The weights must "
+                         "come from the same architecture built for this data (same input shape and "
+                         "classes), saved with model.save_weights('x.weights.h5').") from e
+
+
+def _pretrained(config, steps):
+    """Why the model counts as trained, or "" (see docs/workflow.md, "Models that arrive trained")."""
+    if config.pretrained == "no":
+        return ""
+    if config.pretrained == "yes":
+        return "--pretrained"
+    if config.weights:
+        return f"trained weights given (--weights {config.weights})"
+    if steps:
+        return f"{config.model} holds the state of {steps:,} training steps"
+    return ""
+
+
+def load_user_model(path, data, target="xnnpack", exact=True):
+    """The .keras model at `path`, checked against `data` and prepared for `target` (a ModelChoice)."""
+    model, _ = _load_keras_file(path)
+    _check_shapes(model, path, data)
+    model, compatibility = prepare_for_target(model, path, target, exact=exact)
+    return ModelChoice(model, path, compatibility)
+
+
+def prepare_for_target(model, label, target, exact=True):
+    """(the model to prune for `target`, what was rewritten) -- ModelError when XNNPACK cannot run it."""
+    import spruce
+
+    if target == "x86":
+        try:
+            spruce.PruneForLatencyOnSpruce().ensure_model_supports_pruning(model)
+        except ValueError as e:
+            raise ModelError(f"--model {label} has nothing to prune for spruce's engine (--target x86).\n{e}\n"
+                             "Choose a model with 1x1 convolutions.") from e
+        report = spruce.check_spruce(model)
+        return model, {"summary": f"used as it is (spruce's engine has no layout rules): it runs "
+                                  f"{len(report.sparse_layers)} layer(s) sparse, {report.sparse_mac_share:.1%} "
+                                  "of the MACs"}
+
+    if spruce.check_xnnpack(model).ok:
+        return model, {"fixed": [], "not_fixed": [], "summary": "already compatible"}
     try:
         result = spruce.make_xnnpack_compatible(model)
+        if not result.ok and not exact and _fixable_inexactly(result):
+            result = spruce.make_xnnpack_compatible(model, exact=False)
     except ValueError as e:
-        raise ModelError(f"--model {path}: {e}") from e
+        raise ModelError(f"--model {label}: {e}") from e
     if not result.ok:
+        how = "make_xnnpack_compatible" + ("" if exact else "(exact=False)")
+        broken = "\n".join(f"  - {v}" for v in result.not_fixed)
         raise ModelError(
-            f"--model {path} cannot run on XNNPACK's sparse path, and spruce can rewrite only part "
-            f"of it automatically.\n{result}\nChange the model as listed, or drop --model to use "
-            "the guide's network.")
+            f"--model {label} cannot run on XNNPACK's sparse path, and spruce can rewrite only part "
+            f"of it automatically: after {len(result.fixed)} rewrite(s) by {how}, "
+            f"{len(result.not_fixed)} rule(s) are still broken:\n{broken}\nChange the model as listed, "
+            "prune it for spruce's engine instead (--target x86: it runs the 1x1 convolutions sparse "
+            "wherever they sit, squeeze-and-excite blocks included), or choose another architecture "
+            "(drop --model for the guide's network, built for XNNPACK at this size).")
     info = result.to_dict()
     info.pop("report", None)
-    info["summary"] = f"{len(result.fixed)} rewrite(s) by make_xnnpack_compatible, outputs unchanged"
-    return ModelChoice(result.model, path, info)
+    changed = [r["layer"] for r in info["fixed"] if not r.get("exact", True)]
+    info["outputs_changed_by"] = changed
+    if changed:
+        info["summary"] = (f"{len(result.fixed)} rewrite(s) by make_xnnpack_compatible(exact=False), "
+                           f"{len(changed)} of them changing outputs (the model is trained afterwards)")
+    else:
+        info["summary"] = f"{len(result.fixed)} rewrite(s) by make_xnnpack_compatible, outputs unchanged"
+    return result.model, info
+
+
+def _fixable_inexactly(result):
+    """True when some refusal left goes away with make_xnnpack_compatible(exact=False)."""
+    return any(v.auto_fix_inexact for v in result.not_fixed)

@@ -14,7 +14,7 @@ import time
 from spruce.workflow import artifacts, devices, evaluate, measure, plots, report
 from spruce.workflow.artifacts import Manifest, atomic_path, read_json, write_json
 from spruce.workflow.data import load_dataset
-from spruce.workflow.model import build_model
+from spruce.workflow.model import build_model, model_label
 from spruce.workflow.progress import log as _log
 from spruce.workflow.results import (Accuracy, Arm64Check, DataSizes, ModelMetrics, ModelSource, RunMetrics,
                                      Schedule, SparsityTrace)
@@ -29,6 +29,10 @@ FILES = {
     "stages.json": "stage manifest: settings hash per finished stage (resume)",
     "logs/": "TensorBoard logs (dense/, pruned/ with per-layer sparsity)",
 }
+# written only by a run whose trained model was rewritten with changed outputs
+REWRITTEN = "rewritten.keras"
+REWRITTEN_WHAT = ("the trained model after make_xnnpack_compatible(exact=False) changed its outputs, "
+                  "before fine-tuning: where pruning started")
 MODELS = ("dense", "pruned")
 
 
@@ -54,6 +58,7 @@ class RunReport:
     def __str__(self):
         m = self.metrics
         return "\n".join([
+            f"target: {report.TARGET_NAMES[m.config.target]}",
             report.table(report.summary_rows(m)),
             "",
             f"pruning cost {m.accuracy_drop_points:+.2f} accuracy points; wall time {m.wall_seconds:.0f} s"
@@ -69,7 +74,7 @@ def default_name(config):
         return config.name
     name = config.dataset.replace("-", "_")
     if config.model:
-        name += "-" + os.path.splitext(os.path.basename(config.model))[0]
+        name += "-" + model_label(config.model)
     return name + ("-quick" if config.quick else "")
 
 
@@ -85,6 +90,7 @@ class _RunState:
     quiet: bool
     data: object = None
     models: dict = None  # "dense", "pruned" -> the Keras model
+    start: str = "dense.keras"  # the file of the model pruning starts from
 
     def path(self, name):
         return os.path.join(self.folder, name)
@@ -94,6 +100,7 @@ class _RunState:
 class _Dense:
     history: dict
     source: ModelSource
+    start: str = "dense.keras"  # the model pruning starts from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,9 +128,10 @@ def _stages(state, keys):
     path = state.path
     return [
         Stage("dense", keys["dense"], inputs=(), files=("dense.keras", "history_dense.json"),
-              compute=lambda: _train_dense(state),
+              compute=lambda: _dense(state),
               reuse=lambda entry: _Dense(read_json(path("history_dense.json")),
-                                         ModelSource.from_dict(entry.get("model", {}))),
+                                         ModelSource.from_dict(entry.get("model", {})),
+                                         entry.get("start", "dense.keras")),
               note="dense: reusing dense.keras (same settings; --fresh retrains)"),
         Stage("pruned", keys["pruned"], inputs=("dense",),
               files=("pruned.keras", "history_pruned.json", "sparsity_trace.json"),
@@ -173,7 +181,9 @@ def run(config, fresh=False, progress=True, quiet=False):
     _log(f"spruce run -> {folder}\ndata: {state.data.name} {state.data.sizes()} in "
          f"{runner.seconds['data']:.1f} s", quiet)
 
-    dense, pruned = runner.run("dense"), runner.run("pruned")
+    dense = runner.run("dense")
+    state.start = dense.start
+    pruned = runner.run("pruned")
     state.models = {name: keras.models.load_model(state.path(f"{name}.keras")) for name in MODELS}
     built = _Built(dense, pruned, exports=runner.run("export"), accuracy=runner.run("evaluate"))
 
@@ -185,7 +195,8 @@ def run(config, fresh=False, progress=True, quiet=False):
                   "comparison": state.path("comparison.png")}
     with runner.timed("report"):
         plots.training_curves(dense.history, pruned.history, plot_paths["training"])
-        plots.sparsity_over_steps(pruned.trace, plot_paths["sparsity"], metrics.schedule_target)
+        plots.sparsity_over_steps(pruned.trace, plot_paths["sparsity"], metrics.schedule_target,
+                                  config.target)
         plots.comparison(metrics, plot_paths["comparison"])
     metrics = dataclasses.replace(metrics, stage_seconds=dict(runner.seconds), reused=tuple(runner.reused),
                                   wall_seconds=time.perf_counter() - t_start)
@@ -197,20 +208,59 @@ def run(config, fresh=False, progress=True, quiet=False):
 # ---------------------------------------------------------------- the recorded stages
 
 
-def _train_dense(state):
+def _dense(state):
+    """Train the dense model, or, when it arrives trained, evaluate it as it is (see _arrived)."""
     import keras
 
     from spruce.workflow.train import train_dense
 
     _clear(state.path("logs/dense"))
-    keras.utils.set_random_seed(state.config.seed)  # before building: the initial weights
-    choice = build_model(state.config, state.data)
-    source = ModelSource(source=choice.source, compatibility=choice.compatibility)
-    history = train_dense(choice.model, state.data, state.config, state.path("logs/dense"), state.progress,
+    if os.path.exists(state.path(REWRITTEN)):  # an earlier run's: pruning must not start from it
+        os.unlink(state.path(REWRITTEN))
+    config = state.config
+    keras.utils.set_random_seed(config.seed)  # before building: the initial weights
+    # The model is trained or fine-tuned afterwards, so rewrites that change its outputs are allowed.
+    choice = build_model(config, state.data, exact=False)
+    source = ModelSource(source=choice.source, compatibility=choice.compatibility,
+                         pretrained=choice.pretrained or None, weights=config.weights or None)
+    changed = (choice.compatibility or {}).get("outputs_changed_by")
+    if changed and not choice.pretrained:
+        _log(f"dense: {len(changed)} rewrite(s) for XNNPACK change the outputs ({', '.join(changed)}); "
+             "the model is trained after them", state.quiet)
+    if choice.pretrained:
+        return _arrived(state, choice, source)
+    history = train_dense(choice.model, state.data, config, state.path("logs/dense"), state.progress,
                           state.training.replicas > 1)
     _save_keras(choice.model, state.path("dense.keras"))
     write_json(state.path("history_dense.json"), history)
     return _Dense(history, source), {"model": source.to_dict()}
+
+
+def _arrived(state, choice, source):
+    """A model that arrives trained: no dense training. It is evaluated first, as the dense
+    baseline; when the rewrite for XNNPACK changed its outputs, the rewritten model is
+    evaluated too, and pruning starts from it."""
+    data = state.data
+    given = choice.given if choice.given is not None else choice.model
+    accuracy = evaluate.keras_accuracy(given, data.x_test, data.y_test, label="test given model (Keras)",
+                                       progress=state.progress)
+    _log(f"dense: the model arrives trained ({choice.pretrained}): no dense training; "
+         f"test accuracy as given {accuracy:.2%}", state.quiet)
+    _save_keras(given, state.path("dense.keras"))
+    write_json(state.path("history_dense.json"), {})
+    record = {}
+    start = "dense.keras"
+    if choice.given is not None:
+        rewritten = evaluate.keras_accuracy(choice.model, data.x_test, data.y_test,
+                                            label="test rewritten model (Keras)", progress=state.progress)
+        changed = choice.compatibility["outputs_changed_by"]
+        _log(f"dense: make_xnnpack_compatible(exact=False) changed the outputs of {len(changed)} layer(s) "
+             f"({', '.join(changed)}): test accuracy {rewritten:.2%} before the pruning fine-tune",
+             state.quiet)
+        _save_keras(choice.model, state.path(REWRITTEN))
+        source = dataclasses.replace(source, rewritten_accuracy=rewritten)
+        start, record = REWRITTEN, {"start": REWRITTEN, "extra_files": [REWRITTEN]}
+    return _Dense({}, source, start), {"model": source.to_dict(), **record}
 
 
 def _prune(state):
@@ -219,9 +269,13 @@ def _prune(state):
     from spruce.workflow.train import prune_finetune
 
     _clear(state.path("logs/pruned"))
-    dense_model = keras.models.load_model(state.path("dense.keras"))
-    model, history, trace = prune_finetune(dense_model, state.data, state.config, state.path("logs/pruned"),
-                                           state.progress, state.training.replicas > 1)
+    start = keras.models.load_model(state.path(state.start))
+    # Distillation learns from the dense model as it arrived, not from its rewritten copy.
+    teacher = None
+    if state.config.distill and state.start != "dense.keras":
+        teacher = keras.models.load_model(state.path("dense.keras"))
+    model, history, trace = prune_finetune(start, state.data, state.config, state.path("logs/pruned"),
+                                           state.progress, state.training.replicas > 1, teacher=teacher)
     _save_keras(model, state.path("pruned.keras"))
     write_json(state.path("history_pruned.json"), history)
     write_json(state.path("sparsity_trace.json"), trace)
@@ -289,6 +343,14 @@ def _measure(state, built, runner):
         blocks=measure.zero_blocks(state.models["pruned"], built.pruned.trace.layers, config.block_size))
     latency, cpu = measure.latency(state.path("dense.tflite"), state.path("pruned.tflite"), config,
                                    state.progress, state.quiet)
+    start = state.models["dense"]
+    if state.start != "dense.keras":
+        import keras
+
+        start = keras.models.load_model(state.path(state.start))
+    files = dict(FILES)
+    if state.start == REWRITTEN:
+        files[REWRITTEN] = REWRITTEN_WHAT
     return RunMetrics(
         name=os.path.basename(state.folder),
         data=DataSizes(dataset=data.name, **data.sizes()),
@@ -301,15 +363,16 @@ def _measure(state, built, runner):
         dense=dense,
         pruned=pruned,
         accuracy_drop_points=100 * (dense.keras_accuracy - pruned.keras_accuracy),
-        policy=measure.policy_verdict(state.models["dense"]),
+        policy=measure.policy_verdict(start),  # the model pruning started from
         latency=latency,
         cpu=cpu,
         arm64=_arm64(state, runner),
-        files=dict(FILES),
+        files=files,
         training=state.training,
         stage_seconds={},
         reused=(),
         wall_seconds=0.0,
+        engine=measure.engine_check(state.models["pruned"], latency) if config.target == "x86" else None,
     )
 
 
@@ -338,6 +401,9 @@ def _model_metrics(state, built, name):
 def _arm64(state, runner):
     """The emulated aarch64 check of pruned.tflite when it can run (recorded per export), or why not."""
     config = state.config
+    if config.target != "xnnpack":
+        return Arm64Check(reason=f"target {config.target}: the aarch64 check is XNNPACK's sparse path "
+                                 "(--target xnnpack)")
     if not config.arm64_check:
         return Arm64Check(reason="disabled (arm64_check = false / --no-arm64)")
     try:

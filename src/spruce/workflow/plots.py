@@ -7,6 +7,7 @@ from spruce.workflow.artifacts import atomic_path
 from spruce.xnnpack_rules import XNNPACK_MIN_SPARSITY
 
 DENSE, PRUNED, EXTRA = "#4C72B0", "#DD8452", "#55A868"
+MAX_LINES = 6  # pruned layers drawn one line each; more are drawn as a band
 
 
 def _plt():
@@ -51,23 +52,32 @@ def training_curves(dense_history, pruned_history, path):
     _save(fig, path)
 
 
-def sparsity_over_steps(trace, path, target=None):
-    """Fraction of zeros of each pruned kernel over fine-tuning steps (a `SparsityTrace`), and
-    the schedule's target (a `ScheduleTarget`)."""
+def sparsity_over_steps(trace, path, target=None, engine="xnnpack"):
+    """Fraction of zeros of each pruned kernel over fine-tuning steps (a `SparsityTrace`), the
+    schedule's target (a `ScheduleTarget`), and the zeros `engine` ("xnnpack" or "x86") needs to
+    run a layer sparse."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = list(trace.steps)
     layers = sorted(trace.layers.items())
-    for i, (name, values) in enumerate(layers):
-        # layers pruned alike overlap: thinner lines and other markers on top keep each visible
-        ax.plot(steps[: len(values)], values, marker="osv^D"[i % 5], ms=6 - i, mfc="none",
-                lw=3.0 - 2.0 * i / max(1, len(layers)), label=name)
+    if len(layers) > MAX_LINES:
+        _sparsity_band(ax, steps, layers)
+    else:
+        for i, (name, values) in enumerate(layers):
+            # layers pruned alike overlap: thinner lines and other markers on top keep each visible
+            ax.plot(steps[: len(values)], values, marker="osv^D"[i % 5], ms=6 - i, mfc="none",
+                    lw=3.0 - 2.0 * i / max(1, len(layers)), label=name)
     if target:
         ax.step(target.steps, target.sparsity, where="post", color="black", ls="--", lw=1,
                 label="schedule target (at its pruning steps)")
-    shown = Fraction(XNNPACK_MIN_SPARSITY).limit_denominator(100)
-    ax.axhline(XNNPACK_MIN_SPARSITY, color="red", lw=0.8, ls=":",
-               label=f"XNNPACK sparse-path threshold ({shown})")
+    if engine == "x86":
+        from spruce.runtime.loader import DEFAULT_SPARSE_THRESHOLD as threshold
+
+        label = f"spruce engine's sparse-kernel threshold ({threshold:.0%})"
+    else:
+        threshold = XNNPACK_MIN_SPARSITY
+        label = f"XNNPACK sparse-path threshold ({Fraction(threshold).limit_denominator(100)})"
+    ax.axhline(threshold, color="red", lw=0.8, ls=":", label=label)
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel("fraction of zero weights")
     ax.set_ylim(0, 1)
@@ -75,6 +85,17 @@ def sparsity_over_steps(trace, path, target=None):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     _save(fig, path)
+
+
+def _sparsity_band(ax, steps, layers):
+    """Many pruned layers: their median and their range at each step, instead of a line each."""
+    import numpy as np
+
+    n = min(len(values) for _, values in layers)
+    values = np.array([v[:n] for _, v in layers])
+    ax.fill_between(steps[:n], values.min(axis=0), values.max(axis=0), color=PRUNED, alpha=0.3,
+                    label=f"{len(layers)} pruned layers: min to max")
+    ax.plot(steps[:n], np.median(values, axis=0), color=PRUNED, marker="o", ms=4, label="median")
 
 
 def comparison(metrics, path):

@@ -22,24 +22,40 @@ def _yes(v):
 
 
 def summary_rows(metrics):
-    """(label, dense, pruned) rows of a `RunMetrics`, shared by the terminal table and report.md."""
+    """(label, dense, pruned) rows of a `RunMetrics`, shared by the terminal table and report.md.
+
+    The run's target comes first: XNNPACK's inspector verdict, or spruce's engine's speed-up."""
     d, p = metrics.dense, metrics.pruned
     rows = [
         ("test accuracy, Keras", _pct(d.keras_accuracy), _pct(p.keras_accuracy)),
         ("test accuracy, .tflite (LiteRT)", _pct(d.tflite_accuracy), _pct(p.tflite_accuracy)),
+    ]
+    if metrics.model.rewritten_accuracy is not None:
+        rows.append(("test accuracy, Keras, rewritten, before fine-tuning",
+                     _pct(metrics.model.rewritten_accuracy), ""))
+    rows += [
         ("zeros in 1x1 conv kernels", _pct(d.sparsity_1x1), _pct(p.sparsity_1x1)),
         ("pruned in blocks of (in x out channels)", "", _blocks_cell(p.blocks)),
         (".tflite size", _kib(d.tflite_bytes), _kib(p.tflite_bytes)),
         (".tflite size, gzipped", _kib(d.tflite_gzip_bytes), _kib(p.tflite_gzip_bytes)),
-        ("XNNPACK sparse path (inspector)", _yes(d.xnnpack_sparse), _yes(p.xnnpack_sparse)),
     ]
-    for engine, name in (("litert", "LiteRT"), ("spruce", "spruce engine")):
-        lat = metrics.latency.get(engine)
+    inspector = ("XNNPACK sparse path (inspector)", _yes(d.xnnpack_sparse), _yes(p.xnnpack_sparse))
+    latency = [(engine, name, metrics.latency.get(engine)) for engine, name in
+               (("litert", "LiteRT"), ("spruce", "spruce engine"))]
+    if metrics.config.target == "x86":
+        latency.reverse()
+    else:
+        rows.append(inspector)
+    for engine, name, lat in latency:
         if lat:
             rows.append((f"latency, {name}, {lat.threads} thread(s)", _ms(lat.dense_ms), _ms(lat.pruned_ms)))
-    cross = _cross_speedup(metrics)
-    if cross:
-        rows.append(("speed-up, pruned on spruce vs dense on LiteRT", "", f"{cross:.2f}x"))
+        if engine == "spruce" and _cross_speedup(metrics):
+            rows.append(("speed-up, pruned on spruce vs dense on LiteRT", "", f"{_cross_speedup(metrics):.2f}x"))
+        if engine == "spruce" and metrics.engine is not None and lat:
+            rows.append(("operators on the engine's sparse kernels", "",
+                         str(len(metrics.engine.sparse_operators))))
+    if metrics.config.target == "x86":
+        rows.append(inspector)
     if metrics.arm64.sparse_path_engaged is not None:
         rows.append(("sparse path engaged on aarch64 (emulated)", "", _yes(metrics.arm64.sparse_path_engaged)))
     return rows
@@ -103,14 +119,19 @@ def write_report(folder, metrics, plots):
     lines = [
         f"# spruce run: {metrics.name}",
         "",
-        f"The guide's workflow \"Pruning for on-device inference with XNNPACK\" on "
-        f"**{data.dataset}** ({data.train} training, {data.val} validation, "
+        "The guide's workflow \"Pruning for on-device inference with XNNPACK\""
+        + (", aimed at spruce's engine (x86) instead of XNNPACK," if config.target == "x86" else "")
+        + f" on **{data.dataset}** ({data.train} training, {data.val} validation, "
         f"{data.test} test images{', quick subset' if config.quick else ''}): "
         f"train dense, fine-tune with pruning to {config.final_sparsity:.0%} in the 1x1 convolutions"
         + ("" if tuple(config.block_size) == (1, 1) else
            f" in {'x'.join(map(str, config.block_size))} blocks")
         + ", export both to `.tflite`, measure.",
         "",
+    ]
+    if config.target != "xnnpack" or metrics.model.source not in (None, "guide"):
+        lines += _model_lines(metrics)
+    lines += [
         "## Results",
         "",
         _md_table(summary_rows(metrics)),
@@ -121,22 +142,25 @@ def write_report(folder, metrics, plots):
         "",
         "![accuracy, size and latency](" + os.path.basename(plots["comparison"]) + ")",
         "",
-        "## Will XNNPACK run the pruned model on its sparse path?",
-        "",
     ]
+    if config.target == "x86":
+        lines += ["## Does spruce's engine run the pruned model sparse?", "", f"- {metrics.engine.summary}"
+                  if metrics.engine else "- not checked", "",
+                  "## XNNPACK's sparse path (not this run's target)", ""]
+    else:
+        lines += ["## Will XNNPACK run the pruned model on its sparse path?", ""]
     lines += _verdict_lines(metrics)
     lines += [
         "",
         "## Training",
         "",
-        f"Dense: {config.dense_epochs} epochs, Adam, learning rate {config.learning_rate} with "
-        f"{config.lr_schedule} decay, batch {config.batch_size}. Pruning: {config.prune_epochs} "
+        _dense_sentence(metrics) + f" Pruning: {config.prune_epochs} "
         f"epochs from the dense weights, learning rate {config.prune_learning_rate} ({config.lr_schedule}), "
         f"PolynomialDecay {config.initial_sparsity} -> {config.final_sparsity} "
         f"(every {metrics.schedule.frequency} steps, reached at step {metrics.schedule.end_step}), "
-        "policy PruneForLatencyOnXNNPack: only the 1x1 convolutions are pruned, "
+        f"policy {_POLICIES[config.target]}: only the 1x1 convolutions are pruned, "
         f"{_blocks_sentence(p.blocks)}, {config.sparsity_allocation} sparsity allocation. "
-        + devices_sentence(metrics.training),
+        + _distill_sentence(config) + devices_sentence(metrics.training),
         "",
         "![training curves](" + os.path.basename(plots["training"]) + ")",
         "",
@@ -174,12 +198,59 @@ def write_report(folder, metrics, plots):
     return path
 
 
+_POLICIES = {"xnnpack": "PruneForLatencyOnXNNPack", "x86": "PruneForLatencyOnSpruce"}
+TARGET_NAMES = {"xnnpack": "XNNPACK's sparse path (LiteRT on ARM phones)", "x86": "spruce's engine (x86)"}
+
+
+def _model_lines(metrics):
+    """The '## Model' section: the target, where the model came from, and how it was rewritten."""
+    model, config = metrics.model, metrics.config
+    out = ["## Model", "", f"- Optimised for **{TARGET_NAMES[config.target]}** (`--target {config.target}`)."]
+    if model.source:
+        out.append(f"- Model: `{model.source}`" + (f", weights from `{model.weights}`" if model.weights else "")
+                   + ".")
+    if model.pretrained:
+        out.append(f"- It arrived trained ({model.pretrained}): no dense training; the dense column is "
+                   "the model as it arrived.")
+    compat = model.compatibility or {}
+    if compat.get("summary"):
+        out.append(f"- Rewrites: {compat['summary']}.")
+    for fix in compat.get("fixed", []):
+        changes = "" if fix.get("exact", True) else " **(changes outputs)**"
+        out.append(f"  - `{fix['layer']}`: {fix['change']}{changes}")
+    if model.rewritten_accuracy is not None:
+        out.append(f"- Keras test accuracy after the rewrite, before the pruning fine-tune: "
+                   f"{_pct(model.rewritten_accuracy)} (as it arrived: {_pct(metrics.dense.keras_accuracy)}; "
+                   f"after the fine-tune: {_pct(metrics.pruned.keras_accuracy)}).")
+    return out + [""]
+
+
+def _dense_sentence(metrics):
+    config = metrics.config
+    if metrics.model.pretrained:
+        return f"Dense: none, the model arrived trained ({metrics.model.pretrained})."
+    return (f"Dense: {config.dense_epochs} epochs, Adam, learning rate {config.learning_rate} with "
+            f"{config.lr_schedule} decay, batch {config.batch_size}.")
+
+
+def _distill_sentence(config):
+    if not config.distill:
+        return ""
+    return (f"Knowledge distillation from the dense model during the fine-tuning (alpha "
+            f"{config.distill_alpha}, temperature {config.distill_temperature}). ")
+
+
 def _verdict_lines(metrics):
     out = [f"- Policy check of the Keras model: {metrics.policy.summary}"]
     pruned = metrics.pruned
     verdict = "qualifies" if pruned.xnnpack_sparse else "does NOT qualify"
     out.append(f"- `spruce inspect` on `pruned.tflite`: the sparse path {verdict}."
                + (f" {pruned.inspect.reason}" if pruned.inspect.reason else ""))
+    if metrics.policy.ok and not pruned.xnnpack_sparse:
+        out.append("- The policy accepted the Keras model, but the converted file has no sparse region: "
+                   "the TF converter changed the graph the policy judged (it drops a mean over a 1x1 "
+                   "feature map, for one, so a net that reduces its input to 1x1 before the pooling has "
+                   "no region end). The inspector reads what XNNPACK runs.")
     out.append(f"- `spruce inspect` on `dense.tflite`: "
                f"{'qualifies' if metrics.dense.xnnpack_sparse else 'does not qualify'} "
                "(expected: dense weights never take the sparse path).")

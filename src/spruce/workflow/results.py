@@ -71,10 +71,15 @@ class DataSizes(_Record):
 
 @dataclasses.dataclass(frozen=True)
 class ModelSource(_Record):
-    """Where the dense model came from: "guide", or the user's .keras file."""
+    """Where the dense model came from: "guide", the user's .keras file, or a keras.applications call."""
 
     source: str | None = _optional()
     compatibility: dict | None = _optional()  # what make_xnnpack_compatible changed, or could not
+    pretrained: str | None = _optional()  # why it counts as trained (no dense training); None: trained here
+    weights: str | None = _optional()  # the --weights file loaded into it
+    # Trained already, and rewritten with changed outputs: Keras test accuracy of the rewritten
+    # model before the pruning fine-tune (the dense model's is the model as it arrived).
+    rewritten_accuracy: float | None = _optional()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +164,15 @@ class PolicyVerdict(_Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class EngineCheck(_Record):
+    """Target x86: what spruce's engine does with the pruned model."""
+
+    summary: str
+    sparse_operators: tuple = ()  # operators the engine ran on its sparse kernels (its profile)
+    report: dict | None = _optional()  # spruce.check_spruce(pruned model).to_dict()
+
+
+@dataclasses.dataclass(frozen=True)
 class Latency(_Record):
     """One engine's median latency per image of both models, from one interleaved run."""
 
@@ -228,3 +242,4 @@ class RunMetrics(_Record):
     stage_seconds: dict  # stage -> seconds (a reused stage: when it ran)
     reused: tuple  # the stages reused from an earlier run
     wall_seconds: float
+    engine: EngineCheck | None = _optional()  # target x86 only

@@ -20,7 +20,8 @@ class Stage:
 
     compute(): does the work and writes `files`; returns (result, record), `record` being
     the JSON-ready dict the manifest keeps for `reuse`, or None to keep nothing (the next
-    run computes the stage again).
+    run computes the stage again). A record's "extra_files" are files this computation
+    wrote besides `files` (only some settings write them): reuse needs them too.
     reuse(entry): the result again, from the stage's manifest entry and its files.
     """
 
@@ -66,7 +67,9 @@ class StageRunner:
         result, record = stage.compute()
         seconds = time.perf_counter() - t
         if record is not None:
-            self.manifest.record(stage.name, stage.key, stage.files, **record, seconds=seconds)
+            record = dict(record)
+            files = tuple(stage.files) + tuple(record.pop("extra_files", ()))
+            self.manifest.record(stage.name, stage.key, files, **record, seconds=seconds)
         if stage.reported:
             self.seconds[stage.name] = seconds
         return result

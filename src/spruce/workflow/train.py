@@ -123,16 +123,25 @@ def pruning_schedule(config, n_train):
                            begin_step=0, end_step=end, frequency=frequency)
 
 
-def prune_finetune(dense_model, data, config, log_dir=None, progress=True, distributed=False):
-    """Wrap `dense_model` for pruning (XNNPACK policy), fine-tune it, strip it.
+def pruning_policy(target):
+    """The policy that prunes what `target` runs sparse: XNNPACK's sparse path, or spruce's engine."""
+    from spruce import policies
+
+    if target == "x86":
+        return policies.PruneForLatencyOnSpruce()
+    return policies.PruneForLatencyOnXNNPack()
+
+
+def prune_finetune(dense_model, data, config, log_dir=None, progress=True, distributed=False, teacher=None):
+    """Wrap `dense_model` for pruning (the policy of `config.target`), fine-tune it, strip it.
 
     Returns (stripped_model, history, sparsity_trace); the trace holds the fraction of
     zeros of every pruned kernel, sampled at each pruning step. `distributed`: prune
     and fine-tune a replicated copy on all local devices; the returned model is a
-    plain single-device one either way.
+    plain single-device one either way. With `config.distill`, the fine-tuning learns
+    from `teacher` (default: `dense_model`) as well as from the labels.
     """
     from spruce.callbacks import PruningSummaries, UpdatePruningStep
-    from spruce.policies import PruneForLatencyOnXNNPack
     from spruce.prune import prune_low_magnitude, strip_pruning
 
     schedule = pruning_schedule(config, len(data.x_train))
@@ -140,22 +149,28 @@ def prune_finetune(dense_model, data, config, log_dir=None, progress=True, distr
     with _engine(distributed):
         source = _replicated(dense_model, distributed)
         keras.utils.set_random_seed(config.seed + 1)
-        # The policy wraps only 1x1 convolutions, whose (in, out) matrix takes blocks.
+        # Both policies wrap 1x1 convolutions (for the engine, SeparableConv2D's 1x1 part too),
+        # whose (in, out) matrix takes blocks.
         pruned = prune_low_magnitude(source, pruning_schedule=schedule,
                                      block_size=tuple(config.block_size),
-                                     pruning_policy=PruneForLatencyOnXNNPack())
+                                     pruning_policy=pruning_policy(config.target))
         if config.sparsity_allocation == "erk":
             _allocate_erk(pruned)
         lr = learning_rate(config.prune_learning_rate, config.lr_schedule, spe * config.prune_epochs, spe)
-        compile_model(pruned, lr)
+        trained = pruned
+        if config.distill:
+            trained = _distiller(pruned, teacher if teacher is not None else dense_model, config, distributed)
+            trained.compile(optimizer=keras.optimizers.Adam(lr), metrics=["accuracy"])
+        else:
+            compile_model(pruned, lr)
         trace = SparsityTrace(schedule.frequency)
         callbacks = [UpdatePruningStep(), trace, FitProgress("prune", spe, progress)]
         if log_dir:
             callbacks += [PruningSummaries(log_dir=log_dir, update_freq=schedule.frequency),
                           EpochScalars(log_dir)]
-        h = pruned.fit(data.x_train, data.y_train, batch_size=config.batch_size,
-                       epochs=config.prune_epochs, validation_data=(data.x_val, data.y_val),
-                       shuffle=True, verbose=0, callbacks=callbacks)
+        h = trained.fit(data.x_train, data.y_train, batch_size=config.batch_size,
+                        epochs=config.prune_epochs, validation_data=(data.x_val, data.y_val),
+                        shuffle=True, verbose=0, callbacks=callbacks)
         stripped = strip_pruning(pruned)
     if distributed:  # a plain single-device model, BatchNorm not synchronized: what export wants
         from spruce.distribute import copy_model
@@ -164,6 +179,15 @@ def prune_finetune(dense_model, data, config, log_dir=None, progress=True, distr
     recalibrate_batchnorm(stripped, data.x_train, config.seed)
     trace.sample(stripped, trace.step, force=True)
     return stripped, _history(h), trace.to_dict()
+
+
+def _distiller(student, teacher, config, distributed):
+    """`student` wrapped to learn from `teacher` too (`spruce.distill.Distiller`)."""
+    from spruce.distill import Distiller
+
+    from_logits = outputs_logits(teacher)
+    return Distiller(student, _replicated(teacher, distributed), alpha=config.distill_alpha,
+                     temperature=config.distill_temperature, from_logits=from_logits)
 
 
 def _allocate_erk(pruned):
