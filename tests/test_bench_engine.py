@@ -20,6 +20,9 @@ from helpers import require_engine
 pytest.importorskip("ai_edge_litert")
 require_engine()
 
+# Runs the whole benchmark on real exports: the full suite only.
+pytestmark = pytest.mark.slow
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPT = BENCHMARKS / "bench_engine.py"
 

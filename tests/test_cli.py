@@ -275,6 +275,7 @@ def test_under_the_filter_python_keeps_the_tty_and_a_killed_process_still_has_it
     assert b"oneDNN" not in out
 
 
+@pytest.mark.slow
 def test_spruce_export_prints_no_native_log_lines_unless_verbose(files, tmp_path):
     """TensorFlow and LiteRT print their start-up lines while spruce exports; none reach the user."""
     def export_in_a_process(*flags):

@@ -30,6 +30,7 @@ def test_check_refuses_keepdims_false_pooling_and_names_the_fix(guide_keepdims_f
     assert "keepdims" in json.dumps(doc["refusals"])
 
 
+@pytest.mark.slow
 def test_check_fix_writes_a_model_the_policy_accepts(guide_keepdims_false, tmp_path):
     fixed = tmp_path / "fixed.keras"
     done = _spruce("check", str(guide_keepdims_false), "--fix", str(fixed))
@@ -78,6 +79,7 @@ def correct_pad_net(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_check_fix_inexact_pads_symmetrically_and_says_outputs_change(correct_pad_net, tmp_path):
     exact = _spruce("check", str(correct_pad_net), "--fix", str(tmp_path / "exact.keras"))
     assert exact.returncode == exit_codes.NEGATIVE, exact.stderr

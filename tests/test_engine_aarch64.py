@@ -23,6 +23,9 @@ from test_engine import files  # noqa: F401  (the fixture that converts the mode
 REPO = Path(__file__).resolve().parent.parent
 RTOL = 1e-4
 
+# A cross build and qemu: the full suite only.
+pytestmark = pytest.mark.slow
+
 
 def _missing_tool():
     if not shutil.which("aarch64-linux-gnu-g++"):

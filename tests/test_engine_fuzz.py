@@ -107,6 +107,7 @@ def build_model(spec):
 
 @settings(max_examples=14, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@pytest.mark.slow
 @given(spec=model_specs())
 def test_random_models_match_litert(spec, tmp_path):
     keras.utils.set_random_seed(1)

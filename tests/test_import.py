@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
@@ -68,6 +70,7 @@ def test_schedules_need_no_keras_at_all():
     assert loaded["keras"] is False and 0.25 < loaded["value"] < 0.75
 
 
+@pytest.mark.slow
 def test_pruning_core_under_jax_imports_no_tensorflow_of_its_own():
     loaded = run_python("""
         import json, sys
@@ -83,6 +86,7 @@ def test_pruning_core_under_jax_imports_no_tensorflow_of_its_own():
     assert loaded == {"tensorflow": False}
 
 
+@pytest.mark.slow
 def test_whole_pruning_workflow_runs_under_jax_without_tensorflow_installed(tmp_path):
     """Keras itself imports TF when present (get_config); with TF absent all still works."""
     loaded = run_python(BLOCK_TENSORFLOW + f"""
@@ -109,6 +113,7 @@ print(json.dumps({{"tensorflow": "tensorflow" in sys.modules, "zeros": zeros,
     assert loaded == {"tensorflow": False, "zeros": [0.5, 0.5], "events": 1}
 
 
+@pytest.mark.slow
 def test_loading_a_pruned_model_needs_the_pruning_module_loaded_first(tmp_path):
     """`import spruce` loads no Keras, so it cannot register PruneLowMagnitude with Keras;
     any use of the pruning API (or spruce.prune.prune_scope(), as in tfmot) does."""
