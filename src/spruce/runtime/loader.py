@@ -29,13 +29,19 @@ _UNARY = {"RELU": 0, "RELU6": 1, "RELU_N1_TO_1": 2, "LEAKY_RELU": 3, "ELU": 4,
           "LOGISTIC": 5, "HARD_SWISH": 6, "TANH": 7}
 
 SUPPORTED_OPERATORS = tuple(sorted(
-    {"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "MEAN", "RESHAPE", "SQUEEZE",
-     "FULLY_CONNECTED", "SOFTMAX", "DENSIFY", "DEQUANTIZE"} | set(_UNARY)
+    {"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "SUB", "DIV", "MEAN", "RESHAPE", "SQUEEZE",
+     "FULLY_CONNECTED", "SOFTMAX", "DENSIFY", "DEQUANTIZE", "MAX_POOL_2D", "AVERAGE_POOL_2D",
+     "CONCATENATION"} | set(_UNARY)
 ))
 
 # Inputs each operator must have (later ones are optional: a conv's bias).
 _MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "PAD": 2, "ADD": 2,
-               "MUL": 2, "MEAN": 2}
+               "MUL": 2, "SUB": 2, "DIV": 2, "MEAN": 2}
+
+# Convs other than 1x1 run as a matrix product over their copied windows when that
+# matrix (window values x output pixels, floats) is at most this large; dilated or
+# larger ones take the general loops.
+_IM2COL_MAX_FLOATS = 1 << 26
 
 # 1x1 convs whose weights are at least this sparse take the sparse kernel (measured
 # crossover of the two kernels on AVX2: between 50% and 75% zeros).
@@ -294,6 +300,13 @@ class _Builder:
                        [self.value(x, CHW, name)], [self.define(y, CHW)],
                        ints={"activation": act}, arrays=arrays)
             self._layer(op, "spmm" if sparse else "gemm", sparsity)
+        elif win["dilation_h"] == win["dilation_w"] == 1 and kh * kw * xs[3] * ys[1] * ys[2] <= _IM2COL_MAX_FLOATS:
+            ints = dict(kernel_h=kh, kernel_w=kw, activation=act,
+                        **{k: win[k] for k in ("stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
+                                               "pad_right")})
+            self._emit("conv_im2col", name, [self.value(x, CHW, name)], [self.define(y, CHW)],
+                       ints=ints, arrays=arrays)
+            self._layer(op, "im2col_gemm")
         else:
             ints = dict(kernel_h=kh, kernel_w=kw, activation=act, **win)
             self._emit("conv_general", name, [self.value(x, CHW, name)], [self.define(y, CHW)],
@@ -389,6 +402,12 @@ class _Builder:
     def _op_mul(self, op, name):
         self._binary(op, name, "mul")
 
+    def _op_sub(self, op, name):
+        self._binary(op, name, "sub")
+
+    def _op_div(self, op, name):
+        self._binary(op, name, "div")
+
     def _unary(self, op, name):
         x, y = op.inputs[0], op.outputs[0]
         layout = self.preferred(x)
@@ -411,6 +430,48 @@ class _Builder:
             )
         self._emit("mean_hw", name, [self.value(x, CHW, name)], [self.define(y, CHW)])
         self._layer(op, "mean_hw")
+
+    def _pool(self, op, name, kind):
+        x, y = op.inputs[0], op.outputs[0]
+        xs, ys = self.shape(x), self.shape(y)
+        kh, kw = int(op.options.get("filter_height", 0)), int(op.options.get("filter_width", 0))
+        if len(xs) != 4 or len(ys) != 4 or kh < 1 or kw < 1:
+            raise UnsupportedModelError(
+                f"{name}: expected 4-D input and output and a window of at least 1x1; received input {xs}, "
+                f"output {ys}, window {kh}x{kw}. The file may be corrupted."
+            )
+        win = self._window(op, name, xs[1:3], ys[1:3], kh, kw)
+        ints = dict(kernel_h=kh, kernel_w=kw, activation=self._act(op, name),
+                    **{k: win[k] for k in ("stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
+                                           "pad_right")})
+        self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)], ints=ints)
+        self._layer(op, kind)
+
+    def _op_max_pool_2d(self, op, name):
+        self._pool(op, name, "max_pool")
+
+    def _op_average_pool_2d(self, op, name):
+        self._pool(op, name, "avg_pool")
+
+    def _op_concatenation(self, op, name):
+        y = op.outputs[0]
+        ys = self.shape(y)
+        axis = int(op.options.get("axis", 0))
+        if not -len(ys) <= axis < len(ys):
+            raise UnsupportedModelError(f"{name}: axis {axis} is out of range for output shape {ys}")
+        if self._act(op, name) != _FUSED["NONE"]:
+            raise UnsupportedModelError(
+                f"{name} has fused activation {op.options.get('fused_activation_function')}; spruce's engine "
+                "concatenates without one. Apply the activation as a separate layer."
+            )
+        layout = CHW if len(ys) == 4 else NATIVE
+        ids = []
+        for t in op.inputs:
+            if t < 0 or len(self.shape(t)) != len(ys):
+                raise UnsupportedModelError(f"{name}: every input must have the output's rank {len(ys)}")
+            ids.append(self.value(t, layout, name))
+        self._emit("concat", name, ids, [self.define(y, layout)], ints={"axis": axis % len(ys)})
+        self._layer(op, "concat")
 
     def _op_reshape(self, op, name):
         x, y = op.inputs[0], op.outputs[0]

@@ -9,13 +9,20 @@
 namespace spruce {
 
 // ops_elementwise.cc
+enum class BinaryKind { kAdd, kMul, kSub, kDiv };
 std::unique_ptr<Op> make_unary(const OpSpec& s, const std::vector<Tensor>& t);
-std::unique_ptr<Op> make_binary(const OpSpec& s, const std::vector<Tensor>& t, bool mul);
+std::unique_ptr<Op> make_binary(const OpSpec& s, const std::vector<Tensor>& t, BinaryKind kind);
 // ops_layout.cc
 std::unique_ptr<Op> make_transpose(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_copy(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_pad(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_mean_hw(const OpSpec& s, const std::vector<Tensor>& t);
+// ops_conv_im2col.cc
+std::unique_ptr<Op> make_conv_im2col(const OpSpec& s, const std::vector<Tensor>& t);
+// ops_pool.cc
+std::unique_ptr<Op> make_pool2d(const OpSpec& s, const std::vector<Tensor>& t, bool max);
+// ops_concat.cc
+std::unique_ptr<Op> make_concat(const OpSpec& s, const std::vector<Tensor>& t);
 // ops_dense.cc
 std::unique_ptr<Op> make_fully_connected(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_softmax(const OpSpec& s, const std::vector<Tensor>& t);

@@ -1,5 +1,5 @@
-// Element-wise operators: activations (RELU ... HARD_SWISH) and ADD / MUL with
-// broadcasting. Both work in memory order, so they serve either layout.
+// Element-wise operators: activations (RELU ... HARD_SWISH) and ADD / MUL /
+// SUB / DIV with broadcasting. Both work in memory order, so they serve either layout.
 #include <cmath>
 
 #include "ops.h"
@@ -57,10 +57,10 @@ class UnaryOp : public Op {
   size_t n_ = 0;
 };
 
-// out = act(a (+|*) b), shapes broadcast NumPy-style in memory order.
+// out = act(a (+|*|-|/) b), shapes broadcast NumPy-style in memory order.
 class BinaryOp : public Op {
  public:
-  BinaryOp(const OpSpec& s, const std::vector<Tensor>& t, bool mul) : mul_(mul) {
+  BinaryOp(const OpSpec& s, const std::vector<Tensor>& t, BinaryKind kind) : kind_(kind) {
     expect_arity(s, 2, 2, 1);
     const Tensor& a = in_t(s, t, 0);
     const Tensor& b = in_t(s, t, 1);
@@ -127,10 +127,11 @@ class BinaryOp : public Op {
         const float* pa = a + oa;
         const float* pb = b + ob;
         float* po = o + static_cast<int64_t>(row) * inner_;
-        if (mul_) {
-          for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] * pb[i * ib];
-        } else {
-          for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] + pb[i * ib];
+        switch (kind_) {
+          case BinaryKind::kAdd: for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] + pb[i * ib]; break;
+          case BinaryKind::kMul: for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] * pb[i * ib]; break;
+          case BinaryKind::kSub: for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] - pb[i * ib]; break;
+          case BinaryKind::kDiv: for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] / pb[i * ib]; break;
         }
         clamp_range(po, static_cast<size_t>(inner_), lo, hi);
       }
@@ -141,7 +142,7 @@ class BinaryOp : public Op {
   }
 
  private:
-  bool mul_;
+  BinaryKind kind_;
   int act_ = 0;
   std::vector<int64_t> dims_, a_stride_, b_stride_;
   std::vector<bool> a_bcast_, b_bcast_;
@@ -154,8 +155,8 @@ class BinaryOp : public Op {
 std::unique_ptr<Op> make_unary(const OpSpec& s, const std::vector<Tensor>& t) {
   return std::make_unique<UnaryOp>(s, t);
 }
-std::unique_ptr<Op> make_binary(const OpSpec& s, const std::vector<Tensor>& t, bool mul) {
-  return std::make_unique<BinaryOp>(s, t, mul);
+std::unique_ptr<Op> make_binary(const OpSpec& s, const std::vector<Tensor>& t, BinaryKind kind) {
+  return std::make_unique<BinaryOp>(s, t, kind);
 }
 
 }  // namespace spruce
