@@ -299,3 +299,23 @@ def test_keras_application_nets_match_litert(app_files, name, sparsity):
     x = sample((1, size, size, 3), seed=4)
     for threads in (1, 2):
         assert_close_to_litert(path, x, engine=Engine(path, num_threads=threads))
+
+
+# ---- denormals ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_denormals_are_flushed_in_a_run_and_the_callers_mode_is_restored(tmp_path, threads):
+    """Denormal inputs read as zero inside the engine (arithmetic on them is ~100x slower);
+    the calling thread computes denormals again after the run."""
+    inputs = keras.Input((8, 8, 4))
+    x = layers.Conv2D(4, 3, padding="same", use_bias=False, kernel_initializer="ones")(inputs)
+    path = _convert_model(tmp_path, "denormals", inputs, x)
+    x = sample((1, 8, 8, 4))
+    x[0, :4] = np.float32(1e-39) * (1 + np.arange(32, dtype=np.float32).reshape(4, 8, 1) / 32)  # denormals
+    engine = Engine(path, num_threads=threads)
+    got = engine.run(x)
+    np.testing.assert_array_equal(got[0, :3], 0.0)  # every tap of these rows read a flushed input
+    assert_close_to_litert(path, x, engine=engine)
+    tiny = np.float32(1e-38) * np.float32(0.25)
+    assert tiny != 0 and tiny == np.float32(2.5e-39)

@@ -1,5 +1,7 @@
 #include "graph.h"
 
+#include "denormals.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -282,11 +284,13 @@ void Graph::plan_memory() {
 }
 
 void Graph::execute() {
+  ScopedFlushDenormals flush;
   RunContext ctx{&tensors_, &pool_};
   for (auto& op : ops_) op->run(ctx);
 }
 
 std::vector<double> Graph::profile() {
+  ScopedFlushDenormals flush;
   RunContext ctx{&tensors_, &pool_};
   std::vector<double> times;
   for (auto& op : ops_) {
