@@ -2,6 +2,7 @@
 // SUB / DIV with broadcasting. Both work in memory order, so they serve either layout.
 #include <cmath>
 
+#include "activations.h"
 #include "ops.h"
 #include "ops_common.h"
 
@@ -11,7 +12,8 @@ namespace {
 
 constexpr size_t kParallelMin = 1 << 15;  // elements below which threads cost more than they save
 
-enum Unary : int { kRelu, kRelu6, kReluN1To1, kLeakyRelu, kElu, kLogistic, kHardSwish, kTanh };
+// kSwish is x * LOGISTIC(x), a LOGISTIC and a MUL that the loader fused.
+enum Unary : int { kRelu, kRelu6, kReluN1To1, kLeakyRelu, kElu, kLogistic, kHardSwish, kTanh, kSwish };
 
 class UnaryOp : public Op {
  public:
@@ -23,7 +25,7 @@ class UnaryOp : public Op {
       fail(s, "output " + dims_str(y.shape) + " must match input " + dims_str(x.shape));
     }
     fn_ = static_cast<int>(get_int(s, "function"));
-    if (fn_ < kRelu || fn_ > kTanh) fail(s, "unknown activation function " + std::to_string(fn_));
+    if (fn_ < kRelu || fn_ > kSwish) fail(s, "unknown activation function " + std::to_string(fn_));
     alpha_ = static_cast<float>(get_float(s, "alpha", 0.2));
     n_ = x.numel;
   }
@@ -44,12 +46,11 @@ class UnaryOp : public Op {
       case kRelu6: for (size_t i = 0; i < n; ++i) y[i] = std::min(std::max(x[i], 0.0f), 6.0f); break;
       case kReluN1To1: for (size_t i = 0; i < n; ++i) y[i] = std::min(std::max(x[i], -1.0f), 1.0f); break;
       case kLeakyRelu: for (size_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : a * x[i]; break;
-      case kElu: for (size_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : std::expm1(x[i]); break;
-      case kLogistic: for (size_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + std::exp(-x[i])); break;
-      case kHardSwish:
-        for (size_t i = 0; i < n; ++i) y[i] = x[i] * std::min(std::max(x[i] + 3.0f, 0.0f), 6.0f) / 6.0f;
-        break;
-      case kTanh: for (size_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]); break;
+      case kElu: kernels::unary(kernels::UnaryFn::kElu, x, y, n); break;
+      case kLogistic: kernels::unary(kernels::UnaryFn::kSigmoid, x, y, n); break;
+      case kHardSwish: kernels::unary(kernels::UnaryFn::kHardSwish, x, y, n); break;
+      case kTanh: kernels::unary(kernels::UnaryFn::kTanh, x, y, n); break;
+      case kSwish: kernels::unary(kernels::UnaryFn::kSwish, x, y, n); break;
     }
   }
   int fn_ = 0;
