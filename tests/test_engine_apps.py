@@ -319,3 +319,53 @@ def test_denormals_are_flushed_in_a_run_and_the_callers_mode_is_restored(tmp_pat
     assert_close_to_litert(path, x, engine=engine)
     tiny = np.float32(1e-38) * np.float32(0.25)
     assert tiny != 0 and tiny == np.float32(2.5e-39)
+
+
+# ---- fused activations -------------------------------------------------------------------
+
+
+def test_swish_runs_as_one_operator_and_matches_litert(tmp_path):
+    """The converter writes swish as LOGISTIC then MUL by the LOGISTIC's input."""
+    inputs = keras.Input((10, 9, 3))
+    x = layers.Activation("swish")(layers.Conv2D(8, 3, padding="same")(inputs))
+    x = layers.Activation("swish")(layers.DepthwiseConv2D(3, padding="same")(x))
+    outputs = layers.GlobalAveragePooling2D()(layers.Conv2D(6, 1)(x))
+    path = _convert_model(tmp_path, "swish", inputs, outputs)
+    for threads in (1, 2):
+        engine = assert_close_to_litert(path, sample((1, 10, 9, 3)), engine=Engine(path, num_threads=threads))
+        summary = engine.summary()
+        assert [s["opcode"] for s in summary if s["kernel"] == "fused into its neighbour"] == ["LOGISTIC"] * 2
+        assert [s["opcode"] for s in summary if s["kernel"] == "swish"] == ["MUL"] * 2
+
+
+def test_hard_swish_after_each_conv_kind_runs_in_its_epilogue(tmp_path):
+    inputs = keras.Input((16, 14, 3))
+    hard_swish = layers.Activation("hard_swish")
+    x = hard_swish(layers.Conv2D(8, 3, strides=2, padding="same")(inputs))  # entry conv
+    x = hard_swish(layers.DepthwiseConv2D(3, padding="same")(x))
+    x = hard_swish(layers.Conv2D(32, 1)(x))  # sparse 1x1
+    x = hard_swish(layers.Conv2D(16, 1)(x))  # sparse 1x1, 32 inputs
+    x = hard_swish(layers.Conv2D(8, 3, padding="same")(x))  # im2col
+    outputs = layers.GlobalAveragePooling2D()(x)
+    keras.utils.set_random_seed(0)
+    model = prune_pointwise(keras.Model(inputs, outputs), 0.8)
+    path = convert(model, tmp_path / "hard_swish.tflite", sparse=True)
+    for threads in (1, 2):
+        engine = assert_close_to_litert(path, sample((1, 16, 14, 3)), engine=Engine(path, num_threads=threads))
+        kernels = kernels_of(engine)
+        assert kernels.count("fused into its neighbour") == 5 and "elementwise" not in kernels
+        assert {"conv_hwc2chw", "dwconv_chw", "spmm", "im2col_gemm"} <= set(kernels)
+
+
+def test_activations_whose_input_has_other_readers_stay_separate(tmp_path):
+    inputs = keras.Input((6, 6, 3))
+    x = layers.Conv2D(4, 3, padding="same")(inputs)
+    s = layers.Activation("sigmoid")(x)
+    swish_like = layers.Multiply()([x, s])
+    also = layers.Add()([s, swish_like])  # a second reader of the LOGISTIC's output
+    h = layers.Activation("hard_swish")(x)
+    h = layers.Add()([h, x])  # a second reader of the conv's output
+    path = _convert_model(tmp_path, "unfused", inputs, layers.Concatenate()([also, h]))
+    engine = assert_close_to_litert(path, sample((1, 6, 6, 3)))
+    assert "fused into its neighbour" not in kernels_of(engine)
+    assert kernels_of(engine).count("elementwise") == 2

@@ -28,6 +28,14 @@ _FUSED = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
 _UNARY = {"RELU": 0, "RELU6": 1, "RELU_N1_TO_1": 2, "LEAKY_RELU": 3, "ELU": 4,
           "LOGISTIC": 5, "HARD_SWISH": 6, "TANH": 7}
 
+# Fused functions the loader makes of several TFLite operators: swish (a LOGISTIC
+# whose only reader is a MUL by the LOGISTIC's input) runs as one unary op, and a
+# HARD_SWISH that is the only reader of a conv's output runs in the conv's epilogue.
+_SWISH = 8
+_HARD_SWISH_EPILOGUE = 16
+# Engine op kinds whose kernels apply hard-swish in their epilogue.
+_HARD_SWISH_KINDS = ("conv_entry", "conv1x1_sparse", "conv1x1_dense", "depthwise", "conv_im2col")
+
 SUPPORTED_OPERATORS = tuple(sorted(
     {"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "SUB", "DIV", "MEAN", "RESHAPE", "SQUEEZE",
      "FULLY_CONNECTED", "SOFTMAX", "DENSIFY", "DEQUANTIZE", "MAX_POOL_2D", "AVERAGE_POOL_2D",
@@ -101,6 +109,36 @@ class _Builder:
         for t in subgraph.tensors:
             if t.data is not None:
                 self.consts[t.index] = t.data
+        self.swish_input = {}  # MUL operator index -> the input x of its swish x * LOGISTIC(x)
+        self.fused_ops = set()  # indices of operators another one computes
+        for op in subgraph.operators:
+            if op.opcode == "LOGISTIC" and len(op.inputs) == 1 and len(op.outputs) == 1:
+                x, s = op.inputs[0], op.outputs[0]
+                mul = self._only_reader(s)
+                if (mul is not None and mul.opcode == "MUL" and sorted(mul.inputs) == sorted([x, s]) and x != s
+                        and mul.options.get("fused_activation_function", "NONE") == "NONE"
+                        and len(mul.outputs) == 1 and self.shape(mul.outputs[0]) == self.shape(x)):
+                    self.swish_input[mul.index] = x
+                    self.fused_ops.add(op.index)
+
+    def _only_reader(self, t):
+        """The one operator reading tensor `t` once, if `t` is no graph output; else None."""
+        readers = self.consumers.get(t, [])
+        if len(readers) != 1 or t in self.g.outputs or list(readers[0].inputs).count(t) != 1:
+            return None
+        return readers[0]
+
+    def _conv_output(self, op, name, kind):
+        """(output tensor, activation code) of a conv emitted as `kind`: a HARD_SWISH that
+        is the only reader of the conv's output moves into the conv's epilogue."""
+        y, act = op.outputs[0], self._act(op, name)
+        hs = self._only_reader(y)
+        if (kind in _HARD_SWISH_KINDS and act == _FUSED["NONE"] and hs is not None
+                and hs.opcode == "HARD_SWISH" and len(hs.outputs) == 1 and hs.outputs[0] >= 0
+                and self.shape(hs.outputs[0]) == self.shape(y)):
+            self.fused_ops.add(hs.index)
+            return hs.outputs[0], _HARD_SWISH_EPILOGUE
+        return y, act
 
     # ---- plan tensors --------------------------------------------------------------
 
@@ -226,6 +264,9 @@ class _Builder:
                     f"{name} has inputs {list(op.inputs)} and outputs {list(op.outputs)}; expected at "
                     f"least {needed} input(s) and one output. The file may be corrupted."
                 )
+            if op.index in self.fused_ops:
+                self._layer(op, "fused into its neighbour")
+                continue
             getattr(self, "_op_" + op.opcode.lower())(op, name)
         for t in g.outputs:
             self.plan.outputs.append(self.value(t, NATIVE, "graph output"))
@@ -279,37 +320,42 @@ class _Builder:
             )
         o, kh, kw, _ = w.shape
         x, xs, win = self._conv_input(op, name, kh, kw)
-        act = self._act(op, name)
         arrays = {"weights": w}
         if b is not None:
             arrays["bias"] = b.ravel()
         no_pad = not any(win[k] for k in ("pad_top", "pad_bottom", "pad_left", "pad_right"))
         square = kh == kw and win["stride_h"] == win["stride_w"] and win["dilation_h"] == win["dilation_w"] == 1
-        entry = square and xs[3] <= 8 and self.has(x, NATIVE) and not self.has(x, CHW)
-        if entry:
-            ints = dict(kernel=kh, stride=win["stride_h"], activation=act,
-                        **{k: win[k] for k in ("pad_top", "pad_left", "pad_bottom", "pad_right")})
-            self._emit("conv_entry", name, [self.value(x, NATIVE, name)], [self.define(y, CHW)],
-                       ints=ints, arrays=arrays)
-            self._layer(op, "conv_hwc2chw")
+        if square and xs[3] <= 8 and self.has(x, NATIVE) and not self.has(x, CHW):
+            kind = "conv_entry"
         elif kh == kw == 1 and win["stride_h"] == win["stride_w"] == 1 and no_pad:
             sparsity = float(np.mean(w == 0.0))
-            sparse = sparsity >= self.threshold
-            arrays["weights"] = w.reshape(o, -1)
-            self._emit("conv1x1_sparse" if sparse else "conv1x1_dense", name,
-                       [self.value(x, CHW, name)], [self.define(y, CHW)],
-                       ints={"activation": act}, arrays=arrays)
-            self._layer(op, "spmm" if sparse else "gemm", sparsity)
+            kind = "conv1x1_sparse" if sparsity >= self.threshold else "conv1x1_dense"
         elif win["dilation_h"] == win["dilation_w"] == 1 and kh * kw * xs[3] * ys[1] * ys[2] <= _IM2COL_MAX_FLOATS:
+            kind = "conv_im2col"
+        else:
+            kind = "conv_general"
+        y, act = self._conv_output(op, name, kind)
+        if kind == "conv_entry":
+            ints = dict(kernel=kh, stride=win["stride_h"], activation=act,
+                        **{k: win[k] for k in ("pad_top", "pad_left", "pad_bottom", "pad_right")})
+            self._emit(kind, name, [self.value(x, NATIVE, name)], [self.define(y, CHW)],
+                       ints=ints, arrays=arrays)
+            self._layer(op, "conv_hwc2chw")
+        elif kind.startswith("conv1x1"):
+            arrays["weights"] = w.reshape(o, -1)
+            self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)],
+                       ints={"activation": act}, arrays=arrays)
+            self._layer(op, "spmm" if kind == "conv1x1_sparse" else "gemm", sparsity)
+        elif kind == "conv_im2col":
             ints = dict(kernel_h=kh, kernel_w=kw, activation=act,
                         **{k: win[k] for k in ("stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
                                                "pad_right")})
-            self._emit("conv_im2col", name, [self.value(x, CHW, name)], [self.define(y, CHW)],
+            self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)],
                        ints=ints, arrays=arrays)
             self._layer(op, "im2col_gemm")
         else:
             ints = dict(kernel_h=kh, kernel_w=kw, activation=act, **win)
-            self._emit("conv_general", name, [self.value(x, CHW, name)], [self.define(y, CHW)],
+            self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)],
                        ints=ints, arrays=arrays)
             self._layer(op, "conv_general")
 
@@ -329,9 +375,9 @@ class _Builder:
         arrays = {"weights": np.ascontiguousarray(w[0].transpose(2, 0, 1))}
         if b is not None:
             arrays["bias"] = b.ravel()
-        act = self._act(op, name)
         fast = (mult == 1 and kh == kw and win["stride_h"] == win["stride_w"]
                 and win["dilation_h"] == win["dilation_w"] == 1)
+        y, act = self._conv_output(op, name, "depthwise" if fast else "depthwise_general")
         if fast:
             ints = dict(kernel=kh, stride=win["stride_h"], activation=act,
                         **{k: win[k] for k in ("pad_top", "pad_left", "pad_bottom", "pad_right")})
@@ -400,6 +446,13 @@ class _Builder:
         self._binary(op, name, "add")
 
     def _op_mul(self, op, name):
+        if op.index in self.swish_input:
+            x, y = self.swish_input[op.index], op.outputs[0]
+            layout = self.preferred(x)
+            self._emit("unary", name, [self.value(x, layout, name)], [self.define(y, layout)],
+                       ints={"function": _SWISH})
+            self._layer(op, "swish")
+            return
         self._binary(op, name, "mul")
 
     def _op_sub(self, op, name):

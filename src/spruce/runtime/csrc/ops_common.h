@@ -69,6 +69,16 @@ inline int checked_activation(const OpSpec& s) {
   return static_cast<int>(a);
 }
 
+// Hard-swish applied in a conv kernel's epilogue (kernels::Activation::hard_swish):
+// the loader's code when a HARD_SWISH is the only reader of a conv's output.
+constexpr int kActHardSwishEpilogue = 16;
+
+// checked_activation, also accepting kActHardSwishEpilogue.
+inline int checked_epilogue_activation(const OpSpec& s) {
+  if (get_int(s, "activation", kActNone) == kActHardSwishEpilogue) return kActHardSwishEpilogue;
+  return checked_activation(s);
+}
+
 // Output range a fused activation clamps to.
 inline void activation_range(int act, float* lo, float* hi) {
   *lo = -INFINITY;

@@ -16,6 +16,7 @@ namespace {
 kernels::Activation kernel_activation(int act) {
   kernels::Activation a;
   activation_range(act, &a.min, &a.max);
+  a.hard_swish = act == kActHardSwishEpilogue;
   return a;
 }
 
@@ -76,7 +77,7 @@ class ConvEntryOp : public Op {
     expect_array(s, wt, {p_.out_c, w.kernel, w.kernel, p_.in_c}, "weights");
     packed_ = kernels::pack_conv_hwc2chw(wt.data.data(), p_.out_c, p_.kernel, p_.in_c);
     bias_ = bias_or_zeros(s, p_.out_c);
-    act_ = kernel_activation(checked_activation(s));
+    act_ = kernel_activation(checked_epilogue_activation(s));
     in_img_ = x.numel / static_cast<size_t>(batch_);
     out_img_ = y.numel / static_cast<size_t>(batch_);
   }
@@ -165,7 +166,7 @@ class Conv1x1Op : public Op {
       nnz_ = n_ * k_;
     }
     bias_ = bias_or_zeros(s, n_);
-    act_ = kernel_activation(checked_activation(s));
+    act_ = kernel_activation(checked_epilogue_activation(s));
   }
   // "spmm_groups": the sparse kernel runs rows in groups sharing one pattern
   // (block-pruned output channels, kernels.h SparseMatrix::group_rows).
@@ -325,7 +326,7 @@ class DepthwiseOp : public Op {
     expect_array(s, wt, {c_, w.kernel, w.kernel}, "weights");
     weights_ = wt.data;
     bias_ = bias_or_zeros(s, c_);
-    act_ = kernel_activation(checked_activation(s));
+    act_ = kernel_activation(checked_epilogue_activation(s));
     in_img_ = x.numel / static_cast<size_t>(batch_);
     out_img_ = y.numel / static_cast<size_t>(batch_);
   }

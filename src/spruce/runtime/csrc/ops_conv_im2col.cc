@@ -77,7 +77,9 @@ class ConvIm2colOp : public Op {
       expect_array(s, *b, {oc_}, "bias");
       bias_ = b->data;
     }
-    activation_range(checked_activation(s), &act_.min, &act_.max);
+    const int act = checked_epilogue_activation(s);
+    activation_range(act, &act_.min, &act_.max);
+    act_.hard_swish = act == kActHardSwishEpilogue;
   }
   const char* family() const override { return "conv_im2col"; }
   double flops() const override { return 2.0 * n_ * pixels_ * oc_ * k_; }
