@@ -327,15 +327,37 @@ def test_denormals_are_flushed_in_a_run_and_the_callers_mode_is_restored(tmp_pat
 def test_swish_runs_as_one_operator_and_matches_litert(tmp_path):
     """The converter writes swish as LOGISTIC then MUL by the LOGISTIC's input."""
     inputs = keras.Input((10, 9, 3))
-    x = layers.Activation("swish")(layers.Conv2D(8, 3, padding="same")(inputs))
-    x = layers.Activation("swish")(layers.DepthwiseConv2D(3, padding="same")(x))
+    x = layers.Conv2D(8, 3, padding="same")(inputs)
+    x = layers.Activation("swish")(layers.Add()([x, x]))  # after an ADD: one unary operator
     outputs = layers.GlobalAveragePooling2D()(layers.Conv2D(6, 1)(x))
     path = _convert_model(tmp_path, "swish", inputs, outputs)
-    for threads in (1, 2):
-        engine = assert_close_to_litert(path, sample((1, 10, 9, 3)), engine=Engine(path, num_threads=threads))
-        summary = engine.summary()
-        assert [s["opcode"] for s in summary if s["kernel"] == "fused into its neighbour"] == ["LOGISTIC"] * 2
-        assert [s["opcode"] for s in summary if s["kernel"] == "swish"] == ["MUL"] * 2
+    engine = assert_close_to_litert(path, sample((1, 10, 9, 3)))
+    summary = engine.summary()
+    assert [s["opcode"] for s in summary if s["kernel"] == "fused into its neighbour"] == ["LOGISTIC"]
+    assert [s["opcode"] for s in summary if s["kernel"] == "swish"] == ["MUL"]
+
+
+@pytest.mark.parametrize("size", [28, 14])  # sparse 1x1 convs on whole planes, and on tiles
+def test_swish_after_each_conv_kind_runs_in_its_epilogue(tmp_path, size):
+    inputs = keras.Input((size, size, 3))
+    swish = layers.Activation("swish")
+    x = swish(layers.Conv2D(8, 3, padding="same")(inputs))  # entry conv
+    x = swish(layers.DepthwiseConv2D(3, padding="same")(x))
+    x = swish(layers.Conv2D(48, 1)(x))  # sparse 1x1
+    x = swish(layers.Conv2D(16, 1, name="dense_1x1")(x))
+    x = swish(layers.Conv2D(8, 3, padding="same")(x))  # im2col
+    outputs = layers.GlobalAveragePooling2D()(x)
+    keras.utils.set_random_seed(0)
+    model = keras.Model(inputs, outputs)
+    prune_pointwise(model, 0.8, [layer for layer in model.layers
+                                 if isinstance(layer, layers.Conv2D) and layer.kernel_size == (1, 1)
+                                 and layer.name != "dense_1x1"])
+    path = convert(model, tmp_path / "swish_epilogues.tflite", sparse=True)
+    for threads in (1, 2, 3):
+        engine = assert_close_to_litert(path, sample((1, size, size, 3)), engine=Engine(path, num_threads=threads))
+        kernels = kernels_of(engine)
+        assert kernels.count("fused into its neighbour") == 10 and "swish" not in kernels
+        assert {"conv_hwc2chw", "dwconv_chw", "spmm", "gemm", "im2col_gemm"} <= set(kernels)
 
 
 def test_hard_swish_after_each_conv_kind_runs_in_its_epilogue(tmp_path):

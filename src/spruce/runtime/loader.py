@@ -31,10 +31,13 @@ _UNARY = {"RELU": 0, "RELU6": 1, "RELU_N1_TO_1": 2, "LEAKY_RELU": 3, "ELU": 4,
 # Fused functions the loader makes of several TFLite operators: swish (a LOGISTIC
 # whose only reader is a MUL by the LOGISTIC's input) runs as one unary op, and a
 # HARD_SWISH that is the only reader of a conv's output runs in the conv's epilogue.
+# A swish or HARD_SWISH whose input only it reads, computed by a conv, runs in the
+# conv's epilogue (over each piece of output the conv just wrote).
 _SWISH = 8
 _HARD_SWISH_EPILOGUE = 16
-# Engine op kinds whose kernels apply hard-swish in their epilogue.
-_HARD_SWISH_KINDS = ("conv_entry", "conv1x1_sparse", "conv1x1_dense", "depthwise", "conv_im2col")
+_SWISH_EPILOGUE = 17
+# Engine op kinds with those epilogues.
+_EPILOGUE_KINDS = ("conv_entry", "conv1x1_sparse", "conv1x1_dense", "depthwise", "conv_im2col")
 
 SUPPORTED_OPERATORS = tuple(sorted(
     {"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "SUB", "DIV", "MEAN", "RESHAPE", "SQUEEZE",
@@ -129,15 +132,23 @@ class _Builder:
         return readers[0]
 
     def _conv_output(self, op, name, kind):
-        """(output tensor, activation code) of a conv emitted as `kind`: a HARD_SWISH that
-        is the only reader of the conv's output moves into the conv's epilogue."""
+        """(output tensor, activation code) of a conv emitted as `kind`: a HARD_SWISH, or
+        a swish (LOGISTIC and MUL), that alone reads the conv's output moves into the
+        conv's epilogue."""
         y, act = op.outputs[0], self._act(op, name)
+        if kind not in _EPILOGUE_KINDS or act != _FUSED["NONE"] or y in self.g.outputs:
+            return y, act
+        readers = self.consumers.get(y, [])
         hs = self._only_reader(y)
-        if (kind in _HARD_SWISH_KINDS and act == _FUSED["NONE"] and hs is not None
-                and hs.opcode == "HARD_SWISH" and len(hs.outputs) == 1 and hs.outputs[0] >= 0
+        if (hs is not None and hs.opcode == "HARD_SWISH" and len(hs.outputs) == 1 and hs.outputs[0] >= 0
                 and self.shape(hs.outputs[0]) == self.shape(y)):
             self.fused_ops.add(hs.index)
             return hs.outputs[0], _HARD_SWISH_EPILOGUE
+        muls = [r for r in readers if self.swish_input.get(r.index) == y]
+        if len(readers) == 2 and len(muls) == 1 and any(r.index in self.fused_ops and r.opcode == "LOGISTIC"
+                                                        for r in readers):
+            self.fused_ops.add(muls[0].index)
+            return muls[0].outputs[0], _SWISH_EPILOGUE
         return y, act
 
     # ---- plan tensors --------------------------------------------------------------

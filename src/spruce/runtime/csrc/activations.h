@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "kernels.h"
 
@@ -22,6 +23,15 @@ enum class UnaryFn : int {
 
 // y[i] = f(x[i]) for i < n; y may be x.
 void unary(UnaryFn f, const float* x, float* y, size_t n, Isa isa = default_isa());
+
+// Swish in place over rows [r0, r1) x columns [c0, c1) of a [rows][stride]
+// array: a conv's epilogue over the part of its output it just wrote.
+inline void swish_rows(float* y, int64_t stride, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    float* row = y + r * stride + c0;
+    unary(UnaryFn::kSwish, row, row, static_cast<size_t>(c1 - c0));
+  }
+}
 
 }  // namespace kernels
 }  // namespace spruce

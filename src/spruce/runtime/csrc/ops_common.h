@@ -73,9 +73,14 @@ inline int checked_activation(const OpSpec& s) {
 // the loader's code when a HARD_SWISH is the only reader of a conv's output.
 constexpr int kActHardSwishEpilogue = 16;
 
-// checked_activation, also accepting kActHardSwishEpilogue.
+// Swish (x * sigmoid(x)) over a conv's output while it is still in cache: the
+// loader's code when a LOGISTIC and a MUL by its input read only a conv's output.
+constexpr int kActSwishEpilogue = 17;
+
+// checked_activation, also accepting kActHardSwishEpilogue and kActSwishEpilogue.
 inline int checked_epilogue_activation(const OpSpec& s) {
-  if (get_int(s, "activation", kActNone) == kActHardSwishEpilogue) return kActHardSwishEpilogue;
+  const int64_t a = get_int(s, "activation", kActNone);
+  if (a == kActHardSwishEpilogue || a == kActSwishEpilogue) return static_cast<int>(a);
   return checked_activation(s);
 }
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "activations.h"
 #include "kernels.h"
 #include "ops.h"
 #include "ops_common.h"
@@ -80,6 +81,7 @@ class ConvIm2colOp : public Op {
     const int act = checked_epilogue_activation(s);
     activation_range(act, &act_.min, &act_.max);
     act_.hard_swish = act == kActHardSwishEpilogue;
+    swish_ = act == kActSwishEpilogue;
   }
   const char* family() const override { return "conv_im2col"; }
   double flops() const override { return 2.0 * n_ * pixels_ * oc_ * k_; }
@@ -96,8 +98,10 @@ class ConvIm2colOp : public Op {
       // Output channels [n0, n1) of pixels [p0, p1), a few rows of weights at a time.
       auto multiply = [&](int64_t p0, int64_t p1, int64_t n0, int64_t n1) {
         for (int64_t r = n0; r < n1; r += rows_per_call_) {
+          const int64_t re = std::min(n1, r + rows_per_call_);
           kernels::gemm(packed_, bias_.data(), scratch, pixels_, yi, pixels_, static_cast<int32_t>(r),
-                        static_cast<int32_t>(std::min(n1, r + rows_per_call_)), p0, p1, act_);
+                        static_cast<int32_t>(re), p0, p1, act_);
+          if (swish_) kernels::swish_rows(yi, pixels_, r, re, p0, p1);
         }
       };
       if (pixels_ > chunk && (!parallel || pixels_ >= 2 * chunk * threads)) {
@@ -172,6 +176,7 @@ class ConvIm2colOp : public Op {
   kernels::PackedDense packed_;
   std::vector<float> bias_;
   kernels::Activation act_;
+  bool swish_ = false;  // swish over each piece of output, just written
 };
 
 }  // namespace

@@ -58,6 +58,24 @@ class UnaryOp : public Op {
   size_t n_ = 0;
 };
 
+// po[i] = f(pa[i * ia], pb[i * ib]) for i < n. The strides are 1 or 0 (a value
+// broadcast along the row, as a squeeze-excite scale is over a channel's plane)
+// in the common cases, which get loops the compiler vectorises.
+template <typename F>
+inline void combine(const float* pa, int64_t ia, const float* pb, int64_t ib, float* po, int64_t n, F f) {
+  if (ia == 1 && ib == 1) {
+    for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i]);
+  } else if (ia == 1 && ib == 0) {
+    const float b = *pb;
+    for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], b);
+  } else if (ia == 0 && ib == 1) {
+    const float a = *pa;
+    for (int64_t i = 0; i < n; ++i) po[i] = f(a, pb[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i * ia], pb[i * ib]);
+  }
+}
+
 // out = act(a (+|*|-|/) b), shapes broadcast NumPy-style in memory order.
 class BinaryOp : public Op {
  public:
@@ -129,10 +147,10 @@ class BinaryOp : public Op {
         const float* pb = b + ob;
         float* po = o + static_cast<int64_t>(row) * inner_;
         switch (kind_) {
-          case BinaryKind::kAdd: for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] + pb[i * ib]; break;
-          case BinaryKind::kMul: for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] * pb[i * ib]; break;
-          case BinaryKind::kSub: for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] - pb[i * ib]; break;
-          case BinaryKind::kDiv: for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] / pb[i * ib]; break;
+          case BinaryKind::kAdd: combine(pa, ia, pb, ib, po, inner_, [](float u, float v) { return u + v; }); break;
+          case BinaryKind::kMul: combine(pa, ia, pb, ib, po, inner_, [](float u, float v) { return u * v; }); break;
+          case BinaryKind::kSub: combine(pa, ia, pb, ib, po, inner_, [](float u, float v) { return u - v; }); break;
+          case BinaryKind::kDiv: combine(pa, ia, pb, ib, po, inner_, [](float u, float v) { return u / v; }); break;
         }
         clamp_range(po, static_cast<size_t>(inner_), lo, hi);
       }
