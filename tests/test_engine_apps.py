@@ -391,3 +391,13 @@ def test_activations_whose_input_has_other_readers_stay_separate(tmp_path):
     engine = assert_close_to_litert(path, sample((1, 6, 6, 3)))
     assert "fused into its neighbour" not in kernels_of(engine)
     assert kernels_of(engine).count("elementwise") == 2
+
+
+def test_a_rescaled_input_image_still_feeds_the_entry_conv(tmp_path):
+    """keras.applications' Rescaling (MUL and ADD by constants) keeps the image row-major."""
+    inputs = keras.Input((12, 12, 3))
+    x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    path = _convert_model(tmp_path, "rescaling", inputs, layers.GlobalAveragePooling2D()(x))
+    engine = assert_close_to_litert(path, 100 * sample((1, 12, 12, 3)))
+    assert kernels_of(engine) == ["mul", "add", "conv_hwc2chw", "mean_hw"]

@@ -428,6 +428,11 @@ class _Builder:
         y = op.outputs[0]
         ys = self.shape(y)
         layout = CHW if len(ys) == 4 else NATIVE
+        computed = [t for t in (a, b) if t not in self.consts]
+        if computed and not any(self.has(t, CHW) for t in computed):
+            # Row-major inputs stay row-major (a graph input scaled before the entry conv,
+            # as keras.applications' Rescaling layers do): no layout change on the image.
+            layout = NATIVE
         ids = []
         for t in (a, b):
             ts = self.shape(t)
