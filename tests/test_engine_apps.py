@@ -401,3 +401,53 @@ def test_a_rescaled_input_image_still_feeds_the_entry_conv(tmp_path):
     path = _convert_model(tmp_path, "rescaling", inputs, layers.GlobalAveragePooling2D()(x))
     engine = assert_close_to_litert(path, 100 * sample((1, 12, 12, 3)))
     assert kernels_of(engine) == ["mul", "add", "conv_hwc2chw", "mean_hw"]
+
+
+# ---- squeeze-and-excite --------------------------------------------------------------------
+
+
+def test_matvec_kernel_matches_numpy_for_dense_and_sparse_weights_and_every_epilogue():
+    rng = np.random.default_rng(5)
+    epilogues = {0: lambda v: v, 1: lambda v: np.maximum(v, 0), 3: lambda v: np.clip(v, 0, 6),
+                 16: lambda v: v * np.clip(v + 3, 0, 6) / 6, 17: lambda v: v / (1 + np.exp(-v))}
+    for trial in range(30):
+        batch, k, n = int(rng.integers(1, 3)), int(rng.integers(1, 40)), int(rng.integers(1, 40))
+        w = rng.normal(size=(n, k)).astype(np.float32)
+        w[rng.random(size=w.shape) < rng.choice([0.0, 0.5, 0.95])] = 0
+        b = rng.normal(size=n).astype(np.float32)
+        x = rng.normal(size=(batch, 1, 1, k)).astype(np.float32)
+        for act, f in epilogues.items():
+            want = f(x.astype(np.float64) @ w.T.astype(np.float64) + b)
+            for sparse in (0, 1):
+                graph = one_op_graph("conv_matvec", x.shape, (batch, 1, 1, n), {"activation": act, "sparse": sparse},
+                                     {"weights": w, "bias": b})
+                np.testing.assert_allclose(graph.run([x])[0], want, rtol=1e-5, atol=1e-5,
+                                           err_msg=f"trial {trial}, activation {act}, sparse {sparse}")
+
+
+@pytest.mark.parametrize("y_shape, weights, message", [
+    ((1, 2, 1, 4), (4, 4), "needs a 1x1 image in and out"),
+    ((1, 1, 1, 4), (4, 5), "weights should have shape"),
+])
+def test_bad_matvec_plans_raise_naming_the_problem(y_shape, weights, message):
+    with pytest.raises(ValueError, match=message):
+        one_op_graph("conv_matvec", (1, 1, 1, 4), y_shape, {"activation": 0},
+                     {"weights": np.zeros(weights, np.float32)})
+
+
+@pytest.mark.parametrize("gate, sparsity", [("hard_sigmoid", 0.9), ("sigmoid", 0.0)])
+def test_squeeze_excite_blocks_run_their_small_convs_as_matrix_vector_products(tmp_path, gate, sparsity):
+    inputs = keras.Input((12, 12, 3))
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(inputs)
+    se = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    se = layers.Conv2D(8, 1, activation="relu")(se)
+    se = layers.Conv2D(32, 1)(se)
+    se = layers.ReLU(6.0)(se + 3.0) * (1.0 / 6.0) if gate == "hard_sigmoid" else layers.Activation("sigmoid")(se)
+    x = layers.Multiply()([x, se])
+    outputs = layers.GlobalAveragePooling2D()(layers.Conv2D(16, 1)(x))
+    keras.utils.set_random_seed(0)
+    model = prune_pointwise(keras.Model(inputs, outputs), sparsity) if sparsity else keras.Model(inputs, outputs)
+    path = convert(model, tmp_path / "se.tflite", sparse=bool(sparsity))
+    for threads in (1, 2):
+        engine = assert_close_to_litert(path, sample((1, 12, 12, 3)), engine=Engine(path, num_threads=threads))
+        assert kernels_of(engine).count("matvec_sparse" if sparsity else "matvec") == 2

@@ -37,7 +37,7 @@ _SWISH = 8
 _HARD_SWISH_EPILOGUE = 16
 _SWISH_EPILOGUE = 17
 # Engine op kinds with those epilogues.
-_EPILOGUE_KINDS = ("conv_entry", "conv1x1_sparse", "conv1x1_dense", "depthwise", "conv_im2col")
+_EPILOGUE_KINDS = ("conv_entry", "conv1x1_sparse", "conv1x1_dense", "conv_matvec", "depthwise", "conv_im2col")
 
 SUPPORTED_OPERATORS = tuple(sorted(
     {"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "SUB", "DIV", "MEAN", "RESHAPE", "SQUEEZE",
@@ -340,7 +340,10 @@ class _Builder:
             kind = "conv_entry"
         elif kh == kw == 1 and win["stride_h"] == win["stride_w"] == 1 and no_pad:
             sparsity = float(np.mean(w == 0.0))
-            kind = "conv1x1_sparse" if sparsity >= self.threshold else "conv1x1_dense"
+            if ys[1] == ys[2] == 1:  # a squeeze-and-excite conv: a matrix-vector product
+                kind = "conv_matvec"
+            else:
+                kind = "conv1x1_sparse" if sparsity >= self.threshold else "conv1x1_dense"
         elif win["dilation_h"] == win["dilation_w"] == 1 and kh * kw * xs[3] * ys[1] * ys[2] <= _IM2COL_MAX_FLOATS:
             kind = "conv_im2col"
         else:
@@ -352,6 +355,12 @@ class _Builder:
             self._emit(kind, name, [self.value(x, NATIVE, name)], [self.define(y, CHW)],
                        ints=ints, arrays=arrays)
             self._layer(op, "conv_hwc2chw")
+        elif kind == "conv_matvec":
+            arrays["weights"] = w.reshape(o, -1)
+            sparse = sparsity >= self.threshold
+            self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)],
+                       ints={"activation": act, "sparse": int(sparse)}, arrays=arrays)
+            self._layer(op, "matvec_sparse" if sparse else "matvec", sparsity)
         elif kind.startswith("conv1x1"):
             arrays["weights"] = w.reshape(o, -1)
             self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)],

@@ -19,6 +19,8 @@ std::unique_ptr<Op> make_pad(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_mean_hw(const OpSpec& s, const std::vector<Tensor>& t);
 // ops_conv_im2col.cc
 std::unique_ptr<Op> make_conv_im2col(const OpSpec& s, const std::vector<Tensor>& t);
+// ops_matvec.cc
+std::unique_ptr<Op> make_matvec(const OpSpec& s, const std::vector<Tensor>& t);
 // ops_pool.cc
 std::unique_ptr<Op> make_pool2d(const OpSpec& s, const std::vector<Tensor>& t, bool max);
 // ops_concat.cc
