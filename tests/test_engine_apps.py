@@ -451,3 +451,59 @@ def test_squeeze_excite_blocks_run_their_small_convs_as_matrix_vector_products(t
     for threads in (1, 2):
         engine = assert_close_to_litert(path, sample((1, 12, 12, 3)), engine=Engine(path, num_threads=threads))
         assert kernels_of(engine).count("matvec_sparse" if sparsity else "matvec") == 2
+
+
+# ---- the dense kernel on AVX-512 ---------------------------------------------------------
+
+_DENSE_OUTPUTS = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_engine_apps import dense_1x1_outputs
+np.save({out!r}, dense_1x1_outputs())
+"""
+
+
+def dense_1x1_outputs():
+    """Outputs of dense 1x1 convs (GEMM) and im2col convs over pixel counts that leave every
+    tail of 64/48/32/16 pixels and a masked vector, with clamps and hard-swish."""
+    rng = np.random.default_rng(6)
+    outs = []
+    for pixels in (1, 15, 16, 17, 49, 64, 100, 196):
+        for act in (0, 3, 16):
+            k, n = int(rng.integers(1, 40)), int(rng.integers(1, 20))
+            x = rng.normal(size=(1, 1, pixels, k)).astype(np.float32)
+            w = rng.normal(size=(n, k)).astype(np.float32)
+            b = rng.normal(size=n).astype(np.float32)
+            graph = one_op_graph("conv1x1_dense", x.shape, (1, 1, pixels, n), {"activation": act},
+                                 {"weights": w, "bias": b})
+            outs.append(graph.run([x])[0].ravel())
+    x = rng.normal(size=(1, 15, 13, 6)).astype(np.float32)
+    graph = one_op_graph("conv_im2col", x.shape, (1, 15, 13, 10), _window(3, 1, pad=1, activation=16),
+                         {"weights": rng.normal(size=(10, 3, 3, 6)).astype(np.float32)})
+    outs.append(graph.run([x])[0].ravel())
+    return np.concatenate(outs)
+
+
+def _cpu_has_avx512():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f " in f.read().replace("\n", " ")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _cpu_has_avx512(), reason="the CPU has no AVX-512")
+def test_the_avx512_dense_kernel_gives_the_avx2_kernels_bits(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    results = {}
+    for name, env in (("avx512", {}), ("avx2", {"SPRUCE_KERNELS_NO_AVX512": "1"})):
+        out = tmp_path / f"{name}.npy"
+        code = _DENSE_OUTPUTS.format(tests=os.path.dirname(__file__), out=str(out))
+        subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env), check=True)
+        results[name] = np.load(out)
+    np.testing.assert_array_equal(results["avx512"], results["avx2"])
+    assert results["avx512"].size > 1000

@@ -5,11 +5,14 @@ The plan is plain data (lists of dicts and float32 arrays) that
 
 - which kernel runs each operator (the entry conv reads the HWC input image and
   writes channel-major activations; 1x1 convs take the sparse or the dense kernel
-  by their weights' sparsity; other convs take the general path);
+  by their weights' sparsity, and a matrix-vector product on a 1x1 image; other
+  convs run as im2col and the dense kernel, dilated ones on the general path);
 - the memory layout of each activation: 4-D activations are channel-major (CHW)
   between the entry conv and the pooling, everything else is row-major; the
   loader inserts a layout change wherever a consumer needs the other one;
-- weights rearranged for the kernels (depthwise [C, kh, kw], 1x1 [O, I]).
+- weights rearranged for the kernels (depthwise [C, kh, kw], 1x1 [O, I]);
+- which operators run fused: swish (LOGISTIC then MUL) as one operator, and swish
+  or HARD_SWISH after a conv in the conv's epilogue.
 
 Anything the engine cannot run exactly (an unknown operator, a quantized
 tensor, weights computed at run time) raises `UnsupportedModelError` naming the
@@ -28,11 +31,10 @@ _FUSED = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
 _UNARY = {"RELU": 0, "RELU6": 1, "RELU_N1_TO_1": 2, "LEAKY_RELU": 3, "ELU": 4,
           "LOGISTIC": 5, "HARD_SWISH": 6, "TANH": 7}
 
-# Fused functions the loader makes of several TFLite operators: swish (a LOGISTIC
-# whose only reader is a MUL by the LOGISTIC's input) runs as one unary op, and a
-# HARD_SWISH that is the only reader of a conv's output runs in the conv's epilogue.
-# A swish or HARD_SWISH whose input only it reads, computed by a conv, runs in the
-# conv's epilogue (over each piece of output the conv just wrote).
+# Functions the loader makes of several TFLite operators: swish (a LOGISTIC whose
+# only reader is a MUL by the LOGISTIC's input) runs as one unary op; a swish or a
+# HARD_SWISH that alone reads a conv's output runs in the conv's epilogue (over each
+# piece of output the conv just wrote, still in cache).
 _SWISH = 8
 _HARD_SWISH_EPILOGUE = 16
 _SWISH_EPILOGUE = 17

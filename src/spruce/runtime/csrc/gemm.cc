@@ -69,6 +69,7 @@ void gemm(const PackedDense& w, const float* bias, const float* input, int64_t i
   if (n_begin >= n_end || p_begin >= p_end) return;
 #if SPRUCE_X86_KERNELS
   if (resolve_isa(isa) == Isa::kAvx2) {
+    if (gemm_avx512(w, bias, input, in_stride, output, out_stride, n_begin, n_end, p_begin, p_end, act)) return;
     gemm_avx2(w, bias, input, in_stride, output, out_stride, n_begin, n_end, p_begin, p_end, act);
     return;
   }

@@ -44,6 +44,11 @@ SPRUCE_DECLARE_ISA_KERNELS(portable)
 #if SPRUCE_X86_KERNELS
 SPRUCE_DECLARE_ISA_KERNELS(avx2)
 double fma_peak_gflops_avx2(double seconds);
+// The dense 1x1 kernel on AVX-512 (gemm_avx512.cc), the AVX2 kernel's bits; false,
+// doing nothing, when the CPU lacks AVX-512 or SPRUCE_KERNELS_NO_AVX512=1.
+bool gemm_avx512(const PackedDense& w, const float* bias, const float* input, int64_t in_stride, float* output,
+                 int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
+                 const Activation& act);
 #endif
 
 // Panel sizes shared by packing and every ISA's kernel.

@@ -1,0 +1,129 @@
+// Dense 1x1 convolution in CHW on AVX-512 (see gemm.cc for the packing), for
+// CPUs that have it: twice the floats per FMA of the AVX2 kernel, which LiteRT's
+// XNNPACK already uses there (a 56x56 128 -> 128 layer: 2.5 ms for LiteRT, 4.4 ms
+// for the AVX2 kernel). Same micro-kernel shape as gemm_avx2.cc (4 output
+// channels of a panel x up to 4 vectors of 16 pixels; the pixel tile is the outer
+// loop) and the same operations in the same order, so every output has the
+// AVX2 kernel's bits. Compiled for AVX-512 per function (target attributes), and
+// called only after a run-time check, so the rest of the build is unchanged.
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels_impl.h"
+
+#if SPRUCE_X86_KERNELS
+#include <immintrin.h>
+
+#define SPRUCE_AVX512 __attribute__((target("avx512f,fma")))
+
+namespace spruce {
+namespace kernels {
+namespace {
+
+struct Epilogue512 {
+  __m512 lo, hi;
+  bool hard_swish;
+};
+
+template <int R, int V, bool kMasked>
+SPRUCE_AVX512 inline void gemm_block512(const float* wp, int32_t K, const float* bias, const float* x,
+                                        int64_t in_stride, float* out, int64_t out_stride, __mmask16 mask,
+                                        const Epilogue512& ep) {
+  __m512 acc[R][V];
+  for (int r = 0; r < R; ++r) {
+    const __m512 b = bias != nullptr ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
+    for (int v = 0; v < V; ++v) acc[r][v] = b;
+  }
+  for (int32_t k = 0; k < K; ++k) {
+    __m512 xv[V];
+    for (int v = 0; v < V; ++v) xv[v] = kMasked ? _mm512_maskz_loadu_ps(mask, x) : _mm512_loadu_ps(x + 16 * v);
+    for (int r = 0; r < R; ++r) {
+      const __m512 wr = _mm512_set1_ps(wp[r]);
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(xv[v], wr, acc[r][v]);
+    }
+    x += in_stride;
+    wp += kGemmPanel;
+  }
+  for (int r = 0; r < R; ++r) {
+    float* o = out + r * out_stride;
+    for (int v = 0; v < V; ++v) {
+      __m512 y = acc[r][v];
+      if (ep.hard_swish) {  // as avx2::activate: x * clamp(x + 3, 0, 6), then * 1/6
+        __m512 t = _mm512_add_ps(y, _mm512_set1_ps(3.0f));
+        t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), _mm512_set1_ps(6.0f));
+        y = _mm512_mul_ps(_mm512_mul_ps(y, t), _mm512_set1_ps(1.0f / 6.0f));
+      }
+      y = _mm512_min_ps(_mm512_max_ps(y, ep.lo), ep.hi);
+      if (kMasked) {
+        _mm512_mask_storeu_ps(o, mask, y);
+      } else {
+        _mm512_storeu_ps(o + 16 * v, y);
+      }
+    }
+  }
+}
+
+template <int V, bool kMasked>
+SPRUCE_AVX512 inline void gemm_column512(const PackedDense& w, const float* bias, const float* x, int64_t in_stride,
+                                         float* out, int64_t out_stride, int32_t n_begin, int32_t n_end,
+                                         __mmask16 mask, const Epilogue512& ep) {
+  const int32_t K = w.cols;
+  for (int32_t n = n_begin; n < n_end;) {
+    const int32_t r0 = n % kGemmPanel;
+    const int32_t rows = std::min<int32_t>(kGemmPanel - r0, n_end - n);
+    const float* wp = w.data.data() + (n / kGemmPanel) * static_cast<int64_t>(K) * kGemmPanel + r0;
+    const float* b = bias != nullptr ? bias + n : nullptr;
+    float* o = out + n * out_stride;
+    switch (rows) {
+      case 4: gemm_block512<4, V, kMasked>(wp, K, b, x, in_stride, o, out_stride, mask, ep); break;
+      case 3: gemm_block512<3, V, kMasked>(wp, K, b, x, in_stride, o, out_stride, mask, ep); break;
+      case 2: gemm_block512<2, V, kMasked>(wp, K, b, x, in_stride, o, out_stride, mask, ep); break;
+      default: gemm_block512<1, V, kMasked>(wp, K, b, x, in_stride, o, out_stride, mask, ep); break;
+    }
+    n += rows;
+  }
+}
+
+SPRUCE_AVX512 void gemm_avx512_impl(const PackedDense& w, const float* bias, const float* input, int64_t in_stride,
+                                    float* output, int64_t out_stride, int32_t n_begin, int32_t n_end,
+                                    int64_t p_begin, int64_t p_end, const Activation& act) {
+  const Epilogue512 ep{_mm512_set1_ps(act.min), _mm512_set1_ps(act.max), act.hard_swish};
+  const __mmask16 all = 0xFFFF;
+  int64_t p = p_begin;
+  for (; p + 64 <= p_end; p += 64) {
+    gemm_column512<4, false>(w, bias, input + p, in_stride, output + p, out_stride, n_begin, n_end, all, ep);
+  }
+  const int64_t whole = (p_end - p) / 16;
+  if (whole == 3) gemm_column512<3, false>(w, bias, input + p, in_stride, output + p, out_stride, n_begin, n_end, all, ep);
+  if (whole == 2) gemm_column512<2, false>(w, bias, input + p, in_stride, output + p, out_stride, n_begin, n_end, all, ep);
+  if (whole == 1) gemm_column512<1, false>(w, bias, input + p, in_stride, output + p, out_stride, n_begin, n_end, all, ep);
+  p += 16 * whole;
+  if (p < p_end) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (p_end - p)) - 1);
+    gemm_column512<1, true>(w, bias, input + p, in_stride, output + p, out_stride, n_begin, n_end, tail, ep);
+  }
+}
+
+bool avx512_enabled() {
+  static const bool enabled = [] {
+    const char* off = std::getenv("SPRUCE_KERNELS_NO_AVX512");
+    if (off != nullptr && std::strcmp(off, "1") == 0) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  }();
+  return enabled;
+}
+
+}  // namespace
+
+bool gemm_avx512(const PackedDense& w, const float* bias, const float* input, int64_t in_stride, float* output,
+                 int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
+                 const Activation& act) {
+  if (!avx512_enabled()) return false;
+  gemm_avx512_impl(w, bias, input, in_stride, output, out_stride, n_begin, n_end, p_begin, p_end, act);
+  return true;
+}
+
+}  // namespace kernels
+}  // namespace spruce
+#endif  // SPRUCE_X86_KERNELS
