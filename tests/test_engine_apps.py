@@ -453,20 +453,23 @@ def test_squeeze_excite_blocks_run_their_small_convs_as_matrix_vector_products(t
         assert kernels_of(engine).count("matvec_sparse" if sparsity else "matvec") == 2
 
 
-# ---- the dense kernel on AVX-512 ---------------------------------------------------------
+# ---- kernels on AVX-512 -------------------------------------------------------------------
 
-_DENSE_OUTPUTS = """
+_AVX512_OUTPUTS = """
 import sys
 import numpy as np
 sys.path.insert(0, {tests!r})
-from test_engine_apps import dense_1x1_outputs
-np.save({out!r}, dense_1x1_outputs())
+from test_engine_apps import avx512_kernel_outputs
+np.save({out!r}, avx512_kernel_outputs())
 """
 
 
-def dense_1x1_outputs():
-    """Outputs of dense 1x1 convs (GEMM) and im2col convs over pixel counts that leave every
-    tail of 64/48/32/16 pixels and a masked vector, with clamps and hard-swish."""
+def avx512_kernel_outputs():
+    """Outputs of the kernels with an AVX-512 version: dense 1x1 convs (GEMM) and im2col
+    convs over pixel counts that leave every tail of 64/48/32/16 pixels and a masked
+    vector, with clamps and hard-swish; sigmoid and swish from tiny to huge values."""
+    from test_activations import inputs, run_unary
+
     rng = np.random.default_rng(6)
     outs = []
     for pixels in (1, 15, 16, 17, 49, 64, 100, 196):
@@ -482,6 +485,8 @@ def dense_1x1_outputs():
     graph = one_op_graph("conv_im2col", x.shape, (1, 15, 13, 10), _window(3, 1, pad=1, activation=16),
                          {"weights": rng.normal(size=(10, 3, 3, 6)).astype(np.float32)})
     outs.append(graph.run([x])[0].ravel())
+    for name in ("sigmoid", "swish"):
+        outs += [run_unary(name, inputs()), run_unary(name, inputs()[:37])]
     return np.concatenate(outs)
 
 
@@ -494,7 +499,7 @@ def _cpu_has_avx512():
 
 
 @pytest.mark.skipif(not _cpu_has_avx512(), reason="the CPU has no AVX-512")
-def test_the_avx512_dense_kernel_gives_the_avx2_kernels_bits(tmp_path):
+def test_the_avx512_kernels_give_the_avx2_kernels_bits(tmp_path):
     import os
     import subprocess
     import sys
@@ -502,7 +507,7 @@ def test_the_avx512_dense_kernel_gives_the_avx2_kernels_bits(tmp_path):
     results = {}
     for name, env in (("avx512", {}), ("avx2", {"SPRUCE_KERNELS_NO_AVX512": "1"})):
         out = tmp_path / f"{name}.npy"
-        code = _DENSE_OUTPUTS.format(tests=os.path.dirname(__file__), out=str(out))
+        code = _AVX512_OUTPUTS.format(tests=os.path.dirname(__file__), out=str(out))
         subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env), check=True)
         results[name] = np.load(out)
     np.testing.assert_array_equal(results["avx512"], results["avx2"])

@@ -11,6 +11,8 @@ namespace kernels {
 
 #if SPRUCE_X86_KERNELS
 void unary_avx2(UnaryFn f, const float* x, float* y, size_t n);
+// Sigmoid and swish on AVX-512 (the AVX2 version's bits); false when not run.
+bool unary_avx512(UnaryFn f, const float* x, float* y, size_t n);
 #endif
 
 namespace {
@@ -32,7 +34,7 @@ void unary_portable(UnaryFn f, const float* x, float* y, size_t n) {
 void unary(UnaryFn f, const float* x, float* y, size_t n, Isa isa) {
 #if SPRUCE_X86_KERNELS
   if (resolve_isa(isa) == Isa::kAvx2) {
-    unary_avx2(f, x, y, n);
+    if (!unary_avx512(f, x, y, n)) unary_avx2(f, x, y, n);
     return;
   }
 #endif

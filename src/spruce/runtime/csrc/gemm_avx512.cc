@@ -104,6 +104,8 @@ SPRUCE_AVX512 void gemm_avx512_impl(const PackedDense& w, const float* bias, con
   }
 }
 
+}  // namespace
+
 bool avx512_enabled() {
   static const bool enabled = [] {
     const char* off = std::getenv("SPRUCE_KERNELS_NO_AVX512");
@@ -113,8 +115,6 @@ bool avx512_enabled() {
   }();
   return enabled;
 }
-
-}  // namespace
 
 bool gemm_avx512(const PackedDense& w, const float* bias, const float* input, int64_t in_stride, float* output,
                  int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,

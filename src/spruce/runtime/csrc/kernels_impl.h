@@ -44,8 +44,11 @@ SPRUCE_DECLARE_ISA_KERNELS(portable)
 #if SPRUCE_X86_KERNELS
 SPRUCE_DECLARE_ISA_KERNELS(avx2)
 double fma_peak_gflops_avx2(double seconds);
+// True when the CPU runs AVX-512F and SPRUCE_KERNELS_NO_AVX512=1 is not set: the
+// AVX2-level kernels that have an AVX-512 version (same bits) use it.
+bool avx512_enabled();
 // The dense 1x1 kernel on AVX-512 (gemm_avx512.cc), the AVX2 kernel's bits; false,
-// doing nothing, when the CPU lacks AVX-512 or SPRUCE_KERNELS_NO_AVX512=1.
+// doing nothing, when !avx512_enabled().
 bool gemm_avx512(const PackedDense& w, const float* bias, const float* input, int64_t in_stride, float* output,
                  int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
                  const Activation& act);
