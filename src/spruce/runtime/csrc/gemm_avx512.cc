@@ -1,9 +1,10 @@
 // Dense 1x1 convolution in CHW on AVX-512 (see gemm.cc for the packing), for
 // CPUs that have it: twice the floats per FMA of the AVX2 kernel, which LiteRT's
 // XNNPACK already uses there (a 56x56 128 -> 128 layer: 2.5 ms for LiteRT, 4.4 ms
-// for the AVX2 kernel). Same micro-kernel shape as gemm_avx2.cc (4 output
-// channels of a panel x up to 4 vectors of 16 pixels; the pixel tile is the outer
-// loop) and the same operations in the same order, so every output has the
+// for the AVX2 kernel). The micro-kernel holds 8 output channels (two packed
+// panels) x 3 vectors of 16 pixels (24 of the 32 registers), so each input vector
+// feeds 8 FMAs; the pixel tile is the outer loop, as in gemm_avx2.cc. Every
+// output takes the same operations in the same order as there, so it has the
 // AVX2 kernel's bits. Compiled for AVX-512 per function (target attributes), and
 // called only after a run-time check, so the rest of the build is unchanged.
 #include <cstdlib>
@@ -29,6 +30,7 @@ template <int R, int V, bool kMasked>
 SPRUCE_AVX512 inline void gemm_block512(const float* wp, int32_t K, const float* bias, const float* x,
                                         int64_t in_stride, float* out, int64_t out_stride, __mmask16 mask,
                                         const Epilogue512& ep) {
+  const int64_t panel_floats = static_cast<int64_t>(K) * kGemmPanel;
   __m512 acc[R][V];
   for (int r = 0; r < R; ++r) {
     const __m512 b = bias != nullptr ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
@@ -37,8 +39,8 @@ SPRUCE_AVX512 inline void gemm_block512(const float* wp, int32_t K, const float*
   for (int32_t k = 0; k < K; ++k) {
     __m512 xv[V];
     for (int v = 0; v < V; ++v) xv[v] = kMasked ? _mm512_maskz_loadu_ps(mask, x) : _mm512_loadu_ps(x + 16 * v);
-    for (int r = 0; r < R; ++r) {
-      const __m512 wr = _mm512_set1_ps(wp[r]);
+    for (int r = 0; r < R; ++r) {  // rows past the panel's 4 are in the next panel
+      const __m512 wr = _mm512_set1_ps(wp[(r / kGemmPanel) * panel_floats + r % kGemmPanel]);
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(xv[v], wr, acc[r][v]);
     }
     x += in_stride;
@@ -74,6 +76,11 @@ SPRUCE_AVX512 inline void gemm_column512(const PackedDense& w, const float* bias
     const float* wp = w.data.data() + (n / kGemmPanel) * static_cast<int64_t>(K) * kGemmPanel + r0;
     const float* b = bias != nullptr ? bias + n : nullptr;
     float* o = out + n * out_stride;
+    if (r0 == 0 && n_end - n >= 2 * kGemmPanel) {  // two panels: each input vector feeds 8 rows
+      gemm_block512<2 * kGemmPanel, V, kMasked>(wp, K, b, x, in_stride, o, out_stride, mask, ep);
+      n += 2 * kGemmPanel;
+      continue;
+    }
     switch (rows) {
       case 4: gemm_block512<4, V, kMasked>(wp, K, b, x, in_stride, o, out_stride, mask, ep); break;
       case 3: gemm_block512<3, V, kMasked>(wp, K, b, x, in_stride, o, out_stride, mask, ep); break;
@@ -90,11 +97,10 @@ SPRUCE_AVX512 void gemm_avx512_impl(const PackedDense& w, const float* bias, con
   const Epilogue512 ep{_mm512_set1_ps(act.min), _mm512_set1_ps(act.max), act.hard_swish};
   const __mmask16 all = 0xFFFF;
   int64_t p = p_begin;
-  for (; p + 64 <= p_end; p += 64) {
-    gemm_column512<4, false>(w, bias, input + p, in_stride, output + p, out_stride, n_begin, n_end, all, ep);
+  for (; p + 48 <= p_end; p += 48) {
+    gemm_column512<3, false>(w, bias, input + p, in_stride, output + p, out_stride, n_begin, n_end, all, ep);
   }
   const int64_t whole = (p_end - p) / 16;
-  if (whole == 3) gemm_column512<3, false>(w, bias, input + p, in_stride, output + p, out_stride, n_begin, n_end, all, ep);
   if (whole == 2) gemm_column512<2, false>(w, bias, input + p, in_stride, output + p, out_stride, n_begin, n_end, all, ep);
   if (whole == 1) gemm_column512<1, false>(w, bias, input + p, in_stride, output + p, out_stride, n_begin, n_end, all, ep);
   p += 16 * whole;
