@@ -1,9 +1,12 @@
-"""The operators the Keras application nets need, against LiteRT and NumPy.
+"""What the Keras application nets need from the engine, against LiteRT and NumPy.
 
 Tiny hand-built Keras graphs per operator are converted by the real TF converter
 and compared with the LiteRT interpreter; the kernels are compared with NumPy
-references over random shapes through one-operator plans; and small versions of
-the keras.applications nets (random weights) match LiteRT end to end.
+references over random shapes through one-operator plans; small versions of the
+keras.applications nets (random weights) match LiteRT end to end. Also: denormals
+are flushed inside a run only, swish and hard-swish run fused where the graph
+allows, squeeze-and-excite convs run as matrix-vector products, and the AVX-512
+kernels give the AVX2 kernels' bits.
 """
 
 import numpy as np
@@ -258,6 +261,16 @@ def test_corrupted_plans_of_the_new_operators_raise_value_error_never_crash(tmp_
                                   reference)
 
 
+def test_a_rescaled_input_image_still_feeds_the_entry_conv(tmp_path):
+    """keras.applications' Rescaling (MUL and ADD by constants) keeps the image row-major."""
+    inputs = keras.Input((12, 12, 3))
+    x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    path = _convert_model(tmp_path, "rescaling", inputs, layers.GlobalAveragePooling2D()(x))
+    engine = assert_close_to_litert(path, 100 * sample((1, 12, 12, 3)))
+    assert kernels_of(engine) == ["mul", "add", "conv_hwc2chw", "mean_hw"]
+
+
 # ---- the keras.applications nets, small ------------------------------------------------
 
 
@@ -391,16 +404,6 @@ def test_activations_whose_input_has_other_readers_stay_separate(tmp_path):
     engine = assert_close_to_litert(path, sample((1, 6, 6, 3)))
     assert "fused into its neighbour" not in kernels_of(engine)
     assert kernels_of(engine).count("elementwise") == 2
-
-
-def test_a_rescaled_input_image_still_feeds_the_entry_conv(tmp_path):
-    """keras.applications' Rescaling (MUL and ADD by constants) keeps the image row-major."""
-    inputs = keras.Input((12, 12, 3))
-    x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)
-    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
-    path = _convert_model(tmp_path, "rescaling", inputs, layers.GlobalAveragePooling2D()(x))
-    engine = assert_close_to_litert(path, 100 * sample((1, 12, 12, 3)))
-    assert kernels_of(engine) == ["mul", "add", "conv_hwc2chw", "mean_hw"]
 
 
 # ---- squeeze-and-excite --------------------------------------------------------------------
