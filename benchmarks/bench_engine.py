@@ -272,7 +272,7 @@ def main(argv=None):
     from spruce.runtime import _bench, _engine
 
     peak = _bench.fma_peak_gflops(0.5, engines["0"].isa)
-    nominal_peak = 32 * mhz / 1e3 if mhz and engines["0"].isa == "avx2" else None
+    nominal_peak = 32 * mhz / 1e3 if mhz and engines["0"].isa in ("avx2", "avx512") else None
     import ai_edge_litert
     import keras
     import tensorflow as tf

@@ -122,12 +122,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per round (default 10)")
-    parser.add_argument("--isa", default="auto", choices=["auto", "avx2", "portable"])
+    parser.add_argument("--isa", default="auto", choices=["auto", "avx512", "avx2", "portable"])
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     model, mhz = cpu_info()
     isa = K.default_isa() if args.isa == "auto" else args.isa
-    nominal_peak = 2 * 8 * 2 * mhz / 1e3 if (mhz and isa == "avx2") else None
+    nominal_peak = 2 * 8 * 2 * mhz / 1e3 if (mhz and isa in ("avx2", "avx512")) else None
     peak = _bench.fma_peak_gflops(0.5, isa)
 
     pointwise = bench_pointwise(rng, args.rounds, args.repeats, args.isa)

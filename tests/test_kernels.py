@@ -19,7 +19,9 @@ from helpers import require_engine
 
 kernels = require_engine().kernels
 
-ISAS = ["portable"] + (["avx2"] if kernels.cpu_has_avx2() else [])
+ISAS = (["portable"] + (["avx2"] if kernels.cpu_has_avx2() else [])
+        + (["avx512"] if kernels.cpu_has_avx512() else []))
+BEST_ISA = ISAS[-1]
 SPARSITIES = [0.0, 0.5, 0.75, 0.9, 0.99, 1.0]
 # (act_min, act_max, hard_swish): none, relu, relu6, relu_n1_to_1, hard-swish.
 ACTIVATIONS = [
@@ -744,10 +746,35 @@ def test_every_kernel_family_runs_avx2_by_default_on_an_avx2_cpu():
 
 
 @pytest.mark.skipif(not kernels.cpu_has_avx2(), reason="CPU without AVX2+FMA")
-def test_avx2_is_the_default_on_an_avx2_cpu():
-    if os.environ.get("SPRUCE_KERNELS_ISA") == "portable":
-        pytest.skip("SPRUCE_KERNELS_ISA=portable is set")
-    assert kernels.default_isa() == "avx2"
+def test_the_best_isa_the_cpu_runs_is_the_default():
+    if os.environ.get("SPRUCE_KERNELS_ISA") in ("portable", "avx2"):
+        pytest.skip("SPRUCE_KERNELS_ISA caps the ISA")
+    assert kernels.default_isa() == BEST_ISA
+
+
+def families_matching(isa):
+    auto, forced = kernel_family_results("auto"), kernel_family_results(isa)
+    return {name: bool(np.array_equal(auto[name], forced[name])) for name in auto}
+
+
+@pytest.mark.parametrize("isa", [isa for isa in ISAS if isa != "portable"])
+def test_env_var_caps_every_kernel_family_at_the_isa_it_names(isa):
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_kernels as t; "
+            f"print(json.dumps([t.kernels.default_isa(), t.families_matching({isa!r})]))")
+    env = dict(os.environ, SPRUCE_KERNELS_ISA=isa)
+    out = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__)], env=env,
+                         capture_output=True, text=True, check=True)
+    default, matching = json.loads(out.stdout.strip().splitlines()[-1])
+    assert default == isa
+    assert all(matching.values()), matching
+
+
+@pytest.mark.skipif(not kernels.cpu_has_avx512(), reason="CPU without AVX-512")
+def test_avx512_kernels_give_the_avx2_kernels_bits():
+    # gemm has an AVX-512 kernel; the other families run their AVX2 one under avx512.
+    avx512, avx2 = kernel_family_results("avx512"), kernel_family_results("avx2")
+    for name in avx2:
+        np.testing.assert_array_equal(avx512[name], avx2[name], err_msg=name)
 
 
 # ------------------------------------- timing loops (spruce.runtime._bench) --

@@ -119,7 +119,7 @@ class Engine:
 
     @property
     def isa(self):
-        """The kernels' instruction set on this CPU ("avx2" or "portable")."""
+        """The kernels' instruction set on this CPU ("avx512", "avx2" or "portable")."""
         return self._isa
 
     @property

@@ -5,11 +5,14 @@ The plan is plain data (lists of dicts and float32 arrays) that
 
 - which kernel runs each operator (the entry conv reads the HWC input image and
   writes channel-major activations; 1x1 convs take the sparse or the dense kernel
-  by their weights' sparsity; other convs take the general path);
+  by their weights' sparsity, and a matrix-vector product on a 1x1 image; other
+  convs run as im2col and the dense kernel, dilated ones on the general path);
 - the memory layout of each activation: 4-D activations are channel-major (CHW)
   between the entry conv and the pooling, everything else is row-major; the
   loader inserts a layout change wherever a consumer needs the other one;
-- weights rearranged for the kernels (depthwise [C, kh, kw], 1x1 [O, I]).
+- weights rearranged for the kernels (depthwise [C, kh, kw], 1x1 [O, I]);
+- which operators run fused: swish (LOGISTIC then MUL) as one operator, and swish
+  or HARD_SWISH after a conv in the conv's epilogue.
 
 Anything the engine cannot run exactly (an unknown operator, a quantized
 tensor, weights computed at run time) raises `UnsupportedModelError` naming the
@@ -28,14 +31,30 @@ _FUSED = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
 _UNARY = {"RELU": 0, "RELU6": 1, "RELU_N1_TO_1": 2, "LEAKY_RELU": 3, "ELU": 4,
           "LOGISTIC": 5, "HARD_SWISH": 6, "TANH": 7}
 
+# Functions the loader makes of several TFLite operators: swish (a LOGISTIC whose
+# only reader is a MUL by the LOGISTIC's input) runs as one unary op; a swish or a
+# HARD_SWISH that alone reads a conv's output runs in the conv's epilogue (over each
+# piece of output the conv just wrote, still in cache).
+_SWISH = 8
+_HARD_SWISH_EPILOGUE = 16
+_SWISH_EPILOGUE = 17
+# Engine op kinds with those epilogues.
+_EPILOGUE_KINDS = ("conv_entry", "conv1x1_sparse", "conv1x1_dense", "conv_matvec", "depthwise", "conv_im2col")
+
 SUPPORTED_OPERATORS = tuple(sorted(
-    {"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "MEAN", "RESHAPE", "SQUEEZE",
-     "FULLY_CONNECTED", "SOFTMAX", "DENSIFY", "DEQUANTIZE"} | set(_UNARY)
+    {"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "SUB", "DIV", "MEAN", "RESHAPE", "SQUEEZE",
+     "FULLY_CONNECTED", "SOFTMAX", "DENSIFY", "DEQUANTIZE", "MAX_POOL_2D", "AVERAGE_POOL_2D",
+     "CONCATENATION"} | set(_UNARY)
 ))
 
 # Inputs each operator must have (later ones are optional: a conv's bias).
 _MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "PAD": 2, "ADD": 2,
-               "MUL": 2, "MEAN": 2}
+               "MUL": 2, "SUB": 2, "DIV": 2, "MEAN": 2}
+
+# Convs other than 1x1 run as a matrix product over their copied windows when that
+# matrix (window values x output pixels, floats) is at most this large; dilated or
+# larger ones take the general loops.
+_IM2COL_MAX_FLOATS = 1 << 26
 
 # 1x1 convs whose weights are at least this sparse take the sparse kernel (measured
 # crossover of the two kernels on AVX2: between 50% and 75% zeros).
@@ -95,6 +114,44 @@ class _Builder:
         for t in subgraph.tensors:
             if t.data is not None:
                 self.consts[t.index] = t.data
+        self.swish_input = {}  # MUL operator index -> the input x of its swish x * LOGISTIC(x)
+        self.fused_ops = set()  # indices of operators another one computes
+        for op in subgraph.operators:
+            if op.opcode == "LOGISTIC" and len(op.inputs) == 1 and len(op.outputs) == 1:
+                x, s = op.inputs[0], op.outputs[0]
+                mul = self._only_reader(s)
+                if (mul is not None and mul.opcode == "MUL" and sorted(mul.inputs) == sorted([x, s]) and x != s
+                        and mul.options.get("fused_activation_function", "NONE") == "NONE"
+                        and len(mul.outputs) == 1 and self.shape(mul.outputs[0]) == self.shape(x)):
+                    self.swish_input[mul.index] = x
+                    self.fused_ops.add(op.index)
+
+    def _only_reader(self, t):
+        """The one operator reading tensor `t` once, if `t` is no graph output; else None."""
+        readers = self.consumers.get(t, [])
+        if len(readers) != 1 or t in self.g.outputs or list(readers[0].inputs).count(t) != 1:
+            return None
+        return readers[0]
+
+    def _conv_output(self, op, name, kind):
+        """(output tensor, activation code) of a conv emitted as `kind`: a HARD_SWISH, or
+        a swish (LOGISTIC and MUL), that alone reads the conv's output moves into the
+        conv's epilogue."""
+        y, act = op.outputs[0], self._act(op, name)
+        if kind not in _EPILOGUE_KINDS or act != _FUSED["NONE"] or y in self.g.outputs:
+            return y, act
+        readers = self.consumers.get(y, [])
+        hs = self._only_reader(y)
+        if (hs is not None and hs.opcode == "HARD_SWISH" and len(hs.outputs) == 1 and hs.outputs[0] >= 0
+                and self.shape(hs.outputs[0]) == self.shape(y)):
+            self.fused_ops.add(hs.index)
+            return hs.outputs[0], _HARD_SWISH_EPILOGUE
+        muls = [r for r in readers if self.swish_input.get(r.index) == y]
+        if len(readers) == 2 and len(muls) == 1 and any(r.index in self.fused_ops and r.opcode == "LOGISTIC"
+                                                        for r in readers):
+            self.fused_ops.add(muls[0].index)
+            return muls[0].outputs[0], _SWISH_EPILOGUE
+        return y, act
 
     # ---- plan tensors --------------------------------------------------------------
 
@@ -220,6 +277,9 @@ class _Builder:
                     f"{name} has inputs {list(op.inputs)} and outputs {list(op.outputs)}; expected at "
                     f"least {needed} input(s) and one output. The file may be corrupted."
                 )
+            if op.index in self.fused_ops:
+                self._layer(op, "fused into its neighbour")
+                continue
             getattr(self, "_op_" + op.opcode.lower())(op, name)
         for t in g.outputs:
             self.plan.outputs.append(self.value(t, NATIVE, "graph output"))
@@ -273,30 +333,51 @@ class _Builder:
             )
         o, kh, kw, _ = w.shape
         x, xs, win = self._conv_input(op, name, kh, kw)
-        act = self._act(op, name)
         arrays = {"weights": w}
         if b is not None:
             arrays["bias"] = b.ravel()
         no_pad = not any(win[k] for k in ("pad_top", "pad_bottom", "pad_left", "pad_right"))
         square = kh == kw and win["stride_h"] == win["stride_w"] and win["dilation_h"] == win["dilation_w"] == 1
-        entry = square and xs[3] <= 8 and self.has(x, NATIVE) and not self.has(x, CHW)
-        if entry:
-            ints = dict(kernel=kh, stride=win["stride_h"], activation=act,
-                        **{k: win[k] for k in ("pad_top", "pad_left", "pad_bottom", "pad_right")})
-            self._emit("conv_entry", name, [self.value(x, NATIVE, name)], [self.define(y, CHW)],
-                       ints=ints, arrays=arrays)
-            self._layer(op, "conv_hwc2chw")
+        if square and xs[3] <= 8 and self.has(x, NATIVE) and not self.has(x, CHW):
+            kind = "conv_entry"
         elif kh == kw == 1 and win["stride_h"] == win["stride_w"] == 1 and no_pad:
             sparsity = float(np.mean(w == 0.0))
-            sparse = sparsity >= self.threshold
+            if ys[1] == ys[2] == 1:  # a squeeze-and-excite conv: a matrix-vector product
+                kind = "conv_matvec"
+            else:
+                kind = "conv1x1_sparse" if sparsity >= self.threshold else "conv1x1_dense"
+        elif win["dilation_h"] == win["dilation_w"] == 1 and kh * kw * xs[3] * ys[1] * ys[2] <= _IM2COL_MAX_FLOATS:
+            kind = "conv_im2col"
+        else:
+            kind = "conv_general"
+        y, act = self._conv_output(op, name, kind)
+        if kind == "conv_entry":
+            ints = dict(kernel=kh, stride=win["stride_h"], activation=act,
+                        **{k: win[k] for k in ("pad_top", "pad_left", "pad_bottom", "pad_right")})
+            self._emit(kind, name, [self.value(x, NATIVE, name)], [self.define(y, CHW)],
+                       ints=ints, arrays=arrays)
+            self._layer(op, "conv_hwc2chw")
+        elif kind == "conv_matvec":
             arrays["weights"] = w.reshape(o, -1)
-            self._emit("conv1x1_sparse" if sparse else "conv1x1_dense", name,
-                       [self.value(x, CHW, name)], [self.define(y, CHW)],
+            sparse = sparsity >= self.threshold
+            self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)],
+                       ints={"activation": act, "sparse": int(sparse)}, arrays=arrays)
+            self._layer(op, "matvec_sparse" if sparse else "matvec", sparsity)
+        elif kind.startswith("conv1x1"):
+            arrays["weights"] = w.reshape(o, -1)
+            self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)],
                        ints={"activation": act}, arrays=arrays)
-            self._layer(op, "spmm" if sparse else "gemm", sparsity)
+            self._layer(op, "spmm" if kind == "conv1x1_sparse" else "gemm", sparsity)
+        elif kind == "conv_im2col":
+            ints = dict(kernel_h=kh, kernel_w=kw, activation=act,
+                        **{k: win[k] for k in ("stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
+                                               "pad_right")})
+            self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)],
+                       ints=ints, arrays=arrays)
+            self._layer(op, "im2col_gemm")
         else:
             ints = dict(kernel_h=kh, kernel_w=kw, activation=act, **win)
-            self._emit("conv_general", name, [self.value(x, CHW, name)], [self.define(y, CHW)],
+            self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)],
                        ints=ints, arrays=arrays)
             self._layer(op, "conv_general")
 
@@ -316,9 +397,9 @@ class _Builder:
         arrays = {"weights": np.ascontiguousarray(w[0].transpose(2, 0, 1))}
         if b is not None:
             arrays["bias"] = b.ravel()
-        act = self._act(op, name)
         fast = (mult == 1 and kh == kw and win["stride_h"] == win["stride_w"]
                 and win["dilation_h"] == win["dilation_w"] == 1)
+        y, act = self._conv_output(op, name, "depthwise" if fast else "depthwise_general")
         if fast:
             ints = dict(kernel=kh, stride=win["stride_h"], activation=act,
                         **{k: win[k] for k in ("pad_top", "pad_left", "pad_bottom", "pad_right")})
@@ -358,6 +439,11 @@ class _Builder:
         y = op.outputs[0]
         ys = self.shape(y)
         layout = CHW if len(ys) == 4 else NATIVE
+        computed = [t for t in (a, b) if t not in self.consts]
+        if computed and not any(self.has(t, CHW) for t in computed):
+            # Row-major inputs stay row-major (a graph input scaled before the entry conv,
+            # as keras.applications' Rescaling layers do): no layout change on the image.
+            layout = NATIVE
         ids = []
         for t in (a, b):
             ts = self.shape(t)
@@ -387,7 +473,20 @@ class _Builder:
         self._binary(op, name, "add")
 
     def _op_mul(self, op, name):
+        if op.index in self.swish_input:
+            x, y = self.swish_input[op.index], op.outputs[0]
+            layout = self.preferred(x)
+            self._emit("unary", name, [self.value(x, layout, name)], [self.define(y, layout)],
+                       ints={"function": _SWISH})
+            self._layer(op, "swish")
+            return
         self._binary(op, name, "mul")
+
+    def _op_sub(self, op, name):
+        self._binary(op, name, "sub")
+
+    def _op_div(self, op, name):
+        self._binary(op, name, "div")
 
     def _unary(self, op, name):
         x, y = op.inputs[0], op.outputs[0]
@@ -411,6 +510,48 @@ class _Builder:
             )
         self._emit("mean_hw", name, [self.value(x, CHW, name)], [self.define(y, CHW)])
         self._layer(op, "mean_hw")
+
+    def _pool(self, op, name, kind):
+        x, y = op.inputs[0], op.outputs[0]
+        xs, ys = self.shape(x), self.shape(y)
+        kh, kw = int(op.options.get("filter_height", 0)), int(op.options.get("filter_width", 0))
+        if len(xs) != 4 or len(ys) != 4 or kh < 1 or kw < 1:
+            raise UnsupportedModelError(
+                f"{name}: expected 4-D input and output and a window of at least 1x1; received input {xs}, "
+                f"output {ys}, window {kh}x{kw}. The file may be corrupted."
+            )
+        win = self._window(op, name, xs[1:3], ys[1:3], kh, kw)
+        ints = dict(kernel_h=kh, kernel_w=kw, activation=self._act(op, name),
+                    **{k: win[k] for k in ("stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
+                                           "pad_right")})
+        self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)], ints=ints)
+        self._layer(op, kind)
+
+    def _op_max_pool_2d(self, op, name):
+        self._pool(op, name, "max_pool")
+
+    def _op_average_pool_2d(self, op, name):
+        self._pool(op, name, "avg_pool")
+
+    def _op_concatenation(self, op, name):
+        y = op.outputs[0]
+        ys = self.shape(y)
+        axis = int(op.options.get("axis", 0))
+        if not -len(ys) <= axis < len(ys):
+            raise UnsupportedModelError(f"{name}: axis {axis} is out of range for output shape {ys}")
+        if self._act(op, name) != _FUSED["NONE"]:
+            raise UnsupportedModelError(
+                f"{name} has fused activation {op.options.get('fused_activation_function')}; spruce's engine "
+                "concatenates without one. Apply the activation as a separate layer."
+            )
+        layout = CHW if len(ys) == 4 else NATIVE
+        ids = []
+        for t in op.inputs:
+            if t < 0 or len(self.shape(t)) != len(ys):
+                raise UnsupportedModelError(f"{name}: every input must have the output's rank {len(ys)}")
+            ids.append(self.value(t, layout, name))
+        self._emit("concat", name, ids, [self.define(y, layout)], ints={"axis": axis % len(ys)})
+        self._layer(op, "concat")
 
     def _op_reshape(self, op, name):
         x, y = op.inputs[0], op.outputs[0]

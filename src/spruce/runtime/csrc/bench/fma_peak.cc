@@ -10,7 +10,7 @@ namespace bench {
 
 double fma_peak_gflops(kernels::Isa isa, double seconds) {
 #if SPRUCE_X86_KERNELS
-  if (kernels::resolve_isa(isa) == kernels::Isa::kAvx2) return fma_peak_gflops_avx2(seconds);
+  if (kernels::resolve_isa(isa) >= kernels::Isa::kAvx2) return fma_peak_gflops_avx2(seconds);
 #endif
   float a[8];
   for (int i = 0; i < 8; ++i) a[i] = 0.001f * static_cast<float>(i);

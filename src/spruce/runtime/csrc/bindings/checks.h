@@ -100,7 +100,14 @@ inline kernels::Isa parse_isa(const std::string& isa) {
     }
     return kernels::Isa::kAvx2;
   }
-  throw py::value_error("isa must be one of 'auto', 'avx2', 'portable'. Received: isa='" + isa + "'");
+  if (isa == "avx512") {
+    if (!kernels::cpu_has_avx512()) {
+      throw py::value_error("isa='avx512' needs an x86 CPU with AVX-512F, AVX2 and FMA and a build with "
+                            "the AVX-512 kernels; this one has neither. Use isa='auto', 'avx2' or 'portable'.");
+    }
+    return kernels::Isa::kAvx512;
+  }
+  throw py::value_error("isa must be one of 'auto', 'avx512', 'avx2', 'portable'. Received: isa='" + isa + "'");
 }
 
 inline kernels::Activation make_activation(float act_min, float act_max, bool hard_swish) {

@@ -34,6 +34,8 @@ void register_kernel_bindings(py::module_& parent) {
       "kernels", "Raw hot kernels of spruce's engine on numpy float32 arrays (tests, benchmarks).");
 
   m.def("cpu_has_avx2", &kernels::cpu_has_avx2, "True if AVX2+FMA kernels are built and the CPU runs them.");
+  m.def("cpu_has_avx512", &kernels::cpu_has_avx512,
+        "True if AVX-512 kernels are built and the CPU runs them (and the AVX2 ones).");
   m.def("default_isa", [] { return std::string(kernels::isa_name(kernels::default_isa())); },
         "ISA the engine uses by default ('avx2' or 'portable'; SPRUCE_KERNELS_ISA=portable forces it).");
 

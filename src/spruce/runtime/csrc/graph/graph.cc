@@ -1,5 +1,7 @@
 #include "graph/graph.h"
 
+#include "graph/denormals.h"
+
 #include <algorithm>
 #include <chrono>
 #include <limits>
@@ -113,10 +115,12 @@ void Graph::plan_memory() {
 }
 
 void Graph::execute() {
+  ScopedFlushDenormals flush;
   for (size_t i = 0; i < model_->num_ops(); ++i) model_->op(i).run(RunContext{&tensors_, &pool_, scratch_[i]});
 }
 
 std::vector<double> Graph::profile() {
+  ScopedFlushDenormals flush;
   std::vector<double> times;
   for (size_t i = 0; i < model_->num_ops(); ++i) {
     auto t0 = std::chrono::steady_clock::now();

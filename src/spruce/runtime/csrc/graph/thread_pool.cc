@@ -1,5 +1,7 @@
 #include "graph/thread_pool.h"
 
+#include "graph/denormals.h"
+
 #include <algorithm>
 #include <chrono>
 
@@ -58,6 +60,7 @@ constexpr auto kSpin = std::chrono::microseconds(300);
 }  // namespace
 
 void ThreadPool::worker_loop() {
+  flush_denormals_for_good();
   uint32_t seen = 0;
   for (;;) {
     const auto spin_until = std::chrono::steady_clock::now() + kSpin;

@@ -19,20 +19,46 @@ bool cpu_has_avx2() {
 #endif
 }
 
+bool cpu_has_avx512() {
+#if SPRUCE_X86_KERNELS
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return cpu_has_avx2() && __builtin_cpu_supports("avx512f");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+namespace {
+
+Isa best_isa() {
+  if (cpu_has_avx512()) return Isa::kAvx512;
+  return cpu_has_avx2() ? Isa::kAvx2 : Isa::kPortable;
+}
+
+}  // namespace
+
 Isa default_isa() {
   static const Isa isa = [] {
     const char* env = std::getenv("SPRUCE_KERNELS_ISA");
     if (env != nullptr && std::strcmp(env, "portable") == 0) return Isa::kPortable;
-    return cpu_has_avx2() ? Isa::kAvx2 : Isa::kPortable;
+    if (env != nullptr && std::strcmp(env, "avx2") == 0) return resolve_isa(Isa::kAvx2);
+    return best_isa();
   }();
   return isa;
 }
 
-Isa resolve_isa(Isa requested) {
-  return (requested == Isa::kAvx2 && cpu_has_avx2()) ? Isa::kAvx2 : Isa::kPortable;
-}
+Isa resolve_isa(Isa requested) { return std::min(requested, best_isa()); }
 
-const char* isa_name(Isa isa) { return isa == Isa::kAvx2 ? "avx2" : "portable"; }
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "portable";
+  }
+}
 
 }  // namespace kernels
 }  // namespace spruce

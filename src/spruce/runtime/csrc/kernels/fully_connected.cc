@@ -31,7 +31,7 @@ void fully_connected(const float* x, const float* w, const float* bias, float* y
                      int64_t o_begin, int64_t o_end, const Activation& act, Isa isa) {
   if (o_begin >= o_end) return;
 #if SPRUCE_X86_KERNELS
-  if (resolve_isa(isa) == Isa::kAvx2) {
+  if (resolve_isa(isa) >= Isa::kAvx2) {
     fully_connected_avx2(x, w, bias, y, k, o_begin, o_end, act);
     return;
   }

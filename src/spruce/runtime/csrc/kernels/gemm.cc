@@ -68,7 +68,12 @@ void gemm(const PackedDense& w, const float* bias, const float* input, int64_t i
           int64_t p_end, const Activation& act, Isa isa) {
   if (n_begin >= n_end || p_begin >= p_end) return;
 #if SPRUCE_X86_KERNELS
-  if (resolve_isa(isa) == Isa::kAvx2) {
+  const Isa resolved = resolve_isa(isa);
+  if (resolved == Isa::kAvx512) {
+    gemm_avx512(w, bias, input, in_stride, output, out_stride, n_begin, n_end, p_begin, p_end, act);
+    return;
+  }
+  if (resolved == Isa::kAvx2) {
     gemm_avx2(w, bias, input, in_stride, output, out_stride, n_begin, n_end, p_begin, p_end, act);
     return;
   }

@@ -11,8 +11,9 @@
 // not check them (the Python bindings in bindings/kernels.cc do).
 //
 // Each kernel exists in a portable version and, on x86, an AVX2+FMA version
-// (files *_avx2.cc). The `isa` argument picks one; the default is the best the
-// CPU supports (see default_isa()).
+// (files *_avx2.cc); some also have an AVX-512 version (*_avx512.cc) that gives
+// the AVX2 version's bits. The `isa` argument picks one; the default is the
+// best the CPU supports (see default_isa()).
 #pragma once
 
 #include <cstddef>
@@ -25,14 +26,18 @@ namespace kernels {
 
 // ---------------------------------------------------------------- dispatch --
 
-enum class Isa : int { kPortable = 0, kAvx2 = 1 };
+// Ordered: each ISA's CPU runs every lower one's kernels. Under kAvx512, the
+// families without an AVX-512 version run their AVX2 kernel.
+enum class Isa : int { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
 
 // True when this build has AVX2 kernels and the CPU runs AVX2 and FMA.
 bool cpu_has_avx2();
-// The ISA used by default: kAvx2 when cpu_has_avx2(), else kPortable. The
-// environment variable SPRUCE_KERNELS_ISA=portable (read once) forces the
-// portable path. Asking for kAvx2 explicitly on a CPU without it falls back to
-// kPortable (never crashes).
+// True when cpu_has_avx2() and the CPU also runs AVX-512F.
+bool cpu_has_avx512();
+// The ISA used by default: the best the CPU runs. The environment variable
+// SPRUCE_KERNELS_ISA=portable|avx2|avx512 (read once) caps it at that ISA.
+// Asking for an ISA the CPU lacks falls back to the best one below it (never
+// crashes).
 Isa default_isa();
 const char* isa_name(Isa isa);
 
@@ -224,6 +229,32 @@ void global_avg_pool_chw(const float* input, int64_t pixels, int64_t stride, flo
 // per weight row, no packing). bias may be null (zero).
 void fully_connected(const float* x, const float* w, const float* bias, float* y, int64_t k,
                      int64_t o_begin, int64_t o_end, const Activation& act, Isa isa = default_isa());
+
+// ------------------------------------------ 6. element-wise activations --
+//
+// The standalone activation operators and swish (a LOGISTIC and a MUL of the
+// same input, fused by the loader). The AVX2 and AVX-512 versions evaluate exp
+// with a polynomial (relative error a few ulp, far inside the engine's 1e-4
+// tolerance on logits); the portable ones call the C library.
+enum class UnaryFn : int {
+  kSigmoid,    // 1 / (1 + exp(-x))
+  kTanh,       // tanh(x)
+  kElu,        // x > 0 ? x : exp(x) - 1
+  kHardSwish,  // x * min(max(x + 3, 0), 6) / 6
+  kSwish,      // x / (1 + exp(-x))
+};
+
+// y[i] = f(x[i]) for i < n; y may be x.
+void unary(UnaryFn f, const float* x, float* y, size_t n, Isa isa = default_isa());
+
+// Swish in place over rows [r0, r1) x columns [c0, c1) of a [rows][stride]
+// array: a conv's epilogue over the part of its output it just wrote.
+inline void swish_rows(float* y, int64_t stride, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    float* row = y + r * stride + c0;
+    unary(UnaryFn::kSwish, row, row, static_cast<size_t>(c1 - c0));
+  }
+}
 
 }  // namespace kernels
 }  // namespace spruce

@@ -6,8 +6,9 @@
 
 #include "kernels/kernels.h"
 
-// x86 GCC/Clang builds compile the *_avx2.cc files with -mavx2 -mfma (see
-// CMakeLists.txt); elsewhere they are empty and never referenced.
+// x86 GCC/Clang builds compile the *_avx2.cc files with -mavx2 -mfma and the
+// *_avx512.cc files with -mavx512f -mavx2 -mfma (see CMakeLists.txt); elsewhere
+// they are empty and never referenced.
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define SPRUCE_X86_KERNELS 1
 #else
@@ -17,7 +18,8 @@
 namespace spruce {
 namespace kernels {
 
-// kAvx2 only when the build and the CPU support it.
+// The best ISA up to `requested` that the build and the CPU support. Families
+// with an AVX2 kernel take it for any result >= kAvx2.
 Isa resolve_isa(Isa requested);
 
 inline float apply_activation(float x, const Activation& act) {
@@ -45,6 +47,13 @@ inline float apply_activation(float x, const Activation& act) {
 SPRUCE_DECLARE_ISA_KERNELS(portable)
 #if SPRUCE_X86_KERNELS
 SPRUCE_DECLARE_ISA_KERNELS(avx2)
+void unary_avx2(UnaryFn f, const float* x, float* y, size_t n);
+// The families with an AVX-512 version, each giving its AVX2 kernel's bits.
+void gemm_avx512(const PackedDense& w, const float* bias, const float* input, int64_t in_stride,
+                 float* output, int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
+                 int64_t p_end, const Activation& act);
+// Sigmoid and swish only; false, doing nothing, for the other functions.
+bool unary_avx512(UnaryFn f, const float* x, float* y, size_t n);
 #endif
 
 // Panel sizes shared by packing and every ISA's kernel.

@@ -195,7 +195,7 @@ void spmm(const SparseMatrix& w, const float* bias, const float* input, float* o
           const Activation& act, Isa isa, bool input_padded, bool output_padded) {
   if (n_begin >= n_end || p_begin >= p_end) return;
 #if SPRUCE_X86_KERNELS
-  if (resolve_isa(isa) == Isa::kAvx2) {
+  if (resolve_isa(isa) >= Isa::kAvx2) {
     spmm_avx2(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, input_padded,
               output_padded);
     return;

@@ -69,6 +69,21 @@ inline int checked_activation(const OpSpec& s) {
   return static_cast<int>(a);
 }
 
+// Hard-swish applied in a conv kernel's epilogue (kernels::Activation::hard_swish):
+// the loader's code when a HARD_SWISH is the only reader of a conv's output.
+constexpr int kActHardSwishEpilogue = 16;
+
+// Swish (x * sigmoid(x)) over a conv's output while it is still in cache: the
+// loader's code when a LOGISTIC and a MUL by its input read only a conv's output.
+constexpr int kActSwishEpilogue = 17;
+
+// checked_activation, also accepting kActHardSwishEpilogue and kActSwishEpilogue.
+inline int checked_epilogue_activation(const OpSpec& s) {
+  const int64_t a = get_int(s, "activation", kActNone);
+  if (a == kActHardSwishEpilogue || a == kActSwishEpilogue) return static_cast<int>(a);
+  return checked_activation(s);
+}
+
 // Output range a fused activation clamps to.
 inline void activation_range(int act, float* lo, float* hi) {
   *lo = -INFINITY;
@@ -78,10 +93,11 @@ inline void activation_range(int act, float* lo, float* hi) {
   if (act == kActReluN1To1) *lo = -1.0f, *hi = 1.0f;
 }
 
-// The kernels' fused epilogue for a TFLite activation code.
+// The kernels' fused epilogue for a TFLite activation code (or kActHardSwishEpilogue).
 inline kernels::Activation kernel_activation(int act) {
   kernels::Activation a;
   activation_range(act, &a.min, &a.max);
+  a.hard_swish = act == kActHardSwishEpilogue;
   return a;
 }
 

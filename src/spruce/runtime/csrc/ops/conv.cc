@@ -13,6 +13,10 @@ namespace spruce {
 
 namespace {
 
+// With swish in its epilogue, a conv runs in pieces whose output (at most
+// this many floats, 256 KiB) is still in cache when swish goes over it.
+constexpr int64_t kSwishPieceFloats = 64 << 10;
+
 std::vector<float> bias_or_zeros(const OpSpec& s, int64_t n) {
   if (const Array* b = find_array(s, "bias")) {
     expect_array(s, *b, {n}, "bias");
@@ -70,7 +74,9 @@ class ConvEntryOp : public Op {
     expect_array(s, wt, {p_.out_c, w.kernel, w.kernel, p_.in_c}, "weights");
     packed_ = kernels::pack_conv_hwc2chw(wt.data.data(), p_.out_c, p_.kernel, p_.in_c);
     bias_ = bias_or_zeros(s, p_.out_c);
-    act_ = kernel_activation(checked_activation(s));
+    const int act = checked_epilogue_activation(s);
+    act_ = kernel_activation(act);
+    swish_ = act == kActSwishEpilogue;
     in_img_ = x.numel / static_cast<size_t>(batch_);
     out_img_ = y.numel / static_cast<size_t>(batch_);
   }
@@ -85,8 +91,19 @@ class ConvEntryOp : public Op {
       const float* xi = x + n * in_img_;
       float* yi = y + n * out_img_;
       auto rows = [&](size_t b, size_t e) {
-        kernels::conv_hwc2chw(p_, packed_, bias_.data(), xi, yi, static_cast<int32_t>(b),
-                              static_cast<int32_t>(e), act_);
+        if (!swish_) {
+          kernels::conv_hwc2chw(p_, packed_, bias_.data(), xi, yi, static_cast<int32_t>(b),
+                                static_cast<int32_t>(e), act_);
+          return;
+        }
+        const int64_t ow = p_.out_w(), plane = static_cast<int64_t>(p_.out_h()) * ow;
+        const size_t piece = static_cast<size_t>(std::max<int64_t>(1, kSwishPieceFloats / (p_.out_c * ow)));
+        for (size_t r = b; r < e; r += piece) {
+          const size_t re = std::min(e, r + piece);
+          kernels::conv_hwc2chw(p_, packed_, bias_.data(), xi, yi, static_cast<int32_t>(r),
+                                static_cast<int32_t>(re), act_);
+          kernels::swish_rows(yi, plane, 0, p_.out_c, static_cast<int64_t>(r) * ow, static_cast<int64_t>(re) * ow);
+        }
       };
       if (flops() / batch_ >= kParallelMinFlops) {
         ctx.pool->parallel_for(static_cast<size_t>(p_.out_h()), 1, rows);
@@ -101,6 +118,7 @@ class ConvEntryOp : public Op {
   kernels::PackedConvHwc packed_;
   std::vector<float> bias_;
   kernels::Activation act_;
+  bool swish_ = false;  // swish over each piece of output (kActSwishEpilogue)
   int64_t batch_ = 1;
   size_t in_img_ = 0, out_img_ = 0;
 };
@@ -159,13 +177,15 @@ class Conv1x1Op : public Op {
       nnz_ = n_ * k_;
     }
     bias_ = bias_or_zeros(s, n_);
-    act_ = kernel_activation(checked_activation(s));
+    const int act = checked_epilogue_activation(s);
+    act_ = kernel_activation(act);
+    swish_ = act == kActSwishEpilogue;
   }
   // "spmm_groups": the sparse kernel runs rows in groups sharing one pattern
   // (block-pruned output channels, kernels.h SparseMatrix::group_rows).
   const char* family() const override {
     if (!sparse_) return "gemm";
-    return sparse_w_.group_rows != 0 && kernels::default_isa() == kernels::Isa::kAvx2 ? "spmm_groups" : "spmm";
+    return sparse_w_.group_rows != 0 && kernels::default_isa() >= kernels::Isa::kAvx2 ? "spmm_groups" : "spmm";
   }
   double flops() const override { return 2.0 * batch_ * pixels_ * static_cast<double>(nnz_); }
   size_t scratch_floats() const override {
@@ -209,13 +229,23 @@ class Conv1x1Op : public Op {
       // The dense kernel splits by rows below 256 pixels a thread (14x14, 7x7),
       // where pixel chunks of 32 would share the pixels out unevenly.
       const int64_t min_pixels = sparse_ ? 64 : 256;
-      split_rows_pixels(ctx.pool, flops() / batch_, n_, pixels_, grain, min_pixels, [&](int64_t nb, int64_t ne, int64_t pb, int64_t pe) {
+      auto multiply = [&](int64_t nb, int64_t ne, int64_t pb, int64_t pe) {
         if (sparse_) {
           kernels::spmm(sparse_w_, bias_.data(), xi, yi, pixels_, static_cast<int32_t>(nb),
                         static_cast<int32_t>(ne), pb, pe, act_);
         } else {
           kernels::gemm(dense_w_, bias_.data(), xi, pixels_, yi, pixels_, static_cast<int32_t>(nb),
                         static_cast<int32_t>(ne), pb, pe, act_);
+        }
+      };
+      split_rows_pixels(ctx.pool, flops() / batch_, n_, pixels_, grain, min_pixels, [&](int64_t nb, int64_t ne, int64_t pb, int64_t pe) {
+        if (!swish_) return multiply(nb, ne, pb, pe);
+        // Pixel pieces of whole 64-pixel tiles, their output rows in cache.
+        const int64_t piece = std::max<int64_t>(64, kSwishPieceFloats / std::max<int64_t>(ne - nb, 1) / 64 * 64);
+        for (int64_t p = pb; p < pe; p += piece) {
+          const int64_t q = std::min(pe, p + piece);
+          multiply(nb, ne, p, q);
+          kernels::swish_rows(yi, pixels_, nb, ne, p, q);
         }
       });
     }
@@ -244,6 +274,7 @@ class Conv1x1Op : public Op {
     kernels::spmm(sparse_w_, bias_.data(), packed, yi + p0 - q0, out_stride_, static_cast<int32_t>(n0),
                   static_cast<int32_t>(n1), q0, q0 + width, act_, kernels::default_isa(), /*input_padded=*/true,
                   output_padded_);
+    if (swish_) kernels::swish_rows(yi, out_stride_, n0, n1, p0, p0 + width);
   }
   // Threads split tiles (each packing its own) when there are enough to balance;
   // otherwise every tile is packed first (unless read in place) and threads take
@@ -289,6 +320,7 @@ class Conv1x1Op : public Op {
   kernels::PackedDense dense_w_;
   std::vector<float> bias_;
   kernels::Activation act_;
+  bool swish_ = false;  // swish over each piece of output (kActSwishEpilogue)
   int64_t batch_ = 1, pixels_ = 0, k_ = 0, n_ = 0, nnz_ = 0;
 };
 
@@ -317,7 +349,9 @@ class DepthwiseOp : public Op {
     expect_array(s, wt, {c_, w.kernel, w.kernel}, "weights");
     weights_ = wt.data;
     bias_ = bias_or_zeros(s, c_);
-    act_ = kernel_activation(checked_activation(s));
+    const int act = checked_epilogue_activation(s);
+    act_ = kernel_activation(act);
+    swish_ = act == kActSwishEpilogue;
     in_img_ = x.numel / static_cast<size_t>(batch_);
     out_img_ = y.numel / static_cast<size_t>(batch_);
   }
@@ -345,8 +379,19 @@ class DepthwiseOp : public Op {
       const float* xi = x + n * in_img_;
       float* yi = y + n * out_img_;
       auto body = [&](size_t b, size_t e) {
-        kernels::dwconv_chw(p_, weights_.data(), bias_.data(), xi, yi, static_cast<int32_t>(b),
-                            static_cast<int32_t>(e), act_);
+        if (!swish_) {
+          kernels::dwconv_chw(p_, weights_.data(), bias_.data(), xi, yi, static_cast<int32_t>(b),
+                              static_cast<int32_t>(e), act_);
+          return;
+        }
+        const int64_t pixels = static_cast<int64_t>(p_.out_h()) * p_.out_w();
+        const size_t piece = static_cast<size_t>(std::max<int64_t>(1, kSwishPieceFloats / p_.out_plane()));
+        for (size_t c = b; c < e; c += piece) {
+          const size_t ce = std::min(e, c + piece);
+          kernels::dwconv_chw(p_, weights_.data(), bias_.data(), xi, yi, static_cast<int32_t>(c),
+                              static_cast<int32_t>(ce), act_);
+          kernels::swish_rows(yi, p_.out_plane(), static_cast<int64_t>(c), static_cast<int64_t>(ce), 0, pixels);
+        }
       };
       if (flops() / batch_ >= kParallelMinFlops) ctx.pool->parallel_for(static_cast<size_t>(c_), 1, body);
       else body(0, static_cast<size_t>(c_));
@@ -357,6 +402,7 @@ class DepthwiseOp : public Op {
   kernels::DwConvParams p_;
   std::vector<float> weights_, bias_;
   kernels::Activation act_;
+  bool swish_ = false;  // swish over each piece of output (kActSwishEpilogue)
   int64_t batch_ = 1, c_ = 0;
   size_t in_img_ = 0, out_img_ = 0;
 };

@@ -1,7 +1,8 @@
-// Element-wise operators: activations (RELU ... HARD_SWISH) and ADD / MUL with
-// broadcasting. Both work in memory order, so they serve either layout.
+// Element-wise operators: activations (RELU ... HARD_SWISH) and ADD / MUL /
+// SUB / DIV with broadcasting. Both work in memory order, so they serve either layout.
 #include <cmath>
 
+#include "kernels/kernels.h"
 #include "ops/common.h"
 #include "ops/ops.h"
 
@@ -11,7 +12,8 @@ namespace {
 
 constexpr size_t kParallelMin = 1 << 15;  // elements below which threads cost more than they save
 
-enum Unary : int { kRelu, kRelu6, kReluN1To1, kLeakyRelu, kElu, kLogistic, kHardSwish, kTanh };
+// kSwish is x * LOGISTIC(x), a LOGISTIC and a MUL that the loader fused.
+enum Unary : int { kRelu, kRelu6, kReluN1To1, kLeakyRelu, kElu, kLogistic, kHardSwish, kTanh, kSwish };
 
 class UnaryOp : public Op {
  public:
@@ -23,7 +25,7 @@ class UnaryOp : public Op {
       fail(s, "output " + dims_str(y.shape) + " must match input " + dims_str(x.shape));
     }
     fn_ = static_cast<int>(get_int(s, "function"));
-    if (fn_ < kRelu || fn_ > kTanh) fail(s, "unknown activation function " + std::to_string(fn_));
+    if (fn_ < kRelu || fn_ > kSwish) fail(s, "unknown activation function " + std::to_string(fn_));
     alpha_ = static_cast<float>(get_float(s, "alpha", 0.2));
     n_ = x.numel;
   }
@@ -44,12 +46,11 @@ class UnaryOp : public Op {
       case kRelu6: for (size_t i = 0; i < n; ++i) y[i] = std::min(std::max(x[i], 0.0f), 6.0f); break;
       case kReluN1To1: for (size_t i = 0; i < n; ++i) y[i] = std::min(std::max(x[i], -1.0f), 1.0f); break;
       case kLeakyRelu: for (size_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : a * x[i]; break;
-      case kElu: for (size_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : std::expm1(x[i]); break;
-      case kLogistic: for (size_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + std::exp(-x[i])); break;
-      case kHardSwish:
-        for (size_t i = 0; i < n; ++i) y[i] = x[i] * std::min(std::max(x[i] + 3.0f, 0.0f), 6.0f) / 6.0f;
-        break;
-      case kTanh: for (size_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]); break;
+      case kElu: kernels::unary(kernels::UnaryFn::kElu, x, y, n); break;
+      case kLogistic: kernels::unary(kernels::UnaryFn::kSigmoid, x, y, n); break;
+      case kHardSwish: kernels::unary(kernels::UnaryFn::kHardSwish, x, y, n); break;
+      case kTanh: kernels::unary(kernels::UnaryFn::kTanh, x, y, n); break;
+      case kSwish: kernels::unary(kernels::UnaryFn::kSwish, x, y, n); break;
     }
   }
   int fn_ = 0;
@@ -57,10 +58,28 @@ class UnaryOp : public Op {
   size_t n_ = 0;
 };
 
-// out = act(a (+|*) b), shapes broadcast NumPy-style in memory order.
+// po[i] = f(pa[i * ia], pb[i * ib]) for i < n. The strides are 1 or 0 (a value
+// broadcast along the row, as a squeeze-excite scale is over a channel's plane)
+// in the common cases, which get loops the compiler vectorises.
+template <typename F>
+inline void combine(const float* pa, int64_t ia, const float* pb, int64_t ib, float* po, int64_t n, F f) {
+  if (ia == 1 && ib == 1) {
+    for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i]);
+  } else if (ia == 1 && ib == 0) {
+    const float b = *pb;
+    for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], b);
+  } else if (ia == 0 && ib == 1) {
+    const float a = *pa;
+    for (int64_t i = 0; i < n; ++i) po[i] = f(a, pb[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i * ia], pb[i * ib]);
+  }
+}
+
+// out = act(a (+|*|-|/) b), shapes broadcast NumPy-style in memory order.
 class BinaryOp : public Op {
  public:
-  BinaryOp(const OpSpec& s, const std::vector<Tensor>& t, bool mul) : mul_(mul) {
+  BinaryOp(const OpSpec& s, const std::vector<Tensor>& t, BinaryKind kind) : kind_(kind) {
     expect_arity(s, 2, 2, 1);
     const Tensor& a = in_t(s, t, 0);
     const Tensor& b = in_t(s, t, 1);
@@ -127,10 +146,11 @@ class BinaryOp : public Op {
         const float* pa = a + oa;
         const float* pb = b + ob;
         float* po = o + static_cast<int64_t>(row) * inner_;
-        if (mul_) {
-          for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] * pb[i * ib];
-        } else {
-          for (int64_t i = 0; i < inner_; ++i) po[i] = pa[i * ia] + pb[i * ib];
+        switch (kind_) {
+          case BinaryKind::kAdd: combine(pa, ia, pb, ib, po, inner_, [](float u, float v) { return u + v; }); break;
+          case BinaryKind::kMul: combine(pa, ia, pb, ib, po, inner_, [](float u, float v) { return u * v; }); break;
+          case BinaryKind::kSub: combine(pa, ia, pb, ib, po, inner_, [](float u, float v) { return u - v; }); break;
+          case BinaryKind::kDiv: combine(pa, ia, pb, ib, po, inner_, [](float u, float v) { return u / v; }); break;
         }
         clamp_range(po, static_cast<size_t>(inner_), lo, hi);
       }
@@ -141,7 +161,7 @@ class BinaryOp : public Op {
   }
 
  private:
-  bool mul_;
+  BinaryKind kind_;
   int act_ = 0;
   std::vector<int64_t> dims_, a_stride_, b_stride_;
   std::vector<bool> a_bcast_, b_bcast_;
@@ -154,8 +174,8 @@ class BinaryOp : public Op {
 std::unique_ptr<Op> make_unary(const OpSpec& s, const std::vector<Tensor>& t) {
   return std::make_unique<UnaryOp>(s, t);
 }
-std::unique_ptr<Op> make_binary(const OpSpec& s, const std::vector<Tensor>& t, bool mul) {
-  return std::make_unique<BinaryOp>(s, t, mul);
+std::unique_ptr<Op> make_binary(const OpSpec& s, const std::vector<Tensor>& t, BinaryKind kind) {
+  return std::make_unique<BinaryOp>(s, t, kind);
 }
 
 }  // namespace spruce

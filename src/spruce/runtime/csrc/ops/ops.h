@@ -9,13 +9,22 @@
 namespace spruce {
 
 // elementwise.cc
+enum class BinaryKind { kAdd, kMul, kSub, kDiv };
 std::unique_ptr<Op> make_unary(const OpSpec& s, const std::vector<Tensor>& t);
-std::unique_ptr<Op> make_binary(const OpSpec& s, const std::vector<Tensor>& t, bool mul);
+std::unique_ptr<Op> make_binary(const OpSpec& s, const std::vector<Tensor>& t, BinaryKind kind);
 // layout.cc
 std::unique_ptr<Op> make_transpose(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_copy(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_pad(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_mean_hw(const OpSpec& s, const std::vector<Tensor>& t);
+// conv_im2col.cc
+std::unique_ptr<Op> make_conv_im2col(const OpSpec& s, const std::vector<Tensor>& t);
+// matvec.cc
+std::unique_ptr<Op> make_matvec(const OpSpec& s, const std::vector<Tensor>& t);
+// pool.cc
+std::unique_ptr<Op> make_pool2d(const OpSpec& s, const std::vector<Tensor>& t, bool max);
+// concat.cc
+std::unique_ptr<Op> make_concat(const OpSpec& s, const std::vector<Tensor>& t);
 // dense.cc
 std::unique_ptr<Op> make_fully_connected(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_softmax(const OpSpec& s, const std::vector<Tensor>& t);

@@ -1,0 +1,225 @@
+"""spruce's engine against the LiteRT interpreter on the Keras application CNNs.
+
+For each net (keras.applications, weights=None so nothing is downloaded, logits:
+classifier_activation=None) it zeroes nothing for the dense export and 90% of
+each 1x1 conv kernel by magnitude for the pruned one, exports both with
+spruce.export_litert (the pruned one stores its weights sparse), and times, in
+one process and interleaved round by round, one thread each:
+
+- LiteRT's interpreter (XNNPACK) on the dense export: the baseline;
+- spruce's engine on the dense export and on the 90% export.
+
+Each engine's outputs are compared with LiteRT's on the same file (max relative
+error of the logits). A net the engine refuses is recorded with the refusal
+message and the operators its export uses. Prints one JSON document. Usage:
+
+    PYTHONPATH=src python benchmarks/bench_apps.py [--nets MobileNet,ResNet50] [--size 224]
+        [--rounds 5] [--runs 5] [--cache-dir DIR] [--quick]
+"""
+
+import argparse
+import collections
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+NETS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "ResNet50")
+# Goals: the dense export at most 1.25x slower than LiteRT; the 90% export at least this much faster.
+DENSE_SLOWDOWN_MAX = 1.25
+SPARSE90_SPEEDUP = {"MobileNet": 4.0, "MobileNetV2": 3.0, "MobileNetV3Large": 2.0, "MobileNetV3Small": 1.8,
+                    "EfficientNetB0": 2.0}
+SPARSITY = 0.9
+
+
+def cpu_info():
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return model
+
+
+def zero_by_magnitude(kernel, sparsity):
+    flat = np.abs(kernel).ravel()
+    k = int(round(sparsity * flat.size))
+    out = kernel.copy()
+    if k:
+        out[np.abs(kernel) <= np.partition(flat, k - 1)[k - 1]] = 0
+    return out
+
+
+def export_paths(folder, net, size):
+    return {name: os.path.join(folder, f"{net}_{size}_{name}.tflite") for name in ("dense", "90")}
+
+
+def build_exports(net, size, paths):
+    """Writes the dense and the 90%-pruned-1x1 exports of keras.applications.<net>."""
+    import keras
+
+    import spruce
+
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, net)(weights=None, input_shape=(size, size, 3),
+                                             classifier_activation=None)
+    spruce.export_litert(model, paths["dense"], sparse=False, verify=False)
+    pointwise = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1):
+            weights = layer.get_weights()
+            weights[0] = zero_by_magnitude(weights[0], SPARSITY)
+            layer.set_weights(weights)
+            pointwise += 1
+    spruce.export_litert(model, paths["90"], sparse=True, verify=False)
+    keras.backend.clear_session()
+    return pointwise
+
+
+def operators(path):
+    from spruce.tflite.reader import read_tflite
+
+    return dict(sorted(collections.Counter(op.opcode for op in read_tflite(path).main.operators).items()))
+
+
+def litert_interpreter(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path, num_threads=1)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def litert_run(interpreter, x):
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def litert_times(interpreter, runs):
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        interpreter.invoke()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def relative_error(got, want):
+    return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
+
+
+def summary(times):
+    return {"median_ms": statistics.median(times) * 1e3, "min_ms": min(times) * 1e3,
+            "p10_ms": float(np.percentile(times, 10)) * 1e3, "p90_ms": float(np.percentile(times, 90)) * 1e3,
+            "runs": len(times)}
+
+
+def bench_net(net, paths, size, rounds, runs):
+    """Figures for one net: times, ratios, errors, goal checks (or the refusal)."""
+    from spruce.runtime import Engine, UnsupportedModelError
+
+    x = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
+    result = {"operators": operators(paths["dense"])}
+    interpreters = {"dense": litert_interpreter(paths["dense"]), "90": litert_interpreter(paths["90"])}
+    engines = {}
+    try:
+        for name in ("dense", "90"):
+            engines[name] = Engine(paths[name], num_threads=1)
+    except UnsupportedModelError as e:
+        result["refused"] = str(e)
+        return result
+    result["max_relative_error_vs_litert"] = {
+        name: relative_error(np.asarray(engines[name].run(x)), litert_run(interpreters[name], x))
+        for name in engines}
+    litert = interpreters["dense"]
+    litert_run(litert, x)
+    litert_times(litert, 1)
+    times = {"litert_dense": [], "spruce_dense": [], "spruce_90": []}
+    for _ in range(rounds):
+        times["litert_dense"] += litert_times(litert, runs)
+        for name, engine in engines.items():
+            times[f"spruce_{name}"] += list(engine.benchmark(runs, 1).times)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    speedups = {f"spruce_{name}_vs_litert_dense": med["litert_dense"] / med[f"spruce_{name}"] for name in engines}
+    result["times"] = {k: summary(v) for k, v in times.items()}
+    result["speedups"] = speedups
+    result["speedups_from_fastest_runs"] = {
+        f"spruce_{name}_vs_litert_dense": min(times["litert_dense"]) / min(times[f"spruce_{name}"])
+        for name in engines}
+    goals = {f"dense_at_most_{DENSE_SLOWDOWN_MAX}x_slower":
+             speedups["spruce_dense_vs_litert_dense"] >= 1 / DENSE_SLOWDOWN_MAX}
+    if net in SPARSE90_SPEEDUP:
+        goals[f"sparse90_at_least_{SPARSE90_SPEEDUP[net]}x"] = (
+            speedups["spruce_90_vs_litert_dense"] >= SPARSE90_SPEEDUP[net])
+    result["goals"] = goals
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nets", default=",".join(NETS), help="comma-separated keras.applications names")
+    parser.add_argument("--size", type=int, default=224, help="input height and width")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per engine per round")
+    parser.add_argument("--cache-dir", default=None, help="reuse exports from this folder")
+    parser.add_argument("--quick", action="store_true", help="64x64, 1 round of 2 runs (a smoke test)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size, args.rounds, args.runs = 64, 1, 2
+    nets = [n.strip() for n in args.nets.split(",") if n.strip()]
+    import keras
+
+    unknown = [n for n in nets if not callable(getattr(keras.applications, n, None))]
+    if unknown or not nets:
+        parser.error(f"--nets must name keras.applications models, e.g. {','.join(NETS)}. Received: {unknown or nets}")
+    if args.size < 32:
+        parser.error(f"--size must be at least 32. Received: {args.size}")
+
+    import ai_edge_litert
+    import tensorflow as tf
+
+    import spruce
+    from spruce.runtime import _engine
+
+    folder = args.cache_dir or tempfile.mkdtemp(prefix="spruce_bench_apps_")
+    os.makedirs(folder, exist_ok=True)
+    results = {}
+    for net in nets:
+        paths = export_paths(folder, net, args.size)
+        if not (args.cache_dir and all(os.path.exists(p) for p in paths.values())):
+            build_exports(net, args.size, paths)
+        print(f"{net}: timing", file=sys.stderr, flush=True)
+        results[net] = bench_net(net, paths, args.size, args.rounds, args.runs)
+        results[net]["exports"] = paths
+
+    report = {
+        "benchmark": "spruce engine vs LiteRT interpreter (dense export), keras.applications nets",
+        "note": "timings on a shared machine are noisy; rerun on a quiet one",
+        "timing": "spruce: each run timed inside Engine.benchmark's native loop; LiteRT: each invoke() "
+                  "timed from Python",
+        "model": {"input": [1, args.size, args.size, 3], "weights": "random (weights=None), seed 0",
+                  "pruned": f"{SPARSITY:.0%} of each 1x1 conv kernel zeroed by magnitude"},
+        "cpu": cpu_info(), "cores": os.cpu_count(), "isa": _engine.isa(), "threads": 1,
+        "versions": {"python": sys.version.split()[0], "spruce": spruce.__version__, "numpy": np.__version__,
+                     "tensorflow": tf.__version__, "keras": keras.__version__,
+                     "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown")},
+        "rounds": args.rounds, "runs_per_round": args.runs,
+        "goals_definition": {"dense_slowdown_max": DENSE_SLOWDOWN_MAX, "sparse90_speedup_min": SPARSE90_SPEEDUP},
+        "nets": results,
+        "all_goals_met": all(r.get("goals") and all(r["goals"].values()) for r in results.values()),
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

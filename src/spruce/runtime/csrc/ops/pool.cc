@@ -1,0 +1,103 @@
+// MAX_POOL_2D and AVERAGE_POOL_2D on channel-major activations: one window per
+// output pixel, any size, stride and padding. Padding never enters a window:
+// max pooling ignores it and average pooling divides by the pixels the window
+// covers, as TFLite does.
+#include <algorithm>
+#include <cfloat>
+
+#include "ops/common.h"
+#include "ops/ops.h"
+
+namespace spruce {
+
+namespace {
+
+class Pool2DOp : public Op {
+ public:
+  Pool2DOp(const OpSpec& s, const std::vector<Tensor>& t, bool max) : max_(max) {
+    expect_arity(s, 1, 1, 1);
+    const Tensor& x = in_t(s, t, 0);
+    const Tensor& y = out_t(s, t, 0);
+    expect_layout(s, x, kCHW, "input");
+    expect_layout(s, y, kCHW, "output");
+    kh_ = get_int(s, "kernel_h"), kw_ = get_int(s, "kernel_w");
+    sh_ = get_int(s, "stride_h"), sw_ = get_int(s, "stride_w");
+    top_ = get_int(s, "pad_top"), left_ = get_int(s, "pad_left");
+    const int64_t bottom = get_int(s, "pad_bottom"), right = get_int(s, "pad_right");
+    expect_positive(s, kh_, "kernel height", 1024);
+    expect_positive(s, kw_, "kernel width", 1024);
+    expect_positive(s, sh_, "stride", 1024);
+    expect_positive(s, sw_, "stride", 1024);
+    for (int64_t p : {top_, left_, bottom, right}) expect_nonneg(s, p, "padding", 1024);
+    // A window lying wholly in the padding would have no pixels to pool.
+    if (top_ >= kh_ || bottom >= kh_ || left_ >= kw_ || right >= kw_) {
+      fail(s, "padding must be smaller than the window on each side. Received: window " + std::to_string(kh_) +
+                  "x" + std::to_string(kw_) + ", padding " + dims_str({top_, bottom, left_, right}));
+    }
+    n_ = x.shape[0], c_ = x.shape[3], ih_ = x.shape[1], iw_ = x.shape[2];
+    oh_ = y.shape[1], ow_ = y.shape[2];
+    const int64_t oh = conv_out_size(ih_, kh_, sh_, 1, top_, bottom);
+    const int64_t ow = conv_out_size(iw_, kw_, sw_, 1, left_, right);
+    if (oh != oh_ || ow != ow_ || y.shape[0] != n_ || y.shape[3] != c_) {
+      fail(s, "a " + std::to_string(kh_) + "x" + std::to_string(kw_) + " window over " + dims_str(x.shape) +
+                  " gives " + std::to_string(oh) + "x" + std::to_string(ow) + "; the plan says " + dims_str(y.shape));
+    }
+    act_ = checked_activation(s);
+  }
+  const char* family() const override { return "pooling"; }
+  void run(const RunContext& ctx) const override {
+    const float* x = (*ctx.tensors)[inputs[0]].data;
+    float* y = (*ctx.tensors)[outputs[0]].data;
+    float lo, hi;
+    activation_range(act_, &lo, &hi);
+    const int64_t in_plane = ih_ * iw_, out_plane = oh_ * ow_;
+    auto planes = [&](size_t b, size_t e) {
+      for (size_t p = b; p < e; ++p) {
+        float* out = y + static_cast<int64_t>(p) * out_plane;
+        pool_plane(x + static_cast<int64_t>(p) * in_plane, out);
+        clamp_range(out, static_cast<size_t>(out_plane), lo, hi);
+      }
+    };
+    const size_t total = static_cast<size_t>(n_ * c_);
+    if (static_cast<double>(out_plane) * kh_ * kw_ * c_ >= kParallelMinFlops) ctx.pool->parallel_for(total, 1, planes);
+    else planes(0, total);
+  }
+
+ private:
+  // One output plane: rows of the window combined into a row buffer first, so
+  // the inner loops run over whole output rows (vectorised when stride is 1).
+  void pool_plane(const float* in, float* out) const {
+    for (int64_t oy = 0; oy < oh_; ++oy) {
+      const int64_t y0 = std::max<int64_t>(oy * sh_ - top_, 0);
+      const int64_t y1 = std::min(oy * sh_ - top_ + kh_, ih_);
+      float* orow = out + oy * ow_;
+      for (int64_t ox = 0; ox < ow_; ++ox) {
+        const int64_t x0 = std::max<int64_t>(ox * sw_ - left_, 0);
+        const int64_t x1 = std::min(ox * sw_ - left_ + kw_, iw_);
+        float acc = max_ ? -FLT_MAX : 0.0f;
+        for (int64_t iy = y0; iy < y1; ++iy) {
+          const float* row = in + iy * iw_;
+          if (max_) {
+            for (int64_t ix = x0; ix < x1; ++ix) acc = std::max(acc, row[ix]);
+          } else {
+            for (int64_t ix = x0; ix < x1; ++ix) acc += row[ix];
+          }
+        }
+        orow[ox] = max_ ? acc : acc / static_cast<float>((y1 - y0) * (x1 - x0));
+      }
+    }
+  }
+
+  bool max_;
+  int64_t kh_, kw_, sh_, sw_, top_, left_;
+  int64_t n_, c_, ih_, iw_, oh_, ow_;
+  int act_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Op> make_pool2d(const OpSpec& s, const std::vector<Tensor>& t, bool max) {
+  return std::make_unique<Pool2DOp>(s, t, max);
+}
+
+}  // namespace spruce
