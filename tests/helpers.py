@@ -115,3 +115,34 @@ def assert_whole_zero_blocks(kernel, block_size, sparsity=None, what="kernel"):
         assert zero_blocks == expected, (f"{what}: {zero_blocks} of {n_blocks} blocks zero; expected "
                                          f"{expected} for sparsity {sparsity}")
     return zero_blocks
+
+
+# The engine against LiteRT: max |engine - litert| / max |litert|.
+RTOL = 1e-4
+
+
+def litert_outputs(path, x):
+    """Every output of the LiteRT interpreter on `path` for the input `x`."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+
+
+def assert_close_to_litert(path, x, engine=None, rtol=RTOL):
+    """spruce's engine on `path` gives LiteRT's outputs within `rtol` (relative to the largest)."""
+    from spruce.runtime import Engine
+
+    engine = engine or Engine(path)
+    got = engine.run(x)
+    got = got if isinstance(got, list) else [got]
+    want = litert_outputs(path, x)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        err = np.abs(g - w).max() / max(np.abs(w).max(), 1e-6)
+        assert err < rtol, f"relative error {err:.2e} >= {rtol:.0e}"
+    return engine

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 
+from helpers import RTOL, assert_close_to_litert
 from tflite_models import convert, prune_pointwise, randomize_batchnorm
 
 keras = pytest.importorskip("keras")
@@ -18,32 +19,6 @@ pytest.importorskip("ai_edge_litert")
 from spruce import zoo  # noqa: E402
 from spruce.runtime import Engine, UnsupportedModelError  # noqa: E402
 from spruce.tflite import InvalidTFLiteError  # noqa: E402
-
-RTOL = 1e-4
-
-
-def litert_outputs(path, x):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
-
-
-def assert_close_to_litert(path, x, engine=None, rtol=RTOL):
-    engine = engine or Engine(path)
-    got = engine.run(x)
-    got = got if isinstance(got, list) else [got]
-    want = litert_outputs(path, x)
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.shape == w.shape
-        err = np.abs(g - w).max() / max(np.abs(w).max(), 1e-6)
-        assert err < rtol, f"relative error {err:.2e} >= {rtol:.0e}"
-    return engine
-
 
 def sample(shape, seed=0):
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)

@@ -19,7 +19,8 @@ pytest.importorskip("ai_edge_litert")
 
 from spruce.runtime import Engine, UnsupportedModelError  # noqa: E402
 from spruce.runtime import _engine  # noqa: E402
-from test_engine import assert_close_to_litert, sample  # noqa: E402
+from helpers import assert_close_to_litert  # noqa: E402
+from test_engine import sample  # noqa: E402
 
 layers = keras.layers
 

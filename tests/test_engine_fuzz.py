@@ -20,7 +20,8 @@ from hypothesis import strategies as st  # noqa: E402
 
 from spruce.runtime import Engine, build_plan  # noqa: E402
 from spruce.tflite.reader import read_tflite  # noqa: E402
-from test_engine import assert_close_to_litert, sample  # noqa: E402
+from helpers import assert_close_to_litert  # noqa: E402
+from test_engine import sample  # noqa: E402
 
 ACTIVATIONS = ["relu", "relu6", "leaky_relu", "elu", "sigmoid", "hard_swish", "tanh", None]
 
