@@ -205,7 +205,7 @@ def _engine_sparse_layers(path, model):
     known = {layer.name for layer in model.layers}
     names = set()
     for layer in Engine(path).layers:
-        if layer.kernel in ("spmm", "spmm_groups"):
+        if layer.kernel in ("spmm", "spmm_groups", "matvec_sparse"):
             weights = graph.operators[layer.index].inputs[1]
             name = short_name(graph.tensors[sources.get(weights, weights)].name)
             # the exported graph may suffix a layer's name ("expand_1")

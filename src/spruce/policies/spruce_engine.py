@@ -40,8 +40,9 @@ class SparseConv:
 
 
 # The one place that says which convolutions the engine runs sparse: the loader sends a
-# CONV_2D of these shapes to the sparse kernel ("spmm", or "spmm_groups" for weights pruned
-# in blocks of output channels) once its weights hold `sparse_threshold` zeros, and runs
+# CONV_2D of these shapes to the sparse kernel ("spmm", "spmm_groups" for weights pruned
+# in blocks of output channels, "matvec_sparse" on a 1x1 map as in squeeze-and-excite)
+# once its weights hold `sparse_threshold` zeros, and runs
 # every other convolution, depthwise and fully-connected layer dense. Groups must be 1
 # and dilation 1. A sparse KxK kernel in the engine becomes one more entry here.
 ENGINE_SPARSE_CONVS = (
