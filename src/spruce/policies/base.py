@@ -32,3 +32,12 @@ class PruningPolicy(abc.ABC):
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+def final_sparsity(schedule):
+    """The sparsity `schedule` ends at (PolynomialDecay's final, ConstantSparsity's target), or
+    None for a schedule that names neither."""
+    final = getattr(schedule, "final_sparsity", None)
+    if final is None:
+        final = getattr(schedule, "target_sparsity", None)
+    return None if final is None else float(final)

@@ -17,7 +17,7 @@ import numpy as np
 
 from spruce import registry
 from spruce.policies import nchw
-from spruce.policies.base import PruningPolicy
+from spruce.policies.base import PruningPolicy, final_sparsity
 from spruce.policies.graph import build_graph, ensure_graph_model
 from spruce.policies.macs import call_macs
 from spruce.policies.report import EngineLayerVerdict, SpruceReport
@@ -304,12 +304,10 @@ class PruneForLatencyOnSpruce(PruningPolicy):
 
     def check_schedule(self, schedule):
         """Warn if the final sparsity is below the engine's sparse threshold (it runs dense)."""
-        final = getattr(schedule, "final_sparsity", None)
-        if final is None:
-            final = getattr(schedule, "target_sparsity", None)
+        final = final_sparsity(schedule)
         if final is None:
             return
-        final, threshold = float(final), sparse_threshold()
+        threshold = sparse_threshold()
         if final < threshold:
             warnings.warn(
                 f"final_sparsity={final:g} is below {threshold:g}: spruce's engine runs a layer "

@@ -4,7 +4,7 @@ import warnings
 
 import keras
 
-from spruce.policies.base import PruningPolicy
+from spruce.policies.base import PruningPolicy, final_sparsity
 from spruce.policies.graph import ensure_graph_model
 from spruce.policies.region import analyze
 from spruce.policies.report import NO_REWRITE_ALTERNATIVE
@@ -87,12 +87,9 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
 
     def check_schedule(self, schedule):
         """Warn if the final sparsity is at most XNNPACK_MIN_SPARSITY (XNNPACK would run dense)."""
-        final = getattr(schedule, "final_sparsity", None)
-        if final is None:
-            final = getattr(schedule, "target_sparsity", None)
+        final = final_sparsity(schedule)
         if final is None:
             return
-        final = float(final)
         if final <= XNNPACK_MIN_SPARSITY:
             warnings.warn(
                 f"final_sparsity={final:g} is at or below {XNNPACK_MIN_SPARSITY}: XNNPACK "
