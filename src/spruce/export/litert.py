@@ -1,18 +1,21 @@
 """`export_litert`: a pruned Keras 3 model to a verified, sparse .tflite file.
 
 Strips pruning wrappers, converts with the real TF converter (EXPERIMENTAL_SPARSITY
-when `sparse=True`, float16 weights when `fp16=True`, static batch), runs the written
-file in the LiteRT interpreter against the Keras model on random inputs, and only then
-moves it into place: a failed export leaves no file behind.
+when `sparse=True`, float16 weights when `fp16=True`, full-integer int8 calibrated on
+`representative_dataset` when `quantize="int8"`, static batch), runs the written file
+in the LiteRT interpreter against the Keras model (on random inputs; int8: on the
+calibration data), and only then moves it into place: a failed export leaves no file behind.
 """
 
 import os
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from spruce._atomic import atomic_path
+from spruce.export import int8
 from spruce.export.converter import convert, input_shapes
 
 # Default verification tolerances (atol, rtol). float16 keeps 11 significant bits, so each
@@ -43,6 +46,9 @@ class ExportReport:
     seconds: float
     warnings: tuple = field(default_factory=tuple)
     fp16: bool = False  # float weights stored as float16 (behind DEQUANTIZE)
+    quantize: str | None = None  # "int8": full-integer quantization, float32 inputs and outputs
+    calibration_samples: int = 0  # samples of representative_dataset the int8 ranges come from
+    output_step: float | None = None  # int8: the output's quantization step (the largest of several)
 
     def to_dict(self):
         out = asdict(self)
@@ -53,14 +59,20 @@ class ExportReport:
     def __str__(self):
         diff = "not verified" if self.max_abs_diff is None else (
             f"max |tflite - keras| = {self.max_abs_diff:.2g} (tolerance {self.tolerance:.2g})")
+        if self.max_abs_diff is not None and self.output_step:
+            diff = (f"max |tflite - keras| = {self.max_abs_diff:.2g} = {self.max_abs_diff / self.output_step:.1f} "
+                    f"output steps (tolerance {self.tolerance / self.output_step:.0f} steps) on "
+                    f"{self.verified_samples} calibration batch(es)")
         fp16 = "float16 weights, " if self.fp16 else ""
+        if self.quantize:
+            fp16 = f"{self.quantize} weights and activations ({self.calibration_samples} calibration samples), "
         lines = [f"wrote {self.path}: {self.bytes:,} bytes, {fp16}{len(self.sparse_tensors)} sparse tensors, "
                  f"{self.densify_ops} DENSIFY ops; {diff}"]
         return "\n".join(lines + [f"warning: {warning}" for warning in self.warnings])
 
 
-def export_litert(model, path, sparse=True, batch_size=1, verify=True, samples=4,
-                  atol=None, rtol=None, seed=0, fp16=False):
+def export_litert(model, path, sparse=True, batch_size=1, verify=True, samples=None,
+                  atol=None, rtol=None, seed=0, fp16=False, quantize=None, representative_dataset=None):
     """Export a Keras 3 model (pruned or not) to `path` as .tflite; returns `ExportReport`.
 
     Args:
@@ -69,13 +81,24 @@ def export_litert(model, path, sparse=True, batch_size=1, verify=True, samples=4
         path: the .tflite file to write (atomically).
         sparse: store sparse weights sparse (TF's EXPERIMENTAL_SPARSITY), behind DENSIFY.
         batch_size: the static batch of the exported signature.
-        verify: run the LiteRT interpreter on `samples` random batches and compare with
-            Keras; the export fails when max |tflite - keras| > atol + rtol * max |keras|.
-            `atol`/`rtol` default to 1e-5/1e-4, or 1e-4/1e-2 with `fp16`.
+        verify: run the LiteRT interpreter on `samples` batches and compare with Keras; the
+            export fails when max |tflite - keras| > atol + rtol * max |keras|.
+            `atol`/`rtol` default to 1e-5/1e-4, or 1e-4/1e-2 with `fp16`; with
+            `quantize="int8"` the batches are the calibration data's first `samples`
+            (default 32) and the tolerance defaults to `int8.VERIFY_STEPS` steps of the
+            output's quantization. `samples` defaults to 4 random batches otherwise.
         fp16: store the float weights as float16 (the converter's float16 quantization),
             sparse ones still sparse: DENSIFY of a float16 constant, then DEQUANTIZE. The
             file asks for fp32 arithmetic (`reduced_precision_support = fp16accfp32`), so
             XNNPACK dequantizes the weights once at load and runs its fp32 kernels.
+        quantize: None (float) or "int8": full-integer quantization, int8 weights per
+            output channel (sparse ones stored sparse) and int8 activations; the inputs
+            and outputs stay float32, so the file replaces the float export as it is.
+        representative_dataset: with `quantize="int8"`, the inputs that calibrate the
+            activation ranges: an array (N, *input shape) for a single-input model, or, as
+            for the TF converter, a callable or iterable yielding batches (an array, or a
+            list of one array per input). A few hundred typical samples, preprocessed as
+            for the model.
     """
     import keras
 
@@ -83,19 +106,34 @@ def export_litert(model, path, sparse=True, batch_size=1, verify=True, samples=4
     path = os.fspath(path)
     if not isinstance(fp16, bool):
         raise ValueError(f"fp16 must be True or False. Received: fp16={fp16!r}")
+    int8.check_quantize(quantize, representative_dataset, fp16)
+    if samples is None:
+        samples = int8.VERIFY_SAMPLES if quantize else 4
+    explicit = atol is not None or rtol is not None
     atol = TOLERANCES[fp16][0] if atol is None else atol
     rtol = TOLERANCES[fp16][1] if rtol is None else rtol
     _check_arguments(model, path, batch_size, samples, atol, rtol)
+    calibration = None
+    if quantize:
+        calibration = int8.calibration_arrays(representative_dataset, model, batch_size)
     model, stripped = _stripped(model)
     shapes = input_shapes(model, batch_size)
 
     with atomic_path(path) as tmp:
-        convert(model, tmp, sparse=sparse, batch_size=batch_size, fp16=fp16)
-        diff = tolerance = None
-        if verify:
+        convert(model, tmp, sparse=sparse, batch_size=batch_size, fp16=fp16, representative=calibration)
+        diff = tolerance = step = None
+        verified = 0
+        if verify and calibration is not None:
+            diff, tolerance, step, verified = _verify_int8(model, tmp, calibration, batch_size, samples,
+                                                           (atol, rtol) if explicit else None)
+        elif verify:
             diff, tolerance = _verify(model, tmp, shapes, samples, atol, rtol, seed)
+            verified = samples
         report = _report(tmp, path, sparse, batch_size, keras.backend.backend(), stripped,
-                         diff, tolerance, samples if verify else 0, start, fp16)
+                         diff, tolerance, verified, start, fp16)
+    if quantize:
+        report = dataclasses.replace(report, quantize=quantize, calibration_samples=len(calibration[0]),
+                                     output_step=step)
     return report
 
 
@@ -136,6 +174,52 @@ def _stripped(model):
 
 
 def _verify(model, tflite_path, shapes, samples, atol, rtol, seed):
+    rng = np.random.default_rng(seed)
+    batches = ([_random_input(rng, shape, tensor.dtype) for shape, tensor in zip(shapes, model.inputs)]
+               for _ in range(samples))
+    worst, scale, _ = _compare(model, tflite_path, batches)
+    worst = float(np.max(worst))  # NaN if any is
+    tolerance = atol + rtol * max(scale)
+    if not worst <= tolerance:  # also catches NaN
+        raise ExportVerificationError(
+            f"the exported model disagrees with Keras: max |tflite - keras| = {worst:.3g} > "
+            f"tolerance {tolerance:.3g} (atol={atol} + rtol={rtol} * max|keras|={max(scale):.3g}). "
+            f"No file was written. Pass verify=False to skip the check, or a larger atol/rtol."
+        )
+    return worst, tolerance
+
+
+def _verify_int8(model, tflite_path, calibration, batch_size, samples, given):
+    """Compare on the calibration data's first `samples` batches (random inputs would leave the
+    calibrated ranges and saturate); each output's error counts in its quantization steps.
+    Returns (max |tflite - keras|, its tolerance, the largest output step, batches compared)."""
+    count = min(samples, len(calibration[0]) // batch_size)
+    batches = ([a[i * batch_size:(i + 1) * batch_size] for a in calibration] for i in range(count))
+    worst, scale, steps = _compare(model, tflite_path, batches)
+    # An output the file computes in float (no step) counts in 1/255 of [-max|keras|, max|keras|].
+    steps = [s if s else (m / 127.5 or 1.0) for s, m in zip(steps, scale)]
+    if given is not None:  # explicit atol/rtol: in the output's units, as for a float export
+        atol, rtol = given
+        limits = [(atol or 0.0) + (rtol or 0.0) * m for m in scale]
+    else:
+        limits = [int8.VERIFY_STEPS * s for s in steps]
+    bad = [k for k, (w, limit) in enumerate(zip(worst, limits)) if not w <= limit]
+    if bad:
+        k = bad[0]
+        raise ExportVerificationError(
+            f"the int8 export disagrees with Keras on its calibration data: output {k} is off by up "
+            f"to {worst[k]:.3g} = {worst[k] / steps[k]:.1f} quantization steps of {steps[k]:.3g}, over the "
+            f"tolerance {limits[k]:.3g} ({limits[k] / steps[k]:.0f} steps). No file was written. Check that "
+            "representative_dataset holds inputs preprocessed as for the model, or pass a larger atol "
+            "(in the output's units), or verify=False to skip the check.")
+    k = max(range(len(worst)), key=lambda i: worst[i] / limits[i] if limits[i] else 0.0)
+    return worst[k], limits[k], max(steps), count
+
+
+def _compare(model, tflite_path, batches):
+    """Run each batch (a list of one array per input) through Keras and the LiteRT interpreter.
+    Returns, per output: max |tflite - keras|, max |keras|, and its int8 quantization step
+    (None for a float output)."""
     from spruce._deps import require
 
     Interpreter = require("ai_edge_litert.interpreter").Interpreter
@@ -143,31 +227,24 @@ def _verify(model, tflite_path, shapes, samples, atol, rtol, seed):
     runner = interpreter.get_signature_runner()
     signature = next(iter(interpreter.get_signature_list().values()))
     names = sorted(signature["inputs"], key=_output_order)
-    rng = np.random.default_rng(seed)
-    worst, scale = 0.0, 0.0
-    for _ in range(samples):
-        xs = [_random_input(rng, shape, tensor.dtype) for shape, tensor in zip(shapes, model.inputs)]
+    outputs = sorted(signature["outputs"], key=_output_order)
+    worst, scale = [0.0] * len(outputs), [0.0] * len(outputs)
+    for xs in batches:
         expected = model(xs if len(xs) > 1 else xs[0], training=False)
         expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
         got = runner(**dict(zip(names, xs)))
-        got = [got[k] for k in sorted(got, key=_output_order)]
+        got = [got[k] for k in outputs]
         if len(got) != len(expected):
             raise ExportVerificationError(
                 f"the .tflite file has {len(got)} outputs but the Keras model has {len(expected)}")
-        for g, e in zip(got, expected):
+        for k, (g, e) in enumerate(zip(got, expected)):
             if g.shape != e.shape:
                 raise ExportVerificationError(
                     f"the .tflite output has shape {g.shape} but Keras gives {e.shape}")
-            worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - e))))
-            scale = max(scale, float(np.max(np.abs(e))))
-    tolerance = atol + rtol * scale
-    if not worst <= tolerance:  # also catches NaN
-        raise ExportVerificationError(
-            f"the exported model disagrees with Keras: max |tflite - keras| = {worst:.3g} > "
-            f"tolerance {tolerance:.3g} (atol={atol} + rtol={rtol} * max|keras|={scale:.3g}). "
-            f"No file was written. Pass verify=False to skip the check, or a larger atol/rtol."
-        )
-    return worst, tolerance
+            diff = float(np.max(np.abs(g.astype(np.float64) - e)))
+            worst[k] = diff if not diff <= worst[k] else worst[k]  # a NaN sticks
+            scale[k] = max(scale[k], float(np.max(np.abs(e))))
+    return worst, scale, int8.output_steps(tflite_path, runner, outputs)
 
 
 def _random_input(rng, shape, dtype):

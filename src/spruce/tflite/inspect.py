@@ -1,7 +1,7 @@
 """`inspect_tflite`: how each weight of a .tflite file is stored, and will XNNPACK run it sparse.
 
 Reads the file with `spruce.tflite.reader` (no TensorFlow), lists every operator with
-its weight's shape, storage (dense, or sparse with its format and block map), share
+its weight's shape, type (float32, float16, int8), storage (dense, or sparse with its format and block map), share
 of zeros and bytes, counts DENSIFY operators, and adds the XNNPACK sparse-path
 prediction of `spruce.tflite.xnnpack`.
 """
@@ -31,6 +31,7 @@ class OperatorInfo:
     block_size: tuple | None = None
     zero_fraction: float | None = None
     bytes: int | None = None  # bytes of the weight in the file
+    dtype: str | None = None  # of the stored weight: float32, float16, int8
 
     def to_dict(self):
         return asdict(self)
@@ -69,14 +70,15 @@ class InspectReport:
             f"{self.densify_ops} DENSIFY, {self.sparse_tensors} sparse tensors, "
             f"weights {self.weight_bytes:,} bytes",
             "",
-            f"{'#':>3}  {'operator':<20} {'weight shape':<16} {'storage':<20} {'zeros':>7} {'bytes':>9}",
+            f"{'#':>3}  {'operator':<20} {'weight shape':<16} {'type':<8} {'storage':<20} {'zeros':>7} "
+            f"{'bytes':>9}",
         ]
         for op in self.operators:
             shape = "x".join(map(str, op.weight_shape)) if op.weight_shape else ""
             zeros = f"{100 * op.zero_fraction:.1f}%" if op.zero_fraction is not None else ""
             size = f"{op.bytes:,}" if op.bytes is not None else ""
-            lines.append(f"{op.index:>3}  {op.opcode[:20]:<20} {shape:<16} {_storage_text(op):<20} "
-                         f"{zeros:>7} {size:>9}")
+            lines.append(f"{op.index:>3}  {op.opcode[:20]:<20} {shape:<16} {op.dtype or '':<8} "
+                         f"{_storage_text(op):<20} {zeros:>7} {size:>9}")
         lines += ["", str(self.xnnpack)]
         return "\n".join(lines)
 
@@ -129,6 +131,7 @@ def _operator_info(sg, producer, op):
         block_size=sp.block_size if sp is not None else None,
         zero_fraction=round(float(np.mean(w.data == 0)), 6) if w.data.size else 0.0,
         bytes=w.stored_bytes,
+        dtype=w.dtype.name,
     )
 
 
