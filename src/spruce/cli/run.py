@@ -26,6 +26,8 @@ _FLAGS = [
     ("--allocation", "sparsity_allocation", str, "uniform (every 1x1 conv at the final sparsity) or erk"),
     ("--distill-alpha", "distill_alpha", float, "with --distill: weight of the dense model's term (default 0.5)"),
     ("--distill-temperature", "distill_temperature", float, "with --distill: softmax temperature (default 4)"),
+    ("--quantize", "quantize", str, "int8: also export both models as full-integer int8 (post-training "
+                                    "quantization) and report their accuracy, size and latency"),
     ("--threads", "threads", int, "threads for the latency benchmark"),
     ("--bench-runs", "bench_runs", int, "timed runs per model"),
     ("--seed", "seed", int, "random seed (data split, initialisation, shuffling)"),

@@ -52,6 +52,7 @@ class RunConfig:
     distill_temperature: float = 4.0  # softmax temperature of that term
     # [export]
     export_batch_size: int = 1
+    quantize: str = ""  # "" | int8: also export both models as full-integer int8 (workflow/quantize.py)
     # [bench]
     bench_runs: int = 1000
     bench_warmup: int = 20
@@ -124,6 +125,8 @@ class RunConfig:
             bad("distill_alpha", "in [0, 1] (0: labels only, 1: the dense model's outputs only)")
         if not self.distill_temperature > 0.0:
             bad("distill_temperature", "a positive number")
+        if self.quantize not in ("", "int8"):
+            bad("quantize", '"" (float models only) or int8 (adds post-training int8 models)')
         if self.cpu_devices < 1:
             bad("cpu_devices", "a positive integer (the number of devices to split the host CPU "
                                "into; 1 = no split)")
@@ -216,7 +219,7 @@ SECTIONS = {
     "prune": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
               "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "block_size",
               "target", "distill", "distill_alpha", "distill_temperature"),
-    "export": ("export_batch_size",),
+    "export": ("export_batch_size", "quantize"),
     "bench": ("bench_runs", "bench_warmup", "threads", "arm64_check"),
     "run": ("seed", "quick", "quick_train", "quick_test", "out_dir", "name", "distribute", "cpu_devices"),
 }

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 
-from spruce.workflow import artifacts, devices, evaluate, measure, plots, report
+from spruce.workflow import artifacts, devices, evaluate, measure, plots, quantize, report
 from spruce.workflow.artifacts import Manifest, atomic_path, read_json, write_json
 from spruce.workflow.data import load_dataset
 from spruce.workflow.model import build_model, model_label
@@ -149,7 +149,10 @@ def _stages(state, keys):
         Stage("arm64", keys["export"], inputs=("export",), files=("pruned.tflite",),
               compute=lambda: _check_arm64(state), reuse=lambda entry: Arm64Check.from_dict(entry["result"]),
               reported=False),
-    ]
+    ] + ([Stage("int8", quantize.stage_key(state.config, keys["export"]), inputs=("dense", "pruned"),
+                files=tuple(quantize.FILES), compute=lambda: quantize.compute(state), reuse=quantize.reuse,
+                note="int8: reusing dense_int8.tflite and pruned_int8.tflite")]
+         if state.config.quantize else [])
 
 
 def run(config, fresh=False, progress=True, quiet=False):
@@ -187,8 +190,13 @@ def run(config, fresh=False, progress=True, quiet=False):
     state.models = {name: keras.models.load_model(state.path(f"{name}.keras")) for name in MODELS}
     built = _Built(dense, pruned, exports=runner.run("export"), accuracy=runner.run("evaluate"))
 
+    int8 = runner.run("int8") if config.quantize else None
     with runner.timed("measure"):  # inspect, bench, arm64: cheap, so always measured
         metrics = _measure(state, built, runner)
+        if int8 is not None:
+            int8 = quantize.measure_latency(folder, int8, config, state.progress, state.quiet)
+            metrics = dataclasses.replace(metrics, int8=int8.to_dict(),
+                                          files={**metrics.files, **quantize.FILES})
 
     plot_paths = {"training": state.path("training_curves.png"),
                   "sparsity": state.path("sparsity_per_layer.png"),

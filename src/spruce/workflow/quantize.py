@@ -3,16 +3,22 @@
 Post-training quantization: `spruce.export_litert(quantize="int8")` converts dense.keras and
 pruned.keras, calibrated on `CALIBRATION_SAMPLES` training images (the pruned model's 1x1
 filters stored sparse, int8), in a short-lived child process as the float export is (see
-`export_stage`). The files are then evaluated on LiteRT like the float ones and timed on
-LiteRT and, when it loads them, on spruce's engine.
+`export_stage`). The stage (recorded, so a re-run reuses it) also measures both files'
+test accuracy on LiteRT; `measure` then times them on LiteRT beside the float files and,
+when it loads them, on spruce's engine, or records the engine's refusal as it words it.
 """
 
+import dataclasses
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
+
+from spruce.workflow.results import _Record
 
 # Training images the int8 ranges are calibrated on. On the guide's net 100 to 2000 images
 # give the same accuracy to a tenth of a point; 500 covers every class many times and takes
@@ -23,6 +29,192 @@ FILES = {
     "dense_int8.tflite": "dense model, full-integer int8 (float32 input and output)",
     "pruned_int8.tflite": "pruned model, full-integer int8, 1x1 filters stored sparse (int8 behind DENSIFY)",
 }
+
+
+MODES = ("", "int8")
+# Bumped when this stage's code changes what it produces.
+STAGE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Model(_Record):
+    """One int8 file: its test accuracy on LiteRT, its size, its export report."""
+
+    tflite_accuracy: float
+    tflite_bytes: int
+    tflite_gzip_bytes: int
+    weight_bytes: int  # the constants as stored (sparse ones with their indices)
+    export: dict  # spruce.export_litert's report, as a dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Latency(_Record):
+    """Median latency per image on one engine, all files in one interleaved run."""
+
+    engine: str
+    threads: int
+    ms: dict  # "dense", "pruned", "dense_int8", "pruned_int8" -> milliseconds
+    raw: dict  # the benchmark's report, as a dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Results(_Record):
+    """What `spruce run --quantize int8` adds to the report."""
+
+    mode: str
+    calibration_samples: int
+    dense: Int8Model
+    pruned: Int8Model
+    latency: dict = dataclasses.field(default_factory=dict)  # engine -> Int8Latency as a dict
+    engine_refusal: str | None = None  # spruce's engine's own words for an int8 file it refuses
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        for name in ("dense", "pruned"):
+            d[name] = Int8Model.from_dict(d[name])
+        return cls(**d)
+
+
+def stage_key(config, export_key):
+    """The int8 stage's key: the float export's (which holds the models'), the mode, the
+    calibration size and this stage's version."""
+    values = {"export": export_key, "quantize": config.quantize, "calibration": CALIBRATION_SAMPLES,
+              "version": STAGE_VERSION}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def compute(state):
+    """The recorded stage: export both models as int8, test accuracy on LiteRT.
+    Returns (Int8Results without latency, the manifest record)."""
+    from spruce.workflow import evaluate, measure
+    from spruce.workflow.progress import log
+
+    images = calibration_images(state.data.x_train, seed=state.config.seed)
+    log(f"quantize: int8 post-training quantization of dense.keras and pruned.keras, calibrated on "
+        f"{len(images)} training images ...", state.quiet)
+    fd, calibration = tempfile.mkstemp(prefix=".calibration.", suffix=".part.npy", dir=state.folder)
+    os.close(fd)
+    try:
+        np.save(calibration, images)
+        exports = export_int8_in_child(state.folder, state.config.export_batch_size, calibration)
+    finally:
+        os.unlink(calibration)
+    models = {}
+    for name in ("dense", "pruned"):
+        path = state.path(f"{name}_int8.tflite")
+        accuracy = evaluate.tflite_accuracy(path, state.data.x_test, state.data.y_test,
+                                            label=f"test {name}_int8.tflite (LiteRT)", progress=state.progress)
+        models[name] = Int8Model(tflite_accuracy=accuracy, tflite_bytes=os.path.getsize(path),
+                                 tflite_gzip_bytes=measure.gzip_size(path),
+                                 weight_bytes=_weight_bytes(path), export=exports[name])
+    result = Int8Results(mode=state.config.quantize, calibration_samples=len(images), **models)
+    return result, {"result": result.to_dict()}
+
+
+def reuse(entry):
+    return Int8Results.from_dict(entry["result"])
+
+
+def measure_latency(folder, result, config, progress=True, quiet=False):
+    """`result` with the latency of the four files (float and int8, dense and pruned) on LiteRT
+    and on spruce's engine, each engine's files in one interleaved run; when the engine refuses
+    an int8 file, its message instead of its times."""
+    from spruce.bench import benchmark
+    from spruce.runtime.loader import UnsupportedModelError
+    from spruce.workflow.progress import bar, log
+
+    labels = ("dense", "pruned", "dense_int8", "pruned_int8")
+    files = [os.path.join(folder, f"{label}.tflite") for label in labels]
+    settings = {"threads": config.threads, "runs": config.bench_runs, "warmup": config.bench_warmup}
+    engines, refusal = ["litert", "spruce"], None
+    try:
+        from spruce.runtime import Engine
+
+        for path in files[2:]:
+            Engine(path, num_threads=config.threads)
+    except (ImportError, UnsupportedModelError) as e:  # not built here, or it refuses int8
+        refusal = f"{os.path.basename(path)}: {e}" if isinstance(e, UnsupportedModelError) else str(e)
+        log(f"bench: spruce's engine does not run the int8 files ({refusal.splitlines()[0]})", quiet)
+        engines = ["litert"]
+    latency = {}
+    with bar(len(engines), "benchmark float vs int8", progress, "engine") as b:
+        for engine in engines:
+            rep = benchmark(files, engine=engine, **settings).to_dict()
+            ms = {label: m["median"] * 1e3 for label, m in zip(labels, rep["models"])}
+            latency[engine] = Int8Latency(engine=engine, threads=config.threads, ms=ms, raw=rep).to_dict()
+            b.update(1)
+    return dataclasses.replace(result, latency=latency, engine_refusal=refusal)
+
+
+def summary_rows(int8):
+    """(label, dense, pruned) rows of an `Int8Results` for the run's summary table."""
+    from spruce.workflow.report import _kib, _ms, _pct
+
+    d, p = int8.dense, int8.pruned
+    rows = [("test accuracy, int8 .tflite (LiteRT)", _pct(d.tflite_accuracy), _pct(p.tflite_accuracy)),
+            ("int8 .tflite size", _kib(d.tflite_bytes), _kib(p.tflite_bytes)),
+            ("int8 .tflite size, gzipped", _kib(d.tflite_gzip_bytes), _kib(p.tflite_gzip_bytes))]
+    for engine, name in (("litert", "LiteRT"), ("spruce", "spruce engine")):
+        lat = int8.latency.get(engine)
+        if lat:
+            rows.append((f"latency, int8, {name}, {lat['threads']} thread(s)", _ms(lat["ms"]["dense_int8"]),
+                         _ms(lat["ms"]["pruned_int8"])))
+    if int8.engine_refusal:
+        rows.append(("latency, int8, spruce engine", "refused (see int8 section)", "refused"))
+    return rows
+
+
+def report_lines(int8, metrics):
+    """The '## int8' section of report.md."""
+    from spruce.workflow.report import _kib, _md_table, _ms, _pct
+
+    d, p = int8.dense, int8.pruned
+    cost = {name: 100 * (getattr(metrics, name).tflite_accuracy - getattr(int8, name).tflite_accuracy)
+            for name in ("dense", "pruned")}
+    out = ["## int8 (post-training quantization)", "",
+           f"Both models converted to full-integer int8 (`spruce.export_litert(quantize=\"int8\")`: int8 "
+           f"weights per output channel and int8 activations, float32 input and output), calibrated on "
+           f"{int8.calibration_samples} training images; the pruned model's 1x1 filters are stored "
+           f"sparse, as int8. Each file was checked against its Keras model on the calibration data, "
+           f"in units of its output's quantization step: off by at most {_steps(d)} (dense) and "
+           f"{_steps(p)} (pruned), tolerance {_tolerance_steps(p)}.", "",
+           f"- Test accuracy on LiteRT: dense {_pct(d.tflite_accuracy)} (int8 costs {cost['dense']:.2f} points "
+           f"against the float file), pruned {_pct(p.tflite_accuracy)} ({cost['pruned']:.2f} points).",
+           f"- Size: dense {_kib(d.tflite_bytes)}, pruned {_kib(p.tflite_bytes)}; weights as stored "
+           f"{d.weight_bytes:,} and {p.weight_bytes:,} bytes (float: {_kib(metrics.dense.tflite_bytes)} "
+           f"and {_kib(metrics.pruned.tflite_bytes)} files).",
+           ]
+    if int8.engine_refusal:
+        out.append(f"- spruce's engine does not run the int8 files yet; it refuses them with: "
+                   f"\"{int8.engine_refusal}\"")
+    out.append("")
+    for engine, lat in int8.latency.items():
+        name = {"litert": "LiteRT", "spruce": "spruce's engine"}[engine]
+        out += [f"Latency on {name}, {lat['threads']} thread(s), median per image, the four files in one "
+                "interleaved run:", "",
+                _md_table([(f"{label}.tflite", _ms(ms)) for label, ms in lat["ms"].items()],
+                          headers=("file", "median")), ""]
+    return out
+
+
+def _steps(model):
+    e = model.export
+    if e.get("max_abs_diff") is None or not e.get("output_step"):
+        return "(not verified)"
+    return f"{e['max_abs_diff'] / e['output_step']:.1f} steps"
+
+
+def _tolerance_steps(model):
+    e = model.export
+    return "n/a" if not e.get("output_step") or e.get("tolerance") is None else (
+        f"{e['tolerance'] / e['output_step']:.0f} steps")
+
+
+def _weight_bytes(path):
+    from spruce.tflite.reader import read_tflite
+
+    return sum(t.stored_bytes for t in read_tflite(path).main.tensors)
 
 
 def calibration_images(x_train, count=CALIBRATION_SAMPLES, seed=0):

@@ -58,6 +58,10 @@ def summary_rows(metrics):
         rows.append(inspector)
     if metrics.arm64.sparse_path_engaged is not None:
         rows.append(("sparse path engaged on aarch64 (emulated)", "", _yes(metrics.arm64.sparse_path_engaged)))
+    if metrics.int8:
+        from spruce.workflow import quantize
+
+        rows += quantize.summary_rows(quantize.Int8Results.from_dict(metrics.int8))
     return rows
 
 
@@ -177,6 +181,10 @@ def write_report(folder, metrics, plots):
         "",
     ]
     lines += _latency_lines(metrics)
+    if metrics.int8:
+        from spruce.workflow import quantize
+
+        lines += quantize.report_lines(quantize.Int8Results.from_dict(metrics.int8), metrics)
     lines += [
         "## Files",
         "",

@@ -243,3 +243,4 @@ class RunMetrics(_Record):
     reused: tuple  # the stages reused from an earlier run
     wall_seconds: float
     engine: EngineCheck | None = _optional()  # target x86 only
+    int8: dict | None = _optional()  # --quantize int8: spruce.workflow.quantize.Int8Results.to_dict()
