@@ -7,9 +7,9 @@ in the LiteRT interpreter against the Keras model (on random inputs; int8: on th
 calibration data), and only then moves it into place: a failed export leaves no file behind.
 """
 
+import dataclasses
 import os
 import time
-import dataclasses
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
