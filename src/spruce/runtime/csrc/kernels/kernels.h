@@ -109,7 +109,9 @@ void set_in_stride(SparseMatrix& m, int64_t in_stride);
 // rows never split a vector load across cache lines, which pays for the copy
 // when the matrix has many input channels or the image's channel planes are not
 // a multiple of 16 floats (14x14, 7x7).
-int64_t spmm_input_tile(int32_t cols, int64_t pixels);
+// Under AVX-512 the tiles are whole 16-float vectors (planes up to 256 pixels
+// one tile), as its kernel splits a range into passes itself.
+int64_t spmm_input_tile(int32_t cols, int64_t pixels, Isa isa = default_isa());
 
 // n floats rounded up to whole 8-float vectors: how far spmm reads a range of
 // n pixels with input_padded, and the plane / tile widths that allow it.
