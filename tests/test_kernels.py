@@ -368,6 +368,28 @@ def test_spmm_avx512_reads_and_writes_only_the_range_of_padded_rows(n, k, p, str
     np.testing.assert_array_equal(out[:, :p], expected)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@FAST
+@given(n=st.integers(1, 40), k=st.integers(1, 1300), sparsity=st.sampled_from(SPARSITIES), seed=st.integers(0, 2**31 - 1))
+def test_spmv_matches_numpy(isa, n, k, sparsity, seed):
+    # Rows of 0 to 1300 nonzeros: the gather kernel's full steps of 32, its
+    # masked rest, and empty rows.
+    rng = np.random.default_rng(seed)
+    w = sparse_weights(rng, n, k, sparsity, zero_rows=True)
+    x = rng.standard_normal(k).astype(np.float32)
+    y = kernels.spmv(w, x, isa=isa)
+    assert_close(y, w.astype(np.float64) @ x.astype(np.float64))
+
+
+@needs_avx512
+def test_spmv_avx512_is_within_ulps_of_the_four_partial_sums():
+    # 16 lanes of partial sums instead of 4: the same terms in another order.
+    rng = np.random.default_rng(2)
+    w = sparse_weights(rng, 1000, 1280, 0.9, zero_rows=False)
+    x = rng.standard_normal(1280).astype(np.float32)
+    np.testing.assert_allclose(kernels.spmv(w, x, isa="avx512"), kernels.spmv(w, x, isa="avx2"), rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------- dense 1x1 conv --
 
 

@@ -4,8 +4,8 @@
 // masked loads are slow; AVX-512's cost what a plain load does, so this kernel
 // reads the plane in place: every tap is a load of 16 columns under a mask that
 // drops the columns outside the row, which gives the padding's zeros. Rows
-// above or below the image are zero vectors. R output rows per pass share
-// their input rows' loads (3 at stride 1, 2 at stride 2). Stride 2 loads 32
+// above or below the image are zero vectors. Output rows in a step share
+// their input rows' loads (dw_dispatch has the step sizes). Stride 2 loads 32
 // columns per tap pair and splits them into even and odd lanes. Each output
 // adds its taps in (ky, kx) order into one accumulator, zeros of the padding
 // included, as the AVX2 kernels' padded copies do, so it gives their bits.
@@ -18,7 +18,6 @@
 namespace spruce {
 namespace kernels {
 namespace {
-
 
 // Lanes j with lo <= j < hi (clamped to 0..16).
 inline __mmask16 lanes(int32_t lo, int32_t hi) {
@@ -126,11 +125,11 @@ void dw_channels(const DwConvParams& params, const float* weights, const float* 
     int32_t oy = 0;
     for (; oy + R <= out_h; oy += R) {
       dw_rows<K, S, R, U, kHardSwish>(in, in_h, in_w, out_w, oy * S - p.pad_top, p.pad_left, wv, bv,
-                                   out + static_cast<int64_t>(oy) * out_w, lo, hi);
+                                      out + static_cast<int64_t>(oy) * out_w, lo, hi);
     }
     for (; oy < out_h; ++oy) {
       dw_rows<K, S, 1, U, kHardSwish>(in, in_h, in_w, out_w, oy * S - p.pad_top, p.pad_left, wv, bv,
-                                   out + static_cast<int64_t>(oy) * out_w, lo, hi);
+                                      out + static_cast<int64_t>(oy) * out_w, lo, hi);
     }
   }
 }

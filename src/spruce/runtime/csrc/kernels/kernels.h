@@ -132,6 +132,15 @@ void spmm(const SparseMatrix& w, const float* bias, const float* input, float* o
           const Activation& act, Isa isa = default_isa(), bool input_padded = false,
           bool output_padded = false);
 
+// Sparse matrix times vector: y[n] = sum over row n's nonzeros j of
+// values[j] * x[cols[j]], rows [n_begin, n_end) of a plain CSR matrix (row n's
+// nonzeros are [row_ptr[n], row_ptr[n + 1])). The 1x1 convs on a 1x1 image
+// (squeeze-and-excite, classifier heads). The portable and AVX2 ISAs keep four
+// partial sums (nonzero j into sum j % 4); AVX-512 gathers 16 inputs at a time
+// into 16 lanes of sums, a few ulps from those.
+void spmv(const float* values, const int32_t* cols, const int64_t* row_ptr, const float* x, float* y,
+          int64_t n_begin, int64_t n_end, Isa isa = default_isa());
+
 // ------------------------------------------ 2. dense 1x1 conv in CHW (GEMM) --
 //
 // out[n][p] = act(bias[n] + sum_k W[n][k] * in[k][p]). Weights packed once

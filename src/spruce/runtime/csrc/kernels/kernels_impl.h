@@ -54,6 +54,8 @@ void gemm_avx512(const PackedDense& w, const float* bias, const float* input, in
                  int64_t p_end, const Activation& act);
 void spmm_avx512(const SparseMatrix& w, const float* bias, const float* input, float* output, int64_t out_stride,
                  int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act);
+void spmv_avx512(const float* values, const int32_t* cols, const int64_t* row_ptr, const float* x, float* y,
+                 int64_t n_begin, int64_t n_end);
 // False, doing nothing, for shapes it leaves to dwconv_chw_avx2 (other kernel
 // sizes and strides, narrow outputs).
 bool dwconv_chw_avx512(const DwConvParams& p, const float* weights, const float* bias, const float* input,

@@ -223,5 +223,28 @@ void spmm(const SparseMatrix& w, const float* bias, const float* input, float* o
                 output_padded);
 }
 
+void spmv(const float* values, const int32_t* cols, const int64_t* row_ptr, const float* x, float* y,
+          int64_t n_begin, int64_t n_end, Isa isa) {
+#if SPRUCE_X86_KERNELS
+  if (resolve_isa(isa) == Isa::kAvx512) {
+    spmv_avx512(values, cols, row_ptr, x, y, n_begin, n_end);
+    return;
+  }
+#endif
+  // Four partial sums: independent chains, which the compiler keeps in
+  // registers on any ISA.
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    float part[4] = {0, 0, 0, 0};
+    int64_t i = row_ptr[n];
+    const int64_t end = row_ptr[n + 1];
+    for (; i + 4 <= end; i += 4) {
+      for (int j = 0; j < 4; ++j) part[j] += values[i + j] * x[cols[i + j]];
+    }
+    float sum = (part[0] + part[1]) + (part[2] + part[3]);
+    for (; i < end; ++i) sum += values[i] * x[cols[i]];
+    y[n] = sum;
+  }
+}
+
 }  // namespace kernels
 }  // namespace spruce
