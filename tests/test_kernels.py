@@ -313,6 +313,83 @@ def test_spmm_row_groups_on_mobilenet_shapes_at_90_percent(isa):
         assert_close(y, conv1x1_ref(w, x, bias, (0.0, 6.0, False)))
 
 
+HAS_AVX512 = kernels.cpu_has_avx512()
+needs_avx512 = pytest.mark.skipif(not HAS_AVX512, reason="the CPU has no AVX-512")
+
+
+@needs_avx512
+@FAST
+@given(
+    n=st.integers(1, 70),
+    k=st.integers(1, 400),  # one accumulator set up to 128 inputs, paired above, blocks above 192
+    p=st.one_of(st.integers(1, 300), st.sampled_from([49, 196, 208, 784])),
+    sparsity=st.sampled_from(SPARSITIES),
+    groups=st.booleans(),
+    act=st.sampled_from(ACTIVATIONS),
+    parts=st.integers(1, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_spmm_avx512_gives_the_avx2_bits_for_any_split(n, k, p, sparsity, groups, act, parts, seed):
+    # 16-pixel vectors and wider passes, but each element sums its nonzeros in
+    # the AVX2 kernel's order (the same mode and accumulator sets).
+    rng = np.random.default_rng(seed)
+    w = sparse_weights(rng, n, k, sparsity, zero_rows=not groups, groups=groups)
+    x = rng.standard_normal((k, p)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    packed = kernels.pack_sparse(w, p)
+    kw = dict(act_min=act[0], act_max=act[1], hard_swish=act[2])
+    avx2 = kernels.spmm(packed, x, bias, isa="avx2", **kw)
+    out = np.full((n, p), np.nan, np.float32)
+    n_cuts, p_cuts = cuts(rng, n, parts), cuts(rng, p, parts)
+    for n0, n1 in zip(n_cuts, n_cuts[1:]):
+        for p0, p1 in zip(p_cuts, p_cuts[1:]):
+            kernels.spmm(packed, x, bias, out=out, n_begin=n0, n_end=n1, p_begin=p0, p_end=p1, isa="avx512", **kw)
+    np.testing.assert_array_equal(out, avx2)
+
+
+@needs_avx512
+@pytest.mark.parametrize("n,k,p,stride", [(512, 512, 196, 208), (1024, 1024, 49, 64), (160, 960, 49, 64),
+                                          (256, 256, 784, 784), (480, 80, 196, 208), (64, 300, 98, 112)])
+def test_spmm_avx512_reads_and_writes_only_the_range_of_padded_rows(n, k, p, stride):
+    # The engine's AVX-512 tiles: planes padded to whole 16-float vectors (the
+    # gaps hold junk, NaN here), rows read and written under masks only up to
+    # the range's end.
+    rng = np.random.default_rng(5)
+    w = sparse_weights(rng, n, k, 0.9, zero_rows=False)
+    x = np.full((k, stride), np.nan, np.float32)
+    x[:, :p] = rng.standard_normal((k, p))
+    bias = rng.standard_normal(n).astype(np.float32)
+    packed = kernels.pack_sparse(w, stride)
+    out = np.full((n, stride), 7.0, np.float32)
+    kernels.spmm(packed, x, bias, out=out, p_end=p, act_min=0.0, act_max=6.0, isa="avx512")
+    assert np.all(out[:, p:] == 7.0)
+    expected = kernels.spmm(kernels.pack_sparse(w, p), np.ascontiguousarray(x[:, :p]), bias, act_min=0.0,
+                            act_max=6.0, isa="avx2")
+    np.testing.assert_array_equal(out[:, :p], expected)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@FAST
+@given(n=st.integers(1, 40), k=st.integers(1, 1300), sparsity=st.sampled_from(SPARSITIES), seed=st.integers(0, 2**31 - 1))
+def test_spmv_matches_numpy(isa, n, k, sparsity, seed):
+    # Rows of 0 to 1300 nonzeros: the gather kernel's full steps of 32, its
+    # masked rest, and empty rows.
+    rng = np.random.default_rng(seed)
+    w = sparse_weights(rng, n, k, sparsity, zero_rows=True)
+    x = rng.standard_normal(k).astype(np.float32)
+    y = kernels.spmv(w, x, isa=isa)
+    assert_close(y, w.astype(np.float64) @ x.astype(np.float64))
+
+
+@needs_avx512
+def test_spmv_avx512_is_within_ulps_of_the_four_partial_sums():
+    # 16 lanes of partial sums instead of 4: the same terms in another order.
+    rng = np.random.default_rng(2)
+    w = sparse_weights(rng, 1000, 1280, 0.9, zero_rows=False)
+    x = rng.standard_normal(1280).astype(np.float32)
+    np.testing.assert_allclose(kernels.spmv(w, x, isa="avx512"), kernels.spmv(w, x, isa="avx2"), rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------- dense 1x1 conv --
 
 
@@ -525,6 +602,42 @@ def test_dwconv_chw_on_tiny_planes_writes_nothing_outside_the_output(isa, k, str
     kernels.dwconv_chw(w, x, None, stride=stride, padding=list(pad), out=out, isa=isa)
     np.testing.assert_array_equal(out, y)
     assert np.all(buf[:32] == 7.0) and np.all(buf[32 + y.size :] == 7.0)
+
+
+@needs_avx512
+@settings(max_examples=60, deadline=None)
+@given(k=st.sampled_from([3, 5]), stride=st.sampled_from([1, 2]), h=st.integers(1, 60), w=st.integers(14, 128),
+       pad=st.tuples(*[st.integers(0, 4)] * 4), act=st.sampled_from(ACTIVATIONS), seed=st.integers(0, 2**31 - 1))
+def test_dwconv_chw_avx512_gives_the_avx2_bits(k, stride, h, w, pad, act, seed):
+    # The AVX-512 kernel reads planes in place under masks where the AVX2 ones
+    # copy them into zero-padded buffers; both add every output's taps in (ky,
+    # kx) order, padding zeros included. Outputs narrower than its thresholds
+    # run the AVX2 kernel itself.
+    pad = tuple(min(q, k - 1) for q in pad)
+    h = max(h, k - pad[0] - pad[2])
+    c = 4
+    weights, x, bias = depthwise_case(seed, c, k, (h, w))
+    kw = dict(stride=stride, padding=list(pad), act_min=act[0], act_max=act[1], hard_swish=act[2])
+    y = kernels.dwconv_chw(weights, x, bias, isa="avx2", **kw)
+    assert_close(y, dwconv_ref(weights, x, bias, stride, pad, act))
+    for c0, c1 in ((0, c), (1, 3)):
+        out = np.full_like(y, 7.0)
+        kernels.dwconv_chw(weights, x, bias, out=out, c_begin=c0, c_end=c1, isa="avx512", **kw)
+        np.testing.assert_array_equal(out[c0:c1], y[c0:c1])
+        assert np.all(out[:c0] == 7.0) and np.all(out[c1:] == 7.0)
+
+
+@needs_avx512
+@pytest.mark.parametrize("k,stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
+def test_dwconv_chw_avx512_on_rows_wider_than_the_avx2_buffers_is_within_ulps(k, stride):
+    # Rows over 128 floats take AVX2's direct kernel, which sums stride 1's
+    # taps in two partial sums (even and odd columns): a few ulps apart.
+    w, x, bias = depthwise_case(9, 3, k, (20, 150))
+    pad = (1, 2, 2, 1)
+    y2 = kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), isa="avx2")
+    y5 = kernels.dwconv_chw(w, x, bias, stride=stride, padding=list(pad), isa="avx512")
+    np.testing.assert_allclose(y5, y2, rtol=1e-6, atol=1e-5)
+    assert_close(y5, dwconv_ref(w, x, bias, stride, pad, (-np.inf, np.inf, False)))
 
 
 # ------------------------------------------------- entry conv, HWC -> CHW --

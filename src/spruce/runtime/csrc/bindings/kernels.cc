@@ -125,6 +125,36 @@ void register_kernel_bindings(py::module_& parent) {
       "to the last vector's end (junk in the extra lanes).");
 
   m.def(
+      "spmv",
+      [](const py::object& weights, const py::object& input, const std::string& isa) {
+        py::array w = check_array(weights, "weights", {-1, -1});
+        const int64_t N = w.shape(0), K = w.shape(1);
+        py::array x = check_array(input, "input", {K});
+        const Isa i = parse_isa(isa);
+        // CSR as the matrix-vector operator packs it: exact zeros dropped.
+        const float* wd = data_of(w);
+        std::vector<float> values;
+        std::vector<int32_t> cols;
+        std::vector<int64_t> row_ptr{0};
+        for (int64_t n = 0; n < N; ++n) {
+          for (int64_t k = 0; k < K; ++k) {
+            if (wd[n * K + k] != 0.0f) values.push_back(wd[n * K + k]), cols.push_back(static_cast<int32_t>(k));
+          }
+          row_ptr.push_back(static_cast<int64_t>(values.size()));
+        }
+        py::array y = output_array(py::none(), {N});
+        const float* xd = data_of(x);
+        float* yd = mutable_data_of(y);
+        {
+          py::gil_scoped_release release;
+          kernels::spmv(values.data(), cols.data(), row_ptr.data(), xd, yd, 0, N, i);
+        }
+        return y;
+      },
+      py::arg("weights"), py::arg("input"), py::arg("isa") = "auto",
+      "Sparse matrix [N, K] (exact zeros dropped) times vector [K]: y[n] = sum_k W[n, k] * x[k].");
+
+  m.def(
       "pack_dense",
       [](const py::object& weights) {
         py::array w = check_array(weights, "weights", {-1, -1});

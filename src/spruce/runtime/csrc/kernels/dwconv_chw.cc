@@ -40,7 +40,11 @@ void dwconv_chw(const DwConvParams& p, const float* weights, const float* bias,
                 const Activation& act, Isa isa) {
   if (c_begin >= c_end || p.out_h() <= 0 || p.out_w() <= 0) return;
 #if SPRUCE_X86_KERNELS
-  if (resolve_isa(isa) >= Isa::kAvx2 &&
+  const Isa resolved = resolve_isa(isa);
+  if (resolved == Isa::kAvx512 && dwconv_chw_avx512(p, weights, bias, input, output, c_begin, c_end, act)) {
+    return;
+  }
+  if (resolved >= Isa::kAvx2 &&
       dwconv_chw_avx2(p, weights, bias, input, output, c_begin, c_end, act)) {
     return;
   }

@@ -109,7 +109,9 @@ void set_in_stride(SparseMatrix& m, int64_t in_stride);
 // rows never split a vector load across cache lines, which pays for the copy
 // when the matrix has many input channels or the image's channel planes are not
 // a multiple of 16 floats (14x14, 7x7).
-int64_t spmm_input_tile(int32_t cols, int64_t pixels);
+// Under AVX-512 the tiles are whole 16-float vectors (planes up to 256 pixels
+// one tile), as its kernel splits a range into passes itself.
+int64_t spmm_input_tile(int32_t cols, int64_t pixels, Isa isa = default_isa());
 
 // n floats rounded up to whole 8-float vectors: how far spmm reads a range of
 // n pixels with input_padded, and the plane / tile widths that allow it.
@@ -129,6 +131,15 @@ void spmm(const SparseMatrix& w, const float* bias, const float* input, float* o
           int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
           const Activation& act, Isa isa = default_isa(), bool input_padded = false,
           bool output_padded = false);
+
+// Sparse matrix times vector: y[n] = sum over row n's nonzeros j of
+// values[j] * x[cols[j]], rows [n_begin, n_end) of a plain CSR matrix (row n's
+// nonzeros are [row_ptr[n], row_ptr[n + 1])). The 1x1 convs on a 1x1 image
+// (squeeze-and-excite, classifier heads). The portable and AVX2 ISAs keep four
+// partial sums (nonzero j into sum j % 4); AVX-512 gathers 16 inputs at a time
+// into 16 lanes of sums, a few ulps from those.
+void spmv(const float* values, const int32_t* cols, const int64_t* row_ptr, const float* x, float* y,
+          int64_t n_begin, int64_t n_end, Isa isa = default_isa());
 
 // ------------------------------------------ 2. dense 1x1 conv in CHW (GEMM) --
 //

@@ -52,6 +52,14 @@ void unary_avx2(UnaryFn f, const float* x, float* y, size_t n);
 void gemm_avx512(const PackedDense& w, const float* bias, const float* input, int64_t in_stride,
                  float* output, int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
                  int64_t p_end, const Activation& act);
+void spmm_avx512(const SparseMatrix& w, const float* bias, const float* input, float* output, int64_t out_stride,
+                 int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act);
+void spmv_avx512(const float* values, const int32_t* cols, const int64_t* row_ptr, const float* x, float* y,
+                 int64_t n_begin, int64_t n_end);
+// False, doing nothing, for shapes it leaves to dwconv_chw_avx2 (other kernel
+// sizes and strides, narrow outputs).
+bool dwconv_chw_avx512(const DwConvParams& p, const float* weights, const float* bias, const float* input,
+                       float* output, int32_t c_begin, int32_t c_end, const Activation& act);
 // Sigmoid and swish only; false, doing nothing, for the other functions.
 bool unary_avx512(UnaryFn f, const float* x, float* y, size_t n);
 #endif
@@ -86,6 +94,24 @@ constexpr int64_t kSpmmPackedTile = 48;
 // a few entries per group, the groups' 24-pixel tiles are bound by writing the
 // output, which the 64-pixel CSR tiles do faster.
 constexpr double kSpmmGroupMinFill = 0.8;
+// AVX-512 sparse tile plan (spmm_input_tile, spmm_avx512.cc). Passes over a
+// range hold at most this many 16-pixel vectors: paired mode 4 (8
+// accumulators, a k-block's 64-pixel slice of input in L1), one accumulator
+// set 8, row groups 3 (4 rows x 3 accumulators). Copied tiles are a whole
+// plane padded to 16 floats up to kSpmm512WholeImage pixels (14x14, 7x7),
+// else kSpmm512WideTile pixels (one accumulator set) or about
+// kSpmm512PairedTile (paired mode, cut into equal whole-vector tiles).
+constexpr int kSpmm512PairedVectors = 4;
+constexpr int kSpmm512SingleVectors = 8;
+constexpr int kSpmm512GroupVectors = 3;
+constexpr int64_t kSpmm512WholeImage = 256;
+constexpr int64_t kSpmm512WideTile = 128;
+constexpr int64_t kSpmm512PairedTile = 112;
+// The AVX-512 depthwise kernel runs outputs at least this wide (5x5; 3x3 at
+// stride 2; 3x3 at stride 1); narrower ones take the AVX2 kernel.
+constexpr int32_t kDw512MinOutW5 = 14;
+constexpr int32_t kDw512MinOutW3S2 = 28;
+constexpr int32_t kDw512MinOutW3S1 = 56;
 constexpr int32_t kSpmmGroupMinCols = 64;
 
 }  // namespace kernels

@@ -118,8 +118,21 @@ void set_in_stride(SparseMatrix& m, int64_t in_stride) {
   m.in_stride = in_stride;
 }
 
-int64_t spmm_input_tile(int32_t cols, int64_t pixels) {
+int64_t spmm_input_tile(int32_t cols, int64_t pixels, Isa isa) {
   const bool wide = cols <= kSpmmWideTileMaxCols;
+  if (resolve_isa(isa) == Isa::kAvx512) {
+    // Rows 64-byte aligned, 16-float multiples apart: no vector load splits a
+    // cache line. A small plane is one tile (in place when its producer pads
+    // the planes); large ones in paired mode take tiles whose k-block of input
+    // rows stays in L1.
+    const int64_t padded = (pixels + 15) / 16 * 16;
+    if (pixels <= 0 || (padded == pixels && (wide || pixels <= kSpmm512PairedTile))) return 0;
+    if (padded <= kSpmm512WholeImage) return padded;
+    if (wide) return kSpmm512WideTile;
+    const int64_t vectors = padded / 16, per_tile = kSpmm512PairedTile / 16;
+    const int64_t tiles = (vectors + per_tile - 1) / per_tile;
+    return (vectors + tiles - 1) / tiles * 16;
+  }
   if (pixels <= 0 || (wide && pixels % 16 == 0)) return 0;
   if (wide) return std::min(whole_vectors(pixels), kSpmmWideTile);
   if (pixels <= kSpmmPairedSinglePass) return whole_vectors(pixels);
@@ -195,7 +208,12 @@ void spmm(const SparseMatrix& w, const float* bias, const float* input, float* o
           const Activation& act, Isa isa, bool input_padded, bool output_padded) {
   if (n_begin >= n_end || p_begin >= p_end) return;
 #if SPRUCE_X86_KERNELS
-  if (resolve_isa(isa) >= Isa::kAvx2) {
+  const Isa resolved = resolve_isa(isa);
+  if (resolved == Isa::kAvx512) {
+    spmm_avx512(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act);
+    return;
+  }
+  if (resolved >= Isa::kAvx2) {
     spmm_avx2(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, input_padded,
               output_padded);
     return;
@@ -203,6 +221,29 @@ void spmm(const SparseMatrix& w, const float* bias, const float* input, float* o
 #endif
   spmm_portable(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, input_padded,
                 output_padded);
+}
+
+void spmv(const float* values, const int32_t* cols, const int64_t* row_ptr, const float* x, float* y,
+          int64_t n_begin, int64_t n_end, Isa isa) {
+#if SPRUCE_X86_KERNELS
+  if (resolve_isa(isa) == Isa::kAvx512) {
+    spmv_avx512(values, cols, row_ptr, x, y, n_begin, n_end);
+    return;
+  }
+#endif
+  // Four partial sums: independent chains, which the compiler keeps in
+  // registers on any ISA.
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    float part[4] = {0, 0, 0, 0};
+    int64_t i = row_ptr[n];
+    const int64_t end = row_ptr[n + 1];
+    for (; i + 4 <= end; i += 4) {
+      for (int j = 0; j < 4; ++j) part[j] += values[i + j] * x[cols[i + j]];
+    }
+    float sum = (part[0] + part[1]) + (part[2] + part[3]);
+    for (; i < end; ++i) sum += values[i] * x[cols[i]];
+    y[n] = sum;
+  }
 }
 
 }  // namespace kernels

@@ -192,10 +192,11 @@ class Conv1x1Op : public Op {
     return in_place_ ? 0 : static_cast<size_t>(tiles_ * k_ * tile_);
   }
   // Planes padded to whole vectors let the tiles be read in place.
+  // One tile is the whole plane padded (to whole vectors of the ISA).
   int64_t wanted_input_plane_stride() const override {
-    const int64_t stride = kernels::whole_vectors(pixels_);
+    const int64_t stride = tiles_ == 1 ? tile_ : kernels::whole_vectors(pixels_);
     const bool fits = k_ * stride * static_cast<int64_t>(sizeof(float)) <= INT32_MAX;  // byte offsets
-    return tiles_ != 0 && pixels_ % 8 != 0 && fits ? stride : 0;
+    return tiles_ != 0 && stride != pixels_ && fits ? stride : 0;
   }
   void set_input_plane_stride(int64_t stride) override {
     kernels::set_in_stride(sparse_w_, stride);

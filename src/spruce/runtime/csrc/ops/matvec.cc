@@ -2,7 +2,7 @@
 // block, after the mean over height and width): a matrix-vector product per
 // image. The 1x1 conv kernels tile pixels in vectors of 8 or more, so on one
 // pixel they ran masked single-lane loads per weight. Here dense rows are dot products over
-// contiguous weights, and sparse rows walk their nonzeros (CSR). A 1x1 image
+// contiguous weights, and sparse rows walk their nonzeros (CSR, kernels::spmv). A 1x1 image
 // has the same memory order in either layout, so the op takes both.
 #include <algorithm>
 
@@ -57,7 +57,12 @@ class MatVecOp : public Op {
     for (int64_t b = 0; b < batch_; ++b) {
       const float* xi = x + b * k_;
       float* yi = y + b * n_;
-      for (int64_t n = 0; n < n_; ++n) yi[n] = bias_[static_cast<size_t>(n)] + (sparse_ ? sparse_row(n, xi) : dense_row(n, xi));
+      if (sparse_) {
+        kernels::spmv(values_.data(), cols_.data(), row_ptr_.data(), xi, yi, 0, n_);
+        for (int64_t n = 0; n < n_; ++n) yi[n] = bias_[static_cast<size_t>(n)] + yi[n];
+      } else {
+        for (int64_t n = 0; n < n_; ++n) yi[n] = bias_[static_cast<size_t>(n)] + dense_row(n, xi);
+      }
       if (act_ == kActSwishEpilogue) {
         kernels::unary(kernels::UnaryFn::kSwish, yi, yi, static_cast<size_t>(n_));
       } else if (act_ == kActHardSwishEpilogue) {
@@ -79,17 +84,6 @@ class MatVecOp : public Op {
     }
     float sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
     for (; k < k_; ++k) sum += w[k] * x[k];
-    return sum;
-  }
-  float sparse_row(int64_t n, const float* x) const {
-    float part[4] = {0, 0, 0, 0};
-    int64_t i = row_ptr_[static_cast<size_t>(n)];
-    const int64_t end = row_ptr_[static_cast<size_t>(n) + 1];
-    for (; i + 4 <= end; i += 4) {
-      for (int j = 0; j < 4; ++j) part[j] += values_[static_cast<size_t>(i + j)] * x[cols_[static_cast<size_t>(i + j)]];
-    }
-    float sum = (part[0] + part[1]) + (part[2] + part[3]);
-    for (; i < end; ++i) sum += values_[static_cast<size_t>(i)] * x[cols_[static_cast<size_t>(i)]];
     return sum;
   }
 

@@ -1,0 +1,170 @@
+// Depthwise convolution in CHW, AVX-512, for 3x3 and 5x5 at stride 1 and 2.
+//
+// The AVX2 kernels copy each plane into a zero-padded buffer because AVX2's
+// masked loads are slow; AVX-512's cost what a plain load does, so this kernel
+// reads the plane in place: every tap is a load of 16 columns under a mask that
+// drops the columns outside the row, which gives the padding's zeros. Rows
+// above or below the image are zero vectors. Output rows in a step share
+// their input rows' loads (dw_dispatch has the step sizes). Stride 2 loads 32
+// columns per tap pair and splits them into even and odd lanes. Each output
+// adds its taps in (ky, kx) order into one accumulator, zeros of the padding
+// included, as the AVX2 kernels' padded copies do, so it gives their bits.
+#if defined(__AVX512F__) && defined(__FMA__)
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/epilogue_avx512.h"
+
+namespace spruce {
+namespace kernels {
+namespace {
+
+// Lanes j with lo <= j < hi (clamped to 0..16).
+inline __mmask16 lanes(int32_t lo, int32_t hi) {
+  lo = std::max(lo, 0);
+  hi = std::min(hi, 16);
+  if (lo >= hi) return 0;
+  const uint32_t upto = hi >= 16 ? 0xffffu : (1u << hi) - 1u;
+  return static_cast<__mmask16>(upto & ~((1u << lo) - 1u));
+}
+
+// Output rows [0, RR) x U vectors from column ox: RR * U accumulators, so
+// enough FMA chains are in flight to cover the FMA latency (each output's
+// taps are one dependent chain).
+template <int K, int S, int RR, int U, bool kHardSwish>
+inline void dw_block(const float* in, int32_t in_h, int32_t in_w, int32_t out_w, int32_t iy0, int32_t pad_left,
+                     int32_t ox, const __m512* wv, __m512 bv, float* out, __m512 lo, __m512 hi) {
+  constexpr int kRows = (RR - 1) * S + K;
+  const __m512i even_idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd_idx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  // S == 1: mask of tap kx. S == 2: masks of the two 16-column loads of tap
+  // pair kx (even kx), low half then high half.
+  __mmask16 m[U][K + 1];
+  for (int u = 0; u < U; ++u) {
+    const int32_t first = (ox + 16 * u) * S - pad_left;  // input column of lane 0, tap 0
+    if (S == 1) {
+      for (int kx = 0; kx < K; ++kx) m[u][kx] = lanes(-(first + kx), in_w - (first + kx));
+    } else {
+      for (int kx = 0; kx < K; kx += 2) {
+        m[u][kx] = lanes(-(first + kx), in_w - (first + kx));
+        m[u][kx + 1] = lanes(-(first + kx + 16), in_w - (first + kx + 16));
+      }
+    }
+  }
+  __m512 acc[RR][U];
+  for (int r = 0; r < RR; ++r) {
+    for (int u = 0; u < U; ++u) acc[r][u] = bv;
+  }
+  for (int i = 0; i < kRows; ++i) {
+    const int32_t iy = iy0 + i;
+    const bool inside = iy >= 0 && iy < in_h;
+    __m512 x[U][K];
+    for (int u = 0; u < U; ++u) {
+      const float* row = inside ? in + static_cast<int64_t>(iy) * in_w + (ox + 16 * u) * S - pad_left : in;
+      if (S == 1) {
+        for (int kx = 0; kx < K; ++kx) {
+          x[u][kx] = inside ? _mm512_maskz_loadu_ps(m[u][kx], row + kx) : _mm512_setzero_ps();
+        }
+      } else {
+        for (int kx = 0; kx < K; kx += 2) {
+          if (!inside) {
+            x[u][kx] = _mm512_setzero_ps();
+            if (kx + 1 < K) x[u][kx + 1] = _mm512_setzero_ps();
+            continue;
+          }
+          const __m512 a = _mm512_maskz_loadu_ps(m[u][kx], row + kx);
+          const __m512 b = _mm512_maskz_loadu_ps(m[u][kx + 1], row + kx + 16);
+          x[u][kx] = _mm512_permutex2var_ps(a, even_idx, b);
+          if (kx + 1 < K) x[u][kx + 1] = _mm512_permutex2var_ps(a, odd_idx, b);
+        }
+      }
+    }
+    for (int r = 0; r < RR; ++r) {
+      const int ky = i - r * S;
+      if (ky < 0 || ky >= K) continue;
+      for (int kx = 0; kx < K; ++kx) {
+        for (int u = 0; u < U; ++u) acc[r][u] = _mm512_fmadd_ps(x[u][kx], wv[ky * K + kx], acc[r][u]);
+      }
+    }
+  }
+  for (int u = 0; u < U; ++u) {
+    const __mmask16 store_mask = lanes(0, out_w - ox - 16 * u);
+    for (int r = 0; r < RR; ++r) {
+      _mm512_mask_storeu_ps(out + static_cast<int64_t>(r) * out_w + ox + 16 * u, store_mask,
+                            avx512::activate<kHardSwish>(acc[r][u], lo, hi));
+    }
+  }
+}
+
+// Output rows [0, RR): U vectors at a time, then one at a time.
+template <int K, int S, int RR, int U, bool kHardSwish>
+inline void dw_rows(const float* in, int32_t in_h, int32_t in_w, int32_t out_w, int32_t iy0, int32_t pad_left,
+                    const __m512* wv, __m512 bv, float* out, __m512 lo, __m512 hi) {
+  int32_t ox = 0;
+  for (; ox + 16 * (U - 1) < out_w; ox += 16 * U) {
+    dw_block<K, S, RR, U, kHardSwish>(in, in_h, in_w, out_w, iy0, pad_left, ox, wv, bv, out, lo, hi);
+  }
+  for (; ox < out_w; ox += 16) {
+    dw_block<K, S, RR, 1, kHardSwish>(in, in_h, in_w, out_w, iy0, pad_left, ox, wv, bv, out, lo, hi);
+  }
+}
+
+template <int K, int S, int U, int R1, int R2, bool kHardSwish>
+void dw_channels(const DwConvParams& params, const float* weights, const float* bias, const float* input,
+                 float* output, int32_t c_begin, int32_t c_end, __m512 lo, __m512 hi) {
+  const DwConvParams p = params;  // a local copy: no reloads through the reference per store
+  constexpr int R = S == 1 ? R1 : R2;
+  const int32_t in_h = p.in_h, in_w = p.in_w, out_h = p.out_h(), out_w = p.out_w();
+  const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
+  for (int32_t c = c_begin; c < c_end; ++c) {
+    const float* in = input + c * in_plane;
+    float* out = output + c * out_plane;
+    __m512 wv[K * K];
+    for (int t = 0; t < K * K; ++t) wv[t] = _mm512_set1_ps(weights[static_cast<int64_t>(c) * K * K + t]);
+    const __m512 bv = bias != nullptr ? _mm512_set1_ps(bias[c]) : _mm512_setzero_ps();
+    int32_t oy = 0;
+    for (; oy + R <= out_h; oy += R) {
+      dw_rows<K, S, R, U, kHardSwish>(in, in_h, in_w, out_w, oy * S - p.pad_top, p.pad_left, wv, bv,
+                                      out + static_cast<int64_t>(oy) * out_w, lo, hi);
+    }
+    for (; oy < out_h; ++oy) {
+      dw_rows<K, S, 1, U, kHardSwish>(in, in_h, in_w, out_w, oy * S - p.pad_top, p.pad_left, wv, bv,
+                                      out + static_cast<int64_t>(oy) * out_w, lo, hi);
+    }
+  }
+}
+
+// 3x3: one vector and 3 rows (stride 1) or 2 (stride 2) per step; 5x5: two
+// vectors and 4 or 3 rows, whose 25-tap chains need more of them in flight.
+template <int K, int S>
+void dw_dispatch(const DwConvParams& p, const float* weights, const float* bias, const float* input, float* output,
+                 int32_t c_begin, int32_t c_end, const Activation& act) {
+  constexpr int U = K == 3 ? 1 : 2, R1 = K == 3 ? 3 : 4, R2 = K == 3 ? 2 : 3;
+  const avx512::Epilogue e(act);
+  if (e.hard_swish) {
+    dw_channels<K, S, U, R1, R2, true>(p, weights, bias, input, output, c_begin, c_end, e.lo, e.hi);
+  } else {
+    dw_channels<K, S, U, R1, R2, false>(p, weights, bias, input, output, c_begin, c_end, e.lo, e.hi);
+  }
+}
+
+}  // namespace
+
+bool dwconv_chw_avx512(const DwConvParams& p, const float* weights, const float* bias, const float* input,
+                       float* output, int32_t c_begin, int32_t c_end, const Activation& act) {
+  // Narrow rows leave most of a 16-lane vector idle (7 of 16 on a 7x7
+  // plane), where the AVX2 kernels fill 8-lane vectors from a padded copy.
+  const int32_t min_out_w = p.kernel == 5 ? kDw512MinOutW5 : p.stride == 2 ? kDw512MinOutW3S2 : kDw512MinOutW3S1;
+  if (p.out_w() < min_out_w) return false;
+  switch (p.kernel * 10 + p.stride) {
+    case 31: dw_dispatch<3, 1>(p, weights, bias, input, output, c_begin, c_end, act); return true;
+    case 32: dw_dispatch<3, 2>(p, weights, bias, input, output, c_begin, c_end, act); return true;
+    case 51: dw_dispatch<5, 1>(p, weights, bias, input, output, c_begin, c_end, act); return true;
+    case 52: dw_dispatch<5, 2>(p, weights, bias, input, output, c_begin, c_end, act); return true;
+    default: return false;
+  }
+}
+
+}  // namespace kernels
+}  // namespace spruce
+#endif  // __AVX512F__ && __FMA__

@@ -1,0 +1,238 @@
+// Sparse 1x1 convolution in CHW, AVX-512 (see spmm.cc for the design and
+// spmm_avx2.cc for the modes). Vectors hold 16 pixels and the last one of a
+// range is loaded and stored under a mask, which costs AVX-512 nothing extra,
+// so ranges need no padding and a pass can take any width: run_passes cuts a
+// range into passes of near-equal width (kSpmm512*Vectors in kernels_impl.h),
+// where AVX2 leaves a thin remainder tile that rereads all the weights. Every
+// element sums its nonzeros in the AVX2 kernel's order (the same mode for the
+// same matrix, two sets of partial sums in paired mode), so the results are
+// the AVX2 kernel's bits.
+#if defined(__AVX512F__) && defined(__FMA__)
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/epilogue_avx512.h"
+
+namespace spruce {
+namespace kernels {
+namespace {
+
+// V vectors from `in` + 16 v; the last one under `mask` when kMask.
+template <int V, bool kMask>
+inline __m512 load(const float* p, int v, __mmask16 mask) {
+  return (kMask && v == V - 1) ? _mm512_maskz_loadu_ps(mask, p + 16 * v) : _mm512_loadu_ps(p + 16 * v);
+}
+
+template <int V, bool kMask>
+inline void store(float* p, int v, __mmask16 mask, __m512 y) {
+  if (kMask && v == V - 1) {
+    _mm512_mask_storeu_ps(p + 16 * v, mask, y);
+  } else {
+    _mm512_storeu_ps(p + 16 * v, y);
+  }
+}
+
+template <int V, bool kMask, bool kPaired>
+void spmm_pass(const SparseMatrix& w, const float* bias, const char* in, float* out, int64_t out_stride,
+               int32_t n_begin, int32_t n_end, __mmask16 mask, const avx512::Epilogue& epilogue_in) {
+  const avx512::Epilogue epilogue = epilogue_in;  // in registers (see spmm_avx2.cc)
+  const float* values = w.values.data();
+  const int32_t* offsets = w.byte_offset.data();
+  for (int32_t b = 0; b < w.blocks; ++b) {
+    const int32_t* row_ptr = w.row_ptr.data() + static_cast<int64_t>(b) * (w.rows + 1);
+    const bool first = b == 0, last = b + 1 == w.blocks;
+    for (int32_t n = n_begin; n < n_end; ++n) {
+      float* o = out + n * out_stride;
+      __m512 acc0[V], acc1[V];
+      if (first) {
+        const __m512 bn = bias != nullptr ? _mm512_set1_ps(bias[n]) : _mm512_setzero_ps();
+        for (int v = 0; v < V; ++v) acc0[v] = bn;
+      } else {
+        for (int v = 0; v < V; ++v) acc0[v] = load<V, kMask>(o, v, mask);
+      }
+      if (kPaired) {
+        for (int v = 0; v < V; ++v) acc1[v] = _mm512_setzero_ps();
+      }
+      int32_t j = row_ptr[n];
+      const int32_t end = row_ptr[n + 1];
+      for (; j + 1 < end; j += 2) {
+        const __m512 w0 = _mm512_set1_ps(values[j]);
+        const __m512 w1 = _mm512_set1_ps(values[j + 1]);
+        const float* x0 = reinterpret_cast<const float*>(in + offsets[j]);
+        const float* x1 = reinterpret_cast<const float*>(in + offsets[j + 1]);
+        if (kPaired) {
+          for (int v = 0; v < V; ++v) {
+            acc0[v] = _mm512_fmadd_ps(load<V, kMask>(x0, v, mask), w0, acc0[v]);
+            acc1[v] = _mm512_fmadd_ps(load<V, kMask>(x1, v, mask), w1, acc1[v]);
+          }
+        } else {
+          for (int v = 0; v < V; ++v) acc0[v] = _mm512_fmadd_ps(load<V, kMask>(x0, v, mask), w0, acc0[v]);
+          for (int v = 0; v < V; ++v) acc0[v] = _mm512_fmadd_ps(load<V, kMask>(x1, v, mask), w1, acc0[v]);
+        }
+      }
+      if (j < end) {
+        const __m512 w0 = _mm512_set1_ps(values[j]);
+        const float* x0 = reinterpret_cast<const float*>(in + offsets[j]);
+        for (int v = 0; v < V; ++v) acc0[v] = _mm512_fmadd_ps(load<V, kMask>(x0, v, mask), w0, acc0[v]);
+      }
+      for (int v = 0; v < V; ++v) {
+        __m512 r = kPaired ? _mm512_add_ps(acc0[v], acc1[v]) : acc0[v];
+        if (last) r = epilogue(r);
+        store<V, kMask>(o, v, mask, r);
+      }
+    }
+  }
+}
+
+// Row groups (SparseMatrix::group_rows): 4 rows x V accumulators, each
+// entry's V input vectors loaded once for the 4 rows, in the AVX2 group
+// kernel's order.
+template <int V, bool kMask>
+void group_pass(const SparseMatrix& w, const float* bias, const char* in, float* out, int64_t out_stride,
+                int32_t g_begin, int32_t g_end, __mmask16 mask, const avx512::Epilogue& epilogue_in) {
+  const avx512::Epilogue epilogue = epilogue_in;
+  constexpr int R = kSpmmGroupRows;
+  const int32_t groups = w.rows / R;
+  const float* values = w.group_values.data();
+  const int32_t* offsets = w.group_offset.data();
+  for (int32_t b = 0; b < w.blocks; ++b) {
+    const int32_t* group_ptr = w.group_ptr.data() + static_cast<int64_t>(b) * (groups + 1);
+    const bool first = b == 0, last = b + 1 == w.blocks;
+    for (int32_t g = g_begin; g < g_end; ++g) {
+      float* o = out + static_cast<int64_t>(g) * R * out_stride;
+      __m512 acc[R][V];
+      for (int r = 0; r < R; ++r) {
+        if (first) {
+          const __m512 bn = bias != nullptr ? _mm512_set1_ps(bias[g * R + r]) : _mm512_setzero_ps();
+          for (int v = 0; v < V; ++v) acc[r][v] = bn;
+        } else {
+          for (int v = 0; v < V; ++v) acc[r][v] = load<V, kMask>(o + r * out_stride, v, mask);
+        }
+      }
+      const int32_t end = group_ptr[g + 1];
+      for (int32_t j = group_ptr[g]; j < end; ++j) {
+        const float* x = reinterpret_cast<const float*>(in + offsets[j]);
+        const float* wj = values + static_cast<int64_t>(j) * R;
+        __m512 xv[V];
+        for (int v = 0; v < V; ++v) xv[v] = load<V, kMask>(x, v, mask);
+        for (int r = 0; r < R; ++r) {
+          const __m512 wr = _mm512_set1_ps(wj[r]);
+          for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(xv[v], wr, acc[r][v]);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        for (int v = 0; v < V; ++v) {
+          store<V, kMask>(o + r * out_stride, v, mask, last ? epilogue(acc[r][v]) : acc[r][v]);
+        }
+      }
+    }
+  }
+}
+
+using PassFn = void (*)(const SparseMatrix&, const float*, const char*, float*, int64_t, int32_t, int32_t,
+                        __mmask16, const avx512::Epilogue&);
+
+enum class Mode { kSingle, kPaired, kGroups };
+
+template <Mode M, int V>
+PassFn pass_fn(bool masked) {
+  if constexpr (M == Mode::kGroups) {
+    return masked ? &group_pass<V, true> : &group_pass<V, false>;
+  } else {
+    constexpr bool kPaired = M == Mode::kPaired;
+    return masked ? &spmm_pass<V, true, kPaired> : &spmm_pass<V, false, kPaired>;
+  }
+}
+
+template <Mode M>
+PassFn pick_pass(int vectors, bool masked) {
+  switch (vectors) {
+    case 1: return pass_fn<M, 1>(masked);
+    case 2: return pass_fn<M, 2>(masked);
+    case 3: return pass_fn<M, 3>(masked);
+    case 4: return pass_fn<M, 4>(masked);
+    case 5: return pass_fn<M, 5>(masked);
+    case 6: return pass_fn<M, 6>(masked);
+    case 7: return pass_fn<M, 7>(masked);
+    default: return pass_fn<M, 8>(masked);
+  }
+}
+
+// Pixels [p_begin, p_end) in passes of at most max_vectors vectors, the range
+// cut into passes of near-equal width (whole vectors but the last), so no pass
+// is a thin remainder that re-reads all the weights for a few pixels.
+template <Mode M>
+void run_passes(const SparseMatrix& w, const float* bias, const float* input, float* output, int64_t out_stride,
+                int32_t r_begin, int32_t r_end, int64_t p_begin, int64_t p_end, int max_vectors,
+                const avx512::Epilogue& epilogue) {
+  const int64_t vectors = (p_end - p_begin + 15) / 16;
+  const int64_t passes = (vectors + max_vectors - 1) / max_vectors;
+  int64_t p = p_begin;
+  for (int64_t i = 0; i < passes; ++i) {
+    const int64_t v = (vectors * (i + 1)) / passes - (vectors * i) / passes;
+    const int64_t width = std::min<int64_t>(16 * v, p_end - p);
+    const int tail = static_cast<int>(width % 16);
+    pick_pass<M>(static_cast<int>(v), tail != 0)(w, bias, reinterpret_cast<const char*>(input + p), output + p,
+                                                 out_stride, r_begin, r_end, avx512::tail_mask(tail), epilogue);
+    p += width;
+  }
+}
+
+}  // namespace
+
+void spmm_avx512(const SparseMatrix& w, const float* bias, const float* input, float* output, int64_t out_stride,
+                 int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act) {
+  const avx512::Epilogue epilogue(act);
+  // The mode depends on the matrix only (as in spmm_avx2), so splits stay
+  // bit-identical and match the AVX2 kernel.
+  if (w.group_rows == kSpmmGroupRows) {
+    constexpr int32_t R = kSpmmGroupRows;
+    const int32_t g_begin = (n_begin + R - 1) / R, g_end = std::max(g_begin, n_end / R);
+    const int32_t head_end = std::min(n_end, g_begin * R), tail_begin = std::max(head_end, g_end * R);
+    if (n_begin < head_end) {
+      run_passes<Mode::kSingle>(w, bias, input, output, out_stride, n_begin, head_end, p_begin, p_end,
+                                kSpmm512SingleVectors, epilogue);
+    }
+    if (tail_begin < n_end) {
+      run_passes<Mode::kSingle>(w, bias, input, output, out_stride, tail_begin, n_end, p_begin, p_end,
+                                kSpmm512SingleVectors, epilogue);
+    }
+    if (g_begin < g_end) {
+      run_passes<Mode::kGroups>(w, bias, input, output, out_stride, g_begin, g_end, p_begin, p_end,
+                                kSpmm512GroupVectors, epilogue);
+    }
+  } else if (w.blocks == 1 && w.cols <= kSpmmWideTileMaxCols) {
+    run_passes<Mode::kSingle>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end,
+                              kSpmm512SingleVectors, epilogue);
+  } else {
+    run_passes<Mode::kPaired>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end,
+                              kSpmm512PairedVectors, epilogue);
+  }
+}
+
+// Rows of 24-240 nonzeros (90% sparse squeeze-excite and classifier convs):
+// two 16-lane gathers per step, a masked one for the rest.
+void spmv_avx512(const float* values, const int32_t* cols, const int64_t* row_ptr, const float* x, float* y,
+                 int64_t n_begin, int64_t n_end) {
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    int64_t j = row_ptr[n];
+    const int64_t end = row_ptr[n + 1];
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    for (; j + 32 <= end; j += 32) {
+      const __m512i i0 = _mm512_loadu_si512(cols + j), i1 = _mm512_loadu_si512(cols + j + 16);
+      acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(values + j), _mm512_i32gather_ps(i0, x, 4), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(values + j + 16), _mm512_i32gather_ps(i1, x, 4), acc1);
+    }
+    for (; j < end; j += 16) {
+      const __mmask16 m = avx512::tail_mask(static_cast<int>(std::min<int64_t>(16, end - j)));
+      const __m512i idx = _mm512_maskz_loadu_epi32(m, cols + j);
+      const __m512 g = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, x, 4);
+      acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, values + j), g, acc0);
+    }
+    y[n] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  }
+}
+
+}  // namespace kernels
+}  // namespace spruce
+#endif  // __AVX512F__ && __FMA__
