@@ -205,6 +205,36 @@ def test_mobilenet_v2_on_32x32_images_is_refused_for_xnnpack_with_x86_offered():
         build_model(_config(model="MobileNetV2:alpha=0.35"), _data(), exact=False)
 
 
+def test_mobilenet_v2_on_32x32_images_names_the_image_size_that_fixes_it():
+    from spruce.workflow.model import build_model
+
+    with pytest.raises(ModelError, match=r"(?s)1x1 at this image size: pass a larger --image-size.*64"):
+        build_model(_config(model="MobileNetV2:alpha=0.35"), _data(), exact=False)
+
+
+@pytest.mark.parametrize("model, target, size", [
+    ("", "xnnpack", 32),                        # the guide's net is built for 32x32
+    ("MobileNetV2:alpha=0.35", "x86", 32),      # spruce's engine runs 1x1 maps
+    ("MobileNetV2:alpha=0.35", "xnnpack", 64),  # five halvings: 2x2 last maps at 64
+    ("MobileNet:alpha=0.25", "xnnpack", 64),
+    ("MobileNetV3Small", "xnnpack", 32),        # refused for its squeeze-excite, not its size
+])
+def test_the_default_image_size_is_the_smallest_the_target_runs(model, target, size):
+    from spruce.workflow.model import resolve_image_size
+
+    assert resolve_image_size(_config(model=model, target=target)) == size
+    assert resolve_image_size(_config(model=model, target=target, image_size=96)) == 96
+
+
+def test_a_keras_files_image_size_is_its_inputs(tmp_path):
+    from spruce.workflow.model import resolve_image_size
+
+    path = str(tmp_path / "m48.keras")
+    _model("plain", input_shape=(48, 48, 3)).save(path)
+    assert resolve_image_size(_config(model=path)) == 48
+    assert resolve_image_size(_config(model=str(tmp_path / "missing.keras"))) == 32
+
+
 def test_for_x86_a_model_without_anything_the_engine_runs_sparse_is_refused_by_name(tmp_path):
     import keras
     from keras import layers
