@@ -55,6 +55,8 @@ def test_input_shape_must_match_the_data(tmp_path):
     _model("ok", input_shape=(64, 64, 3)).save(path)
     with pytest.raises(ModelError, match=r"inputs of shape \(64, 64, 3\).*are \(32, 32, 3\).*keras.Input"):
         load_user_model(path, _data())
+    with pytest.raises(ModelError, match=r"--image-size N"):
+        load_user_model(path, _data())
 
 
 def test_only_keras_files_are_accepted(tmp_path):

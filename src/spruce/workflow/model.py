@@ -237,7 +237,9 @@ def _check_shapes(model, path, data):
     if in_shape != tuple(data.input_shape):
         raise ModelError(f"--model {path} takes inputs of shape {in_shape}, but the {data.name} images "
                          f"are {tuple(data.input_shape)}. Rebuild the model with "
-                         f"keras.Input(shape={tuple(data.input_shape)}).")
+                         f"keras.Input(shape={tuple(data.input_shape)}), or resize the images to a "
+                         "square N x N x 3 input of 32 to 128 with --image-size N (the default takes "
+                         "the model's own size).")
     out_dim = model.outputs[0].shape[-1]
     if out_dim != data.num_classes:
         raise ModelError(f"--model {path} has {out_dim} outputs, but {data.name} has "
