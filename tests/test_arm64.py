@@ -65,6 +65,15 @@ def test_a_slow_median_with_a_fast_best_repetition_is_not_a_slowdown():
     assert got is False and "not faster" in reason
 
 
+def test_identical_outputs_with_a_clear_gain_in_every_repetition_engaged():
+    # Saturated outputs hide the kernels' rounding; the same kernels cannot run 2x faster.
+    got, reason = verdict(2.2, identical=True, best_ratio=2.2)
+    assert got is True and "bitwise identical" in reason and "2.20x" in reason
+    # A fast median alone, or a best-of within noise, is not enough.
+    assert verdict(2.2, identical=True)[0] is False
+    assert verdict(2.2, identical=True, best_ratio=1.2)[0] is False
+
+
 def test_disagreeing_outputs_are_not_a_working_sparse_path():
     got, reason = verdict(2.0, identical=False, outputs_agree=False)
     assert got is False and "DISAGREE" in reason
@@ -121,6 +130,41 @@ def test_guide_model_pruned_50_percent_does_not_with_the_inspectors_reason(guide
     assert "2/3" in report.reason and report.inspector_agrees
 
 
+def _random_mobilenet_v2(size=64, sparsity=0.9):
+    """keras.applications' MobileNetV2 (alpha 0.35), untrained, ending in its softmax,
+    rewritten for XNNPACK and with its 1x1 convolutions zeroed by magnitude."""
+    import keras
+
+    import spruce
+    from spruce.masking import magnitude_mask
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(alpha=0.35, input_shape=(size, size, 3), classes=10,
+                                           weights=None)
+    model = spruce.make_xnnpack_compatible(model, exact=False).model
+    for layer in model.layers:
+        if type(layer) is keras.layers.Conv2D and tuple(layer.kernel_size) == (1, 1):
+            kernel, *rest = layer.get_weights()
+            mask = keras.ops.convert_to_numpy(magnitude_mask(kernel, sparsity)[0])
+            layer.set_weights([kernel * mask] + rest)
+    return model
+
+
+@pytest.mark.slow
+def test_untrained_mobilenet_v2_ending_in_softmax_is_seen_engaged(tmp_path, emulator):
+    # Its probabilities come out bitwise the same from both kernel paths (all 0.1): the
+    # check compares the logits too, and finds the sparse path that ran.
+    import spruce
+
+    path = tmp_path / "mnv2.tflite"
+    spruce.export_litert(_random_mobilenet_v2(), path, sparse=True)
+    report = check_arm64(path, repetitions=5, progress=False)
+    assert report.sparse_path_engaged, str(report)
+    assert report.logit_outputs == 1 and not report.outputs_identical and report.outputs_agree
+    assert report.inspector["xnnpack_sparse"] is True and report.inspector_agrees
+    assert report.model == str(path) and "logits" in str(report)
+
+
 def test_75_percent_model_stored_dense_does_not_with_the_reason(guide_files, capsys):
     from spruce.cli import main
     from spruce.cli.exit_codes import NEGATIVE
@@ -131,3 +175,34 @@ def test_75_percent_model_stored_dense_does_not_with_the_reason(guide_files, cap
     assert d["sparse_path_engaged"] is False  # top-level boolean for scripts
     assert "stored dense" in d["reason"] and "DENSIFY" in d["reason"]
     assert d["time_ratio"] is None and d["densify"]["removed_densify_ops"] == 0
+
+
+def test_logits_of_a_softmax_output_become_an_extra_output(tmp_path):
+    import keras
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    import spruce
+    from spruce.arm64.probes import with_logit_outputs
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, activation="relu")(inputs))
+    logits = keras.layers.Dense(4)(x)
+    classifier = keras.Model(inputs, keras.layers.Softmax()(logits))
+    spruce.export_litert(classifier, tmp_path / "c.tflite", sparse=False)
+    data, added = with_logit_outputs((tmp_path / "c.tflite").read_bytes())
+    assert added == 1
+    it = Interpreter(model_content=data)
+    it.allocate_tensors()
+    x = np.random.default_rng(0).random((1, 8, 8, 3), np.float32)
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    probs, got = (it.get_tensor(d["index"]) for d in it.get_output_details())
+    np.testing.assert_allclose(probs, classifier.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, keras.Model(inputs, logits).predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+    # A model that ends in its logits comes back as it was.
+    spruce.export_litert(keras.Model(inputs, logits), tmp_path / "l.tflite", sparse=False)
+    plain = (tmp_path / "l.tflite").read_bytes()
+    assert with_logit_outputs(plain) == (plain, 0)

@@ -211,3 +211,23 @@ def test_cli_target_and_distill_flags_reach_the_config(capsys):
     assert "target must be one of xnnpack, x86" in capsys.readouterr().err
     assert main(["run", "--distill", "--distill-alpha", "2", "--no-progress"]) == 2
     assert "distill_alpha must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_image_size_reads_from_the_data_section_and_the_flag(tmp_path, capsys):
+    from spruce.cli import main
+
+    p = tmp_path / "c.toml"
+    p.write_text("[data]\nimage_size = 64\n")
+    assert load_config(str(p)).image_size == 64
+    assert load_config(str(p), {"image_size": 96}).image_size == 96
+    assert RunConfig().image_size == 0  # the smallest size at which the target runs the model
+    assert main(["run", "--image-size", "16", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "image_size must be 0" in err and "[32, 128]" in err and "Received: image_size=16" in err
+
+
+def test_image_size_redoes_everything_but_32_keeps_the_keys_of_earlier_runs():
+    base = RunConfig()
+    assert RunConfig(image_size=32).stage_key("export") == base.stage_key("export")
+    for stage in ("data", "dense", "pruned", "export"):
+        assert RunConfig(image_size=64).stage_key(stage) != base.stage_key(stage)

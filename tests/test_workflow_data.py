@@ -70,6 +70,47 @@ def test_fashion_images_are_padded_to_32x32_rgb_in_unit_range(tmp_path):
     assert ds.y_test.tolist() == arrays["t10k"][1].tolist()
 
 
+def test_bilinear_resize_samples_as_tensorflow_does():
+    import tensorflow as tf
+
+    images = np.random.default_rng(0).random((5, 28, 28, 3), np.float32)
+    for size in ((56, 56), (64, 48), (14, 14)):
+        want = tf.image.resize(images, size, method="bilinear", antialias=False).numpy()
+        np.testing.assert_allclose(wdata.resize_images(images, size, chunk=2), want, atol=2e-6)
+    grey = images[..., 0]
+    np.testing.assert_allclose(wdata.resize_images(grey, (56, 56)),
+                               tf.image.resize(grey[..., None], (56, 56)).numpy()[..., 0], atol=2e-6)
+    assert wdata.resize_images(images, (28, 28)) is images
+
+
+def test_fashion_images_at_64_keep_the_32x32_framing(tmp_path):
+    arrays = _write_fashion(tmp_path)
+    small = load_dataset("fashion_mnist", str(tmp_path), seed=3)
+    large = load_dataset("fashion_mnist", str(tmp_path), seed=3, image_size=64)
+    assert large.input_shape == (64, 64, 3) and large.x_train.dtype == np.float32
+    # the 28x28 image, scaled to 56x56, inside a 4-pixel border (2 pixels at 32x32)
+    first = large.x_test[0]
+    assert np.all(first[:4] == 0) and np.all(first[:, 60:] == 0) and first[4:60, 4:60].any()
+    np.testing.assert_allclose(first[4:60, 4:60, 0],
+                               wdata.resize_images(arrays["t10k"][0][:1] / np.float32(255), (56, 56))[0],
+                               atol=1e-6)
+    assert np.array_equal(first[..., 0], first[..., 2])
+    assert large.y_train.tolist() == small.y_train.tolist()
+
+
+def test_cifar_images_are_resized_to_the_image_size(tmp_path):
+    _write_cifar(tmp_path / "cifar-10-batches-py")
+    ds = load_dataset("cifar10", str(tmp_path), image_size=96)
+    assert ds.input_shape == (96, 96, 3) and 0.0 <= ds.x_test.min() and ds.x_test.max() <= 1.0
+
+
+@pytest.mark.parametrize("size", [16, 31, 129, 64.0, True])
+def test_an_image_size_out_of_range_is_refused_with_the_range(tmp_path, size):
+    _write_fashion(tmp_path)
+    with pytest.raises(DataError, match=r"image_size must be an integer in \[32, 128\]"):
+        load_dataset("fashion_mnist", str(tmp_path), image_size=size)
+
+
 def test_train_validation_split_is_disjoint_and_seeded(tmp_path):
     _write_fashion(tmp_path, n_train=50)
     a = load_dataset("fashion_mnist", str(tmp_path), seed=7)

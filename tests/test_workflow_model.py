@@ -55,6 +55,8 @@ def test_input_shape_must_match_the_data(tmp_path):
     _model("ok", input_shape=(64, 64, 3)).save(path)
     with pytest.raises(ModelError, match=r"inputs of shape \(64, 64, 3\).*are \(32, 32, 3\).*keras.Input"):
         load_user_model(path, _data())
+    with pytest.raises(ModelError, match=r"--image-size N"):
+        load_user_model(path, _data())
 
 
 def test_only_keras_files_are_accepted(tmp_path):
@@ -203,6 +205,36 @@ def test_mobilenet_v2_on_32x32_images_is_refused_for_xnnpack_with_x86_offered():
                                          r"1 rule\(s\) are still broken:\n  - block_14_add: Add of two 1x1 "
                                          r"feature maps.*--target x86"):
         build_model(_config(model="MobileNetV2:alpha=0.35"), _data(), exact=False)
+
+
+def test_mobilenet_v2_on_32x32_images_names_the_image_size_that_fixes_it():
+    from spruce.workflow.model import build_model
+
+    with pytest.raises(ModelError, match=r"(?s)1x1 at this image size: pass a larger --image-size.*64"):
+        build_model(_config(model="MobileNetV2:alpha=0.35"), _data(), exact=False)
+
+
+@pytest.mark.parametrize("model, target, size", [
+    ("", "xnnpack", 32),                        # the guide's net is built for 32x32
+    ("MobileNetV2:alpha=0.35", "x86", 32),      # spruce's engine runs 1x1 maps
+    ("MobileNetV2:alpha=0.35", "xnnpack", 64),  # five halvings: 2x2 last maps at 64
+    ("MobileNet:alpha=0.25", "xnnpack", 64),
+    ("MobileNetV3Small", "xnnpack", 32),        # refused for its squeeze-excite, not its size
+])
+def test_the_default_image_size_is_the_smallest_the_target_runs(model, target, size):
+    from spruce.workflow.model import resolve_image_size
+
+    assert resolve_image_size(_config(model=model, target=target)) == size
+    assert resolve_image_size(_config(model=model, target=target, image_size=96)) == 96
+
+
+def test_a_keras_files_image_size_is_its_inputs(tmp_path):
+    from spruce.workflow.model import resolve_image_size
+
+    path = str(tmp_path / "m48.keras")
+    _model("plain", input_shape=(48, 48, 3)).save(path)
+    assert resolve_image_size(_config(model=path)) == 48
+    assert resolve_image_size(_config(model=str(tmp_path / "missing.keras"))) == 32
 
 
 def test_for_x86_a_model_without_anything_the_engine_runs_sparse_is_refused_by_name(tmp_path):

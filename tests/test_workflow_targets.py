@@ -180,3 +180,13 @@ def test_a_trained_model_rewritten_with_changed_outputs_is_measured_before_and_a
             f"{100 * m.model.rewritten_accuracy:.2f}%") in report
     rows = {label: dense_cell for label, dense_cell, _ in summary_rows(m)}
     assert rows["test accuracy, Keras, rewritten, before fine-tuning"] == f"{100 * m.model.rewritten_accuracy:.2f}%"
+
+
+def test_mobilenet_v2_for_xnnpack_gets_the_image_size_its_sparse_path_needs(tmp_path):
+    # At 32x32 its last maps are 1x1 and XNNPACK finds no sparse region; the run picks 64.
+    result = _run(tmp_path, None, model="MobileNetV2:alpha=0.35", arm64_check=False)
+    m = result.metrics
+    assert m.config.image_size == 64 and os.path.basename(result.folder).endswith("-64px-quick")
+    assert m.pruned.xnnpack_sparse and m.pruned.sparsity_1x1 == pytest.approx(0.75, abs=0.01)
+    assert m.model.compatibility["outputs_changed_by"]  # padded symmetrically, then trained
+    assert "test images at 64x64, quick subset" in open(result.report_path).read()

@@ -12,6 +12,13 @@ B always runs XNNPACK's dense NHWC kernels. Two observations decide:
 - time: A must also be faster than B. A different kernel path that is *slower* means
   the weights were not handed to XNNPACK as static (the DENSIFY was not delegated).
 
+A softmax or sigmoid at the end of the model can round both variants' outputs to the same
+bits (an untrained network's large logits give probabilities of exactly 0 and 1), so both
+copies expose their logits as extra outputs for the comparison (`spruce.arm64.probes`).
+Should the outputs still be bitwise identical while A runs clearly faster in every
+repetition (STRONG_RATIO, medians and best-of alike), the time decides: the dense kernels
+on the same weights cannot run that much faster, so other kernels ran.
+
 The time ratio alone is not a reliable verdict: it depends on how much of the model's
 compute sits in its pruned 1x1 convolutions (the TFMOT guide's small model gains ~1.3x,
 MobileNet-sized nets 2-3x), and on an emulator sharing a busy host it is noisy.
@@ -37,7 +44,7 @@ import tempfile
 import numpy as np
 
 from spruce._deps import SpruceEnvironmentError
-from spruce.arm64 import environment, precision
+from spruce.arm64 import environment, precision, probes
 
 # A time ratio at or above this, with differing outputs, is an unambiguous engagement;
 # below it the report says the gain is modest for this model.
@@ -124,6 +131,7 @@ class Arm64Report:
     nan_outputs: bool = None            # the sparse-stored file gave NaN, the dense-stored did not
     crashed: str = None                 # LiteRT's last words when it failed on the sparse-stored file
     fp16: Fp16Report = None             # the other arithmetic, for float16 weights
+    logit_outputs: int = None           # logits exposed as extra outputs for the comparison
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -146,7 +154,9 @@ class Arm64Report:
             diff = "NaN" if self.max_abs_diff is None else f"{self.max_abs_diff:.3g}"
             match = ("bitwise identical" if self.outputs_identical
                      else "agree" if self.outputs_agree else "DISAGREE")
-            lines.append(f"outputs sparse vs dense storage: max |diff| {diff} ({match})")
+            probed = (f", with the logits of its {self.logit_outputs} softmax/sigmoid output(s)"
+                      if self.logit_outputs else "")
+            lines.append(f"outputs sparse vs dense storage{probed}: max |diff| {diff} ({match})")
         if self.fp16 is not None:
             lines.extend(self.fp16.lines())
         if self.inspector is not None:
@@ -212,6 +222,10 @@ def verdict(ratio, identical, inspector=None, outputs_agree=True, best_ratio=Non
                        "dense-stored copy beyond float rounding: XNNPACK switched part of the model to "
                        "its NCHW layout without a working sparse path (seen with a stride-2 'same' "
                        "depthwise). Do not ship this model as is." + why)
+    if identical and ratio >= STRONG_RATIO and best_ratio is not None and best_ratio >= STRONG_RATIO:
+        return True, (f"XNNPACK ran other kernels than for the same weights stored dense: {ratio:.2f}x "
+                      f"faster (best-of {best_ratio:.2f}x), which the same kernels on the same weights "
+                      "cannot be, although the outputs are bitwise identical (they saturate).")
     if identical:
         return False, ("the sparse-stored file ran exactly the dense kernels (outputs bitwise "
                        "identical to the dense-stored copy), so XNNPACK did not take its sparse "
@@ -335,6 +349,20 @@ def _fp16_report(pairs, requested, inspector):
                       **found)
 
 
+def _with_logits(sparse, dense, folder):
+    """Both files with their logits as extra outputs (in `folder`), and how many; as they are if none."""
+    copies = []
+    for name, source in (("sparse", sparse), ("dense", dense)):
+        with open(source, "rb") as f:
+            data, added = probes.with_logit_outputs(f.read())
+        if not added:
+            return sparse, dense, 0
+        copies.append(os.path.join(folder, f"{name}_logits.tflite"))
+        with open(copies[-1], "wb") as out:
+            out.write(data)
+    return *copies, added
+
+
 def check_arm64(path, *, repetitions=DEFAULT_REPETITIONS, target_seconds=0.2, progress=True,
                 timeout=1800):
     """Check under aarch64 emulation whether XNNPACK's sparse path engages for `path`.
@@ -346,7 +374,7 @@ def check_arm64(path, *, repetitions=DEFAULT_REPETITIONS, target_seconds=0.2, pr
     arithmetic, the report's `fp16` holds the verdict with fp16 arithmetic requested (the
     other arithmetic costs a second A/B).
     """
-    path = os.fspath(path)
+    path = model_path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"expected a .tflite file. Received: {path!r}, which does not exist.")
     if isinstance(repetitions, bool) or not isinstance(repetitions, int) or repetitions < 3:
@@ -376,6 +404,7 @@ def check_arm64(path, *, repetitions=DEFAULT_REPETITIONS, target_seconds=0.2, pr
             return Arm64Report(model=path, sparse_path_engaged=False, reason=reason, inspector=inspector,
                                inspector_agrees=agrees, densify=_densify_summary(densified), **kinds)
         env = environment.prepare(progress=progress)
+        path, dense_path, logits = _with_logits(path, dense_path, tmp)
         if progress:
             print(f"[spruce check-arm64] timing stored-sparse vs stored-dense under emulation "
                   f"({repetitions} interleaved repetitions, 1 thread) ...", file=sys.stderr,
@@ -402,7 +431,7 @@ def check_arm64(path, *, repetitions=DEFAULT_REPETITIONS, target_seconds=0.2, pr
     agrees = None if inspector is None else bool(inspector.get("xnnpack_sparse")) == engaged
     fp16 = _fp16_report(pairs, wants_fp16, inspector) if len(pairs) == 2 else None
     return Arm64Report(
-        model=path, sparse_path_engaged=engaged, reason=reason, inspector=inspector,
+        model=model_path, sparse_path_engaged=engaged, logit_outputs=logits, reason=reason, inspector=inspector,
         inspector_agrees=agrees, densify=_densify_summary(densified), repetitions=repetitions,
         emulator={**env.versions, "invokes_per_repetition": main.info["invokes_per_repetition"],
                   "cpu_fp16_arithmetic": main.info.get("cpu_fp16_arithmetic")},

@@ -6,6 +6,9 @@ HELP = "train, prune, export, evaluate and benchmark in one command, and write a
 _FLAGS = [
     ("--dataset", "dataset", str, "fashion_mnist (default, Debian package) or cifar10"),
     ("--data-dir", "data_dir", str, "dataset folder (CIFAR-10: the cifar-10-batches-py folder, or 'keras' to download)"),
+    ("--image-size", "image_size", int, "side of the square images, 32 to 128, resized bilinearly (default: "
+                                        "the smallest size at which the target runs the model sparse: 32, "
+                                        "64 for keras.applications' MobileNets on --target xnnpack)"),
     ("--model", "model", str, "the model to prune instead of the guide's network: a .keras file, or a "
                               "keras.applications name with its arguments (MobileNetV2:alpha=0.35, "
                               "MobileNetV3Small:minimalistic=True, EfficientNetB0), built for the data "

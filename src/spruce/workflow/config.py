@@ -13,7 +13,7 @@ import json
 import re
 import tomllib
 
-from spruce.workflow.data import DATASETS
+from spruce.workflow.data import DATASETS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from spruce.workflow.model import PRETRAINED, TARGETS, parse_model_spec
 
 
@@ -28,6 +28,7 @@ class RunConfig:
     dataset: str = "fashion_mnist"
     data_dir: str = ""
     val_fraction: float = 0.1
+    image_size: int = 0  # side of the square images; 0: the smallest at which the target runs the model
     # [model]
     model: str = ""  # a .keras file, or a keras.applications name with arguments; empty: the guide's net
     weights: str = ""  # trained weights for the model (model.load_weights); implies pretrained
@@ -81,6 +82,10 @@ class RunConfig:
             bad("dataset", f"one of {', '.join(DATASETS)}")
         if not 0.0 < self.val_fraction < 0.5:
             bad("val_fraction", "in (0, 0.5)")
+        if self.image_size != 0 and not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            bad("image_size", f"0 (the smallest size at which the target runs the model sparse) or a "
+                              f"side in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] (the data sets come at 32x32 "
+                              "and are resized bilinearly)")
         for f in ("dense_epochs", "prune_epochs", "batch_size", "pruning_frequency",
                   "export_batch_size", "bench_runs", "threads", "quick_train", "quick_test"):
             if getattr(self, f) < 1:
@@ -139,7 +144,8 @@ class RunConfig:
     # ------------------------------------------------------------ stage keys
 
     _STAGE_FIELDS = {
-        "data": ("dataset", "data_dir", "val_fraction", "seed", "quick", "quick_train", "quick_test"),
+        "data": ("dataset", "data_dir", "val_fraction", "image_size", "seed", "quick", "quick_train",
+                 "quick_test"),
         "dense": ("model", "weights", "pretrained", "dense_epochs", "batch_size", "learning_rate",
                   "lr_schedule"),
         "pruned": ("target", "prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
@@ -150,7 +156,7 @@ class RunConfig:
     # Fields added after runs existed, at the value that reproduces those runs: left out of
     # the key there, so that a run made before the field existed is still reused.
     _KEY_SINCE = {"block_size": (1, 1), "weights": "", "pretrained": "auto", "target": "xnnpack",
-                  "distill": False}
+                  "distill": False, "image_size": 32}
 
     def stage_key(self, stage, replicas=1, engine="", backend=""):
         """Hash of everything `stage` depends on, including the stages before it.
@@ -172,6 +178,8 @@ class RunConfig:
             fields.append("target")
         if not self.distill:  # the distillation settings change nothing while it is off
             fields = [f for f in fields if f not in ("distill_alpha", "distill_temperature")]
+        if self.image_size == 0:  # not resolved: the pipeline resolves it before taking keys
+            fields = [f for f in fields if f != "image_size"]
         values = {"recipe": RECIPE_VERSION, **{f: getattr(self, f) for f in fields
                                                 if f not in self._KEY_SINCE
                                                 or getattr(self, f) != self._KEY_SINCE[f]}}
@@ -213,7 +221,7 @@ def _is_block_size(value):
 
 # TOML section -> fields it may hold
 SECTIONS = {
-    "data": ("dataset", "data_dir", "val_fraction"),
+    "data": ("dataset", "data_dir", "val_fraction", "image_size"),
     "model": ("model", "weights", "pretrained"),
     "dense": ("dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
     "prune": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",

@@ -1,10 +1,12 @@
 """Datasets for `spruce run`: Fashion-MNIST (Debian package) and CIFAR-10 (python batches).
 
-Every dataset comes out the same way: float32 images in [0, 1] shaped (N, 32, 32, 3),
+Every dataset comes out the same way: float32 images in [0, 1] shaped (N, S, S, 3),
 int64 labels, split into train / validation (90/10, as in the guide) and the held-out
 test set. Fashion-MNIST's 28x28 grey images are zero-padded to 32x32 and repeated to 3
 channels, so the guide's architecture (a 3x3 stride-2 entry conv on 3 channels, which
-XNNPACK's sparse path needs) applies unchanged.
+XNNPACK's sparse path needs) applies unchanged. S is 32 unless asked otherwise: a network
+that halves its input five times (the keras.applications MobileNets) needs 64 for its last
+feature maps to stay 2x2, which XNNPACK's sparse path needs (see `image_size`).
 """
 
 import dataclasses
@@ -24,6 +26,9 @@ CIFAR10_CLASSES = (
     "dog", "frog", "horse", "ship", "truck",
 )
 DATASETS = ("fashion_mnist", "cifar10")
+# Image sides `image_size` takes. Both data sets come at 32x32; the whole training set is held
+# as float32 in memory, 3 channels: 128x128 is 11 GB for Fashion-MNIST's 60,000 images.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 128
 
 _FASHION_HINT = (
     "Install the Debian package with `sudo apt-get install dataset-fashion-mnist` "
@@ -138,13 +143,57 @@ def load_fashion_mnist_raw(data_dir=None):
 
 def to_rgb32(images):
     """uint8 [N, 28, 28] grey -> float32 [N, 32, 32, 3] in [0, 1] (zero-padded, repeated)."""
+    return to_rgb(images, 32)
+
+
+def to_rgb(images, size=32):
+    """uint8 [N, h, w] grey (h, w <= 32) -> float32 [N, size, size, 3] in [0, 1].
+
+    Framed as at 32x32 (the image zero-padded to 32x32), scaled by size / 32: at 64 a 28x28
+    image becomes 56x56 (bilinear) inside a 4-pixel border, so the object keeps its share of
+    the frame at every size.
+    """
     n, h, w = images.shape
     if h > 32 or w > 32:
         raise DataError(f"images must be at most 32x32 to pad. Received: {h}x{w}.")
-    top, left = (32 - h) // 2, (32 - w) // 2
-    out = np.zeros((n, 32, 32, 3), np.float32)
-    out[:, top:top + h, left:left + w, :] = (images.astype(np.float32) / 255.0)[..., None]
+    inner_h, inner_w = round(h * size / 32), round(w * size / 32)
+    grey = resize_images(images.astype(np.float32) / 255.0, (inner_h, inner_w))
+    top, left = (size - inner_h) // 2, (size - inner_w) // 2
+    out = np.zeros((n, size, size, 3), np.float32)
+    out[:, top:top + inner_h, left:left + inner_w, :] = grey[..., None]
     return out
+
+
+def resize_images(images, size, chunk=4096):
+    """float32 [N, h, w] or [N, h, w, C] -> [N, size[0], size[1](, C)], bilinear.
+
+    The sampling of `tf.image.resize(..., "bilinear")` (half-pixel centres, edges clamped),
+    written as two small interpolation matrices; the images are returned unchanged when
+    the size is theirs. Done in chunks, so that only the output is held at full size.
+    """
+    h, w = images.shape[1:3]
+    if (h, w) == tuple(size):
+        return images
+    rows, cols = _bilinear_matrix(h, size[0]), _bilinear_matrix(w, size[1])
+    spec = "ph,nhwc,qw->npqc" if images.ndim == 4 else "ph,nhw,qw->npq"
+    out = np.empty((len(images), size[0], size[1], *images.shape[3:]), np.float32)
+    for start in range(0, len(images), chunk):
+        out[start:start + chunk] = np.einsum(spec, rows, images[start:start + chunk], cols,
+                                             optimize=True)
+    return out
+
+
+def _bilinear_matrix(n_in, n_out):
+    """[n_out, n_in]: each output pixel as a blend of its two nearest input pixels."""
+    centre = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    centre = np.clip(centre, 0.0, n_in - 1)
+    low = np.floor(centre).astype(np.int64)
+    high = np.minimum(low + 1, n_in - 1)
+    frac = (centre - low).astype(np.float32)
+    m = np.zeros((n_out, n_in), np.float32)
+    m[np.arange(n_out), low] += 1.0 - frac
+    m[np.arange(n_out), high] += frac
+    return m
 
 
 # ---------------------------------------------------------------- CIFAR-10 (python batches)
@@ -222,17 +271,27 @@ def _subset(x, y, n, seed):
 
 
 def load_dataset(name="fashion_mnist", data_dir=None, val_fraction=0.1, seed=0,
-                 train_limit=None, test_limit=None):
-    """Load `name` as a :class:`Dataset`; `*_limit` take a seeded random subset (for --quick)."""
+                 train_limit=None, test_limit=None, image_size=32):
+    """Load `name` as a :class:`Dataset`; `*_limit` take a seeded random subset (for --quick).
+
+    `image_size`: the side of the square images, from 32 (as the data set comes, padded for
+    Fashion-MNIST) to MAX_IMAGE_SIZE, resized bilinearly.
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, int) \
+            or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise DataError(f"image_size must be an integer in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}]. "
+                        f"Received: image_size={image_size!r}")
     key = name.replace("-", "_").lower()
     if key == "fashion_mnist":
         x_train, y_train, x_test, y_test = load_fashion_mnist_raw(data_dir)
-        classes, convert = FASHION_MNIST_CLASSES, to_rgb32
+        classes = FASHION_MNIST_CLASSES
+        def convert(images):
+            return to_rgb(images, image_size)
     elif key == "cifar10":
         x_train, y_train, x_test, y_test = load_cifar10_raw(data_dir)
         classes = CIFAR10_CLASSES
         def convert(images):
-            return images.astype(np.float32) / 255.0
+            return resize_images(images.astype(np.float32) / 255.0, (image_size, image_size))
     else:
         raise DataError(f"dataset must be one of {', '.join(DATASETS)}. Received: dataset={name!r}")
     # subset before converting, so --quick never materialises the full float arrays

@@ -109,6 +109,58 @@ def build_model(config, data, exact=True):
                        given=given if pretrained and changed else None)
 
 
+def resolve_image_size(config, num_classes=10):
+    """The side of the run's images: `config.image_size`, or when it is 0 the smallest that fits.
+
+    The data sets come at 32x32, which the guide's network and spruce's engine take as they
+    are. A .keras file takes what its input says. For XNNPACK, a keras.applications network
+    that halves its input five times has 1x1 maps at 32x32, where the converter leaves its
+    sparse region no exit: the size grows by 32 until `make_xnnpack_compatible` (with
+    `exact=False`) accepts the model, and stays 32 when something else refuses it (the
+    dense stage then says what).
+    """
+    from spruce.workflow.data import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
+    if config.image_size:
+        return config.image_size
+    spec = parse_model_spec(config.model)
+    if config.model and spec is None:  # a .keras file: the size of its input, when it is one
+        if not os.path.exists(config.model) or not str(config.model).endswith(".keras"):
+            return MIN_IMAGE_SIZE  # the dense stage says what is wrong with the file
+        model, _ = _load_keras_file(config.model)
+        shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else ()
+        if len(shape) == 3 and shape[0] == shape[1] and MIN_IMAGE_SIZE <= (shape[0] or 0) <= MAX_IMAGE_SIZE:
+            return int(shape[0])
+        return MIN_IMAGE_SIZE
+    if spec is None or config.target != "xnnpack":
+        return MIN_IMAGE_SIZE
+    import spruce
+    from spruce.xnnpack_rules import LARGER_INPUT_FIX
+
+    name, kwargs = spec
+    for size in range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE + 1, 32):
+        shape = _Shape((size, size, 3), num_classes)
+        try:
+            model = named_model(name, kwargs, shape)
+            result = spruce.make_xnnpack_compatible(model, exact=False)
+        except (ModelError, ValueError):
+            return MIN_IMAGE_SIZE
+        if result.ok:
+            return size
+        if not all(LARGER_INPUT_FIX in v.fix for v in result.not_fixed):
+            return MIN_IMAGE_SIZE
+    return MIN_IMAGE_SIZE
+
+
+@dataclasses.dataclass
+class _Shape:
+    """What `named_model` reads of a data set, for building a model before the data are loaded."""
+
+    input_shape: tuple
+    num_classes: int
+    name: str = "the data"
+
+
 def named_model(name, kwargs, data):
     """`keras.applications.<name>(**kwargs)` built for `data`'s images and classes, weights=None."""
     import inspect
@@ -185,7 +237,9 @@ def _check_shapes(model, path, data):
     if in_shape != tuple(data.input_shape):
         raise ModelError(f"--model {path} takes inputs of shape {in_shape}, but the {data.name} images "
                          f"are {tuple(data.input_shape)}. Rebuild the model with "
-                         f"keras.Input(shape={tuple(data.input_shape)}).")
+                         f"keras.Input(shape={tuple(data.input_shape)}), or resize the images to a "
+                         "square N x N x 3 input of 32 to 128 with --image-size N (the default takes "
+                         "the model's own size).")
     out_dim = model.outputs[0].shape[-1]
     if out_dim != data.num_classes:
         raise ModelError(f"--model {path} has {out_dim} outputs, but {data.name} has "
@@ -249,15 +303,24 @@ def prepare_for_target(model, label, target, exact=True):
     except ValueError as e:
         raise ModelError(f"--model {label}: {e}") from e
     if not result.ok:
+        from spruce.xnnpack_rules import LARGER_INPUT_FIX
+
         how = "make_xnnpack_compatible" + ("" if exact else "(exact=False)")
         broken = "\n".join(f"  - {v}" for v in result.not_fixed)
+        if all(LARGER_INPUT_FIX in v.fix for v in result.not_fixed):
+            advice = ("Its last feature maps are 1x1 at this image size: pass a larger --image-size "
+                      "(image_size in [data]; 0, the default, picks the smallest that works, 64 for the "
+                      "keras.applications MobileNets), or prune it for spruce's engine instead "
+                      "(--target x86).")
+        else:
+            advice = ("Change the model as listed, prune it for spruce's engine instead (--target x86: it "
+                      "runs the 1x1 convolutions sparse wherever they sit, squeeze-and-excite blocks "
+                      "included), or choose another architecture (drop --model for the guide's network, "
+                      "built for XNNPACK at this size).")
         raise ModelError(
             f"--model {label} cannot run on XNNPACK's sparse path, and spruce can rewrite only part "
             f"of it automatically: after {len(result.fixed)} rewrite(s) by {how}, "
-            f"{len(result.not_fixed)} rule(s) are still broken:\n{broken}\nChange the model as listed, "
-            "prune it for spruce's engine instead (--target x86: it runs the 1x1 convolutions sparse "
-            "wherever they sit, squeeze-and-excite blocks included), or choose another architecture "
-            "(drop --model for the guide's network, built for XNNPACK at this size).")
+            f"{len(result.not_fixed)} rule(s) are still broken:\n{broken}\n{advice}")
     info = result.to_dict()
     info.pop("report", None)
     changed = [r["layer"] for r in info["fixed"] if not r.get("exact", True)]

@@ -14,7 +14,7 @@ import time
 from spruce.workflow import artifacts, devices, evaluate, measure, plots, quantize, report
 from spruce.workflow.artifacts import Manifest, atomic_path, read_json, write_json
 from spruce.workflow.data import load_dataset
-from spruce.workflow.model import build_model, model_label
+from spruce.workflow.model import build_model, model_label, resolve_image_size
 from spruce.workflow.progress import log as _log
 from spruce.workflow.results import (Accuracy, Arm64Check, DataSizes, ModelMetrics, ModelSource, RunMetrics,
                                      Schedule, SparsityTrace)
@@ -75,6 +75,8 @@ def default_name(config):
     name = config.dataset.replace("-", "_")
     if config.model:
         name += "-" + model_label(config.model)
+    if config.image_size not in (0, 32):
+        name += f"-{config.image_size}px"
     return name + ("-quick" if config.quick else "")
 
 
@@ -162,6 +164,8 @@ def run(config, fresh=False, progress=True, quiet=False):
     training = devices.training_devices(config, quiet)
     import keras
 
+    # The size decides the data, the model and every stage key; finding it may build models.
+    config = dataclasses.replace(config, image_size=resolve_image_size(config))
     # A fresh Keras state per run: layer names restart (conv2d, conv2d_1, ...).
     keras.backend.clear_session()
 
@@ -179,7 +183,8 @@ def run(config, fresh=False, progress=True, quiet=False):
     with runner.timed("data"):
         data = load_dataset(config.dataset, config.data_dir or None, config.val_fraction, config.seed,
                             train_limit=config.quick_train if config.quick else None,
-                            test_limit=config.quick_test if config.quick else None)
+                            test_limit=config.quick_test if config.quick else None,
+                            image_size=config.image_size)
         state.data, state.training = devices.fit_to_replicas(data, training, quiet)
     _log(f"spruce run -> {folder}\ndata: {state.data.name} {state.data.sizes()} in "
          f"{runner.seconds['data']:.1f} s", quiet)

@@ -126,7 +126,9 @@ def write_report(folder, metrics, plots):
         "The guide's workflow \"Pruning for on-device inference with XNNPACK\""
         + (", aimed at spruce's engine (x86) instead of XNNPACK," if config.target == "x86" else "")
         + f" on **{data.dataset}** ({data.train} training, {data.val} validation, "
-        f"{data.test} test images{', quick subset' if config.quick else ''}): "
+        f"{data.test} test images"
+        + (f" at {config.image_size}x{config.image_size}" if config.image_size else "")
+        + f"{', quick subset' if config.quick else ''}): "
         f"train dense, fine-tune with pruning to {config.final_sparsity:.0%} in the 1x1 convolutions"
         + ("" if tuple(config.block_size) == (1, 1) else
            f" in {'x'.join(map(str, config.block_size))} blocks")
