@@ -200,3 +200,33 @@ def test_zero_padding_of_a_relu_output_is_folded_into_the_max_pool(tmp_path, act
         engine = assert_close_to_litert(path, sample((1, 20, 20, 3), seed=5), engine=Engine(path, num_threads=threads))
     pads = [layer["kernel"] for layer in engine.summary() if layer["opcode"] == "PAD"]
     assert pads == (["folded into the next pool"] if folded else ["pad"])
+
+
+# ---- convs as matrix products on ResNet's small images ---------------------------------------
+
+
+@pytest.mark.parametrize("kind, hw, k, stride, i, o", [
+    ("conv_im2col", 7, 3, 1, 512, 80),  # weights past one call's share: several calls of 32 rows
+    ("conv_im2col", 14, 3, 1, 64, 40),
+    ("conv_im2col", 15, 1, 2, 48, 24),  # the strided 1x1 of a ResNet stage's first block
+    ("conv_im2col", 23, 3, 2, 8, 20),  # more pixels than one piece of work
+    ("conv_general", 9, 3, 1, 6, 10),
+])
+def test_convs_with_a_residual_input_match_numpy_on_any_thread_count(kind, hw, k, stride, i, o):
+    from test_engine_apps import numpy_conv, one_op_graph
+
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(1, hw, hw, i)).astype(np.float32)
+    wt = (rng.normal(size=(o, k, k, i)) / np.sqrt(k * k * i)).astype(np.float32)
+    b = rng.normal(size=o).astype(np.float32)
+    pad = (k - 1) // 2
+    linear = numpy_conv(x, wt, b, (stride, stride), (pad, pad, pad, pad))
+    skip = rng.normal(size=linear.shape).astype(np.float32)
+    want = np.maximum(linear + skip, 0.0)
+    ints = dict(kernel_h=k, kernel_w=k, stride_h=stride, stride_w=stride, pad_top=pad, pad_bottom=pad, pad_left=pad,
+                pad_right=pad, activation=1)
+    for threads in (1, 2):
+        graph = one_op_graph(kind, x.shape, want.shape, ints, {"weights": wt, "bias": b}, threads,
+                             extra_inputs=[skip.shape])
+        got = graph.run([x, skip])[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
