@@ -62,8 +62,9 @@ bool unary_avx512(UnaryFn f, const float* x, float* y, size_t n);
 
 // Panel sizes shared by packing and every ISA's kernel.
 // Output channels per packed dense panel: the AVX-512 kernel's 8-row register
-// blocks fit inside one panel, whatever 8-aligned row range a thread runs.
-constexpr int32_t kGemmPanel = 16;
+// block reads its weights as one contiguous run (two k per cache line), and the
+// AVX2 kernel's 4-row blocks read half of each panel.
+constexpr int32_t kGemmPanel = 8;
 constexpr int32_t kConvHwcGroup = 8;   // output channels per packed entry-conv group
 // Input channels per sparse block: 128 rows x 32 pixels x 4 bytes = 16 KiB of
 // input per tile, half of a typical L1D.
