@@ -11,14 +11,16 @@ The plan is plain data (lists of dicts and float32 arrays) that
   between the entry conv and the pooling, everything else is row-major; the
   loader inserts a layout change wherever a consumer needs the other one;
 - weights rearranged for the kernels (depthwise [C, kh, kw], 1x1 [O, I]);
-- which operators run fused: swish (LOGISTIC then MUL) as one operator, and swish
-  or HARD_SWISH after a conv in the conv's epilogue.
+- which operators run fused: swish (LOGISTIC then MUL) as one operator, swish
+  or HARD_SWISH after a conv in the conv's epilogue, and a residual ADD in the
+  epilogue of the conv computing one of its operands (`_fuse_residual_adds`).
 
 Anything the engine cannot run exactly (an unknown operator, a quantized
 tensor, weights computed at run time) raises `UnsupportedModelError` naming the
 operator, at load time.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +42,9 @@ _HARD_SWISH_EPILOGUE = 16
 _SWISH_EPILOGUE = 17
 # Engine op kinds with those epilogues.
 _EPILOGUE_KINDS = ("conv_entry", "conv1x1_sparse", "conv1x1_dense", "conv_matvec", "depthwise", "conv_im2col")
+
+# Engine op kinds whose kernels take a residual input, added before their activation.
+_RESIDUAL_KINDS = ("conv1x1_dense", "conv_im2col", "conv_general")
 
 SUPPORTED_OPERATORS = tuple(sorted(
     {"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "SUB", "DIV", "MEAN", "RESHAPE", "SQUEEZE",
@@ -421,18 +426,37 @@ class _Builder:
         users = self.consumers.get(y, [])
         spatial_only = len(xs) == 4 and not pads[0].any() and not pads[3].any()
         if (spatial_only and users and y not in self.g.outputs
-                and all(u.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D") and u.inputs[0] == y
-                        and y not in u.inputs[1:] for u in users)):
+                and all((u.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D") or self._pool_ignores_zeros(u, x, pads))
+                        and u.inputs[0] == y and y not in u.inputs[1:] for u in users)):
             # The convs read the unpadded input with this much more padding (as XNNPACK does).
             src, extra = self.folded_pads.get(x, (x, (0, 0, 0, 0)))
             self.folded_pads[y] = (src, (extra[0] + int(pads[1, 0]), extra[1] + int(pads[1, 1]),
                                          extra[2] + int(pads[2, 0]), extra[3] + int(pads[2, 1])))
-            self._layer(op, "folded into the next conv")
+            self._layer(op, "folded into the next conv" if users[0].opcode != "MAX_POOL_2D" else
+                        "folded into the next pool")
             return
         layout = self.preferred(x)
         self._emit("pad", name, [self.value(x, layout, name)], [self.define(y, layout)],
                    arrays={"pads": pads.astype(np.float32)})
         self._layer(op, "pad")
+
+    def _pool_ignores_zeros(self, op, x, pads):
+        """Whether MAX_POOL_2D `op` over `x` zero padded by `pads` may skip the zeros
+        instead (the engine's pooling ignores padding): `x` comes out of a ReLU or ReLU6,
+        so every window's largest value is already >= 0, and no window lies wholly in
+        the padding. ResNet's stem pads its ReLU output by 1 before a 3x3 max pool."""
+        if op.opcode != "MAX_POOL_2D":
+            return False
+        producer = next((o for o in self.g.operators if x in o.outputs), None)
+        nonnegative = producer is not None and (
+            producer.opcode in ("RELU", "RELU6")
+            or producer.options.get("fused_activation_function", "NONE") in ("RELU", "RELU6"))
+        kh, kw = int(op.options.get("filter_height", 0)), int(op.options.get("filter_width", 0))
+        win = self._window(op, operator_name(op.opcode, op.index), self.shape(op.inputs[0])[1:3],
+                           self.shape(op.outputs[0])[1:3], kh, kw)
+        sides = ((win["pad_top"] + pads[1, 0], kh), (win["pad_bottom"] + pads[1, 1], kh),
+                 (win["pad_left"] + pads[2, 0], kw), (win["pad_right"] + pads[2, 1], kw))
+        return nonnegative and all(pad < k for pad, k in sides)
 
     def _binary(self, op, name, kind):
         a, b = op.inputs[0], op.inputs[1]
@@ -521,6 +545,12 @@ class _Builder:
                 f"output {ys}, window {kh}x{kw}. The file may be corrupted."
             )
         win = self._window(op, name, xs[1:3], ys[1:3], kh, kw)
+        if x in self.folded_pads:  # a PAD of a ReLU's output (_pool_ignores_zeros)
+            x, (top, bottom, left, right) = self.folded_pads[x]
+            win["pad_top"] += top
+            win["pad_bottom"] += bottom
+            win["pad_left"] += left
+            win["pad_right"] += right
         ints = dict(kernel_h=kh, kernel_w=kw, activation=self._act(op, name),
                     **{k: win[k] for k in ("stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
                                            "pad_right")})
@@ -604,6 +634,50 @@ class _Builder:
         self._layer(op, "constant")
 
 
+def _fuse_residual_adds(plan):
+    """Runs each residual ADD (a ResNet block's skip connection) in the epilogue of the
+    conv computing one of its operands: the conv reads the other operand (the skip) as
+    a second input and adds it before the ADD's activation, so the conv's output never
+    makes a round trip through memory. The ADD must read that output alone, the conv
+    must have no activation of its own, and the skip must be computed before the conv
+    runs; both operands and the result share one shape and layout. The outputs are
+    those of the two operators, bit for bit."""
+    writer, readers = {}, {}
+    for i, op in enumerate(plan.ops):
+        for t in op["outputs"]:
+            writer[t] = i
+        for t in op["inputs"]:
+            readers.setdefault(t, []).append(i)
+    fused = {}  # ADD op index -> conv op index
+    for i, add in enumerate(plan.ops):
+        if add["kind"] != "add" or len(add["inputs"]) != 2 or add["inputs"][0] == add["inputs"][1]:
+            continue
+        y = add["outputs"][0]
+        if any(plan.tensors[t]["shape"] != plan.tensors[y]["shape"]
+               or plan.tensors[t]["layout"] != plan.tensors[y]["layout"] for t in add["inputs"]):
+            continue
+        for operand, skip in (add["inputs"], add["inputs"][::-1]):
+            c = writer.get(operand)
+            if c is None or c in fused.values():
+                continue
+            conv = plan.ops[c]
+            if (conv["kind"] in _RESIDUAL_KINDS and len(conv["inputs"]) == 1 and conv["ints"].get("activation", 0) == 0
+                    and readers.get(operand) == [i] and operand not in plan.outputs and writer.get(skip, -1) < c):
+                conv["inputs"].append(skip)
+                conv["outputs"] = [y]
+                conv["ints"]["activation"] = add["ints"].get("activation", 0)
+                fused[i] = c
+                break
+    if not fused:
+        return plan
+    names = {plan.ops[i]["name"]: plan.ops[c]["name"] for i, c in fused.items()}
+    plan.layers = [dataclasses.replace(layer, kernel=f"fused into {names[name]}")
+                   if (name := operator_name(layer.opcode, layer.index)) in names else layer
+                   for layer in plan.layers]
+    plan.ops = [op for i, op in enumerate(plan.ops) if i not in fused]
+    return plan
+
+
 def build_plan(model, sparse_threshold=DEFAULT_SPARSE_THRESHOLD):
     """Plan for the main subgraph of a `spruce.tflite.reader.TFLiteModel`."""
     if not 0.0 <= sparse_threshold <= 1.0:
@@ -613,4 +687,4 @@ def build_plan(model, sparse_threshold=DEFAULT_SPARSE_THRESHOLD):
             f"the model has {len(model.subgraphs)} subgraphs (control flow); spruce's engine runs "
             "single-subgraph models"
         )
-    return _Builder(model.main, sparse_threshold).build()
+    return _fuse_residual_adds(_Builder(model.main, sparse_threshold).build())

@@ -168,30 +168,34 @@ void register_kernel_bindings(py::module_& parent) {
       [](const kernels::PackedDense& w, const py::object& input, const py::object& bias,
          const py::object& out, int64_t n_begin, std::optional<int64_t> n_end, int64_t p_begin,
          std::optional<int64_t> p_end, float act_min, float act_max, bool hard_swish,
-         const std::string& isa) {
+         const std::string& isa, const py::object& residual) {
         py::array x = check_array(input, "input", {w.cols, -1});
         const int64_t P = x.shape(1);
         py::array b_keep;
         const float* b = optional_bias(bias, w.rows, &b_keep);
         py::array y = output_array(out, {w.rows, P});
+        py::array r;
+        if (!residual.is_none()) r = check_array(residual, "residual", {w.rows, P});
         const int64_t ne = end_or(n_end, w.rows), pe = end_or(p_end, P);
         check_range("output channel", n_begin, ne, w.rows);
         check_range("pixel", p_begin, pe, P);
         const Activation act = make_activation(act_min, act_max, hard_swish);
         const Isa i = parse_isa(isa);
         float* yd = mutable_data_of(y);
+        const float* rd = residual.is_none() ? nullptr : data_of(r);
         {
           py::gil_scoped_release release;
           kernels::gemm(w, b, data_of(x), P, yd, P, static_cast<int32_t>(n_begin),
-                        static_cast<int32_t>(ne), p_begin, pe, act, i);
+                        static_cast<int32_t>(ne), p_begin, pe, act, rd, i);
         }
         return y;
       },
       py::arg("w"), py::arg("input"), py::arg("bias") = py::none(), py::arg("out") = py::none(),
       py::arg("n_begin") = 0, py::arg("n_end") = py::none(), py::arg("p_begin") = 0,
       py::arg("p_end") = py::none(), py::arg("act_min") = -kInf, py::arg("act_max") = kInf,
-      py::arg("hard_swish") = false, py::arg("isa") = "auto",
-      "Dense 1x1 conv in CHW (GEMM [N, K] x [K, P]) over the given ranges.");
+      py::arg("hard_swish") = false, py::arg("isa") = "auto", py::arg("residual") = py::none(),
+      "Dense 1x1 conv in CHW (GEMM [N, K] x [K, P]) over the given ranges.\n"
+      "residual: an [N, P] array added to each sum before the activation (a fused residual ADD).");
 
   m.def(
       "dwconv_chw",

@@ -70,7 +70,9 @@ void conv_hwc2chw(const ConvHwcParams& p, const PackedConvHwc& w, const float* b
                   const Activation& act, Isa isa) {
   if (oy_begin >= oy_end || p.out_w() <= 0 || p.out_c <= 0) return;
 #if SPRUCE_X86_KERNELS
-  if (resolve_isa(isa) >= Isa::kAvx2) {
+  const Isa resolved = resolve_isa(isa);
+  if (resolved == Isa::kAvx512 && conv_hwc2chw_avx512(p, w, bias, input, output, oy_begin, oy_end, act)) return;
+  if (resolved >= Isa::kAvx2) {
     conv_hwc2chw_avx2(p, w, bias, input, output, oy_begin, oy_end, act);
     return;
   }

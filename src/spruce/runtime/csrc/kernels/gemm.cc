@@ -4,8 +4,9 @@
 // Weights are packed in panels of kGemmPanel output channels: for each k the
 // panel's weights are contiguous ([N/panel][K][panel], zero padded), so the
 // micro-kernel reads one short contiguous run per k and broadcasts it. Each
-// output element is bias + sum over k in increasing order, whatever the tile,
-// so any split of the ranges gives identical results.
+// output element is bias + sum over k in increasing order, then the residual,
+// whatever the tile, so any split of the ranges gives identical results. The
+// AVX2 and AVX-512 kernels share their blocking (gemm_simd.h).
 #include <stdexcept>
 #include <string>
 
@@ -37,7 +38,8 @@ PackedDense pack_dense(const float* dense, int32_t rows, int32_t cols) {
 
 void gemm_portable(const PackedDense& w, const float* bias, const float* input,
                    int64_t in_stride, float* output, int64_t out_stride, int32_t n_begin,
-                   int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act) {
+                   int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act,
+                   const float* residual) {
   constexpr int kTile = 16;
   const int32_t K = w.cols;
   for (int64_t p = p_begin; p < p_end; p += kTile) {
@@ -58,6 +60,10 @@ void gemm_portable(const PackedDense& w, const float* bias, const float* input,
         }
       }
       float* o = output + n * out_stride + p;
+      if (residual != nullptr) {
+        const float* r = residual + n * out_stride + p;
+        for (int i = 0; i < width; ++i) acc[i] += r[i];
+      }
       for (int i = 0; i < width; ++i) o[i] = apply_activation(acc[i], act);
     }
   }
@@ -65,21 +71,21 @@ void gemm_portable(const PackedDense& w, const float* bias, const float* input,
 
 void gemm(const PackedDense& w, const float* bias, const float* input, int64_t in_stride,
           float* output, int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
-          int64_t p_end, const Activation& act, Isa isa) {
+          int64_t p_end, const Activation& act, const float* residual, Isa isa) {
   if (n_begin >= n_end || p_begin >= p_end) return;
 #if SPRUCE_X86_KERNELS
   const Isa resolved = resolve_isa(isa);
   if (resolved == Isa::kAvx512) {
-    gemm_avx512(w, bias, input, in_stride, output, out_stride, n_begin, n_end, p_begin, p_end, act);
+    gemm_avx512(w, bias, input, in_stride, output, out_stride, n_begin, n_end, p_begin, p_end, act, residual);
     return;
   }
   if (resolved == Isa::kAvx2) {
-    gemm_avx2(w, bias, input, in_stride, output, out_stride, n_begin, n_end, p_begin, p_end, act);
+    gemm_avx2(w, bias, input, in_stride, output, out_stride, n_begin, n_end, p_begin, p_end, act, residual);
     return;
   }
 #endif
-  gemm_portable(w, bias, input, in_stride, output, out_stride, n_begin, n_end, p_begin, p_end,
-                act);
+  gemm_portable(w, bias, input, in_stride, output, out_stride, n_begin, n_end, p_begin, p_end, act,
+                residual);
 }
 
 }  // namespace kernels

@@ -143,8 +143,9 @@ void spmv(const float* values, const int32_t* cols, const int64_t* row_ptr, cons
 
 // ------------------------------------------ 2. dense 1x1 conv in CHW (GEMM) --
 //
-// out[n][p] = act(bias[n] + sum_k W[n][k] * in[k][p]). Weights packed once
-// (layout private to gemm*.cc: panels of output channels, zero padded).
+// out[n][p] = act(bias[n] + sum_k W[n][k] * in[k][p] + residual[n][p]).
+// Weights packed once (layout private to gemm*.cc: panels of output channels,
+// zero padded).
 struct PackedDense {
   int32_t rows = 0;  // N
   int32_t cols = 0;  // K
@@ -157,9 +158,23 @@ PackedDense pack_dense(const float* dense, int32_t rows, int32_t cols);
 // Rows [n_begin, n_end), pixels [p_begin, p_end). input: [K][in_stride],
 // output: [N][out_stride]. For the best speed split rows at multiples of
 // PackedDense::panel (any split is correct).
+//
+// residual: null, or a tensor laid out like the output (element [n][p] at
+// residual + n * out_stride + p), added to each sum before the activation: a
+// residual ADD (ResNet's skip connection) fused into the conv that produces
+// one of its operands, so the sum never makes a round trip through memory.
+// The result is the bits of the conv, then the ADD with the activation.
+// Other conv kernels adopt the same epilogue input: the pointer to the skip
+// tensor, indexed exactly like their output, read once as each output vector
+// is stored.
 void gemm(const PackedDense& w, const float* bias, const float* input, int64_t in_stride,
           float* output, int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
-          int64_t p_end, const Activation& act, Isa isa = default_isa());
+          int64_t p_end, const Activation& act, const float* residual, Isa isa = default_isa());
+inline void gemm(const PackedDense& w, const float* bias, const float* input, int64_t in_stride,
+                 float* output, int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
+                 int64_t p_end, const Activation& act, Isa isa = default_isa()) {
+  gemm(w, bias, input, in_stride, output, out_stride, n_begin, n_end, p_begin, p_end, act, nullptr, isa);
+}
 
 // ------------------------------------------------ 3. depthwise conv in CHW --
 //

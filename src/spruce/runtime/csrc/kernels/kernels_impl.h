@@ -34,7 +34,8 @@ inline float apply_activation(float x, const Activation& act) {
                      bool input_padded, bool output_padded);                                   \
   void gemm_##suffix(const PackedDense& w, const float* bias, const float* input,              \
                      int64_t in_stride, float* output, int64_t out_stride, int32_t n_begin,    \
-                     int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act);    \
+                     int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act,     \
+                     const float* residual);                                                   \
   bool dwconv_chw_##suffix(const DwConvParams& p, const float* weights, const float* bias,     \
                            const float* input, float* output, int32_t c_begin, int32_t c_end, \
                            const Activation& act);                                             \
@@ -51,7 +52,10 @@ void unary_avx2(UnaryFn f, const float* x, float* y, size_t n);
 // The families with an AVX-512 version, each giving its AVX2 kernel's bits.
 void gemm_avx512(const PackedDense& w, const float* bias, const float* input, int64_t in_stride,
                  float* output, int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
-                 int64_t p_end, const Activation& act);
+                 int64_t p_end, const Activation& act, const float* residual);
+// The phased stems (conv_hwc2chw_phased.h); false, doing nothing, for other shapes.
+bool conv_hwc2chw_avx512(const ConvHwcParams& p, const PackedConvHwc& w, const float* bias, const float* input,
+                         float* output, int32_t oy_begin, int32_t oy_end, const Activation& act);
 void spmm_avx512(const SparseMatrix& w, const float* bias, const float* input, float* output, int64_t out_stride,
                  int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act);
 void spmv_avx512(const float* values, const int32_t* cols, const int64_t* row_ptr, const float* x, float* y,
@@ -65,7 +69,10 @@ bool unary_avx512(UnaryFn f, const float* x, float* y, size_t n);
 #endif
 
 // Panel sizes shared by packing and every ISA's kernel.
-constexpr int32_t kGemmPanel = 4;      // output channels per packed dense panel
+// Output channels per packed dense panel: the AVX-512 kernel's 8-row register
+// block reads its weights as one contiguous run (two k per cache line), and the
+// AVX2 kernel's 4-row blocks read half of each panel.
+constexpr int32_t kGemmPanel = 8;
 constexpr int32_t kConvHwcGroup = 8;   // output channels per packed entry-conv group
 // Input channels per sparse block: 128 rows x 32 pixels x 4 bytes = 16 KiB of
 // input per tile, half of a typical L1D.

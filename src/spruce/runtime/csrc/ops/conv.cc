@@ -146,7 +146,7 @@ void split_rows_pixels(ThreadPool* pool, double flops, int64_t rows, int64_t pix
 class Conv1x1Op : public Op {
  public:
   Conv1x1Op(const OpSpec& s, const std::vector<Tensor>& t, bool sparse) : sparse_(sparse) {
-    expect_arity(s, 1, 1, 1);
+    expect_arity(s, 1, sparse ? 1 : 2, 1);  // the dense kernel takes a residual (a fused ADD)
     const Tensor& x = in_t(s, t, 0);
     const Tensor& y = out_t(s, t, 0);
     expect_layout(s, x, kCHW, "input");
@@ -180,6 +180,7 @@ class Conv1x1Op : public Op {
     const int act = checked_epilogue_activation(s);
     act_ = kernel_activation(act);
     swish_ = act == kActSwishEpilogue;
+    if (s.inputs.size() == 2) expect_residual(s, t, y);
   }
   // "spmm_groups": the sparse kernel runs rows in groups sharing one pattern
   // (block-pruned output channels, kernels.h SparseMatrix::group_rows).
@@ -218,6 +219,7 @@ class Conv1x1Op : public Op {
   void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
+    const float* skip = inputs.size() == 2 ? (*ctx.tensors)[inputs[1]].data : nullptr;
     // Sparse rows split at multiples of kSpmmGroupRows: row groups stay whole.
     const int64_t grain = sparse_ ? kernels::kSpmmGroupRows : std::max<int32_t>(dense_w_.panel, 1);
     for (int64_t b = 0; b < batch_; ++b) {
@@ -236,7 +238,7 @@ class Conv1x1Op : public Op {
                         static_cast<int32_t>(ne), pb, pe, act_);
         } else {
           kernels::gemm(dense_w_, bias_.data(), xi, pixels_, yi, pixels_, static_cast<int32_t>(nb),
-                        static_cast<int32_t>(ne), pb, pe, act_);
+                        static_cast<int32_t>(ne), pb, pe, act_, skip != nullptr ? skip + b * n_ * pixels_ : nullptr);
         }
       };
       split_rows_pixels(ctx.pool, flops() / batch_, n_, pixels_, grain, min_pixels, [&](int64_t nb, int64_t ne, int64_t pb, int64_t pe) {

@@ -64,7 +64,7 @@ void accumulate_tap(const float* in, int64_t ih, int64_t iw, float* out, int64_t
 class GeneralConvBase : public Op {
  public:
   GeneralConvBase(const OpSpec& s, const std::vector<Tensor>& t) {
-    expect_arity(s, 1, 1, 1);
+    expect_arity(s, 1, 2, 1);
     const Tensor& x = in_t(s, t, 0);
     const Tensor& y = out_t(s, t, 0);
     expect_layout(s, x, kCHW, "input");
@@ -79,10 +79,12 @@ class GeneralConvBase : public Op {
       bias_ = b->data;
     }
     act_ = checked_activation(s);
+    if (s.inputs.size() == 2) expect_residual(s, t, y);
   }
   void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
+    const float* skip = inputs.size() == 2 ? (*ctx.tensors)[inputs[1]].data : nullptr;
     float lo, hi;
     activation_range(act_, &lo, &hi);
     const int64_t in_plane = ih_ * iw_, out_plane = oh_ * ow_;
@@ -94,6 +96,10 @@ class GeneralConvBase : public Op {
           float* out = yi + static_cast<int64_t>(o) * out_plane;
           std::fill(out, out + out_plane, bias_[o]);
           accumulate_plane(xi, static_cast<int64_t>(o), out);
+          if (skip != nullptr) {  // a fused residual ADD, before the activation
+            const float* r = skip + (n * oc_ + static_cast<int64_t>(o)) * out_plane;
+            for (int64_t p = 0; p < out_plane; ++p) out[p] += r[p];
+          }
           clamp_range(out, static_cast<size_t>(out_plane), lo, hi);
         }
       };

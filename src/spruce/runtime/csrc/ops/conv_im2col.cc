@@ -10,6 +10,7 @@
 #include "kernels/kernels.h"
 #include "ops/common.h"
 #include "ops/ops.h"
+#include "ops/window.h"
 
 namespace spruce {
 
@@ -19,38 +20,29 @@ namespace {
 // multiplies them while they are in cache (a multiple of the kernel's 24-pixel tile).
 constexpr int64_t kChunkPixels = 96;
 // Images up to this many pixels are multiplied whole. The kernel walks pixels
-// in its outer loop, reading every weight once per 24 pixels, so the product is
-// cut into calls of a few output channels whose weights stay in cache rather
-// than streaming all of them once per tile.
+// in its outer loop, reading every weight once per pixel tile, so the product
+// is cut into calls of output channels whose weights stay in L2 (beside the
+// copied windows) for the image's few tiles, rather than streaming all of them
+// from memory once per tile. Calls of fewer rows would reread the windows from
+// L2 once per call and keep the kernel from its 8-row register blocks.
 constexpr int64_t kSmallImagePixels = 256;
-constexpr int64_t kWeightBytesPerCall = 64 << 10;
+constexpr int64_t kWeightBytesPerCall = 768 << 10;
 // Largest copied-window matrix (floats) an op accepts (256 MiB).
 constexpr int64_t kMaxColumnsFloats = int64_t{1} << 26;
 
 class ConvIm2colOp : public Op {
  public:
   ConvIm2colOp(const OpSpec& s, const std::vector<Tensor>& t) {
-    expect_arity(s, 1, 1, 1);
+    expect_arity(s, 1, 2, 1);
     const Tensor& x = in_t(s, t, 0);
     const Tensor& y = out_t(s, t, 0);
     expect_layout(s, x, kCHW, "input");
     expect_layout(s, y, kCHW, "output");
-    kh_ = get_int(s, "kernel_h"), kw_ = get_int(s, "kernel_w");
-    sh_ = get_int(s, "stride_h"), sw_ = get_int(s, "stride_w");
-    top_ = get_int(s, "pad_top"), left_ = get_int(s, "pad_left");
-    const int64_t bottom = get_int(s, "pad_bottom"), right = get_int(s, "pad_right");
-    expect_positive(s, kh_, "kernel height", 1024);
-    expect_positive(s, kw_, "kernel width", 1024);
-    expect_positive(s, sh_, "stride", 1024);
-    expect_positive(s, sw_, "stride", 1024);
-    for (int64_t p : {top_, left_, bottom, right}) expect_nonneg(s, p, "padding", 1 << 16);
+    const Window2D win = read_window2d(s, 1 << 16);
+    kh_ = win.kh, kw_ = win.kw, sh_ = win.sh, sw_ = win.sw, top_ = win.top, left_ = win.left;
     n_ = x.shape[0], ih_ = x.shape[1], iw_ = x.shape[2], ic_ = x.shape[3];
     oh_ = y.shape[1], ow_ = y.shape[2], oc_ = y.shape[3];
-    if (conv_out_size(ih_, kh_, sh_, 1, top_, bottom) != oh_ || conv_out_size(iw_, kw_, sw_, 1, left_, right) != ow_ ||
-        y.shape[0] != n_) {
-      fail(s, "input " + dims_str(x.shape) + " does not give output " + dims_str(y.shape) +
-                  " with this kernel, stride and padding");
-    }
+    expect_window_output(s, win, x, y);
     pixels_ = oh_ * ow_;
     k_ = ic_ * kh_ * kw_;
     if (k_ > INT32_MAX || oc_ > INT32_MAX || k_ * pixels_ > kMaxColumnsFloats) {
@@ -71,6 +63,8 @@ class ConvIm2colOp : public Op {
     packed_ = kernels::pack_dense(rows.data(), static_cast<int32_t>(oc_), static_cast<int32_t>(k_));
     const int64_t panel = packed_.panel;
     rows_per_call_ = std::max<int64_t>(panel, kWeightBytesPerCall / (k_ * 4) / panel * panel);
+    residual_ = s.inputs.size() == 2;
+    if (residual_) expect_residual(s, t, y);
     bias_.assign(static_cast<size_t>(oc_), 0.0f);
     if (const Array* b = find_array(s, "bias")) {
       expect_array(s, *b, {oc_}, "bias");
@@ -87,18 +81,20 @@ class ConvIm2colOp : public Op {
   void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
+    const float* skip = residual_ ? (*ctx.tensors)[inputs[1]].data : nullptr;
     const int threads = ctx.pool->num_threads();
     const bool parallel = threads > 1 && flops() / n_ >= kParallelMinFlops;
     const int64_t chunk = pixels_ <= kSmallImagePixels ? pixels_ : kChunkPixels;
     for (int64_t n = 0; n < n_; ++n) {
       const float* xi = x + n * ic_ * ih_ * iw_;
       float* yi = y + n * oc_ * pixels_;
+      const float* si = skip != nullptr ? skip + n * oc_ * pixels_ : nullptr;
       // Output channels [n0, n1) of pixels [p0, p1), a few rows of weights at a time.
       auto multiply = [&](int64_t p0, int64_t p1, int64_t n0, int64_t n1) {
         for (int64_t r = n0; r < n1; r += rows_per_call_) {
           const int64_t re = std::min(n1, r + rows_per_call_);
           kernels::gemm(packed_, bias_.data(), ctx.scratch, pixels_, yi, pixels_, static_cast<int32_t>(r),
-                        static_cast<int32_t>(re), p0, p1, act_);
+                        static_cast<int32_t>(re), p0, p1, act_, si);
           if (swish_) kernels::swish_rows(yi, pixels_, r, re, p0, p1);
         }
       };
@@ -171,6 +167,7 @@ class ConvIm2colOp : public Op {
   int64_t kh_, kw_, sh_, sw_, top_, left_;
   int64_t n_, ih_, iw_, ic_, oh_, ow_, oc_, pixels_, k_;
   int64_t rows_per_call_ = 4;  // output channels per kernel call (a multiple of the panel)
+  bool residual_ = false;      // a second input added before the activation (a fused ADD)
   kernels::PackedDense packed_;
   std::vector<float> bias_;
   kernels::Activation act_;

@@ -1,5 +1,6 @@
 // Element-wise operators: activations (RELU ... HARD_SWISH) and ADD / MUL /
 // SUB / DIV with broadcasting. Both work in memory order, so they serve either layout.
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/kernels.h"
@@ -134,30 +135,42 @@ class BinaryOp : public Op {
     activation_range(act_, &lo, &hi);
     const size_t r = dims_.size();
     const int64_t ia = a_stride_[r - 1], ib = b_stride_[r - 1];
-    auto body = [&](size_t rb, size_t re) {
-      for (size_t row = rb; row < re; ++row) {
-        int64_t oa = 0, ob = 0, rem = static_cast<int64_t>(row);
-        for (size_t d = r - 1; d-- > 0;) {
-          int64_t idx = rem % dims_[d];
-          rem /= dims_[d];
-          oa += idx * a_stride_[d];
-          ob += idx * b_stride_[d];
-        }
-        const float* pa = a + oa;
-        const float* pb = b + ob;
-        float* po = o + static_cast<int64_t>(row) * inner_;
-        switch (kind_) {
-          case BinaryKind::kAdd: combine(pa, ia, pb, ib, po, inner_, [](float u, float v) { return u + v; }); break;
-          case BinaryKind::kMul: combine(pa, ia, pb, ib, po, inner_, [](float u, float v) { return u * v; }); break;
-          case BinaryKind::kSub: combine(pa, ia, pb, ib, po, inner_, [](float u, float v) { return u - v; }); break;
-          case BinaryKind::kDiv: combine(pa, ia, pb, ib, po, inner_, [](float u, float v) { return u / v; }); break;
-        }
-        clamp_range(po, static_cast<size_t>(inner_), lo, hi);
+    // Elements [e0, e1) of row `row`.
+    auto piece = [&](size_t row, int64_t e0, int64_t e1) {
+      int64_t oa = 0, ob = 0, rem = static_cast<int64_t>(row);
+      for (size_t d = r - 1; d-- > 0;) {
+        int64_t idx = rem % dims_[d];
+        rem /= dims_[d];
+        oa += idx * a_stride_[d];
+        ob += idx * b_stride_[d];
+      }
+      const float* pa = a + oa + e0 * ia;
+      const float* pb = b + ob + e0 * ib;
+      float* po = o + static_cast<int64_t>(row) * inner_ + e0;
+      const int64_t n = e1 - e0;
+      // The activation clamps each result as it is computed (one pass over the
+      // output); min/max with infinite bounds leave every value as it was.
+      auto fused = [lo, hi](auto f) { return [=](float u, float v) { return std::min(std::max(f(u, v), lo), hi); }; };
+      switch (kind_) {
+        case BinaryKind::kAdd: combine(pa, ia, pb, ib, po, n, fused([](float u, float v) { return u + v; })); break;
+        case BinaryKind::kMul: combine(pa, ia, pb, ib, po, n, fused([](float u, float v) { return u * v; })); break;
+        case BinaryKind::kSub: combine(pa, ia, pb, ib, po, n, fused([](float u, float v) { return u - v; })); break;
+        case BinaryKind::kDiv: combine(pa, ia, pb, ib, po, n, fused([](float u, float v) { return u / v; })); break;
       }
     };
-    size_t total = rows_ * static_cast<size_t>(inner_);
-    if (total >= kParallelMin && rows_ > 1) ctx.pool->parallel_for(rows_, 1, body);
-    else body(0, rows_);
+    const size_t total = rows_ * static_cast<size_t>(inner_);
+    if (total < kParallelMin) {
+      for (size_t row = 0; row < rows_; ++row) piece(row, 0, inner_);
+    } else if (rows_ > 1) {
+      ctx.pool->parallel_for(rows_, 1, [&](size_t rb, size_t re) {
+        for (size_t row = rb; row < re; ++row) piece(row, 0, inner_);
+      });
+    } else {
+      // One long row (two tensors of one shape): split its elements instead.
+      ctx.pool->parallel_for(static_cast<size_t>(inner_), 4096, [&](size_t e0, size_t e1) {
+        piece(0, static_cast<int64_t>(e0), static_cast<int64_t>(e1));
+      });
+    }
   }
 
  private:

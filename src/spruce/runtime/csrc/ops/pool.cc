@@ -7,6 +7,7 @@
 
 #include "ops/common.h"
 #include "ops/ops.h"
+#include "ops/window.h"
 
 namespace spruce {
 
@@ -20,28 +21,17 @@ class Pool2DOp : public Op {
     const Tensor& y = out_t(s, t, 0);
     expect_layout(s, x, kCHW, "input");
     expect_layout(s, y, kCHW, "output");
-    kh_ = get_int(s, "kernel_h"), kw_ = get_int(s, "kernel_w");
-    sh_ = get_int(s, "stride_h"), sw_ = get_int(s, "stride_w");
-    top_ = get_int(s, "pad_top"), left_ = get_int(s, "pad_left");
-    const int64_t bottom = get_int(s, "pad_bottom"), right = get_int(s, "pad_right");
-    expect_positive(s, kh_, "kernel height", 1024);
-    expect_positive(s, kw_, "kernel width", 1024);
-    expect_positive(s, sh_, "stride", 1024);
-    expect_positive(s, sw_, "stride", 1024);
-    for (int64_t p : {top_, left_, bottom, right}) expect_nonneg(s, p, "padding", 1024);
+    const Window2D win = read_window2d(s, 1024);
+    kh_ = win.kh, kw_ = win.kw, sh_ = win.sh, sw_ = win.sw, top_ = win.top, left_ = win.left;
     // A window lying wholly in the padding would have no pixels to pool.
-    if (top_ >= kh_ || bottom >= kh_ || left_ >= kw_ || right >= kw_) {
+    if (win.top >= kh_ || win.bottom >= kh_ || win.left >= kw_ || win.right >= kw_) {
       fail(s, "padding must be smaller than the window on each side. Received: window " + std::to_string(kh_) +
-                  "x" + std::to_string(kw_) + ", padding " + dims_str({top_, bottom, left_, right}));
+                  "x" + std::to_string(kw_) + ", padding " + dims_str({win.top, win.bottom, win.left, win.right}));
     }
     n_ = x.shape[0], c_ = x.shape[3], ih_ = x.shape[1], iw_ = x.shape[2];
     oh_ = y.shape[1], ow_ = y.shape[2];
-    const int64_t oh = conv_out_size(ih_, kh_, sh_, 1, top_, bottom);
-    const int64_t ow = conv_out_size(iw_, kw_, sw_, 1, left_, right);
-    if (oh != oh_ || ow != ow_ || y.shape[0] != n_ || y.shape[3] != c_) {
-      fail(s, "a " + std::to_string(kh_) + "x" + std::to_string(kw_) + " window over " + dims_str(x.shape) +
-                  " gives " + std::to_string(oh) + "x" + std::to_string(ow) + "; the plan says " + dims_str(y.shape));
-    }
+    expect_window_output(s, win, x, y);
+    if (y.shape[3] != c_) fail(s, "pooling keeps the channels: " + dims_str(x.shape) + " -> " + dims_str(y.shape));
     act_ = checked_activation(s);
   }
   const char* family() const override { return "pooling"; }
