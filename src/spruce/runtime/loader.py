@@ -14,9 +14,10 @@ The plan is plain data (lists of dicts and float32 arrays) that
 - which operators run fused: swish (LOGISTIC then MUL) as one operator, and swish
   or HARD_SWISH after a conv in the conv's epilogue.
 
-Anything the engine cannot run exactly (an unknown operator, a quantized
-tensor, weights computed at run time) raises `UnsupportedModelError` naming the
-operator, at load time.
+Operators on int8 activations (full-integer models) are planned by
+`spruce.runtime.quantized`. Anything the engine cannot run exactly (an unknown
+operator, a uint8 or int16 tensor, weights computed at run time) raises
+`UnsupportedModelError` naming the operator, at load time.
 """
 
 from dataclasses import dataclass, field

@@ -73,7 +73,7 @@ inline size_t qs8_tile_bytes(int32_t cols) { return static_cast<size_t>((cols + 
 // [0, cols) of a CHW int8 image whose planes are `stride` bytes apart. Pixels
 // past `count` are left as they are (their sums are computed and dropped).
 void qs8_interleave_tile(const int8_t* in, int64_t stride, int32_t cols, int64_t p, int64_t count,
-                         uint8_t* tile);
+                         uint8_t* tile, Isa isa);
 
 // Rows [r_begin, r_end) of one tile: out[o * out_stride + q] for q < count.
 void qs8_spmm_tile(const QS8BlockMatrix& w, const uint8_t* tile, int64_t count, int32_t r_begin,

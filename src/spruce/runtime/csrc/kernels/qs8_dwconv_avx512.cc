@@ -103,13 +103,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) bool qs8_dwconv_chw_avx512(
         const __m128i q = _mm512_cvtsepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(f), zp));
         const int32_t n = std::min(16, p.out_w - ox);
         int8_t* dst = yc + static_cast<int64_t>(oy) * p.out_w + ox;
-        if (n == 16) {
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), q);
-        } else {
-          alignas(16) int8_t tmp[16];
-          _mm_store_si128(reinterpret_cast<__m128i*>(tmp), q);
-          std::copy(tmp, tmp + n, dst);
-        }
+        _mm_mask_storeu_epi8(dst, first(n), q);
       }
     }
   }

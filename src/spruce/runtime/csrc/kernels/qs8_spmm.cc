@@ -74,9 +74,9 @@ QS8BlockMatrix pack_qs8_blocks(const int8_t* weights, int32_t rows, int32_t cols
 }
 
 void qs8_interleave_tile(const int8_t* in, int64_t stride, int32_t cols, int64_t p, int64_t count,
-                         uint8_t* tile) {
+                         uint8_t* tile, Isa isa) {
 #if SPRUCE_X86_KERNELS
-  if (use_vnni(default_isa())) return qs8_interleave_tile_avx512(in, stride, cols, p, count, tile);
+  if (use_vnni(isa)) return qs8_interleave_tile_avx512(in, stride, cols, p, count, tile);
 #endif
   const int32_t blocks = (cols + 3) / 4;
   for (int32_t b = 0; b < blocks; ++b) {

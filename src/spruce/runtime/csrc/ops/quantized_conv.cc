@@ -84,7 +84,7 @@ class QConvOp : public Op {
  private:
   void fill_tile(const int8_t* x, int64_t t, uint8_t* tile) const {
     const int64_t p = t * kQS8Tile, count = std::min<int64_t>(kQS8Tile, pixels_ - p);
-    if (!kxk_) return kernels::qs8_interleave_tile(x, pixels_, w_.cols, p, count, tile);
+    if (!kxk_) return kernels::qs8_interleave_tile(x, pixels_, w_.cols, p, count, tile, kernels::default_isa());
     // Each output pixel's window, as bytes + 128, then regrouped four at a time:
     // tile[b][q][j] = window value 4b + j of output pixel p + q.
     const int64_t row_bytes = static_cast<int64_t>(w_.blocks) * 4;
