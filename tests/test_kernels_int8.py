@@ -114,6 +114,19 @@ def test_qs8_fully_connected_matches_numpy(isa, seed):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_qs8_quantize_rounds_half_to_even_and_saturates(isa):
+    rng = np.random.default_rng(5)
+    scale, zp = np.float32(0.0078125), -3
+    x = np.concatenate([rng.uniform(-3, 3, 1000), (np.arange(-40, 40) + 0.5) * scale,
+                        [np.inf, -np.inf, np.nan, 1e30]]).astype(np.float32)
+    inverse = np.float32(1) / scale
+    got = kernels.qs8_quantize(x, inverse, zp, isa=isa)
+    f = np.nan_to_num(x * inverse, nan=-128 - zp)
+    want = (np.rint(np.clip(f, np.float32(-128 - zp), np.float32(127 - zp))) + zp).astype(np.int8)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_qs8_kernels_refuse_float_arrays_with_the_dtype_they_need():
     w = np.zeros((4, 8), np.float32)
     with pytest.raises(ValueError, match="weights must be a numpy array of int8. Received: float32"):

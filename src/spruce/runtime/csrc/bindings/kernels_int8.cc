@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <optional>
 #include <string>
 #include <vector>
@@ -155,6 +156,22 @@ void register_int8_kernel_bindings(py::module_& m) {
       py::arg("input_zero_point"), py::arg("output_zero_point"), py::arg("output_min") = -128,
       py::arg("output_max") = 127, py::arg("c_begin") = 0, py::arg("c_end") = py::none(), py::arg("isa") = "auto",
       "int8 depthwise conv of CHW [C, H, W] by weights [C, kh, kw] over channels [c_begin, c_end) (others zero).");
+
+  m.def(
+      "qs8_quantize",
+      [](const py::object& input, float inverse_scale, int32_t zero_point, const std::string& isa) {
+        py::array_t<float> x = typed<float>(input, "input", {-1});
+        check_zero_point(zero_point);
+        if (!(inverse_scale > 0.0f) || !std::isfinite(inverse_scale)) {
+          throw py::value_error("inverse_scale must be positive and finite");
+        }
+        const kernels::Isa i = parse_isa(isa);
+        py::array_t<int8_t> y(x.shape(0));
+        kernels::qs8_quantize(x.data(), y.mutable_data(), x.shape(0), inverse_scale, zero_point, i);
+        return y;
+      },
+      py::arg("input"), py::arg("inverse_scale"), py::arg("zero_point"), py::arg("isa") = "auto",
+      "float32 [n] -> int8: round(clamp(x * inverse_scale, -128 - zp, 127 - zp)) + zp.");
 
   m.def(
       "qs8_fully_connected",

@@ -83,6 +83,12 @@ void qs8_spmm_tile(const QS8BlockMatrix& w, const uint8_t* tile, int64_t count, 
 // kernels' AVX-512 path).
 bool cpu_has_avx512_vnni();
 
+// ------------------------------------------------------------ quantization --
+//
+// y[i] = round(clamp(x[i] * inverse_scale, -128 - zp, 127 - zp)) + zp, rounding
+// to nearest even (XNNPACK's f32-qs8 conversion; a NaN gives -128).
+void qs8_quantize(const float* x, int8_t* y, int64_t n, float inverse_scale, int32_t zero_point, Isa isa);
+
 // ------------------------------------------------ int8 depthwise conv (CHW) --
 //
 // out[c][oy][ox] = requant(bias[c] + sum W[c][ky][kx] * (in[c][iy][ix] - in_zp)),

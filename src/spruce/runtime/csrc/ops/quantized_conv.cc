@@ -107,21 +107,28 @@ class QConvOp : public Op {
           }
         }
       } else {
-        // Row-major input: a window row's kw pixels x C channels are contiguous.
+        // Row-major input: a window row's kw pixels x C channels are contiguous,
+        // copied at once where the row lies inside the image.
         const int64_t span = kw_ * in_c_;
+        const int64_t ix0 = ox * sw_ - pl_;
+        const bool inside_w = ix0 >= 0 && ix0 + kw_ <= in_w_;
         for (int64_t ky = 0; ky < kh_; ++ky) {
           uint8_t* dst = win + ky * span;
           const int64_t iy = oy * sh_ + ky - pt_;
-          const int64_t ix0 = ox * sw_ - pl_;
           if (iy < 0 || iy >= in_h_) {
             std::memset(dst, zp_ + 128, static_cast<size_t>(span));
             continue;
           }
           const int8_t* src = x + (iy * in_w_) * in_c_;
+          if (inside_w) {
+            const int8_t* from = src + ix0 * in_c_;
+            for (int64_t i = 0; i < span; ++i) dst[i] = static_cast<uint8_t>(from[i] + 128);
+            continue;
+          }
           for (int64_t kx = 0; kx < kw_; ++kx) {
             const int64_t ix = ix0 + kx;
+            const bool inside = ix >= 0 && ix < in_w_;
             for (int64_t c = 0; c < in_c_; ++c) {
-              const bool inside = ix >= 0 && ix < in_w_;
               dst[kx * in_c_ + c] = static_cast<uint8_t>((inside ? src[ix * in_c_ + c] : zp_) + 128);
             }
           }

@@ -37,18 +37,8 @@ class QuantizeOp : public Op {
   }
   const char* family() const override { return "convert_s8"; }
   void run(const RunContext& ctx) const override {
-    const float* x = (*ctx.tensors)[inputs[0]].data;
-    int8_t* y = (*ctx.tensors)[outputs[0]].s8();
-    const float lo = static_cast<float>(-128 - zp_), hi = static_cast<float>(127 - zp_);
-    // Adding and subtracting 1.5 * 2^23 rounds |f| < 2^22 to nearest even (as
-    // XNNPACK's magic-bias kernels do), in a loop the compiler vectorizes.
-    const float magic = 12582912.0f;
-    for (size_t i = 0; i < n_; ++i) {
-      float f = x[i] * inverse_;
-      f = f > lo ? f : lo;  // NaN becomes lo
-      f = f < hi ? f : hi;
-      y[i] = static_cast<int8_t>(static_cast<int32_t>((f + magic) - magic) + zp_);
-    }
+    kernels::qs8_quantize((*ctx.tensors)[inputs[0]].data, (*ctx.tensors)[outputs[0]].s8(),
+                          static_cast<int64_t>(n_), inverse_, zp_, kernels::default_isa());
   }
 
  private:
