@@ -15,15 +15,18 @@ The plan is plain data (lists of dicts and float32 arrays) that
   or HARD_SWISH after a conv in the conv's epilogue, and a residual ADD in the
   epilogue of the conv computing one of its operands (`_fuse_residual_adds`).
 
-Anything the engine cannot run exactly (an unknown operator, a quantized
-tensor, weights computed at run time) raises `UnsupportedModelError` naming the
-operator, at load time.
+Operators on int8 activations (full-integer models) are planned by
+`spruce.runtime.quantized`. Anything the engine cannot run exactly (an unknown
+operator, a uint8 or int16 tensor, weights computed at run time) raises
+`UnsupportedModelError` naming the operator, at load time.
 """
 
 import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from spruce.runtime import quantized
 
 NATIVE, CHW = 0, 1
 
@@ -49,7 +52,7 @@ _RESIDUAL_KINDS = ("conv1x1_dense", "conv_im2col", "conv_general")
 SUPPORTED_OPERATORS = tuple(sorted(
     {"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "SUB", "DIV", "MEAN", "RESHAPE", "SQUEEZE",
      "FULLY_CONNECTED", "SOFTMAX", "DENSIFY", "DEQUANTIZE", "MAX_POOL_2D", "AVERAGE_POOL_2D",
-     "CONCATENATION"} | set(_UNARY)
+     "CONCATENATION", "QUANTIZE"} | set(_UNARY)
 ))
 
 # Inputs each operator must have (later ones are optional: a conv's bias).
@@ -160,8 +163,8 @@ class _Builder:
 
     # ---- plan tensors --------------------------------------------------------------
 
-    def _new(self, shape, layout, data=None):
-        self.plan.tensors.append({"shape": [int(d) for d in shape], "layout": layout, "data": data})
+    def _new(self, shape, layout, data=None, dtype=0):
+        self.plan.tensors.append({"shape": [int(d) for d in shape], "layout": layout, "data": data, "dtype": dtype})
         return len(self.plan.tensors) - 1
 
     def _emit(self, kind, name, inputs, outputs, ints=None, floats=None, arrays=None):
@@ -195,7 +198,7 @@ class _Builder:
                 f"{op_name} reads tensor {t} ({self.g.tensors[t].name!r}), which no supported "
                 "operator computes before it"
             )
-        out = self._new(shape, layout)
+        out = self._new(shape, layout, dtype=quantized.dtype_code(self.g.tensors[t]))
         self._emit("transpose", f"{op_name}/layout", [self.versions[other]], [out])
         self.versions[key] = out
         return out
@@ -208,7 +211,7 @@ class _Builder:
         shape = self.shape(t)
         if layout == CHW and len(shape) != 4:
             layout = NATIVE
-        out = self._new(shape, layout)
+        out = self._new(shape, layout, dtype=quantized.dtype_code(self.g.tensors[t]))
         self.versions[(t, layout)] = out
         return out
 
@@ -258,11 +261,7 @@ class _Builder:
             if t.data is None and t.type_name != "FLOAT32":
                 users = [operator_name(o.opcode, o.index) for o in g.operators
                          if t.index in o.inputs or t.index in o.outputs]
-                raise UnsupportedModelError(
-                    f"tensor {t.index} ({t.name!r}) has type {t.type_name}"
-                    + (f", used by {users[0]}" if users else "")
-                    + "; spruce's engine runs float32 models only. Export without quantization."
-                )
+                quantized.check_tensor(g, t, users)
         used = {t for op in g.operators for t in (*op.inputs, *op.outputs) if t >= 0} | set(g.inputs) | set(g.outputs)
         for t in sorted(used):
             shape = self.shape(t)
@@ -284,6 +283,9 @@ class _Builder:
                 )
             if op.index in self.fused_ops:
                 self._layer(op, "fused into its neighbour")
+                continue
+            if quantized.runs(self, op):
+                quantized.emit(self, op, name)
                 continue
             getattr(self, "_op_" + op.opcode.lower())(op, name)
         for t in g.outputs:

@@ -10,4 +10,7 @@ namespace spruce {
 // benchmarks) to the engine's Python module. Defined in bindings/kernels.cc.
 void register_kernel_bindings(pybind11::module_& m);
 
+// Adds the int8 kernels to that submodule. Defined in bindings/kernels_int8.cc.
+void register_int8_kernel_bindings(pybind11::module_& kernels);
+
 }  // namespace spruce

@@ -50,6 +50,7 @@ TensorSpec to_tensor_spec(const py::handle& h, size_t i) {
   TensorSpec t;
   t.shape = get_key<std::vector<int64_t>>(d, "shape", where);
   t.layout = get_key<int>(d, "layout", where);
+  if (d.contains("dtype")) t.dtype = get_key<int>(d, "dtype", where);
   if (d.contains("data") && !d["data"].is_none()) {
     Array a = to_array(d["data"], where + " data");
     t.is_const = true;

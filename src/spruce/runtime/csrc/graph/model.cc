@@ -24,6 +24,7 @@ std::vector<int64_t> Tensor::mem_shape() const {
 }
 
 size_t Tensor::alloc_floats() const {
+  if (dtype == kInt8) return (numel + 3) / 4;
   if (layout != kCHW || plane_stride <= shape[1] * shape[2]) return numel;
   return static_cast<size_t>(shape[0] * shape[3] * plane_stride);
 }
@@ -88,8 +89,16 @@ Model::Model(std::vector<TensorSpec> specs, const std::vector<OpSpec>& ops, std:
       throw PlanError("tensor " + std::to_string(i) + " is channel-major but not 4-D: shape " +
                       shape_str(s.shape));
     }
+    if (s.dtype != kFloat32 && s.dtype != kInt8) {
+      throw PlanError("tensor " + std::to_string(i) + " has unknown dtype " + std::to_string(s.dtype));
+    }
+    if (s.dtype == kInt8 && s.is_const) {
+      throw PlanError("tensor " + std::to_string(i) + " is an int8 constant; int8 operators take their "
+                      "constants as arrays");
+    }
     t.shape = s.shape;
     t.layout = s.layout;
+    t.dtype = s.dtype;
     t.is_const = s.is_const;
     t.numel = static_cast<size_t>(numel);
     if (s.is_const) {
@@ -138,9 +147,11 @@ Model::Model(std::vector<TensorSpec> specs, const std::vector<OpSpec>& ops, std:
     check_index(idx, "a graph output");
     if (!ready[idx]) throw PlanError("graph output " + std::to_string(idx) + " is never computed");
     if (tensors_[idx].layout != kNative) throw PlanError("graph output " + std::to_string(idx) + " must be row-major");
+    if (tensors_[idx].dtype != kFloat32) throw PlanError("graph output " + std::to_string(idx) + " must be float32");
   }
   for (int idx : inputs_) {
     if (tensors_[idx].layout != kNative) throw PlanError("graph input " + std::to_string(idx) + " must be row-major");
+    if (tensors_[idx].dtype != kFloat32) throw PlanError("graph input " + std::to_string(idx) + " must be float32");
   }
   const char* keep = std::getenv("SPRUCE_ENGINE_PLAIN_PLANES");
   if (keep == nullptr || std::strcmp(keep, "1") != 0) pad_planes();
@@ -165,7 +176,10 @@ void Model::pad_planes() {
   std::vector<char> is_output(n, 0);
   for (int idx : outputs_) is_output[idx] = 1;
   for (size_t idx = 0; idx < n; ++idx) {
-    if (writer[idx] < 0 || is_output[idx] || readers[idx].empty() || tensors_[idx].layout != kCHW) continue;
+    if (writer[idx] < 0 || is_output[idx] || readers[idx].empty() || tensors_[idx].layout != kCHW ||
+        tensors_[idx].dtype != kFloat32) {
+      continue;
+    }
     Op* w = ops_[writer[idx]].get();
     if (w->outputs.size() != 1) continue;
     int64_t stride = w->wanted_output_plane_stride();

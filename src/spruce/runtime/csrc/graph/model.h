@@ -25,6 +25,11 @@ struct PlanError : std::runtime_error {
 
 enum Layout : int { kNative = 0, kCHW = 1 };
 
+// Element types. int8 tensors (the activations of TFLite's full-integer
+// models) live in the same float arena, four values to a float slot; only the
+// int8 operators (ops/quantized_*.cc) read or write them.
+enum DType : int { kFloat32 = 0, kInt8 = 1 };
+
 // Fused activations (TFLite's ActivationFunctionType values).
 enum Activation : int { kActNone = 0, kActRelu = 1, kActReluN1To1 = 2, kActRelu6 = 3 };
 
@@ -36,6 +41,7 @@ struct Array {
 struct TensorSpec {
   std::vector<int64_t> shape;
   int layout = kNative;
+  int dtype = kFloat32;
   bool is_const = false;
   std::vector<float> const_data;  // row-major in memory-layout order
 };
@@ -53,9 +59,11 @@ struct OpSpec {
 struct Tensor {
   std::vector<int64_t> shape;  // logical
   int layout = kNative;
+  int dtype = kFloat32;
   bool is_const = false;
   size_t numel = 0;
-  float* data = nullptr;
+  float* data = nullptr;  // an int8 tensor's bytes start here
+  int8_t* s8() const { return reinterpret_cast<int8_t*>(data); }
   // kCHW only: floats from one channel plane to the next when more than H * W
   // (Model::pad_planes); the floats between planes hold junk.
   int64_t plane_stride = 0;

@@ -284,3 +284,5 @@ inline void swish_rows(float* y, int64_t stride, int64_t r0, int64_t r1, int64_t
 
 }  // namespace kernels
 }  // namespace spruce
+
+#include "kernels/qs8.h"

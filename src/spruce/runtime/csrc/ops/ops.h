@@ -36,4 +36,17 @@ std::unique_ptr<Op> make_conv_entry(const OpSpec& s, const std::vector<Tensor>& 
 std::unique_ptr<Op> make_conv1x1(const OpSpec& s, const std::vector<Tensor>& t, bool sparse);
 std::unique_ptr<Op> make_depthwise(const OpSpec& s, const std::vector<Tensor>& t);
 
+// quantized_*.cc: the int8 operators (kinds ending in "_s8"; see loader's runtime/quantized.py)
+std::unique_ptr<Op> make_quantize(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_dequantize(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_qadd(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_qconv1x1(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_qconv(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_qdepthwise(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_qfully_connected(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_qtranspose(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_qcopy(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_qpad(const OpSpec& s, const std::vector<Tensor>& t);
+std::unique_ptr<Op> make_qmean_hw(const OpSpec& s, const std::vector<Tensor>& t);
+
 }  // namespace spruce

@@ -3,8 +3,44 @@
 
 namespace spruce {
 
+namespace {
+
+// The int8 operators, and the float kinds whose int8 twins read int8 tensors
+// (the loader's layout changes and reshapes name no type).
+std::unique_ptr<Op> make_int8_op(const OpSpec& s, const std::vector<Tensor>& t) {
+  const std::string& k = s.kind;
+  if (k == "quantize_s8") return make_quantize(s, t);
+  if (k == "dequantize_s8") return make_dequantize(s, t);
+  if (k == "add_s8") return make_qadd(s, t);
+  if (k == "conv1x1_s8") return make_qconv1x1(s, t);
+  if (k == "conv_s8") return make_qconv(s, t);
+  if (k == "depthwise_s8") return make_qdepthwise(s, t);
+  if (k == "fully_connected_s8") return make_qfully_connected(s, t);
+  if (k == "transpose_s8" || k == "transpose") return make_qtranspose(s, t);
+  if (k == "copy_s8" || k == "copy") return make_qcopy(s, t);
+  if (k == "pad_s8") return make_qpad(s, t);
+  if (k == "mean_hw_s8") return make_qmean_hw(s, t);
+  return nullptr;
+}
+
+bool reads_or_writes_int8(const OpSpec& s, const std::vector<Tensor>& t) {
+  for (const std::vector<int>* ids : {&s.inputs, &s.outputs}) {
+    for (int i : *ids) {
+      if (t[static_cast<size_t>(i)].dtype == kInt8) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 std::unique_ptr<Op> make_op(const OpSpec& s, const std::vector<Tensor>& t) {
   const std::string& k = s.kind;
+  const bool int8_kind = k.size() > 3 && k.compare(k.size() - 3, 3, "_s8") == 0;
+  if (int8_kind || reads_or_writes_int8(s, t)) {
+    if (std::unique_ptr<Op> op = make_int8_op(s, t)) return op;
+    fail(s, int8_kind ? "unknown operator kind" : "is a float32 operator; it cannot read or write int8 tensors");
+  }
   if (k == "conv_entry") return make_conv_entry(s, t);
   if (k == "conv1x1_sparse") return make_conv1x1(s, t, true);
   if (k == "conv1x1_dense") return make_conv1x1(s, t, false);

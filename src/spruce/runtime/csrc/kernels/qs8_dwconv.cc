@@ -1,0 +1,82 @@
+// int8 depthwise convolution in CHW (see qs8.h): each channel's plane is
+// copied once into a zero-padded int16 plane of (x - zero point), so every tap
+// is a plain load and the border needs no test.
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/kernels_impl.h"
+
+namespace spruce {
+namespace kernels {
+
+#if SPRUCE_X86_KERNELS
+bool qs8_dwconv_chw_avx512(const QS8DwParams& p, const int16_t* weights, const int32_t* bias,
+                           const float* scale, const QS8Output& out, const int8_t* input, int8_t* output,
+                           int32_t c_begin, int32_t c_end, int16_t* scratch);
+#endif
+
+size_t qs8_dwconv_scratch(const QS8DwParams& p) {
+  // The padded plane as float32 (the AVX-512 kernel) is the larger layout:
+  // two int16 per float, plus a row of int32 sums and vector slack.
+  const size_t plane = static_cast<size_t>(p.padded_h()) * (p.padded_w() + 40);
+  return 2 * plane + 2 * static_cast<size_t>(p.out_w + 32) + 64;
+}
+
+namespace {
+
+void dwconv_portable(const QS8DwParams& p, const int16_t* weights, const int32_t* bias, const float* scale,
+                     const QS8Output& out, const int8_t* input, int8_t* output, int32_t c_begin, int32_t c_end,
+                     int16_t* scratch) {
+  const int32_t pw = p.padded_w(), ph = p.padded_h();
+  int32_t* acc = reinterpret_cast<int32_t*>(scratch);
+  int16_t* plane = scratch + 2 * (p.out_w + 32);
+  const int64_t in_plane = static_cast<int64_t>(p.in_h) * p.in_w;
+  const int64_t out_plane = static_cast<int64_t>(p.out_h) * p.out_w;
+  const int32_t kk = p.kernel_h * p.kernel_w;
+  for (int32_t c = c_begin; c < c_end; ++c) {
+    const int8_t* x = input + c * in_plane;
+    std::fill(plane, plane + static_cast<int64_t>(ph) * pw, int16_t{0});
+    for (int32_t y = 0; y < ph; ++y) {
+      const int32_t iy = y - p.pad_top;
+      if (iy < 0 || iy >= p.in_h) continue;
+      for (int32_t xx = 0; xx < pw; ++xx) {
+        const int32_t ix = xx - p.pad_left;
+        if (ix >= 0 && ix < p.in_w) {
+          plane[y * pw + xx] = static_cast<int16_t>(x[iy * p.in_w + ix] - p.input_zero_point);
+        }
+      }
+    }
+    const int16_t* wc = weights + static_cast<int64_t>(c) * kk;
+    int8_t* yc = output + c * out_plane;
+    for (int32_t oy = 0; oy < p.out_h; ++oy) {
+      for (int32_t ox = 0; ox < p.out_w; ++ox) acc[ox] = bias[c];
+      for (int32_t ky = 0; ky < p.kernel_h; ++ky) {
+        const int16_t* row = plane + (oy * p.stride_h + ky) * pw;
+        for (int32_t kx = 0; kx < p.kernel_w; ++kx) {
+          const int32_t wv = wc[ky * p.kernel_w + kx];
+          for (int32_t ox = 0; ox < p.out_w; ++ox) acc[ox] += wv * row[ox * p.stride_w + kx];
+        }
+      }
+      for (int32_t ox = 0; ox < p.out_w; ++ox) {
+        yc[oy * p.out_w + ox] = qs8_requantize(acc[ox], scale[c], out.lo, out.hi, out.zero_point);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void qs8_dwconv_chw(const QS8DwParams& p, const int16_t* weights, const int32_t* bias, const float* scale,
+                    const QS8Output& out, const int8_t* input, int8_t* output, int32_t c_begin, int32_t c_end,
+                    int16_t* scratch, Isa isa) {
+#if SPRUCE_X86_KERNELS
+  if (resolve_isa(isa) == Isa::kAvx512 && cpu_has_avx512_vnni() &&
+      qs8_dwconv_chw_avx512(p, weights, bias, scale, out, input, output, c_begin, c_end, scratch)) {
+    return;
+  }
+#endif
+  dwconv_portable(p, weights, bias, scale, out, input, output, c_begin, c_end, scratch);
+}
+
+}  // namespace kernels
+}  // namespace spruce

@@ -1,0 +1,163 @@
+// AVX-512 int8 depthwise convolution (see qs8.h). The padded plane holds the
+// values x - zero point as float32: every product of an int8 weight and such a
+// value, and every sum of up to 25 of them, is an integer below 2^24, so float
+// FMAs give the exact int32 sum that the portable kernel forms.
+#include "kernels/kernels_impl.h"
+
+#if SPRUCE_X86_KERNELS && defined(__AVX512F__)
+#include <immintrin.h>
+
+#include <algorithm>
+
+namespace spruce {
+namespace kernels {
+
+namespace {
+
+// Exactness bound: kernel taps whose sums of products stay below 2^24.
+constexpr int32_t kMaxTaps = 25;
+
+inline __mmask16 first(int32_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << n) - 1);
+}
+
+// 16 int8 values (the first n; masked loads touch no others) as floats x - zp.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 load_centered(const int8_t* x, int32_t n,
+                                                                                   __m512i zp) {
+  const __m128i b = _mm_maskz_loadu_epi8(first(n), x);
+  return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(b), zp));
+}
+
+// One input row into its zeroed padded row: at column pad_left + ix, or for
+// stride 2 at column (pad_left + ix) / 2 of the even or odd half plane.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void fill_row(const int8_t* x, int32_t w, int32_t zero_point, int32_t pad_left, int32_t stride, int32_t half_floats,
+              float* row) {
+  const __m512i zp = _mm512_set1_epi32(zero_point);
+  if (stride == 1) {
+    for (int32_t ix = 0; ix < w; ix += 16) {
+      _mm512_mask_storeu_ps(row + pad_left + ix, first(w - ix), load_centered(x + ix, w - ix, zp));
+    }
+    return;
+  }
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  // Input ix lands in half (pad_left + ix) % 2: the even inputs go to half pad_left % 2.
+  float* to_even = row + (pad_left & 1) * half_floats;
+  float* to_odd = row + ((pad_left + 1) & 1) * half_floats;
+  for (int32_t ix = 0; ix < w; ix += 32) {
+    const int32_t n = w - ix;
+    const __m512 v0 = load_centered(x + ix, n, zp), v1 = load_centered(x + ix + 16, n - 16, zp);
+    const int32_t col = (pad_left + ix) / 2;
+    const int32_t col_odd = (pad_left + ix + 1) / 2;
+    const int32_t n_even = (std::min(n, 32) + 1) / 2, n_odd = std::min(n, 32) / 2;
+    _mm512_mask_storeu_ps(to_even + col, first(n_even), _mm512_permutex2var_ps(v0, even, v1));
+    _mm512_mask_storeu_ps(to_odd + col_odd, first(n_odd), _mm512_permutex2var_ps(v0, odd, v1));
+  }
+}
+
+#define SPRUCE_AVX512BW __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+// The pad columns of a padded row (the data columns are written after): for
+// stride 1 columns [0, pad_left) and [pad_left + w, pw); for stride 2 the same
+// columns in the even and odd half planes. Columns past pw are only read for
+// output lanes that are dropped, so they may hold anything.
+SPRUCE_AVX512BW void zero_pads(float* row, int32_t w, int32_t pad_left, int32_t pw, int32_t stride,
+                               int32_t half_floats) {
+  const __m512 z = _mm512_setzero_ps();
+  const int32_t end = pad_left + w;
+  if (stride == 1) {
+    for (int32_t c = 0; c < pad_left; c += 16) _mm512_storeu_ps(row + c, z);
+    for (int32_t c = end; c < pw; c += 16) _mm512_storeu_ps(row + c, z);
+    return;
+  }
+  const int32_t half_w = (pw + 1) / 2;
+  for (int32_t h = 0; h < 2; ++h) {
+    float* part = row + h * half_floats;
+    // Half h holds columns 2j + h: pads below pad_left, and from end on.
+    const int32_t first_data = (pad_left - h + 1) / 2, first_after = (end - h + 1) / 2;
+    for (int32_t j = 0; j < first_data; j += 16) _mm512_storeu_ps(part + j, z);
+    for (int32_t j = first_after; j < half_w; j += 16) _mm512_storeu_ps(part + j, z);
+  }
+}
+
+// Requantizes 16 exact sums (as floats) and stores the first n as int8.
+SPRUCE_AVX512BW inline void store_outputs(__m512 acc, __m512i bias, __m512 scale, __m512 lo, __m512 hi, __m512i zp,
+                                          int8_t* dst, int32_t n) {
+  const __m512i sum = _mm512_add_epi32(_mm512_cvtps_epi32(acc), bias);
+  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), scale);
+  f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
+  _mm_mask_storeu_epi8(dst, first(n), _mm512_cvtsepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(f), zp)));
+}
+
+// One channel's outputs from its padded plane. KH, KW, SW > 0 fix the kernel
+// and stride at compile time (the common 3x3 and 5x5); 0 reads them from p.
+// Three accumulators (by kernel row) keep the FMA chains short; the partial
+// sums are exact integers, so adding them in any order gives the same sum.
+template <int KH, int KW, int SW>
+SPRUCE_AVX512BW void channel_outputs(const QS8DwParams& p, const float* plane, int32_t row_floats,
+                                     int32_t half_floats, const __m512* wv, __m512i bias, __m512 scale, __m512 lo,
+                                     __m512 hi, __m512i zp, int8_t* yc) {
+  const int32_t kh = KH ? KH : p.kernel_h, kw = KW ? KW : p.kernel_w, sw = SW ? SW : p.stride_w;
+  for (int32_t oy = 0; oy < p.out_h; ++oy) {
+    const float* rows = plane + static_cast<int64_t>(oy * p.stride_h) * row_floats;
+    for (int32_t ox = 0; ox < p.out_w; ox += 16) {
+      __m512 acc[3] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int32_t ky = 0; ky < kh; ++ky) {
+        const float* row = rows + static_cast<int64_t>(ky) * row_floats;
+        for (int32_t kx = 0; kx < kw; ++kx) {
+          const float* src = sw == 2 ? row + (kx & 1) * half_floats + kx / 2 + ox : row + kx + ox;
+          acc[ky % 3] = _mm512_fmadd_ps(_mm512_loadu_ps(src), wv[ky * kw + kx], acc[ky % 3]);
+        }
+      }
+      const __m512 total = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), acc[2]);
+      store_outputs(total, bias, scale, lo, hi, zp, yc + static_cast<int64_t>(oy) * p.out_w + ox,
+                    std::min(16, p.out_w - ox));
+    }
+  }
+}
+
+}  // namespace
+
+// False (nothing done) for kernels the float sums would not keep exact.
+SPRUCE_AVX512BW bool qs8_dwconv_chw_avx512(const QS8DwParams& p, const int16_t* weights, const int32_t* bias,
+                                           const float* scale, const QS8Output& out, const int8_t* input,
+                                           int8_t* output, int32_t c_begin, int32_t c_end, int16_t* scratch) {
+  const int32_t kh = p.kernel_h, kw = p.kernel_w, sw = p.stride_w;
+  if (kh * kw > kMaxTaps || (sw != 1 && sw != 2)) return false;
+  const int32_t pw = p.padded_w(), ph = p.padded_h();
+  // Stride 2 keeps even and odd columns in two half planes, so that the taps
+  // of 16 neighbouring outputs are 16 consecutive floats.
+  const int32_t half_floats = (pw + 1) / 2 + 16;
+  const int32_t row_floats = sw == 2 ? 2 * half_floats : pw + 16;
+  float* plane = reinterpret_cast<float*>(scratch);
+  const int64_t in_plane = static_cast<int64_t>(p.in_h) * p.in_w;
+  const int64_t out_plane = static_cast<int64_t>(p.out_h) * p.out_w;
+  const __m512 lo = _mm512_set1_ps(out.lo), hi = _mm512_set1_ps(out.hi);
+  const __m512i zp = _mm512_set1_epi32(out.zero_point);
+  auto run = &channel_outputs<0, 0, 0>;
+  if (kh == 3 && kw == 3) run = sw == 1 ? &channel_outputs<3, 3, 1> : &channel_outputs<3, 3, 2>;
+  if (kh == 5 && kw == 5) run = sw == 1 ? &channel_outputs<5, 5, 1> : &channel_outputs<5, 5, 2>;
+  for (int32_t c = c_begin; c < c_end; ++c) {
+    const int8_t* x = input + c * in_plane;
+    for (int32_t y = 0; y < ph; ++y) {
+      float* row = plane + static_cast<int64_t>(y) * row_floats;
+      const int32_t iy = y - p.pad_top;
+      if (iy < 0 || iy >= p.in_h) {
+        std::fill(row, row + row_floats, 0.0f);
+        continue;
+      }
+      zero_pads(row, p.in_w, p.pad_left, pw, sw, half_floats);
+      fill_row(x + static_cast<int64_t>(iy) * p.in_w, p.in_w, p.input_zero_point, p.pad_left, sw, half_floats, row);
+    }
+    __m512 wv[kMaxTaps];
+    for (int32_t k = 0; k < kh * kw; ++k) wv[k] = _mm512_set1_ps(weights[static_cast<int64_t>(c) * kh * kw + k]);
+    run(p, plane, row_floats, half_floats, wv, _mm512_set1_epi32(bias[c]), _mm512_set1_ps(scale[c]), lo, hi, zp,
+        output + c * out_plane);
+  }
+  return true;
+}
+
+}  // namespace kernels
+}  // namespace spruce
+
+#endif
