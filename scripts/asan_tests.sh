@@ -1,33 +1,15 @@
 #!/usr/bin/env bash
-# Builds spruce's native engine (and the _bench timing module) with AddressSanitizer
-# and UndefinedBehaviorSanitizer (which aborts at its first finding) and runs the
-# engine and kernel tests against that build (a copy of the package under
-# build/asan-pkg, so the release build is untouched). Python leaks by design: leak
-# checks off.
+# Runs the engine and kernel tests against the AddressSanitizer + UBSan build of
+# the native engine (built by scripts/asan_env.sh).
 # Usage: scripts/asan_tests.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=build/asan
-PKG=build/asan-pkg
-GEN=()
-if command -v ninja >/dev/null 2>&1; then GEN=(-G Ninja); fi
-cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DSPRUCE_ASAN=ON \
-    -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
-cmake --build "$BUILD" -j "$(nproc)"
-rm -rf "$PKG" && mkdir -p "$PKG"
-cp -r src/spruce "$PKG/"
-find "$PKG" \( -name '_engine*.so' -o -name '_bench*.so' \) -delete
-cp "$BUILD"/_engine*.so "$BUILD"/_bench*.so "$PKG/spruce/runtime/"
-LIBASAN=$(${CXX:-g++} -print-file-name=libasan.so)
-# libstdc++ preloaded too, so ASan's __cxa_throw interceptor finds the real one
-# (without it the first C++ exception, e.g. in TensorFlow's import, aborts).
-LIBSTDCXX=$(${CXX:-g++} -print-file-name=libstdc++.so)
-echo "== AddressSanitizer + UndefinedBehaviorSanitizer: $LIBASAN"
-export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_odr_violation=0
-export PYTHONPATH="$PWD/$PKG"
-export TF_CPP_MIN_LOG_LEVEL=2
+source scripts/asan_env.sh
 # The model property test converts many models (slow under ASan); the mutated-plan
-# fuzz and the corrupted-file tests are what matter here.
-LD_PRELOAD="$LIBASAN:$LIBSTDCXX" python3 -m pytest -q -p no:cacheprovider \
-    tests/test_engine.py tests/test_kernels.py \
-    "tests/test_engine_fuzz.py::test_corrupted_plans_raise_value_error_never_crash" "$@"
+# fuzz, the fuzz target's seeds and findings, the corrupted-file tests and the
+# bindings' checks are what matter here.
+LD_PRELOAD="$ASAN_PRELOAD" python3 -m pytest -q -p no:cacheprovider \
+    tests/test_engine.py tests/test_kernels.py tests/test_bindings.py \
+    "tests/test_engine_fuzz.py::test_corrupted_plans_raise_value_error_never_crash" \
+    "tests/test_engine_fuzz.py::test_fuzz_seeds_read_plan_build_and_run" \
+    "tests/test_engine_fuzz.py::test_inputs_the_fuzzer_found_are_refused_with_the_documented_errors" "$@"

@@ -10,5 +10,5 @@ $SUDO apt-get update -qq
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     dataset-fashion-mnist qemu-user-static g++-aarch64-linux-gnu >/dev/null
 python3 -m pip install -q --upgrade pip
-python3 -m pip install -q ".[all,test]"
+python3 -m pip install -q ".[all,test,fuzz]"
 echo "spruce installed: $(command -v spruce)"

@@ -1,4 +1,5 @@
-"""Property tests: random small models agree with LiteRT; broken plans never crash.
+"""Property tests: random small models agree with LiteRT; broken plans never crash;
+the fuzz target's seeds run and every input it found to break the engine is refused.
 
 Each generated model is converted by the real TF converter (about a second), so
 the number of examples is kept small and the search is derandomized (the same
@@ -6,6 +7,7 @@ models every run).
 """
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +190,22 @@ def test_corrupted_plans_raise_value_error_never_crash(tmp_path):
     # Mutations that keep the plan valid are rare; most must have been refused.
     assert built < 150
     np.testing.assert_array_equal(graph.run([x])[0], reference)
+
+
+FUZZ = Path(__file__).parent / "fuzz"
+SEEDS = sorted((FUZZ / "corpus").glob("*.tflite"))
+CRASHERS = sorted((FUZZ / "crashers").glob("*"))
+
+
+@pytest.mark.parametrize("path", SEEDS, ids=lambda p: p.name)
+def test_fuzz_seeds_read_plan_build_and_run(path):
+    from fuzz.target import check_one
+
+    assert check_one(path.read_bytes()) == ("refused" if path.name == "unsupported.tflite" else "ran")
+
+
+@pytest.mark.parametrize("path", CRASHERS, ids=lambda p: p.name)
+def test_inputs_the_fuzzer_found_are_refused_with_the_documented_errors(path):
+    from fuzz.target import check_one
+
+    assert check_one(path.read_bytes()) == "refused"

@@ -34,6 +34,18 @@ def _with_native_kernels(layers, op_families):
                  for layer in layers)
 
 
+def _checked_num_threads(num_threads, most):
+    """num_threads as an int, checked before anything is read or any thread starts."""
+    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, (int, np.integer)):
+        raise TypeError(f"num_threads must be an integer. Received: num_threads={num_threads!r} "
+                        f"of type {type(num_threads).__name__}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be a positive integer. Received: num_threads={num_threads!r}")
+    if num_threads > most:
+        raise ValueError(f"num_threads must be at most {most}. Received: num_threads={num_threads!r}")
+    return int(num_threads)
+
+
 @dataclass(frozen=True)
 class BenchmarkReport:
     """Per-run wall times (seconds) of `Engine.benchmark`; `timer` says how they were
@@ -90,15 +102,14 @@ class Engine:
     """
 
     def __init__(self, path, num_threads=1, *, sparse_threshold=loader.DEFAULT_SPARSE_THRESHOLD):
-        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
-            raise ValueError(f"num_threads must be a positive integer. Received: num_threads={num_threads!r}")
+        native = _native()
+        num_threads = _checked_num_threads(num_threads, native.MAX_THREADS)
         from spruce.tflite.reader import read_tflite
 
         self.path = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
         model = read_tflite(path)
         plan = loader.build_plan(model, sparse_threshold)
-        native = _native()
-        self._graph = native.Graph(plan.tensors, plan.ops, plan.inputs, plan.outputs, int(num_threads))
+        self._graph = native.Graph(plan.tensors, plan.ops, plan.inputs, plan.outputs, num_threads)
         self._input_shapes = tuple(tuple(shape) for shape in self._graph.input_shapes)
         self._output_shapes = tuple(tuple(shape) for shape in self._graph.output_shapes)
         # One-thread copies of the model for batches (see `run`), built when first needed;

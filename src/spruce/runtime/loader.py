@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spruce.runtime import quantized
+from spruce.tflite import _sparse
 
 NATIVE, CHW = 0, 1
 
@@ -305,6 +306,11 @@ class _Builder:
         sh, sw = int(op.options.get("stride_h", 1)), int(op.options.get("stride_w", 1))
         dh = int(op.options.get("dilation_h_factor", 1))
         dw = int(op.options.get("dilation_w_factor", 1))
+        if min(sh, sw, dh, dw) < 1:
+            raise UnsupportedModelError(
+                f"{name} has strides ({sh}, {sw}) and dilations ({dh}, {dw}); each must be at least 1. "
+                "The file may be corrupted."
+            )
         padding = op.options.get("padding", "VALID")
         if padding == "SAME":
             top, bottom = _same_padding(in_hw[0], kh, sh, dh)
@@ -333,10 +339,10 @@ class _Builder:
         xs, ys = self.shape(x), self.shape(y)
         w = self.weights(op, 1, name)
         b = self.weights(op, 2, name, "bias")
-        if len(xs) != 4 or w.ndim != 4 or w.shape[3] != xs[3]:
+        if len(xs) != 4 or len(ys) != 4 or w.ndim != 4 or w.shape[3] != xs[3]:
             raise UnsupportedModelError(
-                f"{name}: expected a 4-D input and [O, kh, kw, I] weights with I = input channels; "
-                f"received input {xs} and weights {tuple(w.shape)} (grouped convs are not supported)"
+                f"{name}: expected a 4-D input and output and [O, kh, kw, I] weights with I = input channels; "
+                f"received input {xs}, output {ys} and weights {tuple(w.shape)} (grouped convs are not supported)"
             )
         o, kh, kw, _ = w.shape
         x, xs, win = self._conv_input(op, name, kh, kw)
@@ -393,7 +399,8 @@ class _Builder:
         xs, ys = self.shape(x), self.shape(y)
         w = self.weights(op, 1, name)
         b = self.weights(op, 2, name, "bias")
-        if len(xs) != 4 or len(ys) != 4 or w.ndim != 4 or w.shape[0] != 1 or w.shape[3] != ys[3] or ys[3] % xs[3]:
+        if (len(xs) != 4 or len(ys) != 4 or w.ndim != 4 or w.shape[0] != 1 or w.shape[3] != ys[3] or xs[3] < 1
+                or ys[3] % xs[3]):
             raise UnsupportedModelError(
                 f"{name}: expected a 4-D input and [1, kh, kw, C*multiplier] weights; received input "
                 f"{xs}, output {ys}, weights {tuple(w.shape)}"
@@ -618,12 +625,15 @@ class _Builder:
         src = op.inputs[0]
         computed = src in self.g.inputs or any(src in o.outputs for o in self.g.operators)
         if src not in self.consts and not computed and self.g.tensors[src].type_name == "FLOAT32":
-            # A sparse constant whose values are all zero is stored with no values at all.
+            # A sparse constant whose values are all zero is stored with no values at all
+            # (so it is held to the reader's bound on a sparse tensor without values).
+            if int(np.prod(self.shape(src), dtype=object)) > _sparse.SMALL_TENSOR:
+                raise UnsupportedModelError(f"{name}: its all-zero input of shape {self.shape(src)} is "
+                                            "implausibly large. The file may be corrupted.")
             self.consts[src] = np.zeros(self.shape(src), np.float32)
         if src not in self.consts:
             raise UnsupportedModelError(f"{name}: its input must be a constant tensor")
-        self.consts[op.outputs[0]] = self.consts[src]
-        self._layer(op, "constant")
+        self._define_const(op, name, self.consts[src])
 
     def _op_dequantize(self, op, name):
         src = op.inputs[0]
@@ -632,7 +642,16 @@ class _Builder:
                 f"{name}: only float16 constants can be dequantized; spruce's engine runs float32 "
                 "models only. Export without quantization."
             )
-        self.consts[op.outputs[0]] = self.consts[src].astype(np.float32)
+        self._define_const(op, name, self.consts[src].astype(np.float32))
+
+    def _define_const(self, op, name, data):
+        """The output of a DENSIFY or DEQUANTIZE: its input's values, in its own shape."""
+        y = op.outputs[0]
+        if data.shape != self.shape(y):
+            raise UnsupportedModelError(
+                f"{name}: its input has shape {tuple(data.shape)} but its output {self.shape(y)}; "
+                "they must be equal. The file may be corrupted.")
+        self.consts[y] = data
         self._layer(op, "constant")
 
 

@@ -21,6 +21,7 @@ namespace spruce {
 namespace {
 
 using bindings::check_array;
+using bindings::Int32;
 using bindings::data_of;
 using bindings::mutable_data_of;
 using bindings::optional_bias;
@@ -58,46 +59,55 @@ Activation relu6() {
   return a;
 }
 
+// A 1x1 conv timer's arguments, checked: weights [N, K], input [K, P], an
+// optional bias [N], the ISA, and a zeroed output [N, P].
+struct Pointwise {
+  py::array w, x, bias_keep, y;
+  const float* bias = nullptr;
+  int32_t n = 0, k = 0;
+  int64_t p = 0;
+  Isa isa = Isa::kPortable;
+};
+
+Pointwise pointwise_args(const py::object& weights, const py::object& input, const py::object& bias,
+                         const std::string& isa) {
+  Pointwise a;
+  a.w = check_array(weights, "weights", {-1, -1});
+  a.n = static_cast<int32_t>(a.w.shape(0));
+  a.k = static_cast<int32_t>(a.w.shape(1));
+  a.x = check_array(input, "input", {a.k, -1});
+  a.p = a.x.shape(1);
+  a.bias = optional_bias(bias, a.n, &a.bias_keep);
+  a.isa = parse_isa(isa);
+  a.y = output_array(py::none(), {a.n, a.p});
+  return a;
+}
+
 py::array_t<double> time_spmm(const py::object& weights, const py::object& input, const py::object& bias,
-                              int repeats, int warmup, const std::string& isa) {
-  py::array w = check_array(weights, "weights", {-1, -1});
-  const int64_t N = w.shape(0), K = w.shape(1);
-  py::array x = check_array(input, "input", {K, -1});
-  const int64_t P = x.shape(1);
-  py::array b_keep;
-  const float* b = optional_bias(bias, N, &b_keep);
-  const Isa i = parse_isa(isa);
+                              Int32 repeats, Int32 warmup, const std::string& isa) {
+  Pointwise a = pointwise_args(weights, input, bias, isa);
   // pack_sparse's std::invalid_argument (offsets past int32) reaches Python as ValueError.
-  const kernels::SparseMatrix packed =
-      kernels::pack_sparse(data_of(w), static_cast<int32_t>(N), static_cast<int32_t>(K), P);
-  py::array y = output_array(py::none(), {N, P});
-  const float* xd = data_of(x);
-  float* yd = mutable_data_of(y);
+  const kernels::SparseMatrix packed = kernels::pack_sparse(data_of(a.w), a.n, a.k, a.p);
+  const float* xd = data_of(a.x);
+  float* yd = mutable_data_of(a.y);
   const Activation act = relu6();
-  return time_runs([&] { kernels::spmm(packed, b, xd, yd, P, 0, packed.rows, 0, P, act, i); }, repeats, warmup);
+  return time_runs([&] { kernels::spmm(packed, a.bias, xd, yd, a.p, 0, packed.rows, 0, a.p, act, a.isa); },
+                   repeats, warmup);
 }
 
 py::array_t<double> time_gemm(const py::object& weights, const py::object& input, const py::object& bias,
-                              int repeats, int warmup, const std::string& isa) {
-  py::array w = check_array(weights, "weights", {-1, -1});
-  const int64_t N = w.shape(0), K = w.shape(1);
-  py::array x = check_array(input, "input", {K, -1});
-  const int64_t P = x.shape(1);
-  py::array b_keep;
-  const float* b = optional_bias(bias, N, &b_keep);
-  const Isa i = parse_isa(isa);
-  const kernels::PackedDense packed =
-      kernels::pack_dense(data_of(w), static_cast<int32_t>(N), static_cast<int32_t>(K));
-  py::array y = output_array(py::none(), {N, P});
-  const float* xd = data_of(x);
-  float* yd = mutable_data_of(y);
+                              Int32 repeats, Int32 warmup, const std::string& isa) {
+  Pointwise a = pointwise_args(weights, input, bias, isa);
+  const kernels::PackedDense packed = kernels::pack_dense(data_of(a.w), a.n, a.k);
+  const float* xd = data_of(a.x);
+  float* yd = mutable_data_of(a.y);
   const Activation act = relu6();
-  return time_runs([&] { kernels::gemm(packed, b, xd, P, yd, P, 0, packed.rows, 0, P, act, i); }, repeats,
-                   warmup);
+  return time_runs([&] { kernels::gemm(packed, a.bias, xd, a.p, yd, a.p, 0, packed.rows, 0, a.p, act, a.isa); },
+                   repeats, warmup);
 }
 
-py::array_t<double> time_dwconv_chw(const py::object& weights, const py::object& input, int32_t stride,
-                                    const std::vector<int32_t>& padding, int repeats, int warmup,
+py::array_t<double> time_dwconv_chw(const py::object& weights, const py::object& input, Int32 stride,
+                                    const std::vector<Int32>& padding, Int32 repeats, Int32 warmup,
                                     const std::string& isa) {
   py::array w, x;
   const kernels::DwConvParams p = bindings::dwconv_params(weights, input, stride, padding, w, x);
@@ -112,8 +122,8 @@ py::array_t<double> time_dwconv_chw(const py::object& weights, const py::object&
                    repeats, warmup);
 }
 
-py::array_t<double> time_conv_hwc2chw(const py::object& weights, const py::object& input, int32_t stride,
-                                      const std::vector<int32_t>& padding, int repeats, int warmup,
+py::array_t<double> time_conv_hwc2chw(const py::object& weights, const py::object& input, Int32 stride,
+                                      const std::vector<Int32>& padding, Int32 repeats, Int32 warmup,
                                       const std::string& isa) {
   py::array w = check_array(weights, "weights", {-1, -1, -1, -1});
   if (w.shape(1) != w.shape(2) || w.shape(1) <= 0 || w.shape(3) <= 0) {
@@ -138,10 +148,11 @@ py::array_t<double> time_conv_hwc2chw(const py::object& weights, const py::objec
 }  // namespace spruce
 
 PYBIND11_MODULE(_bench, m) {
+  using spruce::bindings::Double;
   m.doc() = "Timing loops around spruce's kernels and the core's FMA peak (benchmarks only)";
   m.def(
       "fma_peak_gflops",
-      [](double seconds, const std::string& isa) {
+      [](Double seconds, const std::string& isa) {
         if (!(seconds > 0.0 && seconds <= 10.0)) {
           throw py::value_error("seconds must be in (0, 10]. Received: seconds=" + std::to_string(seconds));
         }

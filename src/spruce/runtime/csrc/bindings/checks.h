@@ -1,6 +1,7 @@
-// Argument checks shared by the Python bindings of the kernels (bindings/
-// kernels.cc) and the benchmark module (bench/module.cc): every argument is
-// checked here and a bad one raises ValueError, since the kernels never check.
+// Argument checks shared by the Python bindings (bindings/kernels.cc,
+// bindings/engine.cc) and the benchmark module (bench/module.cc): every
+// argument is checked here and a bad one raises TypeError (wrong kind) or
+// ValueError (wrong value), since the kernels never check.
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -9,9 +10,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -20,6 +23,69 @@ namespace spruce {
 namespace bindings {
 
 namespace py = pybind11;
+
+// Integer and float parameters that take exactly those kinds. pybind11's own
+// casters take True for 1 (a bool is an int in Python), np.True_ for 1, and
+// anything with __bool__ for a bool; these refuse bools and floats where an
+// int goes and bools where a float goes, so the call fails with pybind11's
+// TypeError (which lists the expected types) instead of running on a value the
+// caller did not mean. An int outside T's range raises ValueError. Bool
+// parameters get the same strictness from py::arg(...).noconvert().
+template <typename T>
+struct Strict {
+  T value = 0;
+  Strict() = default;
+  Strict(T v) : value(v) {}  // NOLINT: used as the T it wraps
+  operator T() const { return value; }
+};
+using Int = Strict<int64_t>;
+using Int32 = Strict<int32_t>;
+using Float = Strict<float>;
+using Double = Strict<double>;
+
+inline bool is_bool(PyObject* o) {
+  // numpy.bool (numpy.bool_ before NumPy 2) is no subclass of Python's bool.
+  const char* name = Py_TYPE(o)->tp_name;
+  return PyBool_Check(o) || std::strcmp(name, "numpy.bool") == 0 || std::strcmp(name, "numpy.bool_") == 0;
+}
+
+// The int of a Python int or NumPy integer (anything with __index__ but a bool).
+template <typename T>
+bool load_int(PyObject* o, T* out) {
+  if (is_bool(o) || !PyIndex_Check(o)) return false;
+  py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(o));
+  if (!index) {
+    PyErr_Clear();
+    return false;
+  }
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+  if (overflow != 0 || v < static_cast<long long>(std::numeric_limits<T>::min()) ||
+      v > static_cast<long long>(std::numeric_limits<T>::max())) {
+    throw py::value_error("the integer " + std::string(py::str(index)) + " is out of range: this argument takes " +
+                          std::to_string(std::numeric_limits<T>::min()) + " to " +
+                          std::to_string(std::numeric_limits<T>::max()));
+  }
+  *out = static_cast<T>(v);
+  return true;
+}
+
+// The value of a Python float or int, or a NumPy number; not of a bool or a string.
+template <typename T>
+bool load_float(PyObject* o, T* out) {
+  if (is_bool(o)) return false;
+  const PyNumberMethods* number = Py_TYPE(o)->tp_as_number;
+  const bool numpy_number = number != nullptr && number->nb_float != nullptr &&
+                            std::strncmp(Py_TYPE(o)->tp_name, "numpy.", 6) == 0;
+  if (!PyFloat_Check(o) && !PyLong_Check(o) && !PyIndex_Check(o) && !numpy_number) return false;
+  const double v = PyFloat_AsDouble(o);
+  if (v == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    return false;
+  }
+  *out = static_cast<T>(v);
+  return true;
+}
 
 inline std::string shape_str(const py::array& a) {
   std::string s = "(";
@@ -34,8 +100,8 @@ inline std::string shape_str(const py::array& a) {
 inline py::array check_array(const py::object& obj, const char* name, std::vector<py::ssize_t> shape,
                       bool writeable = false) {
   if (!py::isinstance<py::array>(obj)) {
-    throw py::value_error(std::string(name) + " must be a numpy array of float32. Received: " +
-                          std::string(py::str(py::type::of(obj))));
+    throw py::type_error(std::string(name) + " must be a numpy array of float32. Received: " +
+                         std::string(py::str(py::type::of(obj))) + ". Pass np.asarray(..., np.float32).");
   }
   py::array a = py::reinterpret_borrow<py::array>(obj);
   if (!a.dtype().is(py::dtype::of<float>())) {
@@ -122,9 +188,9 @@ inline kernels::Activation make_activation(float act_min, float act_max, bool ha
   return a;
 }
 
-inline int64_t end_or(const std::optional<int64_t>& end, int64_t size) { return end ? *end : size; }
+inline int64_t end_or(const std::optional<Int>& end, int64_t size) { return end ? end->value : size; }
 
-inline void check_padding(const std::vector<int32_t>& padding) {
+inline void check_padding(const std::vector<Int32>& padding) {
   if (padding.size() != 4 || *std::min_element(padding.begin(), padding.end()) < 0) {
     throw py::value_error("padding must be 4 non-negative ints (top, left, bottom, right). Received " +
                           std::to_string(padding.size()) + " values or a negative one.");
@@ -132,7 +198,7 @@ inline void check_padding(const std::vector<int32_t>& padding) {
 }
 
 inline void check_conv_geometry(const char* op, int64_t in_h, int64_t in_w, int32_t kernel, int32_t stride,
-                         const std::vector<int32_t>& padding) {
+                         const std::vector<Int32>& padding) {
   check_padding(padding);
   if (kernel <= 0 || stride <= 0) {
     throw py::value_error(std::string(op) + ": kernel and stride must be > 0. Received: kernel=" +
@@ -150,8 +216,8 @@ inline void check_conv_geometry(const char* op, int64_t in_h, int64_t in_w, int3
 // Validates depthwise weights [C][K][K], input [C][H][W] (or [C][S], planes S
 // floats apart, with in_hw = (H, W)) and the geometry; returns the params.
 inline kernels::DwConvParams dwconv_params(const py::object& weights, const py::object& input, int32_t stride,
-                                   const std::vector<int32_t>& padding, py::array& w, py::array& x,
-                                   const std::optional<std::vector<int64_t>>& in_hw = std::nullopt) {
+                                   const std::vector<Int32>& padding, py::array& w, py::array& x,
+                                   const std::optional<std::vector<Int>>& in_hw = std::nullopt) {
   w = check_array(weights, "weights", {-1, -1, -1});
   const int64_t C = w.shape(0);
   const int32_t K = static_cast<int32_t>(w.shape(1));
@@ -188,7 +254,7 @@ inline kernels::DwConvParams dwconv_params(const py::object& weights, const py::
 // Entry-conv geometry for an HWC input `x` and packed weights of `kernel` x
 // `kernel` taps, after checking it.
 inline kernels::ConvHwcParams conv_hwc_params(const py::array& x, int32_t out_c, int32_t kernel, int32_t in_c,
-                                              int32_t stride, const std::vector<int32_t>& padding) {
+                                              int32_t stride, const std::vector<Int32>& padding) {
   check_conv_geometry("conv_hwc2chw", x.shape(0), x.shape(1), kernel, stride, padding);
   kernels::ConvHwcParams p;
   p.in_h = static_cast<int32_t>(x.shape(0));
@@ -208,3 +274,28 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 }  // namespace bindings
 }  // namespace spruce
+
+namespace pybind11 {
+namespace detail {
+
+template <typename T>
+struct type_caster<spruce::bindings::Strict<T>> {
+  PYBIND11_TYPE_CASTER(spruce::bindings::Strict<T>, const_name<std::is_integral<T>::value>("int", "float"));
+  bool load(handle src, bool /*convert*/) {
+    if constexpr (std::is_integral<T>::value) {
+      return spruce::bindings::load_int(src.ptr(), &value.value);
+    } else {
+      return spruce::bindings::load_float(src.ptr(), &value.value);
+    }
+  }
+  static handle cast(const spruce::bindings::Strict<T>& v, return_value_policy, handle) {
+    if constexpr (std::is_integral<T>::value) {
+      return PyLong_FromLongLong(static_cast<long long>(v.value));
+    } else {
+      return PyFloat_FromDouble(static_cast<double>(v.value));
+    }
+  }
+};
+
+}  // namespace detail
+}  // namespace pybind11

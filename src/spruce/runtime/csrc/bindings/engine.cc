@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "bindings/bindings.h"
+#include "bindings/checks.h"
 #include "graph/graph.h"
 #include "kernels/kernels.h"
 
@@ -24,10 +25,26 @@ namespace spruce {
 namespace {
 
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using bindings::Double;
+using bindings::Int;
+using IndexList = std::vector<bindings::Strict<int>>;
+
+std::string dtype_of(const py::handle& h) {
+  return py::isinstance<py::array>(h) ? std::string(py::str(py::reinterpret_borrow<py::array>(h).dtype()))
+                                      : std::string(py::str(py::type::of(h)));
+}
+
+// A float32 NumPy array (a strided one is copied); another dtype is refused, not converted.
+FloatArray float32_array(const py::handle& h, const std::string& what) {
+  if (!py::isinstance<py::array>(h) || !py::reinterpret_borrow<py::array>(h).dtype().is(py::dtype::of<float>())) {
+    throw PlanError(what + " must be a float32 numpy array. Received: " + dtype_of(h) +
+                    ". Pass np.asarray(..., np.float32).");
+  }
+  return FloatArray::ensure(h);
+}
 
 Array to_array(const py::handle& h, const std::string& what) {
-  FloatArray a = FloatArray::ensure(h);
-  if (!a) throw PlanError(what + " must be a float array");
+  FloatArray a = float32_array(h, what);
   Array out;
   out.shape.assign(a.shape(), a.shape() + a.ndim());
   out.data.assign(a.data(), a.data() + a.size());
@@ -40,17 +57,38 @@ T get_key(const py::dict& d, const char* key, const std::string& where) {
   try {
     return d[key].cast<T>();
   } catch (const py::cast_error&) {
-    throw PlanError(where + ": '" + key + "' has the wrong type");
+    std::string got = py::repr(d[key]);
+    if (got.size() > 80) got = got.substr(0, 77) + "...";
+    throw PlanError(where + ": '" + key + "' has the wrong type. Received: " + got);
   }
+}
+
+// Plain C++ values of strictly checked ones (bindings/checks.h).
+template <typename T>
+std::vector<T> plain(const std::vector<bindings::Strict<T>>& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+template <typename K, typename V, typename T>
+std::map<K, T> plain(const std::map<K, V>& m) {
+  std::map<K, T> out;
+  for (const auto& [k, v] : m) out.emplace(k, static_cast<T>(v));
+  return out;
+}
+
+py::dict as_dict(const py::handle& h, const std::string& where) {
+  if (!py::isinstance<py::dict>(h)) {
+    throw PlanError(where + " must be a dict. Received: " + std::string(py::str(py::type::of(h))));
+  }
+  return py::reinterpret_borrow<py::dict>(h);
 }
 
 TensorSpec to_tensor_spec(const py::handle& h, size_t i) {
   std::string where = "tensor " + std::to_string(i);
-  py::dict d = py::reinterpret_borrow<py::dict>(h);
+  py::dict d = as_dict(h, where);
   TensorSpec t;
-  t.shape = get_key<std::vector<int64_t>>(d, "shape", where);
-  t.layout = get_key<int>(d, "layout", where);
-  if (d.contains("dtype")) t.dtype = get_key<int>(d, "dtype", where);
+  t.shape = plain(get_key<std::vector<Int>>(d, "shape", where));
+  t.layout = get_key<bindings::Strict<int>>(d, "layout", where);
+  if (d.contains("dtype")) t.dtype = get_key<bindings::Strict<int>>(d, "dtype", where);
   if (d.contains("data") && !d["data"].is_none()) {
     Array a = to_array(d["data"], where + " data");
     t.is_const = true;
@@ -61,14 +99,16 @@ TensorSpec to_tensor_spec(const py::handle& h, size_t i) {
 
 OpSpec to_op_spec(const py::handle& h, size_t i) {
   std::string where = "operator " + std::to_string(i);
-  py::dict d = py::reinterpret_borrow<py::dict>(h);
+  py::dict d = as_dict(h, where);
   OpSpec s;
   s.kind = get_key<std::string>(d, "kind", where);
-  s.name = d.contains("name") ? d["name"].cast<std::string>() : where;
-  s.inputs = get_key<std::vector<int>>(d, "inputs", where);
-  s.outputs = get_key<std::vector<int>>(d, "outputs", where);
-  if (d.contains("ints")) s.ints = get_key<std::map<std::string, int64_t>>(d, "ints", where);
-  if (d.contains("floats")) s.floats = get_key<std::map<std::string, double>>(d, "floats", where);
+  s.name = d.contains("name") ? get_key<std::string>(d, "name", where) : where;
+  s.inputs = plain(get_key<IndexList>(d, "inputs", where));
+  s.outputs = plain(get_key<IndexList>(d, "outputs", where));
+  if (d.contains("ints")) s.ints = plain<std::string, Int, int64_t>(get_key<std::map<std::string, Int>>(d, "ints", where));
+  if (d.contains("floats")) {
+    s.floats = plain<std::string, Double, double>(get_key<std::map<std::string, Double>>(d, "floats", where));
+  }
   if (d.contains("arrays")) {
     py::dict arrays = get_key<py::dict>(d, "arrays", where);
     for (auto item : arrays) {
@@ -81,23 +121,25 @@ OpSpec to_op_spec(const py::handle& h, size_t i) {
 
 class PyGraph {
  public:
-  PyGraph(const py::list& tensors, const py::list& ops, std::vector<int> inputs, std::vector<int> outputs,
-          int num_threads) {
-    checked_num_threads(num_threads);
+  // num_threads is checked first: no thread starts for a plan that is refused.
+  PyGraph(const py::list& tensors, const py::list& ops, const IndexList& inputs,
+          const IndexList& outputs, Int num_threads) {
+    const int threads = checked_num_threads(num_threads);
     std::vector<TensorSpec> tspecs;
     for (size_t i = 0; i < tensors.size(); ++i) tspecs.push_back(to_tensor_spec(tensors[i], i));
     std::vector<OpSpec> ospecs;
     for (size_t i = 0; i < ops.size(); ++i) ospecs.push_back(to_op_spec(ops[i], i));
-    auto model = std::make_shared<const Model>(std::move(tspecs), ospecs, std::move(inputs), std::move(outputs));
-    graph_ = std::make_unique<Graph>(std::move(model), num_threads);
+    auto model = std::make_shared<const Model>(std::move(tspecs), ospecs, plain(inputs), plain(outputs));
+    graph_ = std::make_unique<Graph>(std::move(model), threads);
   }
 
   // Another graph running this one's model: the operators and their packed
   // weights are shared (immutable), the activation arena and threads its own.
   // What run_shared's copies are made with, so a batch on N threads packs the
   // weights once, not N + 1 times.
-  std::unique_ptr<PyGraph> replica(int num_threads) const {
-    return std::unique_ptr<PyGraph>(new PyGraph(std::make_unique<Graph>(graph_->model(), num_threads)));
+  std::unique_ptr<PyGraph> replica(Int num_threads) const {
+    const int threads = checked_num_threads(num_threads);
+    return std::unique_ptr<PyGraph>(new PyGraph(std::make_unique<Graph>(graph_->model(), threads)));
   }
 
   // Runs on each image when the arrays carry a batch the graph was not built
@@ -152,7 +194,7 @@ class PyGraph {
   }
 
   // Seconds per run; inputs keep the values of the last run() (zeros at first).
-  std::vector<double> benchmark(int runs, int warmup) {
+  std::vector<double> benchmark(Int runs, Int warmup) {
     if (runs < 1) throw PlanError("runs must be >= 1. Received: runs=" + std::to_string(runs));
     if (warmup < 0) throw PlanError("warmup must be >= 0. Received: warmup=" + std::to_string(warmup));
     std::vector<double> times;
@@ -177,7 +219,7 @@ class PyGraph {
   }
 
   // (name, family, flops, seconds) per operator, each the median of `runs`.
-  py::list profile(int runs) {
+  py::list profile(Int runs) {
     if (runs < 1) throw PlanError("runs must be >= 1. Received: runs=" + std::to_string(runs));
     std::vector<std::vector<double>> per_op(graph_->num_ops());
     {
@@ -236,8 +278,7 @@ class PyGraph {
     int64_t images = -1;
     bool per_image = false;
     for (size_t i = 0; i < ins.size(); ++i) {
-      FloatArray a = FloatArray::ensure(arrays[i]);
-      if (!a) throw PlanError("input " + std::to_string(i) + " must be convertible to float32");
+      FloatArray a = float32_array(arrays[i], "input " + std::to_string(i));
       const Tensor& t = graph_->tensor(ins[i]);
       std::vector<int64_t> got(a.shape(), a.shape() + a.ndim());
       bool exact = got == t.shape;
@@ -320,7 +361,8 @@ PYBIND11_MODULE(_engine, m) {
   m.doc() = "spruce's native sparse inference engine";
   py::register_exception<spruce::PlanError>(m, "PlanError", PyExc_ValueError);
   py::class_<PyGraph>(m, "Graph")
-      .def(py::init<const py::list&, const py::list&, std::vector<int>, std::vector<int>, int>(),
+      .def(py::init<const py::list&, const py::list&, const spruce::IndexList&, const spruce::IndexList&,
+                    spruce::Int>(),
            py::arg("tensors"), py::arg("ops"), py::arg("inputs"), py::arg("outputs"),
            py::arg("num_threads") = 1)
       .def("replica", &PyGraph::replica, py::arg("num_threads") = 1)
@@ -335,6 +377,7 @@ PYBIND11_MODULE(_engine, m) {
       .def_property_readonly("arena_bytes", &PyGraph::arena_bytes)
       .def_property_readonly("naive_bytes", &PyGraph::naive_bytes)
       .def_property_readonly("num_threads", &PyGraph::num_threads);
+  m.attr("MAX_THREADS") = spruce::kMaxThreads;
   m.def("isa", [] { return std::string(spruce::kernels::isa_name(spruce::kernels::default_isa())); },
         "The instruction set the kernels run with on this CPU.");
   spruce::register_kernel_bindings(m);

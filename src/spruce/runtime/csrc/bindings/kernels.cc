@@ -19,6 +19,9 @@ using bindings::conv_hwc_params;
 using bindings::data_of;
 using bindings::dwconv_params;
 using bindings::end_or;
+using bindings::Float;
+using bindings::Int;
+using bindings::Int32;
 using bindings::kInf;
 using bindings::make_activation;
 using bindings::mutable_data_of;
@@ -59,7 +62,7 @@ void register_kernel_bindings(py::module_& parent) {
 
   m.def(
       "pack_sparse",
-      [](const py::object& weights, int64_t in_stride) {
+      [](const py::object& weights, Int in_stride) {
         py::array w = check_array(weights, "weights", {-1, -1});
         if (in_stride <= 0) {
           throw py::value_error("in_stride must be > 0 (pixels per input channel). Received: in_stride=" +
@@ -78,9 +81,9 @@ void register_kernel_bindings(py::module_& parent) {
   m.def(
       "spmm",
       [](const kernels::SparseMatrix& w, const py::object& input, const py::object& bias,
-         const py::object& out, int64_t n_begin, std::optional<int64_t> n_end, int64_t p_begin,
-         std::optional<int64_t> p_end, float act_min, float act_max, bool hard_swish,
-         const std::string& isa, bool input_padded, int64_t out_stride, bool output_padded) {
+         const py::object& out, Int n_begin, std::optional<Int> n_end, Int p_begin,
+         std::optional<Int> p_end, Float act_min, Float act_max, bool hard_swish,
+         const std::string& isa, bool input_padded, Int out_stride, bool output_padded) {
         py::array x = check_array(input, "input", {w.cols, w.in_stride});
         py::array b_keep;
         const float* b = optional_bias(bias, w.rows, &b_keep);
@@ -88,7 +91,7 @@ void register_kernel_bindings(py::module_& parent) {
         if (out_stride == 0) out_stride = w.in_stride;
         const int64_t ne = end_or(n_end, w.rows), pe = end_or(p_end, w.in_stride);
         check_range("output channel", n_begin, ne, w.rows);
-        check_range("pixel", p_begin, pe, std::min(w.in_stride, out_stride));
+        check_range("pixel", p_begin, pe, std::min<int64_t>(w.in_stride, out_stride));
         py::array y = output_array(out, {w.rows, out_stride});
         // Padded ranges read the input and read / write the output to the last vector's end.
         const int64_t reach = p_begin + kernels::whole_vectors(pe - p_begin);
@@ -117,8 +120,8 @@ void register_kernel_bindings(py::module_& parent) {
       py::arg("w"), py::arg("input"), py::arg("bias") = py::none(), py::arg("out") = py::none(),
       py::arg("n_begin") = 0, py::arg("n_end") = py::none(), py::arg("p_begin") = 0,
       py::arg("p_end") = py::none(), py::arg("act_min") = -kInf, py::arg("act_max") = kInf,
-      py::arg("hard_swish") = false, py::arg("isa") = "auto", py::arg("input_padded") = false,
-      py::arg("out_stride") = 0, py::arg("output_padded") = false,
+      py::arg("hard_swish").noconvert() = false, py::arg("isa") = "auto",
+      py::arg("input_padded").noconvert() = false, py::arg("out_stride") = 0, py::arg("output_padded").noconvert() = false,
       "Sparse 1x1 conv: out[n, p] = act(bias[n] + sum_k W[n, k] * input[k, p]) over the given ranges.\n"
       "input_padded: the input may be read to the last vector's end (its extra lanes are dropped).\n"
       "out_stride: floats between output rows (0: in_stride). output_padded: the output may be written\n"
@@ -166,8 +169,8 @@ void register_kernel_bindings(py::module_& parent) {
   m.def(
       "gemm",
       [](const kernels::PackedDense& w, const py::object& input, const py::object& bias,
-         const py::object& out, int64_t n_begin, std::optional<int64_t> n_end, int64_t p_begin,
-         std::optional<int64_t> p_end, float act_min, float act_max, bool hard_swish,
+         const py::object& out, Int n_begin, std::optional<Int> n_end, Int p_begin,
+         std::optional<Int> p_end, Float act_min, Float act_max, bool hard_swish,
          const std::string& isa, const py::object& residual) {
         py::array x = check_array(input, "input", {w.cols, -1});
         const int64_t P = x.shape(1);
@@ -193,16 +196,16 @@ void register_kernel_bindings(py::module_& parent) {
       py::arg("w"), py::arg("input"), py::arg("bias") = py::none(), py::arg("out") = py::none(),
       py::arg("n_begin") = 0, py::arg("n_end") = py::none(), py::arg("p_begin") = 0,
       py::arg("p_end") = py::none(), py::arg("act_min") = -kInf, py::arg("act_max") = kInf,
-      py::arg("hard_swish") = false, py::arg("isa") = "auto", py::arg("residual") = py::none(),
+      py::arg("hard_swish").noconvert() = false, py::arg("isa") = "auto", py::arg("residual") = py::none(),
       "Dense 1x1 conv in CHW (GEMM [N, K] x [K, P]) over the given ranges.\n"
       "residual: an [N, P] array added to each sum before the activation (a fused residual ADD).");
 
   m.def(
       "dwconv_chw",
-      [](const py::object& weights, const py::object& input, const py::object& bias, int32_t stride,
-         const std::vector<int32_t>& padding, const py::object& out, int64_t c_begin,
-         std::optional<int64_t> c_end, float act_min, float act_max, bool hard_swish,
-         const std::string& isa, int64_t out_stride, const std::optional<std::vector<int64_t>>& in_hw) {
+      [](const py::object& weights, const py::object& input, const py::object& bias, Int32 stride,
+         const std::vector<Int32>& padding, const py::object& out, Int c_begin,
+         std::optional<Int> c_end, Float act_min, Float act_max, bool hard_swish,
+         const std::string& isa, Int out_stride, const std::optional<std::vector<Int>>& in_hw) {
         py::array w, x;
         kernels::DwConvParams p = dwconv_params(weights, input, stride, padding, w, x, in_hw);
         const int64_t C = w.shape(0);
@@ -230,7 +233,8 @@ void register_kernel_bindings(py::module_& parent) {
       py::arg("weights"), py::arg("input"), py::arg("bias") = py::none(), py::arg("stride") = 1,
       py::arg("padding") = std::vector<int32_t>{0, 0, 0, 0}, py::arg("out") = py::none(),
       py::arg("c_begin") = 0, py::arg("c_end") = py::none(), py::arg("act_min") = -kInf,
-      py::arg("act_max") = kInf, py::arg("hard_swish") = false, py::arg("isa") = "auto", py::arg("out_stride") = 0,
+      py::arg("act_max") = kInf, py::arg("hard_swish").noconvert() = false, py::arg("isa") = "auto",
+      py::arg("out_stride") = 0,
       py::arg("in_hw") = py::none(),
       "Depthwise conv in CHW; weights [C, k, k], input [C, H, W], padding (top, left, bottom, right).\n"
       "out_stride > 0: output [C, out_stride], plane c in row c's first out_h * out_w floats (the rest junk).\n"
@@ -253,8 +257,8 @@ void register_kernel_bindings(py::module_& parent) {
   m.def(
       "conv_hwc2chw",
       [](const kernels::PackedConvHwc& w, const py::object& input, const py::object& bias,
-         int32_t stride, const std::vector<int32_t>& padding, const py::object& out,
-         int64_t oy_begin, std::optional<int64_t> oy_end, float act_min, float act_max,
+         Int32 stride, const std::vector<Int32>& padding, const py::object& out,
+         Int oy_begin, std::optional<Int> oy_end, Float act_min, Float act_max,
          bool hard_swish, const std::string& isa) {
         py::array x = check_array(input, "input", {-1, -1, w.in_c});
         const kernels::ConvHwcParams p = conv_hwc_params(x, w.out_c, w.kernel, w.in_c, stride, padding);
@@ -276,12 +280,12 @@ void register_kernel_bindings(py::module_& parent) {
       py::arg("w"), py::arg("input"), py::arg("bias") = py::none(), py::arg("stride") = 2,
       py::arg("padding") = std::vector<int32_t>{0, 0, 0, 0}, py::arg("out") = py::none(),
       py::arg("oy_begin") = 0, py::arg("oy_end") = py::none(), py::arg("act_min") = -kInf,
-      py::arg("act_max") = kInf, py::arg("hard_swish") = false, py::arg("isa") = "auto",
+      py::arg("act_max") = kInf, py::arg("hard_swish").noconvert() = false, py::arg("isa") = "auto",
       "Entry conv: input HWC [H, W, in_c], output CHW [out_c, OH, OW].");
 
   m.def(
       "global_avg_pool_chw",
-      [](const py::object& input, const py::object& out, int64_t c_begin, std::optional<int64_t> c_end,
+      [](const py::object& input, const py::object& out, Int c_begin, std::optional<Int> c_end,
          const std::string& isa) {
         py::array x = check_array(input, "input", {-1, -1});
         const int64_t C = x.shape(0), P = x.shape(1);
@@ -301,7 +305,7 @@ void register_kernel_bindings(py::module_& parent) {
   m.def(
       "fully_connected",
       [](const py::object& weights, const py::object& input, const py::object& bias, const py::object& out,
-         int64_t o_begin, std::optional<int64_t> o_end, float act_min, float act_max, const std::string& isa) {
+         Int o_begin, std::optional<Int> o_end, Float act_min, Float act_max, const std::string& isa) {
         py::array w = check_array(weights, "weights", {-1, -1});
         const int64_t outputs = w.shape(0), k = w.shape(1);
         py::array x = check_array(input, "input", {k});

@@ -20,12 +20,12 @@ size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 }  // namespace
 
-int checked_num_threads(int num_threads) {
-  if (num_threads < 1 || num_threads > 256) {
-    throw PlanError("num_threads must be in [1, 256]. Received: num_threads=" +
-                    std::to_string(num_threads));
+int checked_num_threads(int64_t num_threads) {
+  if (num_threads < 1 || num_threads > kMaxThreads) {
+    throw PlanError("num_threads must be in [1, " + std::to_string(kMaxThreads) +
+                    "]. Received: num_threads=" + std::to_string(num_threads));
   }
-  return num_threads;
+  return static_cast<int>(num_threads);
 }
 
 Graph::Graph(std::shared_ptr<const Model> model, int num_threads)

@@ -11,8 +11,11 @@
 
 namespace spruce {
 
-// num_threads, after checking it is in [1, 256] (PlanError if not).
-int checked_num_threads(int num_threads);
+// The most threads a graph runs on.
+constexpr int kMaxThreads = 256;
+
+// num_threads, after checking it is in [1, kMaxThreads] (PlanError if not).
+int checked_num_threads(int64_t num_threads);
 
 // One runnable instance of a Model: the activation arena (planned for its
 // thread count), the tensors' addresses in it, and a thread pool.
