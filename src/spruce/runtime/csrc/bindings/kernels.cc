@@ -290,6 +290,8 @@ void register_kernel_bindings(py::module_& parent) {
       py::arg("act_max") = kInf, py::arg("isa") = "auto",
       "Fully connected row: out[o] = act(bias[o] + sum_i weights[o, i] * input[i]) over the given outputs.");
 
+
+  register_spconv_bindings(m);
 }
 
 }  // namespace spruce
