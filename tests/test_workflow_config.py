@@ -211,3 +211,27 @@ def test_cli_target_and_distill_flags_reach_the_config(capsys):
     assert "target must be one of xnnpack, x86" in capsys.readouterr().err
     assert main(["run", "--distill", "--distill-alpha", "2", "--no-progress"]) == 2
     assert "distill_alpha must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_pointwise_only_redoes_pruning_and_keeps_the_keys_of_earlier_runs():
+    base = RunConfig(target="x86")
+    one_by_one = RunConfig(target="x86", pointwise_only=True)
+    assert one_by_one.stage_key("dense") == base.stage_key("dense")
+    assert one_by_one.stage_key("pruned") != base.stage_key("pruned")
+
+
+def test_pointwise_only_picks_the_engines_1x1_policy_from_the_flag_or_the_prune_section(tmp_path):
+    import argparse
+
+    from spruce.cli.run import add_arguments
+    from spruce.workflow.train import pruning_policy
+
+    assert repr(pruning_policy("x86", pointwise_only=True)) == "PruneForLatencyOnSpruce(pointwise_only=True)"
+    assert repr(pruning_policy("x86")) == "PruneForLatencyOnSpruce()"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--pointwise-only"]).pointwise_only is True
+    assert parser.parse_args([]).pointwise_only is None
+    path = tmp_path / "run.toml"
+    path.write_text("[prune]\ntarget = 'x86'\npointwise_only = true\n")
+    assert load_config(path).pointwise_only is True
