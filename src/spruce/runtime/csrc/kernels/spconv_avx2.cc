@@ -9,6 +9,7 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/simd_avx2.h"
 #include "kernels/spconv.h"
@@ -45,15 +46,26 @@ void spconv_tile(const SparseConv& w, const float* bias, const char* in, float* 
           }
         }
       }
-      const int32_t end = row_ptr[n + 1];
-      for (int32_t j = row_ptr[n]; j < end; ++j) {
-        const __m256 wj = _mm256_broadcast_ss(values + j);
-        const char* x = in + offsets[j];
+      auto multiply_add = [&](const char* x, __m256 wj) {
         for (int r = 0; r < R; ++r) {
           const float* xr = reinterpret_cast<const float*>(x + r * in_row);
           for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8 * v), wj, acc[r][v]);
         }
+      };
+      int32_t j = row_ptr[n];
+      const int32_t end = row_ptr[n + 1];
+      // Two nonzeros per step, in order: their weights in one 8-byte load, their
+      // offsets in another, which leaves the load ports to the input vectors.
+      for (; j + 1 < end; j += 2) {
+        double w01_bits;  // memcpy, as values + j is only 4-byte aligned; still one load
+        std::memcpy(&w01_bits, values + j, sizeof(w01_bits));
+        const __m128 w01 = _mm_castpd_ps(_mm_set_sd(w01_bits));
+        uint64_t pair;
+        std::memcpy(&pair, offsets + j, sizeof(pair));
+        multiply_add(in + static_cast<int32_t>(pair & 0xffffffffu), _mm256_broadcastss_ps(w01));
+        multiply_add(in + static_cast<int32_t>(pair >> 32), _mm256_broadcastss_ps(_mm_movehdup_ps(w01)));
       }
+      if (j < end) multiply_add(in + offsets[j], _mm256_broadcast_ss(values + j));
       for (int r = 0; r < R; ++r) {
         for (int v = 0; v < V; ++v) {
           const __m256 y = last ? epilogue(acc[r][v]) : acc[r][v];
