@@ -235,3 +235,10 @@ def test_pointwise_only_picks_the_engines_1x1_policy_from_the_flag_or_the_prune_
     path = tmp_path / "run.toml"
     path.write_text("[prune]\ntarget = 'x86'\npointwise_only = true\n")
     assert load_config(path).pointwise_only is True
+
+
+def test_cli_pointwise_only_reaches_the_config_and_needs_the_x86_target(capsys):
+    from spruce.cli import main
+
+    assert main(["run", "--pointwise-only", "--no-progress"]) == 2
+    assert "pointwise_only must be false unless target is x86" in capsys.readouterr().err

@@ -85,6 +85,7 @@ def main(args):
     overrides["cpu_devices"] = args.cpu_devices
     overrides["pretrained"] = args.pretrained
     overrides["distill"] = args.distill
+    overrides["pointwise_only"] = args.pointwise_only
     try:
         config = load_config(args.config, overrides)
     except ConfigError as e:

@@ -125,6 +125,9 @@ class RunConfig:
             bad("distill_alpha", "in [0, 1] (0: labels only, 1: the dense model's outputs only)")
         if not self.distill_temperature > 0.0:
             bad("distill_temperature", "a positive number")
+        if self.pointwise_only and self.target != "x86":
+            bad("pointwise_only", "false unless target is x86 (XNNPACK's policy prunes only 1x1 "
+                                  "convolutions anyway); add --target x86")
         if self.cpu_devices < 1:
             bad("cpu_devices", "a positive integer (the number of devices to split the host CPU "
                                "into; 1 = no split)")
