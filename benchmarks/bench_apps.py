@@ -1,13 +1,19 @@
 """spruce's engine against the LiteRT interpreter on the Keras application CNNs.
 
 For each net (keras.applications, weights=None so nothing is downloaded, logits:
-classifier_activation=None) it zeroes nothing for the dense export and 90% of
-each 1x1 conv kernel by magnitude for the pruned one, exports both with
-spruce.export_litert (the pruned one stores its weights sparse), and times, in
-one process and interleaved round by round, one thread each:
+classifier_activation=None) it zeroes nothing for the dense export, 90% of each
+1x1 conv kernel by magnitude for the "90" export, and 90% (and, for the ResNets,
+75%) of every kernel PruneForLatencyOnSpruce() prunes (every convolution but the
+stem) for the "all90" ("all75") export; it exports them with spruce.export_litert
+(the pruned ones store their weights sparse) and times, in one process and
+interleaved round by round, one thread each:
 
 - LiteRT's interpreter (XNNPACK) on the dense export: the baseline;
-- spruce's engine on the dense export and on the 90% export.
+- spruce's engine on the dense export and on each pruned export.
+
+Where the policy prunes exactly the 1x1 convs (the MobileNets, EfficientNet),
+"all90" is the "90" export and is not timed twice; the goal then checks that the
+policy keeps the 1x1-only speed-up.
 
 Each engine's outputs are compared with LiteRT's on the same file (max relative
 error of the logits). A net the engine refuses is recorded with the refusal
@@ -29,12 +35,19 @@ import time
 
 import numpy as np
 
-NETS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "ResNet50")
+NETS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "ResNet50",
+        "ResNet50V2")
 # Goals: the dense export at most 1.25x slower than LiteRT; the 90% export at least this much faster.
 DENSE_SLOWDOWN_MAX = 1.25
 SPARSE90_SPEEDUP = {"MobileNet": 4.0, "MobileNetV2": 3.0, "MobileNetV3Large": 2.0, "MobileNetV3Small": 1.8,
                     "EfficientNetB0": 2.0}
 SPARSITY = 0.9
+# Every convolution the engine's policy prunes, at these sparsities (export name -> zeros).
+POLICY_SPARSITIES = {"all90": 0.9, "all75": 0.75}
+# The nets whose 3x3 convolutions matter get both; the others only all90.
+FULL_CONV_NETS = ("ResNet50", "ResNet50V2")
+# Goals for every convolution but the stem pruned (export -> at least this much faster than LiteRT).
+ALL_CONV_SPEEDUP = {"ResNet50": {"all90": 3.0, "all75": 1.8}}
 
 
 def cpu_info():
@@ -58,30 +71,75 @@ def zero_by_magnitude(kernel, sparsity):
     return out
 
 
+def export_names(net):
+    return ("dense", "90", "all90") + (("all75",) if net in FULL_CONV_NETS else ())
+
+
 def export_paths(folder, net, size):
-    return {name: os.path.join(folder, f"{net}_{size}_{name}.tflite") for name in ("dense", "90")}
+    return {name: os.path.join(folder, f"{net}_{size}_{name}.tflite") for name in export_names(net)}
+
+
+def _build(net, size):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return getattr(keras.applications, net)(weights=None, input_shape=(size, size, 3),
+                                            classifier_activation=None)
+
+
+def _zero(layers, sparsity):
+    for layer in layers:
+        weights = layer.get_weights()
+        weights[0] = zero_by_magnitude(weights[0], sparsity)
+        layer.set_weights(weights)
+
+
+def policy_layers(model):
+    """The layers PruneForLatencyOnSpruce() prunes in `model` (every conv but the stem)."""
+    import spruce
+
+    policy = spruce.PruneForLatencyOnSpruce()
+    policy.ensure_model_supports_pruning(model)
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if policy.allow_pruning(layer)]
 
 
 def build_exports(net, size, paths):
-    """Writes the dense and the 90%-pruned-1x1 exports of keras.applications.<net>."""
+    """Writes the dense, the 90%-pruned-1x1 and the policy-pruned exports of keras.applications.<net>.
+
+    Returns whether the policy prunes exactly the 1x1 convs (then "all90" is the "90" file)."""
     import keras
 
     import spruce
 
-    keras.utils.set_random_seed(0)
-    model = getattr(keras.applications, net)(weights=None, input_shape=(size, size, 3),
-                                             classifier_activation=None)
+    model = _build(net, size)
     spruce.export_litert(model, paths["dense"], sparse=False, verify=False)
-    pointwise = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1):
-            weights = layer.get_weights()
-            weights[0] = zero_by_magnitude(weights[0], SPARSITY)
-            layer.set_weights(weights)
-            pointwise += 1
+    pointwise = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+                 if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1)]
+    same = {id(layer) for layer in policy_layers(model)} == {id(layer) for layer in pointwise}
+    _zero(pointwise, SPARSITY)
     spruce.export_litert(model, paths["90"], sparse=True, verify=False)
     keras.backend.clear_session()
-    return pointwise
+    for name in paths:
+        if name not in POLICY_SPARSITIES or (same and name == "all90"):
+            continue
+        model = _build(net, size)
+        _zero(policy_layers(model), POLICY_SPARSITIES[name])
+        spruce.export_litert(model, paths[name], sparse=True, verify=False)
+        keras.backend.clear_session()
+    return same
+
+
+def policy_prunes_only_1x1(net, size):
+    """Whether the engine's policy prunes exactly the 1x1 convs of `net` (no export)."""
+    import keras
+
+    model = _build(net, size)
+    pointwise = {id(layer) for layer in model._flatten_layers(include_self=False, recursive=True)
+                 if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1)}
+    same = {id(layer) for layer in policy_layers(model)} == pointwise
+    keras.backend.clear_session()
+    return same
 
 
 def operators(path):
@@ -123,16 +181,19 @@ def summary(times):
             "runs": len(times)}
 
 
-def bench_net(net, paths, size, rounds, runs):
-    """Figures for one net: times, ratios, errors, goal checks (or the refusal)."""
+def bench_net(net, paths, size, rounds, runs, policy_is_1x1=False):
+    """Figures for one net: times, ratios, errors, goal checks (or the refusal).
+
+    policy_is_1x1: the "all90" export is the "90" one (the policy prunes exactly the 1x1 convs)."""
     from spruce.runtime import Engine, UnsupportedModelError
 
     x = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
-    result = {"operators": operators(paths["dense"])}
-    interpreters = {"dense": litert_interpreter(paths["dense"]), "90": litert_interpreter(paths["90"])}
+    result = {"operators": operators(paths["dense"]), "policy_prunes_only_1x1": policy_is_1x1}
+    timed = [name for name in paths if not (policy_is_1x1 and name == "all90")]
+    interpreters = {name: litert_interpreter(paths[name]) for name in timed}
     engines = {}
     try:
-        for name in ("dense", "90"):
+        for name in timed:
             engines[name] = Engine(paths[name], num_threads=1)
     except UnsupportedModelError as e:
         result["refused"] = str(e)
@@ -143,13 +204,15 @@ def bench_net(net, paths, size, rounds, runs):
     litert = interpreters["dense"]
     litert_run(litert, x)
     litert_times(litert, 1)
-    times = {"litert_dense": [], "spruce_dense": [], "spruce_90": []}
+    times = {"litert_dense": [], **{f"spruce_{name}": [] for name in engines}}
     for _ in range(rounds):
         times["litert_dense"] += litert_times(litert, runs)
         for name, engine in engines.items():
             times[f"spruce_{name}"] += list(engine.benchmark(runs, 1).times)
     med = {k: statistics.median(v) for k, v in times.items()}
     speedups = {f"spruce_{name}_vs_litert_dense": med["litert_dense"] / med[f"spruce_{name}"] for name in engines}
+    if policy_is_1x1:  # the same file: the policy's speed-up is the 1x1 one
+        speedups["spruce_all90_vs_litert_dense"] = speedups["spruce_90_vs_litert_dense"]
     result["times"] = {k: summary(v) for k, v in times.items()}
     result["speedups"] = speedups
     result["speedups_from_fastest_runs"] = {
@@ -160,6 +223,11 @@ def bench_net(net, paths, size, rounds, runs):
     if net in SPARSE90_SPEEDUP:
         goals[f"sparse90_at_least_{SPARSE90_SPEEDUP[net]}x"] = (
             speedups["spruce_90_vs_litert_dense"] >= SPARSE90_SPEEDUP[net])
+    for name, goal in ALL_CONV_SPEEDUP.get(net, {}).items():
+        goals[f"{name}_at_least_{goal}x"] = speedups[f"spruce_{name}_vs_litert_dense"] >= goal
+    if net not in FULL_CONV_NETS:  # the engine's policy must not lose the 1x1-only speed-up
+        goals["policy_keeps_1x1_speedup"] = (
+            speedups["spruce_all90_vs_litert_dense"] >= speedups["spruce_90_vs_litert_dense"])
     result["goals"] = goals
     return result
 
@@ -195,10 +263,15 @@ def main(argv=None):
     results = {}
     for net in nets:
         paths = export_paths(folder, net, args.size)
-        if not (args.cache_dir and all(os.path.exists(p) for p in paths.values())):
-            build_exports(net, args.size, paths)
+        cached = args.cache_dir and all(os.path.exists(p) for n, p in paths.items() if n != "all90")
+        if cached:
+            same = policy_prunes_only_1x1(net, args.size)
+        if not cached or not (same or os.path.exists(paths["all90"])):
+            same = build_exports(net, args.size, paths)
+        if same:
+            paths["all90"] = paths["90"]
         print(f"{net}: timing", file=sys.stderr, flush=True)
-        results[net] = bench_net(net, paths, args.size, args.rounds, args.runs)
+        results[net] = bench_net(net, paths, args.size, args.rounds, args.runs, policy_is_1x1=same)
         results[net]["exports"] = paths
 
     report = {
@@ -207,13 +280,18 @@ def main(argv=None):
         "timing": "spruce: each run timed inside Engine.benchmark's native loop; LiteRT: each invoke() "
                   "timed from Python",
         "model": {"input": [1, args.size, args.size, 3], "weights": "random (weights=None), seed 0",
-                  "pruned": f"{SPARSITY:.0%} of each 1x1 conv kernel zeroed by magnitude"},
+                  "pruned": f"90: {SPARSITY:.0%} of each 1x1 conv kernel zeroed by magnitude; all90 / all75: "
+                            "90% / 75% of every kernel PruneForLatencyOnSpruce() prunes (every conv "
+                            "but the stem)"},
         "cpu": cpu_info(), "cores": os.cpu_count(), "isa": _engine.isa(), "threads": 1,
         "versions": {"python": sys.version.split()[0], "spruce": spruce.__version__, "numpy": np.__version__,
                      "tensorflow": tf.__version__, "keras": keras.__version__,
                      "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown")},
         "rounds": args.rounds, "runs_per_round": args.runs,
-        "goals_definition": {"dense_slowdown_max": DENSE_SLOWDOWN_MAX, "sparse90_speedup_min": SPARSE90_SPEEDUP},
+        "goals_definition": {"dense_slowdown_max": DENSE_SLOWDOWN_MAX, "sparse90_speedup_min": SPARSE90_SPEEDUP,
+                             "all_conv_speedup_min": ALL_CONV_SPEEDUP,
+                             "policy_keeps_1x1_speedup": "all90 at least as fast as 90 where the policy "
+                                                         "prunes only 1x1 convs"},
         "nets": results,
         "all_goals_met": all(r.get("goals") and all(r["goals"].values()) for r in results.values()),
     }

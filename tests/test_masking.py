@@ -144,3 +144,14 @@ def test_masks_trace_inside_a_compiled_function():
     for sparsity in (0.3, 0.8):
         mask = ops.convert_to_numpy(fn(w, np.float32(sparsity)))
         np.testing.assert_array_equal(mask, reference_magnitude_mask(w, sparsity)[0])
+
+
+def test_zero_blocks_of_a_kxk_conv_kernel_count_each_tap_on_its_own():
+    from spruce.masking import count_zero_blocks
+
+    kernel = np.ones((3, 3, 16, 8), np.float32)
+    kernel[0, 0, :4, :4] = 0.0  # one whole 4x4 block of tap (0, 0)
+    kernel[2, 1, 0, 0] = 0.0  # one zero inside a block of tap (2, 1)
+    assert count_zero_blocks(kernel, (4, 4)) == {"blocks": 9 * 4 * 2, "zero": 1, "partial": 1}
+    assert count_zero_blocks(kernel, (1, 1))["zero"] == 17
+    assert count_zero_blocks(kernel[0, 0], (4, 4)) == {"blocks": 8, "zero": 1, "partial": 0}

@@ -16,6 +16,8 @@ import spruce
 from spruce.policies import spruce_engine
 
 POLICY = spruce.PruneForLatencyOnSpruce()
+# The engine before its sparse KxK kernel, and XNNPACK's sparse path: 1x1 stride-1 unpadded only.
+POLICY_1X1 = spruce.PruneForLatencyOnSpruce(pointwise_only=True)
 
 tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                      reason="exports with the TF converter, or slow under JAX")
@@ -49,14 +51,26 @@ def engine_net(input_shape=(16, 16, 3)):
 
 
 ENGINE_NET_SPARSE = {"expand", "se_reduce", "se_expand", "project", "classifier"}
+# Every convolution but the stem, under the default policy.
+ENGINE_NET_SPARSE_ALL = ENGINE_NET_SPARSE | {"full_3x3", "padded_1x1"}
 
 
 def verdicts(model, policy=POLICY):
     return {v.name: v for v in spruce.check_spruce(model, policy).layers}
 
 
-def test_check_spruce_runs_the_1x1_convs_sparse_wherever_they_sit():
+def test_check_spruce_runs_every_conv_but_the_stem_sparse():
     report = spruce.check_spruce(engine_net())
+    assert report.ok and set(report.sparse_layers) == set(report.pruned_layers) == ENGINE_NET_SPARSE_ALL
+    v = {v.name: v for v in report.layers}
+    assert "stem" in v["stem"].reason and "3 input channel" in v["stem"].reason
+    assert "sparse KxK kernel" in v["full_3x3"].reason and "sparse KxK kernel" in v["padded_1x1"].reason
+    assert "sparse 1x1 kernel" in v["project"].reason
+    assert report.policy == "PruneForLatencyOnSpruce()"
+
+
+def test_pointwise_only_runs_the_1x1_convs_sparse_wherever_they_sit():
+    report = spruce.check_spruce(engine_net(), POLICY_1X1)
     assert report.ok and set(report.sparse_layers) == ENGINE_NET_SPARSE
     assert set(report.pruned_layers) == ENGINE_NET_SPARSE
     v = {v.name: v for v in report.layers}
@@ -64,6 +78,14 @@ def test_check_spruce_runs_the_1x1_convs_sparse_wherever_they_sit():
     assert "no sparse depthwise kernel" in v["dw_same"].reason
     assert "3x3 Conv2D" in v["full_3x3"].reason and "runs it dense" in v["full_3x3"].reason
     assert "ZeroPadding2D before it, which the engine folds" in v["padded_1x1"].reason
+    assert "pointwise_only=True" in v["full_3x3"].reason
+    assert report.policy == "PruneForLatencyOnSpruce(pointwise_only=True)"
+
+
+def test_pointwise_only_must_be_a_bool():
+    with pytest.raises(ValueError, match="pointwise_only must be True or False. Received: "
+                                         "pointwise_only='yes'"):
+        spruce.PruneForLatencyOnSpruce(pointwise_only="yes")
 
 
 def test_a_1x1_conv_reading_the_model_input_with_few_channels_runs_the_dense_entry_kernel():
@@ -77,35 +99,40 @@ def test_a_1x1_conv_reading_the_model_input_with_few_channels_runs_the_dense_ent
     assert verdicts(model(16))["first"].runs_sparse
 
 
-@pytest.mark.parametrize("make, sparse", [
-    (lambda: layers.Conv2D(8, 1), True),
-    (lambda: layers.Conv2D(8, 1, padding="same"), True),
-    (lambda: layers.SeparableConv2D(8, 3, padding="same"), True),
-    (lambda: layers.Conv2D(8, 3, padding="same"), False),
-    (lambda: layers.Conv2D(8, 1, strides=2), False),
-    (lambda: layers.Conv2D(8, 1, dilation_rate=2), False),
-    (lambda: layers.Conv2D(8, 1, groups=2), False),
-    (lambda: layers.DepthwiseConv2D(3), False),
-    (lambda: layers.Dense(8), False),
+@pytest.mark.parametrize("make, sparse, sparse_1x1_only", [
+    (lambda: layers.Conv2D(8, 1), True, True),
+    (lambda: layers.Conv2D(8, 1, padding="same"), True, True),
+    (lambda: layers.SeparableConv2D(8, 3, padding="same"), True, True),
+    (lambda: layers.Conv2D(8, 3, padding="same"), True, False),
+    (lambda: layers.Conv2D(8, 5, strides=2), True, False),
+    (lambda: layers.Conv2D(8, 1, strides=2), True, False),
+    (lambda: layers.Conv2D(8, 1, dilation_rate=2), False, False),
+    (lambda: layers.Conv2D(8, 3, dilation_rate=2), False, False),
+    (lambda: layers.Conv2D(8, 1, groups=2), False, False),
+    (lambda: layers.DepthwiseConv2D(3), False, False),
+    (lambda: layers.Dense(8), False, False),
 ])
-def test_allow_pruning_accepts_what_the_engine_runs_sparse(make, sparse):
+def test_allow_pruning_accepts_what_the_engine_runs_sparse(make, sparse, sparse_1x1_only):
     layer = make()
     layer.build((1, 8, 8, 16))
     assert POLICY.allow_pruning(layer) is sparse
+    assert POLICY_1X1.allow_pruning(layer) is sparse_1x1_only
 
 
-def test_allow_pruning_never_takes_a_stem_on_three_channels():
-    layer = layers.Conv2D(8, 1)
+@pytest.mark.parametrize("kernel_size", [1, 3, 7])
+def test_allow_pruning_never_takes_a_stem_on_three_channels(kernel_size):
+    layer = layers.Conv2D(8, kernel_size)
     layer.build((1, 8, 8, 3))
-    assert not POLICY.allow_pruning(layer)
+    assert not POLICY.allow_pruning(layer) and not POLICY_1X1.allow_pruning(layer)
 
 
-def test_a_sparse_kxk_kernel_in_the_engine_is_one_more_entry_in_the_table(monkeypatch):
-    """When the engine runs 3x3 convolutions sparse, the table is all that changes."""
-    monkeypatch.setattr(spruce_engine, "ENGINE_SPARSE_CONVS", spruce_engine.ENGINE_SPARSE_CONVS + (
-        spruce_engine.SparseConv((3, 3), frozenset({(1, 1), (2, 2)}), padded=True),))
+def test_the_kxk_entry_of_the_table_is_what_makes_full_convs_sparse(monkeypatch):
+    """The sparse KxK kernel is one entry of ENGINE_SPARSE_CONVS; without it, 1x1 only."""
     report = spruce.check_spruce(engine_net())
-    assert set(report.sparse_layers) == ENGINE_NET_SPARSE | {"full_3x3"}
+    assert set(report.sparse_layers) == ENGINE_NET_SPARSE_ALL
+    monkeypatch.setattr(spruce_engine, "ENGINE_SPARSE_CONVS", (spruce_engine.POINTWISE,))
+    report = spruce.check_spruce(engine_net())
+    assert set(report.sparse_layers) == ENGINE_NET_SPARSE
     assert not {v.name: v for v in report.layers}["stem"].runs_sparse  # 3 channels: never
 
 
@@ -113,8 +140,8 @@ def test_shared_layer_runs_sparse_only_if_every_call_does():
     inputs = keras.Input((8, 8, 16))
     shared = layers.Conv2D(16, 1, name="shared")
     x = shared(inputs)  # reads the model input, > 8 channels: sparse
-    x = shared(layers.ZeroPadding2D(1)(x))  # a folded padding: dense
-    report = spruce.check_spruce(keras.Model(inputs, x))
+    x = shared(layers.ZeroPadding2D(1)(x))  # a folded padding: dense when pointwise_only
+    report = spruce.check_spruce(keras.Model(inputs, x), POLICY_1X1)
     assert report.sparse_layers == [] and not report.ok
     assert "shared with a call the engine runs dense" in report.layers[0].reason
 
@@ -144,7 +171,7 @@ def test_schedule_warning_fires_below_the_engines_sparse_threshold():
 
 def test_report_is_a_readable_table_and_serialises_to_json():
     model = engine_net()
-    report = spruce.check_spruce(model)
+    report = spruce.check_spruce(model, POLICY_1X1)
     text = str(report)
     assert "spruce engine (x86) check of 'engine_net'" in text and "padded_1x1" in text
     assert "runs 5 layer(s) sparse" in text and "0 of them are now" in text
@@ -155,7 +182,7 @@ def test_report_is_a_readable_table_and_serialises_to_json():
     project = model.get_layer("project")
     kernel = keras.ops.convert_to_numpy(project.kernel)
     project.kernel.assign(np.where(np.abs(kernel) < np.quantile(np.abs(kernel), 0.7), 0, kernel))
-    again = spruce.check_spruce(model)
+    again = spruce.check_spruce(model, POLICY_1X1)
     assert again.ready_layers == ["project"]
     assert {v.name: v for v in again.layers}["project"].zeros == pytest.approx(0.7, abs=0.01)
 
@@ -205,7 +232,7 @@ def _engine_sparse_layers(path, model):
     known = {layer.name for layer in model.layers}
     names = set()
     for layer in Engine(path).layers:
-        if layer.kernel in ("spmm", "spmm_groups", "matvec_sparse"):
+        if layer.kernel in ("spmm", "spmm_groups", "matvec_sparse", "spconv"):
             weights = graph.operators[layer.index].inputs[1]
             name = short_name(graph.tensors[sources.get(weights, weights)].name)
             # the exported graph may suffix a layer's name ("expand_1")
@@ -229,8 +256,26 @@ def _one_by_one_input_net(channels):
     return keras.Model(inputs, x)
 
 
+def _resnet_like_net():
+    """What ResNets have: strided 1x1 and 3x3 convs, ZeroPadding2D before a 'valid' stride-2
+    conv, a 5x5; and a dilated conv, which the engine runs dense."""
+    inputs = keras.Input((24, 24, 3))
+    x = layers.ZeroPadding2D(3)(inputs)
+    x = layers.Conv2D(16, 7, strides=2, name="stem")(x)
+    shortcut = layers.Conv2D(32, 1, strides=2, name="shortcut")(x)
+    y = layers.Conv2D(16, 1, name="reduce")(x)
+    y = layers.ZeroPadding2D(1)(y)
+    y = layers.Conv2D(16, 3, strides=2, name="down_3x3")(y)
+    y = layers.Conv2D(32, 1, name="restore")(y)
+    x = layers.ReLU()(layers.Add()([shortcut, y]))
+    x = layers.Conv2D(16, 5, padding="same", name="wide_5x5")(x)
+    x = layers.Conv2D(16, 3, dilation_rate=2, padding="same", name="dilated")(x)
+    return keras.Model(inputs, layers.GlobalAveragePooling2D()(x))
+
+
 ENGINE_CASES = {
     "engine_net": engine_net,
+    "resnet_like": _resnet_like_net,
     "input_with_6_channels": lambda: _one_by_one_input_net(6),
     "input_with_16_channels": lambda: _one_by_one_input_net(16),
 }
@@ -239,8 +284,8 @@ ENGINE_CASES = {
 @tensorflow_only
 @pytest.mark.parametrize("case", sorted(ENGINE_CASES))
 def test_check_spruce_agrees_with_the_engines_loader(case, tmp_path):
-    """Every 1x1-shaped layer at 90% zeros: the engine runs sparse exactly the layers the
-    policy prunes. (The 90% prunes even layers the policy leaves, to catch both ways.)"""
+    """Every conv at 90% zeros: the engine runs sparse exactly the layers the policy prunes.
+    (The 90% prunes even layers the policy leaves, to catch both ways.)"""
     model = ENGINE_CASES[case]()
     candidates = [l.name for l in model.layers
                   if isinstance(l, layers.Conv2D) and not isinstance(l, layers.SeparableConv2D)]
@@ -256,7 +301,9 @@ def test_check_spruce_agrees_with_the_engines_loader(case, tmp_path):
 
 
 @tensorflow_only
-def test_pruned_with_the_policy_stripped_and_exported_the_engine_runs_it_sparse(tmp_path):
+@pytest.mark.parametrize("policy, expected", [(POLICY_1X1, ENGINE_NET_SPARSE), (POLICY, ENGINE_NET_SPARSE_ALL)],
+                         ids=["pointwise_only", "default"])
+def test_pruned_with_the_policy_stripped_and_exported_the_engine_runs_it_sparse(tmp_path, policy, expected):
     """The whole flow on a net XNNPACK refuses: prune, fine-tune a step, strip, export, run."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -266,19 +313,18 @@ def test_pruned_with_the_policy_stripped_and_exported_the_engine_runs_it_sparse(
     with pytest.raises(ValueError):
         spruce.PruneForLatencyOnXNNPack().ensure_model_supports_pruning(model)
     schedule = spruce.ConstantSparsity(0.8, 0, frequency=1)
-    pruned = spruce.prune_low_magnitude(model, pruning_schedule=schedule,
-                                        pruning_policy=spruce.PruneForLatencyOnSpruce())
+    pruned = spruce.prune_low_magnitude(model, pruning_schedule=schedule, pruning_policy=policy)
     pruned.compile("adam", keras.losses.MeanSquaredError())
     rng = np.random.default_rng(0)
     x = rng.random((8, 16, 16, 3), dtype=np.float32)
     pruned.fit(x, rng.random((8, 10), dtype=np.float32), batch_size=4, epochs=1, verbose=0,
                callbacks=[spruce.UpdatePruningStep()])
     stripped = spruce.strip_pruning(pruned)
-    report = spruce.check_spruce(stripped)
-    assert set(report.ready_layers) == ENGINE_NET_SPARSE
+    report = spruce.check_spruce(stripped, policy)
+    assert set(report.ready_layers) == expected
 
     path = _export(stripped, tmp_path / "engine_net.tflite")
-    assert _engine_sparse_layers(path, stripped) == ENGINE_NET_SPARSE
+    assert _engine_sparse_layers(path, stripped) == expected
     interpreter = Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
     [inp], [out] = interpreter.get_input_details(), interpreter.get_output_details()

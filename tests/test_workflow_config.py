@@ -231,3 +231,34 @@ def test_image_size_redoes_everything_but_32_keeps_the_keys_of_earlier_runs():
     assert RunConfig(image_size=32).stage_key("export") == base.stage_key("export")
     for stage in ("data", "dense", "pruned", "export"):
         assert RunConfig(image_size=64).stage_key(stage) != base.stage_key(stage)
+
+
+def test_pointwise_only_redoes_pruning_and_keeps_the_keys_of_earlier_runs():
+    base = RunConfig(target="x86")
+    one_by_one = RunConfig(target="x86", pointwise_only=True)
+    assert one_by_one.stage_key("dense") == base.stage_key("dense")
+    assert one_by_one.stage_key("pruned") != base.stage_key("pruned")
+
+
+def test_pointwise_only_picks_the_engines_1x1_policy_from_the_flag_or_the_prune_section(tmp_path):
+    import argparse
+
+    from spruce.cli.run import add_arguments
+    from spruce.workflow.train import pruning_policy
+
+    assert repr(pruning_policy("x86", pointwise_only=True)) == "PruneForLatencyOnSpruce(pointwise_only=True)"
+    assert repr(pruning_policy("x86")) == "PruneForLatencyOnSpruce()"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--pointwise-only"]).pointwise_only is True
+    assert parser.parse_args([]).pointwise_only is None
+    path = tmp_path / "run.toml"
+    path.write_text("[prune]\ntarget = 'x86'\npointwise_only = true\n")
+    assert load_config(path).pointwise_only is True
+
+
+def test_cli_pointwise_only_reaches_the_config_and_needs_the_x86_target(capsys):
+    from spruce.cli import main
+
+    assert main(["run", "--pointwise-only", "--no-progress"]) == 2
+    assert "pointwise_only must be false unless target is x86" in capsys.readouterr().err

@@ -68,17 +68,19 @@ def _block_counts(rows, cols, block_size):
 
 
 def count_zero_blocks(kernel, block_size):
-    """How the zeros of a 2-D weight (or a 1x1 conv kernel's (in, out) matrix) fall into
+    """How the zeros of a 2-D weight (or a conv kernel's (in, out) matrices) fall into
     `block_size` blocks tiled as `block_mask` tiles them (edge blocks hold only the
     weights they cover): {"blocks": n, "zero": blocks all zero, "partial": partly zero}."""
     kernel = np.asarray(kernel)
     rows, cols = kernel.shape[-2], kernel.shape[-1]
     bh, bw = block_size
     gr, gc = -(-rows // bh), -(-cols // bw)
-    pad = ((0, gr * bh - rows), (0, gc * bw - cols))
-    zeros = np.pad(kernel.reshape(rows, cols) == 0, pad).reshape(gr, bh, gc, bw).sum(axis=(1, 3))
+    pad = ((0, 0), (0, gr * bh - rows), (0, gc * bw - cols))
+    # A KxK conv kernel holds one (in, out) matrix per tap; each is tiled on its own.
+    taps = kernel.reshape(-1, rows, cols) == 0
+    zeros = np.pad(taps, pad).reshape(-1, gr, bh, gc, bw).sum(axis=(2, 4))
     real = _block_counts(rows, cols, block_size)
-    return {"blocks": int(gr * gc), "zero": int(np.sum(zeros == real)),
+    return {"blocks": int(taps.shape[0] * gr * gc), "zero": int(np.sum(zeros == real)),
             "partial": int(np.sum((zeros > 0) & (zeros < real)))}
 
 

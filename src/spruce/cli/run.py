@@ -55,6 +55,9 @@ def add_arguments(parser):
                         help="train the model densely even though it arrives trained (from its weights)")
     parser.add_argument("--distill", dest="distill", action="store_const", const=True, default=None,
                         help="fine-tune with knowledge distillation from the dense model")
+    parser.add_argument("--pointwise-only", dest="pointwise_only", action="store_const", const=True,
+                        default=None, help="with --target x86: prune only the 1x1 convolutions "
+                                           "(PruneForLatencyOnSpruce(pointwise_only=True))")
     parser.add_argument("--quick", dest="quick", action="store_const", const=True, default=None,
                         help="smoke run on a subset (6000 training, 1000 test images, 3 + 2 epochs)")
     parser.add_argument("--distribute", dest="distribute", action="store_const", const=True, default=None,
@@ -87,6 +90,7 @@ def main(args):
     overrides["cpu_devices"] = args.cpu_devices
     overrides["pretrained"] = args.pretrained
     overrides["distill"] = args.distill
+    overrides["pointwise_only"] = args.pointwise_only
     try:
         config = load_config(args.config, overrides)
     except ConfigError as e:

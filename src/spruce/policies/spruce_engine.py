@@ -29,24 +29,34 @@ L = keras.layers
 class SparseConv:
     """A convolution shape the engine runs from sparse weights."""
 
-    kernel: tuple  # (kh, kw)
-    strides: frozenset  # of (sh, sw)
+    kernel: tuple | None  # (kh, kw); None: any kernel size
+    strides: frozenset | None  # of (sh, sw); None: any stride
     padded: bool  # whether explicit padding (a folded ZeroPadding2D, 'same' with k > 1) is run
 
+    def matches(self, kernel, strides, padded):
+        return ((self.kernel is None or kernel == self.kernel)
+                and (self.strides is None or strides in self.strides)
+                and (self.padded or not padded))
+
     def describe(self):
-        strides = " or ".join(str(s[0]) if s[0] == s[1] else str(s) for s in sorted(self.strides))
+        if self.kernel is None:
+            return "any other Conv2D (any kernel size, stride and padding)"
+        strides = ("any" if self.strides is None else
+                   " or ".join(str(s[0]) if s[0] == s[1] else str(s) for s in sorted(self.strides)))
         return (f"{self.kernel[0]}x{self.kernel[1]} Conv2D (stride {strides}"
                 + (")" if self.padded else ", unpadded)"))
 
 
 # The one place that says which convolutions the engine runs sparse: the loader sends a
-# CONV_2D of these shapes to the sparse kernel ("spmm", "spmm_groups" for weights pruned
-# in blocks of output channels, "matvec_sparse" on a 1x1 map as in squeeze-and-excite)
-# once its weights hold `sparse_threshold` zeros, and runs
-# every other convolution, depthwise and fully-connected layer dense. Groups must be 1
-# and dilation 1. A sparse KxK kernel in the engine becomes one more entry here.
+# CONV_2D of these shapes to a sparse kernel once its weights hold `sparse_threshold`
+# zeros: the 1x1 stride-1 unpadded ones to "spmm" ("spmm_groups" for weights pruned in
+# blocks of output channels, "matvec_sparse" on a 1x1 map as in squeeze-and-excite), every
+# other one to the sparse KxK kernel "spconv". Depthwise and fully-connected layers run
+# dense. Groups must be 1 and dilation 1.
+POINTWISE = SparseConv(kernel=(1, 1), strides=frozenset({(1, 1)}), padded=False)
 ENGINE_SPARSE_CONVS = (
-    SparseConv(kernel=(1, 1), strides=frozenset({(1, 1)}), padded=False),
+    POINTWISE,
+    SparseConv(kernel=None, strides=None, padded=True),
 )
 
 # A convolution on this few input channels (an RGB stem) is never pruned: a handful of
@@ -69,13 +79,13 @@ def sparse_threshold():
     return DEFAULT_SPARSE_THRESHOLD
 
 
-def _kinds_text():
-    return "; ".join(k.describe() for k in ENGINE_SPARSE_CONVS)
+def _kinds_text(kinds):
+    return "; ".join(k.describe() for k in kinds)
 
 
-def _engine_kind(kernel, strides, padded):
-    for kind in ENGINE_SPARSE_CONVS:
-        if kernel == kind.kernel and strides in kind.strides and (kind.padded or not padded):
+def _engine_kind(kernel, strides, padded, kinds):
+    for kind in kinds:
+        if kind.matches(kernel, strides, padded):
             return kind
     return None
 
@@ -87,12 +97,14 @@ def _in_channels(layer):
     return None if kernel is None else int(kernel.shape[-2])
 
 
-def conv_verdict(layer, padded=False, reads_input=False, channels=None):
+def conv_verdict(layer, padded=False, reads_input=False, channels=None, kinds=None):
     """(runs sparse, reason) for a Conv2D or SeparableConv2D, from the layer and its context.
 
     `padded`: a ZeroPadding2D the loader folds into it; `reads_input`: it reads the model
-    input's rows (see ENTRY_MAX_CHANNELS); `channels`: its input channels when known.
+    input's rows (see ENTRY_MAX_CHANNELS); `channels`: its input channels when known;
+    `kinds`: the convolutions to run sparse (default ENGINE_SPARSE_CONVS, a policy's subset).
     """
+    kinds = ENGINE_SPARSE_CONVS if kinds is None else kinds
     name = type(layer).__name__
     if layer.data_format != "channels_last":
         return False, f"{name} with data_format='channels_first': TFLite and the engine are NHWC"
@@ -120,18 +132,25 @@ def conv_verdict(layer, padded=False, reads_input=False, channels=None):
             and kernel[0] == kernel[1] and strides[0] == strides[1]):
         return False, (f"reads the model input ({channels} channels): the engine runs it on its "
                        "dense entry kernel, which reads the image rows")
-    if _engine_kind(kernel, strides, padded) is not None:
-        return True, (f"{kernel[0]}x{kernel[1]} conv{part}: sparse kernel once its weights are "
+    kind = _engine_kind(kernel, strides, padded, kinds)
+    if kind is not None:
+        family = "sparse 1x1 kernel" if kind == POINTWISE else "sparse KxK kernel"
+        return True, (f"{kernel[0]}x{kernel[1]} conv{part}: {family} once its weights are "
                       f"at least {sparse_threshold():.0%} zeros")
     shape = f"{kernel[0]}x{kernel[1]} Conv2D"
-    if _engine_kind(kernel, strides, False) is not None:
+    subset = kinds != ENGINE_SPARSE_CONVS  # a policy's pointwise_only=True
+    if _engine_kind(kernel, strides, False, kinds) is not None:
         how = ("a ZeroPadding2D before it, which the engine folds into it" if folded
                else "padding='same'")
-        return False, (f"{shape} padded by {how}: the engine runs padded convolutions of this "
-                       f"shape dense (its sparse kernels run {_kinds_text()})")
+        why = ("pointwise_only=True prunes only unpadded ones, so the engine runs it dense"
+               if subset else "the engine runs padded convolutions of this shape dense")
+        return False, f"{shape} padded by {how}: {why} (sparse: {_kinds_text(kinds)})"
+    if subset:
+        return False, (f"{shape}: pointwise_only=True leaves it unpruned, so the engine runs it "
+                       f"dense (this policy prunes {_kinds_text(kinds)})")
     stride = strides[0] if strides[0] == strides[1] else strides
     return False, (f"{shape}, strides={stride}: the engine runs it dense; its sparse kernels "
-                   f"run {_kinds_text()}")
+                   f"run {_kinds_text(kinds)}")
 
 
 def _other_verdict(call):
@@ -177,8 +196,8 @@ def _reads_model_input(tensor, graph):
     return True
 
 
-def call_verdict(call, graph):
-    """(runs sparse, reason) for one layer call."""
+def call_verdict(call, graph, kinds=None):
+    """(runs sparse, reason) for one layer call, for the convolution `kinds` run sparse."""
     layer = call.core
     if type(layer) not in (L.Conv2D, L.SeparableConv2D):
         return _other_verdict(call)
@@ -189,7 +208,7 @@ def call_verdict(call, graph):
     if isinstance(layer, L.SeparableConv2D) and call.input_shapes[0][-1] is not None:
         channels = call.input_shapes[0][-1] * layer.depth_multiplier
     return conv_verdict(layer, padded=padded, reads_input=_reads_model_input(source, graph),
-                        channels=channels)
+                        channels=channels, kinds=kinds)
 
 
 def _sparse_macs(call):
@@ -225,7 +244,8 @@ def _zeros(layer):
 def analyze_engine(model, policy):
     """The `SpruceReport` of `model`: which layers the engine runs sparse, and why not."""
     graph = build_graph(model)
-    found = [(call, *call_verdict(call, graph)) for call in graph.calls]
+    kinds = policy.sparse_kinds() if isinstance(policy, PruneForLatencyOnSpruce) else None
+    found = [(call, *call_verdict(call, graph, kinds)) for call in graph.calls]
     layer_sparse = {}  # id(layer) -> every call of it runs sparse (the calls share weights)
     for call, sparse, _ in found:
         layer_sparse[id(call.layer)] = layer_sparse.get(id(call.layer), True) and sparse
@@ -244,18 +264,25 @@ def analyze_engine(model, policy):
             zeros=_zeros(call.layer) if sparse else None, macs=macs, reason=reason))
     return SpruceReport(model=model.name, policy=repr(policy), layers=verdicts,
                         total_macs=total, sparse_macs=sparse_macs,
-                        sparse_threshold=sparse_threshold(), sparse_kinds=_kinds_text())
+                        sparse_threshold=sparse_threshold(),
+                        sparse_kinds=_kinds_text(ENGINE_SPARSE_CONVS if kinds is None else kinds))
 
 
 class PruneForLatencyOnSpruce(PruningPolicy):
     """Prune exactly the layers spruce's engine runs from sparse weights, with no XNNPACK rules.
 
     spruce's engine (x86, `spruce.runtime.Engine`) runs the convolutions listed in
-    `spruce.policies.spruce_engine.ENGINE_SPARSE_CONVS` (today: 1x1 Conv2D, stride 1,
-    unpadded, groups 1, and the 1x1 part of SeparableConv2D) on its sparse kernels,
-    wherever they sit: any padding elsewhere, squeeze-and-excite blocks, any layer
+    `spruce.policies.spruce_engine.ENGINE_SPARSE_CONVS` on its sparse kernels: every
+    Conv2D with groups 1 and dilation 1 (1x1 stride-1 ones on the sparse 1x1 kernel, any
+    other kernel size, stride and padding on the sparse KxK kernel) and the 1x1 part of
+    SeparableConv2D, wherever they sit: any padding, squeeze-and-excite blocks, any layer
     order. Those are the layers this policy prunes; a stem on 3 or fewer input channels,
     depthwise convolutions and Dense layers are left dense, as the engine runs them.
+
+    Args:
+        pointwise_only: prune only the 1x1 stride-1 unpadded convolutions (and the 1x1
+            part of SeparableConv2D), as XNNPACK's sparse path and spruce's engine before
+            its KxK kernel did; the other convolutions stay dense. Defaults to False.
 
     Use it like `PruneForLatencyOnXNNPack`:
     `spruce.prune_low_magnitude(model, pruning_schedule=...,
@@ -263,13 +290,24 @@ class PruneForLatencyOnSpruce(PruningPolicy):
     `spruce.check_spruce(model)` gives the per-layer report.
     """
 
-    def __init__(self):
+    def __init__(self, pointwise_only=False):
+        if not isinstance(pointwise_only, bool):
+            raise ValueError("pointwise_only must be True or False. Received: "
+                             f"pointwise_only={pointwise_only!r}")
+        self.pointwise_only = pointwise_only
         # Verdicts in context (padding folded in, reading the model input), filled by
         # ensure_model_supports_pruning, which prune_low_magnitude calls before allow_pruning.
         self._verdicts = weakref.WeakKeyDictionary()
 
     def __repr__(self):
-        return "PruneForLatencyOnSpruce()"
+        return ("PruneForLatencyOnSpruce(pointwise_only=True)" if self.pointwise_only
+                else "PruneForLatencyOnSpruce()")
+
+    def sparse_kinds(self):
+        """The entries of ENGINE_SPARSE_CONVS this policy prunes (read at each call)."""
+        if self.pointwise_only:
+            return tuple(k for k in ENGINE_SPARSE_CONVS if k == POINTWISE)
+        return ENGINE_SPARSE_CONVS
 
     def allow_pruning(self, layer):
         """True for the layers the engine runs sparse (in their model, once it was checked)."""
@@ -280,25 +318,27 @@ class PruneForLatencyOnSpruce(PruningPolicy):
             core = core.layer
         if type(core) not in (L.Conv2D, L.SeparableConv2D):
             return False
-        return conv_verdict(core)[0]
+        return conv_verdict(core, kinds=self.sparse_kinds())[0]
 
     def ensure_model_supports_pruning(self, model):
         """Raise ValueError if `model` has no layer the engine runs sparse (nothing to prune)."""
         ensure_graph_model(model)
         graph = build_graph(model)
         verdicts = {}
+        kinds = self.sparse_kinds()
         for call in graph.calls:
-            sparse = call_verdict(call, graph)[0]
+            sparse = call_verdict(call, graph, kinds)[0]
             verdicts[call.layer] = verdicts.get(call.layer, True) and sparse
         for layer, sparse in verdicts.items():
             self._verdicts[layer] = sparse
         if any(verdicts.values()):
             return
-        lines = [f"{self!r} finds nothing to prune in model '{model.name}': spruce's engine "
-                 f"runs only {_kinds_text()} from sparse weights, and this model has none."]
+        lines = [f"{self!r} finds nothing to prune in model '{model.name}': it prunes only "
+                 f"{_kinds_text(kinds)}, which spruce's engine runs from sparse weights, and "
+                 "this model has none."]
         for call in graph.calls:
             if isinstance(call.core, (L.Conv2D, L.SeparableConv2D, L.Dense)):
-                lines.append(f"  - {call.name}: {call_verdict(call, graph)[1]}")
+                lines.append(f"  - {call.name}: {call_verdict(call, graph, kinds)[1]}")
         lines.append("spruce.check_spruce(model) shows the per-layer report.")
         raise ValueError("\n".join(lines))
 

@@ -6,7 +6,8 @@ The plan is plain data (lists of dicts and float32 arrays) that
 - which kernel runs each operator (the entry conv reads the HWC input image and
   writes channel-major activations; 1x1 convs take the sparse or the dense kernel
   by their weights' sparsity, and a matrix-vector product on a 1x1 image; other
-  convs run as im2col and the dense kernel, dilated ones on the general path);
+  convs take the sparse KxK kernel when their weights are as sparse, else run as
+  im2col and the dense kernel, dilated ones on the general path);
 - the memory layout of each activation: 4-D activations are channel-major (CHW)
   between the entry conv and the pooling, everything else is row-major; the
   loader inserts a layout change wherever a consumer needs the other one;
@@ -45,7 +46,8 @@ _SWISH = 8
 _HARD_SWISH_EPILOGUE = 16
 _SWISH_EPILOGUE = 17
 # Engine op kinds with those epilogues.
-_EPILOGUE_KINDS = ("conv_entry", "conv1x1_sparse", "conv1x1_dense", "conv_matvec", "depthwise", "conv_im2col")
+_EPILOGUE_KINDS = ("conv_entry", "conv1x1_sparse", "conv1x1_dense", "conv_matvec", "depthwise", "conv_im2col",
+                   "conv_sparse")
 
 # Engine op kinds whose kernels take a residual input, added before their activation.
 _RESIDUAL_KINDS = ("conv1x1_dense", "conv_im2col", "conv_general")
@@ -100,6 +102,15 @@ class Plan:
     inputs: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
     layers: list = field(default_factory=list)  # LayerChoice per TFLite operator
+
+
+def _runs_sparse_kxk(weights, window, threshold):
+    """Whether a conv that is not a stride-1 unpadded 1x1 one runs on the sparse KxK kernel
+    (kernels/spconv*.cc): any kernel size, stride and padding, dilation 1, once its weights
+    hold `threshold` zeros. Denser ones run as im2col and the dense GEMM."""
+    if window["dilation_h"] != 1 or window["dilation_w"] != 1:
+        return False
+    return float(np.mean(weights == 0.0)) >= threshold
 
 
 def _same_padding(size, kernel, stride, dilation):
@@ -359,6 +370,9 @@ class _Builder:
                 kind = "conv_matvec"
             else:
                 kind = "conv1x1_sparse" if sparsity >= self.threshold else "conv1x1_dense"
+        elif _runs_sparse_kxk(w, win, self.threshold):
+            sparsity = float(np.mean(w == 0.0))
+            kind = "conv_sparse"
         elif win["dilation_h"] == win["dilation_w"] == 1 and kh * kw * xs[3] * ys[1] * ys[2] <= _IM2COL_MAX_FLOATS:
             kind = "conv_im2col"
         else:
@@ -381,6 +395,13 @@ class _Builder:
             self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)],
                        ints={"activation": act}, arrays=arrays)
             self._layer(op, "spmm" if kind == "conv1x1_sparse" else "gemm", sparsity)
+        elif kind == "conv_sparse":
+            ints = dict(kernel_h=kh, kernel_w=kw, activation=act,
+                        **{k: win[k] for k in ("stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
+                                               "pad_right")})
+            self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)],
+                       ints=ints, arrays=arrays)
+            self._layer(op, "spconv", sparsity)
         elif kind == "conv_im2col":
             ints = dict(kernel_h=kh, kernel_w=kw, activation=act,
                         **{k: win[k] for k in ("stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",

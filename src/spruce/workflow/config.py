@@ -48,6 +48,7 @@ class RunConfig:
     sparsity_allocation: str = "uniform"  # uniform | erk (same total, small layers denser)
     block_size: tuple = (1, 1)  # (in, out) channels of a 1x1 conv pruned together; (1, 1): unstructured
     target: str = "xnnpack"  # xnnpack (phones: XNNPACK's sparse path) | x86 (spruce's engine)
+    pointwise_only: bool = False  # x86: prune the 1x1 convolutions only, not every convolution
     distill: bool = False  # fine-tune with knowledge distillation from the dense model
     distill_alpha: float = 0.5  # weight of the dense model's term in the distillation loss
     distill_temperature: float = 4.0  # softmax temperature of that term
@@ -132,6 +133,9 @@ class RunConfig:
             bad("distill_temperature", "a positive number")
         if self.quantize not in ("", "int8"):
             bad("quantize", '"" (float models only) or int8 (adds post-training int8 models)')
+        if self.pointwise_only and self.target != "x86":
+            bad("pointwise_only", "false unless target is x86 (XNNPACK's policy prunes only 1x1 "
+                                  "convolutions anyway); add --target x86")
         if self.cpu_devices < 1:
             bad("cpu_devices", "a positive integer (the number of devices to split the host CPU "
                                "into; 1 = no split)")
@@ -150,13 +154,13 @@ class RunConfig:
                   "lr_schedule"),
         "pruned": ("target", "prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
                    "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "block_size",
-                   "distill", "distill_alpha", "distill_temperature"),
+                   "distill", "distill_alpha", "distill_temperature", "pointwise_only"),
         "export": ("export_batch_size",),
     }
     # Fields added after runs existed, at the value that reproduces those runs: left out of
     # the key there, so that a run made before the field existed is still reused.
     _KEY_SINCE = {"block_size": (1, 1), "weights": "", "pretrained": "auto", "target": "xnnpack",
-                  "distill": False, "image_size": 32}
+                  "distill": False, "image_size": 32, "pointwise_only": False}
 
     def stage_key(self, stage, replicas=1, engine="", backend=""):
         """Hash of everything `stage` depends on, including the stages before it.
@@ -226,7 +230,7 @@ SECTIONS = {
     "dense": ("dense_epochs", "batch_size", "learning_rate", "lr_schedule"),
     "prune": ("prune_epochs", "prune_learning_rate", "initial_sparsity", "final_sparsity",
               "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "block_size",
-              "target", "distill", "distill_alpha", "distill_temperature"),
+              "target", "distill", "distill_alpha", "distill_temperature", "pointwise_only"),
     "export": ("export_batch_size", "quantize"),
     "bench": ("bench_runs", "bench_warmup", "threads", "arm64_check"),
     "run": ("seed", "quick", "quick_train", "quick_test", "out_dir", "name", "distribute", "cpu_devices"),

@@ -110,7 +110,7 @@ def engine_check(model, latency):
         sparse = ()
     else:
         ops = profiled.pruned_profile["operators"]
-        sparse = tuple(op["name"] for op in ops if op["kernel"].startswith("spmm"))
+        sparse = tuple(op["name"] for op in ops if op["kernel"].startswith(("spmm", "spconv")))
         ran = (f"the engine ran {len(sparse)} operator(s) of pruned.tflite on its sparse kernels; "
                f"pruned on spruce is {profiled.speedup_vs_litert_dense:.2f}x as fast as dense on LiteRT")
     try:

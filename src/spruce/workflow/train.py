@@ -123,12 +123,12 @@ def pruning_schedule(config, n_train):
                            begin_step=0, end_step=end, frequency=frequency)
 
 
-def pruning_policy(target):
+def pruning_policy(target, pointwise_only=False):
     """The policy that prunes what `target` runs sparse: XNNPACK's sparse path, or spruce's engine."""
     from spruce import policies
 
     if target == "x86":
-        return policies.PruneForLatencyOnSpruce()
+        return policies.PruneForLatencyOnSpruce(pointwise_only=pointwise_only)
     return policies.PruneForLatencyOnXNNPack()
 
 
@@ -153,7 +153,7 @@ def prune_finetune(dense_model, data, config, log_dir=None, progress=True, distr
         # whose (in, out) matrix takes blocks.
         pruned = prune_low_magnitude(source, pruning_schedule=schedule,
                                      block_size=tuple(config.block_size),
-                                     pruning_policy=pruning_policy(config.target))
+                                     pruning_policy=pruning_policy(config.target, config.pointwise_only))
         if config.sparsity_allocation == "erk":
             _allocate_erk(pruned)
         lr = learning_rate(config.prune_learning_rate, config.lr_schedule, spe * config.prune_epochs, spe)

@@ -329,7 +329,7 @@ void register_kernel_bindings(py::module_& parent) {
       "Fully connected row: out[o] = act(bias[o] + sum_i weights[o, i] * input[i]) over the given outputs.");
 
   register_int8_kernel_bindings(m);
-
+  register_spconv_bindings(m);
 }
 
 }  // namespace spruce

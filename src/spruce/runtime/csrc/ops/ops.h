@@ -19,6 +19,8 @@ std::unique_ptr<Op> make_pad(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_mean_hw(const OpSpec& s, const std::vector<Tensor>& t);
 // conv_im2col.cc
 std::unique_ptr<Op> make_conv_im2col(const OpSpec& s, const std::vector<Tensor>& t);
+// conv_sparse.cc (sparse KxK and strided convs, kernels/spconv.h)
+std::unique_ptr<Op> make_conv_sparse(const OpSpec& s, const std::vector<Tensor>& t);
 // matvec.cc
 std::unique_ptr<Op> make_matvec(const OpSpec& s, const std::vector<Tensor>& t);
 // pool.cc

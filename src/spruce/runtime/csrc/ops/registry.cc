@@ -46,6 +46,7 @@ std::unique_ptr<Op> make_op(const OpSpec& s, const std::vector<Tensor>& t) {
   if (k == "conv1x1_dense") return make_conv1x1(s, t, false);
   if (k == "conv_general") return make_conv_general(s, t);
   if (k == "conv_im2col") return make_conv_im2col(s, t);
+  if (k == "conv_sparse") return make_conv_sparse(s, t);
   if (k == "conv_matvec") return make_matvec(s, t);
   if (k == "depthwise") return make_depthwise(s, t);
   if (k == "depthwise_general") return make_depthwise_general(s, t);
