@@ -40,8 +40,8 @@ void register_spconv_bindings(py::module_& m) {
 
   m.def(
       "pack_spconv",
-      [](const py::object& weights, std::vector<int32_t> in_hw, std::vector<int32_t> stride,
-         std::vector<int32_t> padding) {
+      [](const py::object& weights, std::vector<bindings::Int32> in_hw, std::vector<bindings::Int32> stride,
+         std::vector<bindings::Int32> padding) {
         py::array w = check_array(weights, "weights", {-1, -1, -1, -1});
         if (in_hw.size() != 2 || stride.size() != 2) {
           throw py::value_error("in_hw and stride must be (height, width) pairs");
@@ -61,16 +61,16 @@ void register_spconv_bindings(py::module_& m) {
           throw py::value_error(e.what());
         }
       },
-      py::arg("weights"), py::arg("in_hw"), py::arg("stride") = std::vector<int32_t>{1, 1},
-      py::arg("padding") = std::vector<int32_t>{0, 0, 0, 0},
+      py::arg("weights"), py::arg("in_hw"), py::arg("stride") = std::vector<bindings::Int32>{1, 1},
+      py::arg("padding") = std::vector<bindings::Int32>{0, 0, 0, 0},
       "Packs [O, kh, kw, I] weights for inputs of in_hw pixels, stride (sh, sw) and padding\n"
       "(top, left, bottom, right).");
 
   m.def(
       "spconv",
       [](const kernels::SparseConv& w, const py::object& input, const py::object& bias, const py::object& out,
-         int64_t n_begin, std::optional<int64_t> n_end, int64_t oy_begin, std::optional<int64_t> oy_end,
-         std::vector<int64_t> pack_splits, float act_min, float act_max, bool hard_swish, const std::string& isa) {
+         bindings::Int n_begin, std::optional<bindings::Int> n_end, bindings::Int oy_begin, std::optional<bindings::Int> oy_end,
+         std::vector<int64_t> pack_splits, bindings::Float act_min, bindings::Float act_max, bool hard_swish, const std::string& isa) {
         const kernels::SpConvShape& s = w.shape;
         py::array x = check_array(input, "input", {s.in_c, s.in_h, s.in_w});
         py::array b_keep;
@@ -108,7 +108,7 @@ void register_spconv_bindings(py::module_& m) {
       py::arg("w"), py::arg("input"), py::arg("bias") = py::none(), py::arg("out") = py::none(),
       py::arg("n_begin") = 0, py::arg("n_end") = py::none(), py::arg("oy_begin") = 0,
       py::arg("oy_end") = py::none(), py::arg("pack_splits") = std::vector<int64_t>{},
-      py::arg("act_min") = -kInf, py::arg("act_max") = kInf, py::arg("hard_swish") = false,
+      py::arg("act_min") = -kInf, py::arg("act_max") = kInf, py::arg("hard_swish").noconvert() = false,
       py::arg("isa") = "auto",
       "Sparse KxK conv of a [I, H, W] input into [O, out_h, out_w], over output channels\n"
       "[n_begin, n_end) and output rows [oy_begin, oy_end) (the rest of `out` is left as is).");
