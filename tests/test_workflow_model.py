@@ -103,10 +103,44 @@ def test_model_arguments_are_python_literals_or_words():
 def test_an_unknown_name_lists_the_valid_choices_and_the_closest():
     from spruce.workflow.model import build_model
 
-    with pytest.raises(ModelError, match=r"'MobileNetV4' is neither a .keras file nor a keras.applications "
-                                         r"model \(did you mean MobileNetV2 or .*\).*one of: ConvNeXtBase, "
-                                         r".*EfficientNetB0, "):
+    with pytest.raises(ModelError, match=r"'MobileNetV4' is neither a .keras file nor a spruce.zoo or "
+                                         r"keras.applications model \(did you mean MobileNetV2 or .*\).*"
+                                         r"spruce.zoo's: ResNetSmall; or of keras.applications': "
+                                         r"ConvNeXtBase, .*EfficientNetB0, "):
         build_model(_config(model="MobileNetV4"), _data())
+    with pytest.raises(ModelError, match=r"'ResNetSmal' .*\(did you mean ResNetSmall"):
+        build_model(_config(model="ResNetSmal", target="x86"), _data())
+
+
+def test_a_spruce_zoo_name_builds_for_the_data_with_its_arguments():
+    from spruce.workflow.model import build_model, model_label, parse_model_spec
+
+    spec = "ResNetSmall:width=8, blocks=[1, 2],stem_stride=2"
+    assert parse_model_spec(spec) == ("ResNetSmall", {"width": 8, "blocks": [1, 2], "stem_stride": 2})
+    assert model_label(spec) == "ResNetSmall-width=8-blocks=-1-2-stem_stride=2"
+    choice = build_model(_config(model=spec, target="x86"), _data(classes=7))
+    assert choice.source == "spruce.zoo.resnet_small(width=8, blocks=[1, 2], stem_stride=2)"
+    assert tuple(choice.model.inputs[0].shape[1:]) == (32, 32, 3)
+    assert choice.model.outputs[0].shape[-1] == 7
+    assert choice.model.get_layer("stem").filters == 16
+    assert len([layer for layer in choice.model.layers if layer.name.endswith("_add")]) == 3
+    assert choice.compatibility["summary"].startswith("used as it is (spruce's engine has no layout rules): "
+                                                      "it runs 11 layer(s) sparse")
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("ResNetSmall:depth=2", r"--model spruce.zoo.resnet_small\(depth=2\): spruce.zoo.resnet_small has no "
+                            r"argument depth. Its arguments: width, blocks, expansion, stem_stride"),
+    ("ResNetSmall:num_classes=3", r"num_classes cannot be set: spruce run builds the model for the data's "
+                                  r"images and classes. .*other arguments: width, blocks"),
+    ("ResNetSmall:blocks=[2,0]", r"spruce.zoo.resnet_small refused the arguments for fashion_mnist's "
+                                 r"32x32x3 images and 10 classes: blocks must be a non-empty list"),
+])
+def test_bad_zoo_model_arguments_name_the_problem_and_the_choices(spec, match):
+    from spruce.workflow.model import build_model
+
+    with pytest.raises(ModelError, match=match):
+        build_model(_config(model=spec, target="x86"), _data())
 
 
 @pytest.mark.parametrize("spec,match", [

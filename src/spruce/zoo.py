@@ -111,3 +111,65 @@ def mobilenet_v2(input_shape=(160, 160, 3), num_classes=1000, alpha=1.0, activat
     x = layers.Flatten()(x)
     outputs = layers.Dense(num_classes)(x)
     return keras.Model(inputs, outputs, name="mobilenet_v2")
+
+
+def _bottleneck(x, filters, stride, expansion, name):
+    """ResNet bottleneck: 1x1 reduce, 3x3 (carrying the stride), 1x1 expand, added to a shortcut.
+
+    The stride sits on the 3x3 conv, as in torchvision's ResNet v1.5: a strided 1x1 would drop
+    three quarters of its input without reading it.
+    """
+    out = filters * expansion
+    shortcut = x
+    if stride != 1 or x.shape[-1] != out:
+        shortcut = layers.Conv2D(out, 1, strides=stride, use_bias=False, name=f"{name}_proj")(x)
+        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    h = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_reduce")(x)
+    h = layers.BatchNormalization(name=f"{name}_reduce_bn")(h)
+    h = layers.ReLU(name=f"{name}_reduce_relu")(h)
+    h = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(h)
+    h = layers.BatchNormalization(name=f"{name}_conv_bn")(h)
+    h = layers.ReLU(name=f"{name}_conv_relu")(h)
+    h = layers.Conv2D(out, 1, use_bias=False, name=f"{name}_expand")(h)
+    h = layers.BatchNormalization(name=f"{name}_expand_bn")(h)
+    x = layers.Add(name=f"{name}_add")([shortcut, h])
+    return layers.ReLU(name=f"{name}_out")(x)
+
+
+def resnet_small(input_shape=(32, 32, 3), num_classes=10, width=16, blocks=(2, 2, 2), expansion=4,
+                 stem_stride=1):
+    """A small ResNet of bottleneck blocks for 32x32 images, for pruning every convolution.
+
+    Stem: 3x3 conv of 2 * `width` filters, stride `stem_stride` (2 quarters the work of
+    everything after it, as ResNet's own stem does on larger images). Then one stage per entry of `blocks`, the
+    first at `width` filters and stride 1, each next one at twice the filters and stride 2;
+    every block widens by `expansion`, with a projection shortcut where the shape changes.
+    Global average pooling and a Dense layer close it. Outside the stem, nearly all of its
+    multiply-adds are in convolutions that spruce's engine runs sparse once pruned.
+    """
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise ValueError(f"width must be a positive integer. Received: width={width!r}")
+    if (not isinstance(blocks, (tuple, list)) or not blocks
+            or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in blocks)):
+        raise ValueError("blocks must be a non-empty list of positive integers, the number of "
+                         f"blocks of each stage, as in (2, 2, 2). Received: blocks={blocks!r}")
+    if not isinstance(expansion, int) or isinstance(expansion, bool) or expansion < 1:
+        raise ValueError(f"expansion must be a positive integer. Received: expansion={expansion!r}")
+    if stem_stride not in (1, 2) or isinstance(stem_stride, bool):
+        raise ValueError(f"stem_stride must be 1 or 2. Received: stem_stride={stem_stride!r}")
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Conv2D(2 * width, 3, strides=stem_stride, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for stage, count in enumerate(blocks):
+        for i in range(count):
+            stride = 2 if stage > 0 and i == 0 else 1
+            x = _bottleneck(x, width << stage, stride, expansion, f"stage{stage + 1}_block{i + 1}")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="resnet_small")
+
+
+# The builders `spruce run --model NAME[:ARGS]` reaches by name, beside keras.applications'
+# (whose names these must not take). Each takes input_shape and num_classes, set by the run.
+NAMED = {"ResNetSmall": resnet_small}

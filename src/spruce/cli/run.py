@@ -10,9 +10,9 @@ _FLAGS = [
                                         "the smallest size at which the target runs the model sparse: 32, "
                                         "64 for keras.applications' MobileNets on --target xnnpack)"),
     ("--model", "model", str, "the model to prune instead of the guide's network: a .keras file, or a "
-                              "keras.applications name with its arguments (MobileNetV2:alpha=0.35, "
-                              "MobileNetV3Small:minimalistic=True, EfficientNetB0), built for the data "
-                              "with weights=None"),
+                              "spruce.zoo or keras.applications name with its arguments (ResNetSmall, "
+                              "MobileNetV2:alpha=0.35, MobileNetV3Small:minimalistic=True, EfficientNetB0), "
+                              "built for the data untrained (weights=None)"),
     ("--weights", "weights", str, "trained weights for the model (model.load_weights, e.g. a .weights.h5 "
                                   "file); the model then arrives trained: no dense training"),
     ("--target", "target", str, "what to prune for: xnnpack (default: XNNPACK's sparse path, LiteRT on "

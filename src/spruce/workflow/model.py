@@ -1,5 +1,5 @@
-"""The model of a run: the guide's net, a `keras.applications` architecture by name, or a user's
-.keras file; trained weights or not; prepared for the run's target.
+"""The model of a run: the guide's net, a `spruce.zoo` or `keras.applications` architecture by
+name, or a user's .keras file; trained weights or not; prepared for the run's target.
 
 For `target="xnnpack"` the model is rewritten by `make_xnnpack_compatible` until XNNPACK's
 sparse path accepts it: exactly (outputs unchanged) where it can, and, when the model is
@@ -19,6 +19,7 @@ PRETRAINED = ("auto", "yes", "no")
 # Set by the run for every keras.applications model: the data decide the shapes, and
 # trained weights come from --weights (nothing is downloaded).
 _SET_BY_RUN = ("input_shape", "classes", "weights", "include_top", "input_tensor")
+_SET_BY_RUN_ZOO = ("input_shape", "num_classes")
 _SPEC = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::(.*))?", re.DOTALL)
 
 
@@ -36,10 +37,10 @@ class ModelChoice:
 
 
 def parse_model_spec(text):
-    """`--model` text -> (keras.applications name, {argument: value}), or None for a file (or "").
+    """`--model` text -> (model name, {argument: value}), or None for a file (or "").
 
     'MobileNetV2:alpha=0.35,include_preprocessing=False' -> ('MobileNetV2', {'alpha': 0.35, ...}).
-    Values are Python literals (True, 0.35, None, 'text'); a bare word stays a string.
+    Values are Python literals (True, 0.35, None, 'text', [2, 2]); a bare word stays a string.
     Raises ValueError for malformed arguments.
     """
     text = (text or "").strip()
@@ -50,7 +51,7 @@ def parse_model_spec(text):
         return None  # a file name without the .keras suffix: load_user_model says what it expects
     name, args = match[1], match[2]
     kwargs = {}
-    for part in filter(None, (p.strip() for p in (args or "").split(","))):
+    for part in filter(None, (p.strip() for p in _split_arguments(args or ""))):
         key, sep, value = (s.strip() for s in part.partition("="))
         if not sep or not key.isidentifier():
             raise ValueError(f"model arguments must be name=value pairs separated by commas, as in "
@@ -62,6 +63,24 @@ def parse_model_spec(text):
         except (ValueError, SyntaxError):
             kwargs[key] = value
     return name, kwargs
+
+
+def _split_arguments(text):
+    """`text` split at its commas outside brackets and quotes, so that blocks=[3,4,6] stays whole."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
 
 
 def model_label(text):
@@ -77,6 +96,13 @@ def application_names():
 
     return sorted(n for n in dir(keras.applications)
                   if n[:1].isupper() and callable(getattr(keras.applications, n)))
+
+
+def zoo_names():
+    """The model builders of `spruce.zoo` that `--model` reaches by name."""
+    from spruce.zoo import NAMED
+
+    return sorted(NAMED)
 
 
 def build_model(config, data, exact=True):
@@ -162,44 +188,67 @@ class _Shape:
 
 
 def named_model(name, kwargs, data):
-    """`keras.applications.<name>(**kwargs)` built for `data`'s images and classes, weights=None."""
+    """The model `name` (from `spruce.zoo`, else `keras.applications`) built for `data`, untrained.
+
+    Both families share this resolver, so an unknown name is answered with one list of both.
+    """
     import inspect
 
     import keras
 
-    names = application_names()
+    from spruce.zoo import NAMED
+
+    zoo, apps = zoo_names(), application_names()
     label = _call_text(name, kwargs)
-    if name not in names:
+    if name in NAMED:
+        builder, family, set_by_run = NAMED[name], "spruce.zoo", _SET_BY_RUN_ZOO
+        shape_args = {"input_shape": tuple(data.input_shape), "num_classes": data.num_classes}
+        fixed_why = "spruce run builds the model for the data's images and classes"
+    elif name in apps:
+        builder, family, set_by_run = getattr(keras.applications, name), "keras.applications", _SET_BY_RUN
+        shape_args = {"input_shape": tuple(data.input_shape), "classes": data.num_classes, "weights": None}
+        fixed_why = ("spruce run builds the model for the data's images and classes with "
+                     "include_top=True and weights=None")
+    else:
         import difflib
 
-        close = difflib.get_close_matches(name, names, n=3)
+        close = difflib.get_close_matches(name, zoo + apps, n=3)
         raise ModelError(
-            f"--model {name!r} is neither a .keras file nor a keras.applications model"
+            f"--model {name!r} is neither a .keras file nor a spruce.zoo or keras.applications model"
             + (f" (did you mean {' or '.join(close)}?)" if close else "")
-            + f". Pass a model saved with model.save('x.keras'), or one of: {', '.join(names)}; "
-            "with arguments as in MobileNetV2:alpha=0.35.")
-    builder = getattr(keras.applications, name)
-    params = [p for p in inspect.signature(builder).parameters if p not in _SET_BY_RUN]
-    fixed = [k for k in kwargs if k in _SET_BY_RUN]
+            + f". Pass a model saved with model.save('x.keras'), or one of spruce.zoo's: "
+            f"{', '.join(zoo)}; or of keras.applications': {', '.join(apps)}; with arguments as in "
+            "MobileNetV2:alpha=0.35 or ResNetSmall:width=32.")
+    params = [p for p in inspect.signature(builder).parameters if p not in set_by_run]
+    fixed = [k for k in kwargs if k in set_by_run]
     if fixed:
         raise ModelError(
-            f"--model {label}: {', '.join(fixed)} cannot be set: spruce run builds the model for the "
-            f"data's images and classes with include_top=True and weights=None. Pass trained "
+            f"--model {label}: {', '.join(fixed)} cannot be set: {fixed_why}. Pass trained "
             f"weights with --weights FILE. {name}'s other arguments: {', '.join(params)}.")
     unknown = [k for k in kwargs if k not in params]
     if unknown:
-        raise ModelError(f"--model {label}: keras.applications.{name} has no argument "
+        raise ModelError(f"--model {label}: {family}.{_builder_name(name)} has no argument "
                          f"{', '.join(unknown)}. Its arguments: {', '.join(params)}.")
     try:
-        return builder(input_shape=tuple(data.input_shape), classes=data.num_classes, weights=None, **kwargs)
+        return builder(**shape_args, **kwargs)
     except (ValueError, TypeError) as e:
-        raise ModelError(f"--model {label}: keras.applications.{name} refused the arguments for "
+        raise ModelError(f"--model {label}: {family}.{_builder_name(name)} refused the arguments for "
                          f"{data.name}'s {'x'.join(map(str, data.input_shape))} images and "
                          f"{data.num_classes} classes: {e}") from e
 
 
+def _builder_name(name):
+    """The function `--model name` calls, as the user would import it."""
+    from spruce.zoo import NAMED
+
+    return NAMED[name].__name__ if name in NAMED else name
+
+
 def _call_text(name, kwargs):
-    return f"keras.applications.{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+    from spruce.zoo import NAMED
+
+    family = "spruce.zoo" if name in NAMED else "keras.applications"
+    return f"{family}.{_builder_name(name)}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
 
 
 def _load_keras_file(path):
