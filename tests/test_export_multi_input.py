@@ -14,6 +14,9 @@ from spruce.tflite.reader import read_tflite
 
 pytest.importorskip("ai_edge_litert")
 
+# Under JAX the model crosses into the TF-backend converter process as a .keras file.
+pytestmark = pytest.mark.multi_backend
+
 
 def two_input_model(as_dict):
     """An image through a 1x1 conv (90% zeros, so it is stored sparse) and a vector through
