@@ -17,23 +17,25 @@ policy keeps the 1x1-only speed-up.
 
 Each engine's outputs are compared with LiteRT's on the same file (max relative
 error of the logits). A net the engine refuses is recorded with the refusal
-message and the operators its export uses. Prints one JSON document. Usage:
+message and the operators its export uses. Prints one JSON document, with what it ran
+on (benchmarks/common.py's RunRecord), which benchmarks/render_results.py renders into
+benchmarks/results/bench_apps.md. Usage:
 
     PYTHONPATH=src python benchmarks/bench_apps.py [--nets MobileNet,ResNet50] [--size 224]
-        [--rounds 5] [--runs 5] [--cache-dir DIR] [--quick]
+        [--rounds 5] [--runs 5] [--cache-dir DIR] [--quick] > benchmarks/results/bench_apps/run1.json
 """
 
-import argparse
 import collections
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+from common import (RunRecord, add_net_arguments, argument_parser, litert_interpreter, litert_run, litert_times,
+                    parse_nets, summary, time_interleaved, zero_by_magnitude)
 
 NETS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "ResNet50",
         "ResNet50V2")
@@ -48,27 +50,6 @@ POLICY_SPARSITIES = {"all90": 0.9, "all75": 0.75}
 FULL_CONV_NETS = ("ResNet50", "ResNet50V2")
 # Goals for every convolution but the stem pruned (export -> at least this much faster than LiteRT).
 ALL_CONV_SPEEDUP = {"ResNet50": {"all90": 3.0, "all75": 1.8}}
-
-
-def cpu_info():
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return model
-
-
-def zero_by_magnitude(kernel, sparsity):
-    flat = np.abs(kernel).ravel()
-    k = int(round(sparsity * flat.size))
-    out = kernel.copy()
-    if k:
-        out[np.abs(kernel) <= np.partition(flat, k - 1)[k - 1]] = 0
-    return out
 
 
 def export_names(net):
@@ -148,37 +129,8 @@ def operators(path):
     return dict(sorted(collections.Counter(op.opcode for op in read_tflite(path).main.operators).items()))
 
 
-def litert_interpreter(path):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path, num_threads=1)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def litert_run(interpreter, x):
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
-def litert_times(interpreter, runs):
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        interpreter.invoke()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def relative_error(got, want):
     return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
-
-
-def summary(times):
-    return {"median_ms": statistics.median(times) * 1e3, "min_ms": min(times) * 1e3,
-            "p10_ms": float(np.percentile(times, 10)) * 1e3, "p90_ms": float(np.percentile(times, 90)) * 1e3,
-            "runs": len(times)}
 
 
 def bench_net(net, paths, size, rounds, runs, policy_is_1x1=False):
@@ -204,11 +156,7 @@ def bench_net(net, paths, size, rounds, runs, policy_is_1x1=False):
     litert = interpreters["dense"]
     litert_run(litert, x)
     litert_times(litert, 1)
-    times = {"litert_dense": [], **{f"spruce_{name}": [] for name in engines}}
-    for _ in range(rounds):
-        times["litert_dense"] += litert_times(litert, runs)
-        for name, engine in engines.items():
-            times[f"spruce_{name}"] += list(engine.benchmark(runs, 1).times)
+    times = time_interleaved(litert, engines, rounds, runs)
     med = {k: statistics.median(v) for k, v in times.items()}
     speedups = {f"spruce_{name}_vs_litert_dense": med["litert_dense"] / med[f"spruce_{name}"] for name in engines}
     if policy_is_1x1:  # the same file: the policy's speed-up is the 1x1 one
@@ -233,30 +181,15 @@ def bench_net(net, paths, size, rounds, runs, policy_is_1x1=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nets", default=",".join(NETS), help="comma-separated keras.applications names")
-    parser.add_argument("--size", type=int, default=224, help="input height and width")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per engine per round")
-    parser.add_argument("--cache-dir", default=None, help="reuse exports from this folder")
-    parser.add_argument("--quick", action="store_true", help="64x64, 1 round of 2 runs (a smoke test)")
+    parser = argument_parser(__doc__, runs=5, quick="64x64, 1 round of 2 runs (a smoke test)")
+    add_net_arguments(parser, NETS)
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.rounds, args.runs = 64, 1, 2
-    nets = [n.strip() for n in args.nets.split(",") if n.strip()]
-    import keras
-
-    unknown = [n for n in nets if not callable(getattr(keras.applications, n, None))]
-    if unknown or not nets:
-        parser.error(f"--nets must name keras.applications models, e.g. {','.join(NETS)}. Received: {unknown or nets}")
+    nets = parse_nets(parser, args.nets, NETS)
     if args.size < 32:
         parser.error(f"--size must be at least 32. Received: {args.size}")
-
-    import ai_edge_litert
-    import tensorflow as tf
-
-    import spruce
-    from spruce.runtime import _engine
+    record = RunRecord("bench_apps")
 
     folder = args.cache_dir or tempfile.mkdtemp(prefix="spruce_bench_apps_")
     os.makedirs(folder, exist_ok=True)
@@ -283,10 +216,9 @@ def main(argv=None):
                   "pruned": f"90: {SPARSITY:.0%} of each 1x1 conv kernel zeroed by magnitude; all90 / all75: "
                             "90% / 75% of every kernel PruneForLatencyOnSpruce() prunes (every conv "
                             "but the stem)"},
-        "cpu": cpu_info(), "cores": os.cpu_count(), "isa": _engine.isa(), "threads": 1,
-        "versions": {"python": sys.version.split()[0], "spruce": spruce.__version__, "numpy": np.__version__,
-                     "tensorflow": tf.__version__, "keras": keras.__version__,
-                     "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown")},
+        **record.facts(), "threads": 1,
+        "arguments": {"nets": nets, "size": args.size, "rounds": args.rounds, "runs": args.runs,
+                      "quick": args.quick},
         "rounds": args.rounds, "runs_per_round": args.runs,
         "goals_definition": {"dense_slowdown_max": DENSE_SLOWDOWN_MAX, "sparse90_speedup_min": SPARSE90_SPEEDUP,
                              "all_conv_speedup_min": ALL_CONV_SPEEDUP,

@@ -26,78 +26,20 @@ benchmarks/render_results.py can turn several runs into a results page. Usage:
         > benchmarks/results/bench_engine/run1.json
 """
 
-import argparse
-import datetime
 import json
 import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
+from common import RunRecord, argument_parser, litert_interpreter, litert_run, litert_times, summary, zero_by_magnitude
+
 GOALS = {"sparse90_speedup": 3.0, "sparse75_speedup": 1.8, "dense_speedup_min": 1 / 1.5,
          "two_thread_scaling": 1.6}
 BATCHES = (8, 32)  # images per call for the throughput figures
-
-
-def cpu_info():
-    model, mhz = platform.processor(), None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("cpu MHz") and mhz is None:
-                    mhz = float(line.split(":", 1)[1])
-    except OSError:
-        pass
-    return model, mhz
-
-
-def git_revision(folder=None):
-    """The commit the benchmark ran on, and whether tracked files differed from it.
-
-    Untracked files (such as results written beside the script) do not count as changes.
-    None when the sources are not a git checkout or git is missing.
-    """
-    folder = folder or os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                                capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return {"commit": commit, "dirty": bool(status.strip())}
-
-
-def compiler_of(library):
-    """The compiler named in a shared library's .comment section, e.g. "GCC: (Debian 12.2.0-14) 12.2.0".
-
-    GCC and Clang both record themselves there; reading the bytes avoids depending on binutils.
-    None when the file cannot be read or names no known compiler.
-    """
-    try:
-        with open(library, "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    match = re.search(rb"(GCC: \([^\x00]*\) [0-9][^\x00]*|[A-Za-z ]*clang version [^\x00]+)", data)
-    return match.group(1).decode("ascii", "replace").strip() if match else None
-
-
-def zero_by_magnitude(kernel, sparsity):
-    flat = np.abs(kernel).ravel()
-    k = int(round(sparsity * flat.size))
-    out = kernel.copy()
-    if k:
-        out[np.abs(kernel) <= np.partition(flat, k - 1)[k - 1]] = 0
-    return out
 
 
 def zero_blocks_by_magnitude(kernel, sparsity):
@@ -150,23 +92,6 @@ def export_path(folder, name):
     return os.path.join(folder, f"mobilenet_v1_{name}.tflite")
 
 
-def litert_times(interpreter, x, runs):
-    index = interpreter.get_input_details()[0]["index"]
-    interpreter.set_tensor(index, x)
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        interpreter.invoke()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def summary(times):
-    return {"median_ms": statistics.median(times) * 1e3, "min_ms": min(times) * 1e3,
-            "p10_ms": float(np.percentile(times, 10)) * 1e3, "p90_ms": float(np.percentile(times, 90)) * 1e3,
-            "runs": len(times)}
-
-
 def family_throughput(engine, runs, peak_gflops):
     """Per kernel family: the sum of its operators' median times (`ms`, which GFLOP/s
     uses) and of their best times (`best_ms`); a large gap marks layers that slow
@@ -192,24 +117,16 @@ def family_throughput(engine, runs, peak_gflops):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argument_parser(__doc__, runs=10, quick="64x64, alpha 0.5, 2 rounds (a smoke test)")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--alpha", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
-    parser.add_argument("--runs", type=int, default=10, help="timed runs per engine per round")
-    parser.add_argument("--cache-dir", default=None, help="reuse exports from this folder")
-    parser.add_argument("--quick", action="store_true", help="64x64, alpha 0.5, 2 rounds (a smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.alpha, args.rounds, args.runs = 64, 0.5, 2, 5
 
-    from ai_edge_litert.interpreter import Interpreter
-
-    import spruce
     from spruce.runtime import Engine
 
-    # Read at the start: the code that runs is the code checked out now.
-    started, revision = datetime.datetime.now(datetime.timezone.utc), git_revision()
+    record = RunRecord("bench_engine")
     folder = args.cache_dir or tempfile.mkdtemp(prefix="spruce_bench_")
     os.makedirs(folder, exist_ok=True)
     # With --cache-dir, only the exports not there yet are built (same seed, same net).
@@ -220,13 +137,13 @@ def main(argv=None):
         paths.update(build_exports(folder, args.size, missing, args.alpha))
 
     x = np.random.default_rng(0).normal(size=(1, args.size, args.size, 3)).astype(np.float32)
-    interpreter = Interpreter(model_path=paths["litert_dense"], num_threads=1)
-    interpreter.allocate_tensors()
+    interpreter = litert_interpreter(paths["litert_dense"])
     engines = {name: Engine(paths[name], num_threads=1) for name in VARIANTS}
     engines2 = {name: Engine(paths[name], num_threads=2) for name in ("0", "90")}
     for e in list(engines.values()) + list(engines2.values()):
         e.run(x)
-    litert_times(interpreter, x, 2)
+    litert_run(interpreter, x)
+    litert_times(interpreter, 1)
 
     batches = {size: np.random.default_rng(1).normal(size=(size, args.size, args.size, 3)).astype(np.float32)
                for size in BATCHES}
@@ -239,9 +156,9 @@ def main(argv=None):
     batch_times = {f"spruce_{name}_batch{size}{suffix}": []
                    for name in engines2 for size in BATCHES for suffix in ("", "_2threads")}
     # The load other processes put on the machine while it was timed, read before and after.
-    load_before = os.getloadavg()
+    record.timing_started()
     for _ in range(args.rounds):
-        times["litert_dense"] += litert_times(interpreter, x, args.runs)
+        times["litert_dense"] += litert_times(interpreter, args.runs)
         for name, e in engines.items():
             times[f"spruce_{name}"] += list(e.benchmark(args.runs, 1).times)
         for name, e in engines2.items():
@@ -252,7 +169,7 @@ def main(argv=None):
                     engine.run(batch)
                     batch_times[f"spruce_{name}_batch{size}{suffix}"].append((time.perf_counter() - start) / size)
 
-    load_after = os.getloadavg()
+    record.timing_ended()
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["litert_dense"]
     speedups = {f"spruce_{name}_vs_litert_dense": base / med[f"spruce_{name}"] for name in engines}
@@ -266,34 +183,24 @@ def main(argv=None):
                   batch_med[f"spruce_{name}_batch{size}"] / batch_med[f"spruce_{name}_batch{size}_2threads"]
                   for name in engines2 for size in BATCHES}
 
-    model_name, mhz = cpu_info()
+    facts = record.facts(isa=engines["0"].isa)
+    mhz = facts["cpu_mhz"]
     # The core's FMA throughput measured now (the clock under turbo is not the
     # nominal one), and the nominal figure: 2 FMA pipes x 8 floats x 2 flops per cycle.
-    from spruce.runtime import _bench, _engine
+    from spruce.runtime import _bench
 
     peak = _bench.fma_peak_gflops(0.5, engines["0"].isa)
     nominal_peak = 32 * mhz / 1e3 if mhz and engines["0"].isa in ("avx2", "avx512") else None
-    import ai_edge_litert
-    import keras
-    import tensorflow as tf
 
     report = {
         "benchmark": "spruce engine vs LiteRT interpreter (dense export), MobileNetV1",
-        "script": "bench_engine",
-        "date": started.isoformat(timespec="seconds"),
-        "git": revision,
+        **facts,
         "arguments": {"size": args.size, "alpha": args.alpha, "rounds": args.rounds, "runs": args.runs,
                       "quick": args.quick},
-        "load_average_1min": {"before": load_before[0], "after": load_after[0]},
         "note": "timings on a shared machine are noisy; rerun on a quiet one",
         "timing": "spruce: each run timed inside Engine.benchmark's native loop; LiteRT: each invoke() "
                   "timed from Python (its call overhead, about 1 us, is below 0.01% of these runs)",
         "model": {"input": [1, args.size, args.size, 3], "alpha": args.alpha, "padding": "symmetric"},
-        "cpu": model_name, "cpu_mhz": mhz, "cores": os.cpu_count(), "isa": engines["0"].isa,
-        "versions": {"python": sys.version.split()[0], "spruce": spruce.__version__, "numpy": np.__version__,
-                     "tensorflow": tf.__version__, "keras": keras.__version__,
-                     "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown"),
-                     "engine_compiler": compiler_of(_engine.__file__)},
         "rounds": args.rounds, "runs_per_round": args.runs, "threads": 1,
         "times": {k: summary(v) for k, v in times.items()},
         "speedups": speedups,

@@ -18,7 +18,6 @@ steps of the output. Prints one JSON document. Usage:
         [--rounds 5] [--runs 5] [--cache-dir DIR] [--quick]
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -27,7 +26,8 @@ import tempfile
 
 import numpy as np
 
-from bench_apps import cpu_info, litert_interpreter, litert_run, litert_times, summary
+from common import (RunRecord, add_net_arguments, argument_parser, litert_interpreter, litert_run, parse_nets,
+                    summary, time_interleaved)
 
 NETS = ("MobileNet", "MobileNetV2")
 # Goals against LiteRT int8 dense, per net and export.
@@ -116,11 +116,7 @@ def bench_net(net, paths, size, rounds, runs):
     result["file_bytes"] = {name: os.path.getsize(path) for name, path in paths.items()}
     litert = litert_interpreter(paths["dense"])
     litert_run(litert, x)
-    times = {"litert_int8_dense": [], **{f"spruce_int8_{name}": [] for name in engines}}
-    for _ in range(rounds):
-        times["litert_int8_dense"] += litert_times(litert, runs)
-        for name, engine in engines.items():
-            times[f"spruce_int8_{name}"] += list(engine.benchmark(runs, 1).times)
+    times = time_interleaved(litert, engines, rounds, runs, "litert_int8_dense", "spruce_int8_")
     med = {k: statistics.median(v) for k, v in times.items()}
     result["times"] = {k: summary(v) for k, v in times.items()}
     result["speedups_vs_litert_int8_dense"] = {name: med["litert_int8_dense"] / med[f"spruce_int8_{name}"]
@@ -141,27 +137,13 @@ def bench_net(net, paths, size, rounds, runs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nets", default=",".join(NETS), help="comma-separated keras.applications names")
-    parser.add_argument("--size", type=int, default=224, help="input height and width")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per engine per round")
-    parser.add_argument("--cache-dir", default=None, help="reuse exports from this folder")
-    parser.add_argument("--quick", action="store_true", help="96x96, 1 round of 2 runs (a smoke test)")
+    parser = argument_parser(__doc__, runs=5, quick="96x96, 1 round of 2 runs (a smoke test)")
+    add_net_arguments(parser, NETS)
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.rounds, args.runs = 96, 1, 2
-    nets = [n.strip() for n in args.nets.split(",") if n.strip()]
-    import keras
-
-    unknown = [n for n in nets if not callable(getattr(keras.applications, n, None))]
-    if unknown or not nets:
-        parser.error(f"--nets must name keras.applications models, e.g. {','.join(NETS)}. Received: {unknown or nets}")
-
-    import ai_edge_litert
-    import tensorflow as tf
-
-    import spruce
+    nets = parse_nets(parser, args.nets, NETS)
+    record = RunRecord("bench_int8")
     from spruce.runtime import _engine
 
     folder = args.cache_dir or tempfile.mkdtemp(prefix="spruce_bench_int8_")
@@ -184,11 +166,9 @@ def main(argv=None):
         "model": {"input": [1, args.size, args.size, 3], "weights": "random (weights=None), seed 0",
                   "pruned": "every 1x1 conv kernel zeroed by magnitude to 75% / 90%, singly or in blocks of 4 "
                             "input channels"},
-        "cpu": cpu_info(), "cores": os.cpu_count(), "isa": _engine.isa(),
-        "avx512_vnni": _engine.kernels.cpu_has_avx512_vnni(), "threads": 1,
-        "versions": {"python": sys.version.split()[0], "spruce": spruce.__version__, "numpy": np.__version__,
-                     "tensorflow": tf.__version__, "keras": keras.__version__,
-                     "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown")},
+        **record.facts(), "avx512_vnni": _engine.kernels.cpu_has_avx512_vnni(), "threads": 1,
+        "arguments": {"nets": nets, "size": args.size, "rounds": args.rounds, "runs": args.runs,
+                      "quick": args.quick},
         "rounds": args.rounds, "runs_per_round": args.runs,
         "goals_definition": {"speedup_vs_litert_int8_dense_min": GOALS,
                              "met_by": "the better of the unstructured and the 4-block export"},

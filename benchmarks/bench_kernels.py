@@ -14,12 +14,12 @@ loops live in spruce.runtime._bench, built beside the engine.
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 
 import numpy as np
 
+from common import RunRecord, cpu_info
 from spruce.runtime import _bench, _engine
 
 K = _engine.kernels
@@ -37,21 +37,6 @@ DEPTHWISE = [
     *[(512, 14, 1, (1, 1, 1, 1))] * 5, (512, 14, 2, (0, 0, 1, 1)), (1024, 7, 1, (1, 1, 1, 1)),
 ]
 SPARSITIES = [0.75, 0.9]
-
-
-def cpu_info():
-    model, mhz = platform.processor() or "unknown", None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "cpu MHz" and mhz is None:
-                    mhz = float(value)
-    except OSError:
-        pass
-    return model, mhz
 
 
 def median_ms(samples):
@@ -124,6 +109,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per round (default 10)")
     parser.add_argument("--isa", default="auto", choices=["auto", "avx512", "avx2", "portable"])
     args = parser.parse_args(argv)
+    record = RunRecord("bench_kernels")
     rng = np.random.default_rng(0)
     model, mhz = cpu_info()
     isa = K.default_isa() if args.isa == "auto" else args.isa
@@ -147,8 +133,10 @@ def main(argv=None):
             for s in SPARSITIES:
                 r[f"sparse_{int(s * 100)}"]["fraction_of_peak"] = r[f"sparse_{int(s * 100)}"]["useful_gflops"] / peak
 
+    record.timing_ended()
     report = {
         "benchmark": "spruce kernels, MobileNetV1-224 layer shapes, batch 1, 1 thread",
+        **record.facts(isa=isa),
         "cpu": model,
         "isa": isa,
         "clock_mhz_nominal": mhz,

@@ -19,7 +19,6 @@ the results page. Usage:
 """
 
 import argparse
-import datetime
 import json
 import multiprocessing as mp
 import os
@@ -28,9 +27,7 @@ import statistics
 import sys
 import time
 
-# The script's folder is on sys.path when it runs as a script; the helpers that say
-# what a measurement ran on live with bench_engine.
-from bench_engine import compiler_of, cpu_info, git_revision
+from common import RunRecord
 
 
 def worker(cpu, path, go, stop, results):
@@ -55,8 +52,7 @@ def main(argv=None):
     if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
         print("bench_two_cores needs Linux and at least 2 CPUs", file=sys.stderr)
         return 2
-    started, revision = datetime.datetime.now(datetime.timezone.utc), git_revision()
-    load_before = os.getloadavg()
+    record = RunRecord("bench_two_cores")
     cpus = sorted(os.sched_getaffinity(0))[:2]
     ctx = mp.get_context("spawn")
     results, stop = ctx.Queue(), ctx.Event()
@@ -101,22 +97,11 @@ def main(argv=None):
         else:
             duo0.append(median_in(cpus[0], a, b))
             duo1.append(median_in(cpus[1], a, b))
-    load_after = os.getloadavg()
+    record.timing_ended()
     ratios = [s * (1 / d0 + 1 / d1) for s, d0, d1 in zip(solo, duo0, duo1) if None not in (s, d0, d1)]
-    import numpy as np
-
-    import spruce
-    from spruce.runtime import _engine
-
     print(json.dumps({
         "benchmark": "two one-thread spruce engines on two cores vs one alone",
-        "script": "bench_two_cores",
-        "date": started.isoformat(timespec="seconds"),
-        "git": revision,
-        "cpu": cpu_info()[0], "cores": os.cpu_count(), "isa": _engine.isa(),
-        "versions": {"python": sys.version.split()[0], "spruce": spruce.__version__, "numpy": np.__version__,
-                     "engine_compiler": compiler_of(_engine.__file__)},
-        "load_average_1min": {"before": load_before[0], "after": load_after[0]},
+        **record.facts(),
         "model": args.model, "cpus": cpus, "phases": args.phases, "seconds_per_phase": args.seconds,
         "solo_ms": [round(v * 1e3, 3) for v in solo if v],
         "duo_ms_cpu0": [round(v * 1e3, 3) for v in duo0 if v],

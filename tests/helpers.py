@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 
 def require_engine():
@@ -146,3 +147,87 @@ def assert_close_to_litert(path, x, engine=None, rtol=RTOL):
         err = np.abs(g - w).max() / max(np.abs(w).max(), 1e-6)
         assert err < rtol, f"relative error {err:.2e} >= {rtol:.0e}"
     return engine
+
+
+# ---- NumPy references of the engine's kernels (float64) ----------------------------------
+
+# Each kernel property holds on 30 random cases; no deadline, as a shared machine's pauses
+# are no failure.
+FAST = settings(max_examples=30, deadline=None)
+
+
+def kernel_isas():
+    """The ISAs this CPU runs the kernels on, portable first: every kernel is checked on each."""
+    kernels = require_engine().kernels
+    return (["portable"] + (["avx2"] if kernels.cpu_has_avx2() else [])
+            + (["avx512"] if kernels.cpu_has_avx512() else []))
+
+
+# (act_min, act_max, hard_swish): none, relu, relu6, relu_n1_to_1, hard-swish.
+ACTIVATIONS = [
+    (-np.inf, np.inf, False),
+    (0.0, np.inf, False),
+    (0.0, 6.0, False),
+    (-1.0, 1.0, False),
+    (-np.inf, np.inf, True),
+]
+
+
+def activation_ref(x, act):
+    lo, hi, hard_swish = act
+    if hard_swish:
+        x = x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+    return np.clip(x, lo, hi)
+
+
+def conv1x1_ref(w, x, bias, act):
+    y = w.astype(np.float64) @ x.astype(np.float64)
+    if bias is not None:
+        y += bias[:, None]
+    return activation_ref(y, act)
+
+
+def dwconv_ref(w, x, bias, stride, pad, act):
+    c, k, _ = w.shape
+    top, left, bottom, right = pad
+    xp = np.pad(x.astype(np.float64), ((0, 0), (top, bottom), (left, right)))
+    oh = (xp.shape[1] - k) // stride + 1
+    ow = (xp.shape[2] - k) // stride + 1
+    y = np.zeros((c, oh, ow))
+    for ky in range(k):
+        for kx in range(k):
+            patch = xp[:, ky : ky + stride * (oh - 1) + 1 : stride, kx : kx + stride * (ow - 1) + 1 : stride]
+            y += w[:, ky, kx, None, None] * patch
+    if bias is not None:
+        y += bias[:, None, None]
+    return activation_ref(y, act)
+
+
+def conv_hwc2chw_ref(w_ohwi, x_hwc, bias, stride, pad, act):
+    k = w_ohwi.shape[1]
+    top, left, bottom, right = pad
+    xp = np.pad(x_hwc.astype(np.float64), ((top, bottom), (left, right), (0, 0)))
+    oh = (xp.shape[0] - k) // stride + 1
+    ow = (xp.shape[1] - k) // stride + 1
+    y = np.zeros((w_ohwi.shape[0], oh, ow))
+    for ky in range(k):
+        for kx in range(k):
+            patch = xp[ky : ky + stride * (oh - 1) + 1 : stride, kx : kx + stride * (ow - 1) + 1 : stride]
+            y += np.einsum("hwi,oi->ohw", patch, w_ohwi[:, ky, kx, :])
+    if bias is not None:
+        y += bias[:, None, None]
+    return activation_ref(y, act)
+
+
+def maybe_bias(rng, n, with_bias):
+    return rng.standard_normal(n).astype(np.float32) if with_bias else None
+
+
+def cuts(rng, size, parts):
+    """Sorted cut points splitting [0, size) into `parts` (possibly empty) ranges."""
+    inner = np.sort(rng.integers(0, size + 1, size=parts - 1)) if parts > 1 else np.array([], int)
+    return [0, *inner.tolist(), size]
+
+
+def assert_close(actual, expected):
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)

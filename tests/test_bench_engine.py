@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ SCRIPT = BENCHMARKS / "bench_engine.py"
 
 
 def load_script(path=SCRIPT):
+    if str(BENCHMARKS) not in sys.path:  # the scripts import benchmarks/common.py, as when they run
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -10,8 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from test_kernels import (ACTIVATIONS, FAST, ISAS, assert_close, conv1x1_ref, conv_hwc2chw_ref, cuts, kernels,
-                          maybe_bias)
+from helpers import (ACTIVATIONS, FAST, assert_close, conv1x1_ref, conv_hwc2chw_ref, cuts, kernel_isas, maybe_bias,
+                     require_engine)
+
+kernels = require_engine().kernels
+ISAS = kernel_isas()
 
 # ---- the GEMM's residual epilogue -----------------------------------------------------------
 

@@ -15,72 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import require_engine
+from helpers import (ACTIVATIONS, FAST, activation_ref, assert_close, conv1x1_ref, conv_hwc2chw_ref, cuts, dwconv_ref,
+                     kernel_isas, maybe_bias, require_engine)
 
 kernels = require_engine().kernels
 
-ISAS = (["portable"] + (["avx2"] if kernels.cpu_has_avx2() else [])
-        + (["avx512"] if kernels.cpu_has_avx512() else []))
+ISAS = kernel_isas()
 BEST_ISA = ISAS[-1]
 SPARSITIES = [0.0, 0.5, 0.75, 0.9, 0.99, 1.0]
-# (act_min, act_max, hard_swish): none, relu, relu6, relu_n1_to_1, hard-swish.
-ACTIVATIONS = [
-    (-np.inf, np.inf, False),
-    (0.0, np.inf, False),
-    (0.0, 6.0, False),
-    (-1.0, 1.0, False),
-    (-np.inf, np.inf, True),
-]
-FAST = settings(max_examples=30, deadline=None)
-
-
-# --------------------------------------------------------------- references --
-
-
-def activation_ref(x, act):
-    lo, hi, hard_swish = act
-    if hard_swish:
-        x = x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
-    return np.clip(x, lo, hi)
-
-
-def conv1x1_ref(w, x, bias, act):
-    y = w.astype(np.float64) @ x.astype(np.float64)
-    if bias is not None:
-        y += bias[:, None]
-    return activation_ref(y, act)
-
-
-def dwconv_ref(w, x, bias, stride, pad, act):
-    c, k, _ = w.shape
-    top, left, bottom, right = pad
-    xp = np.pad(x.astype(np.float64), ((0, 0), (top, bottom), (left, right)))
-    oh = (xp.shape[1] - k) // stride + 1
-    ow = (xp.shape[2] - k) // stride + 1
-    y = np.zeros((c, oh, ow))
-    for ky in range(k):
-        for kx in range(k):
-            patch = xp[:, ky : ky + stride * (oh - 1) + 1 : stride, kx : kx + stride * (ow - 1) + 1 : stride]
-            y += w[:, ky, kx, None, None] * patch
-    if bias is not None:
-        y += bias[:, None, None]
-    return activation_ref(y, act)
-
-
-def conv_hwc2chw_ref(w_ohwi, x_hwc, bias, stride, pad, act):
-    k = w_ohwi.shape[1]
-    top, left, bottom, right = pad
-    xp = np.pad(x_hwc.astype(np.float64), ((top, bottom), (left, right), (0, 0)))
-    oh = (xp.shape[0] - k) // stride + 1
-    ow = (xp.shape[1] - k) // stride + 1
-    y = np.zeros((w_ohwi.shape[0], oh, ow))
-    for ky in range(k):
-        for kx in range(k):
-            patch = xp[ky : ky + stride * (oh - 1) + 1 : stride, kx : kx + stride * (ow - 1) + 1 : stride]
-            y += np.einsum("hwi,oi->ohw", patch, w_ohwi[:, ky, kx, :])
-    if bias is not None:
-        y += bias[:, None, None]
-    return activation_ref(y, act)
 
 
 # ------------------------------------------------------------------ helpers --
@@ -106,20 +48,6 @@ def expect_row_groups(packed, w, groups):
     """Block-structured weights with whole groups of 4 rows get the grouped kernel."""
     if groups and w.shape[0] % 4 == 0 and w.shape[1] >= 64 and np.count_nonzero(w):
         assert packed.group_rows == 4
-
-
-def maybe_bias(rng, n, with_bias):
-    return rng.standard_normal(n).astype(np.float32) if with_bias else None
-
-
-def cuts(rng, size, parts):
-    """Sorted cut points splitting [0, size) into `parts` (possibly empty) ranges."""
-    inner = np.sort(rng.integers(0, size + 1, size=parts - 1)) if parts > 1 else np.array([], int)
-    return [0, *inner.tolist(), size]
-
-
-def assert_close(actual, expected):
-    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
 
 
 def padding_strategy(k):

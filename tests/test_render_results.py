@@ -1,11 +1,13 @@
 """benchmarks/render_results.py turns the JSON a benchmark printed into its results page.
 
-The documents here are written in the format bench_engine.py prints (every key it
-prints, small made-up figures); tests/test_bench_engine.py renders a real one.
+The bench_engine documents here are written in the format bench_engine.py prints (every
+key it prints, small made-up figures); tests/test_bench_engine.py renders a real one. The
+bench_apps ones are real: two quick runs of bench_apps.py, kept in tests/data/bench_apps/.
 """
 
 import importlib.util
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -172,3 +174,103 @@ def test_a_busy_machine_is_called_busy_on_the_page_and_in_the_readme(renderer, t
     calm = [dict(run, load_average_1min={"before": 0.5, "after": 2.0}) for run in THREE_RUNS]
     quiet = Path(renderer.render(write_runs(tmp_path / "quiet", calm), out_dir=tmp_path)).read_text()
     assert "The machine was busy" not in quiet
+
+
+# ---- bench_apps: documents printed by the real benchmark ----------------------------------
+# tests/data/bench_apps/ holds two runs of `benchmarks/bench_apps.py --nets MobileNet,ResNet50
+# --quick` (64x64, 1 round of 2 runs: a smoke run, its figures mean nothing), so the pages are
+# rendered from every key the benchmark prints, in the shapes it prints them.
+
+APPS_RUNS = sorted((Path(__file__).resolve().parent / "data" / "bench_apps").glob("*.json"))
+
+
+def apps_documents():
+    return [json.loads(path.read_text()) for path in APPS_RUNS]
+
+
+def across_runs(values, unit="x"):
+    """How the page writes one figure of several runs: the median, then the range if they differ."""
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{mid:.2f}{unit}" + ("" if low == high else f" ({low:.2f}-{high:.2f})")
+
+
+def test_the_bench_apps_fixture_is_two_quick_runs_of_mobilenet_and_resnet50():
+    runs = apps_documents()
+    assert len(runs) == 2 and all(r["script"] == "bench_apps" and r["arguments"]["quick"] for r in runs)
+    assert [list(r["nets"]) for r in runs] == [["MobileNet", "ResNet50"]] * 2
+    assert runs[0]["nets"]["MobileNet"]["policy_prunes_only_1x1"] is True
+    assert "spruce_all75_vs_litert_dense" in runs[0]["nets"]["ResNet50"]["speedups"]
+
+
+def test_bench_apps_page_gives_each_export_its_times_ratios_and_error_per_net(renderer, tmp_path):
+    runs = apps_documents()
+    page = Path(renderer.render([str(p) for p in APPS_RUNS], out_dir=tmp_path)).read_text()
+    assert (tmp_path / "bench_apps.md").read_text() == page
+    assert page.startswith("# bench_apps: spruce's engine against LiteRT on the Keras application CNNs")
+    labels = {"dense": "dense (0% zeros)", "90": "1x1 convs 90% sparse",
+              "all90": "every conv but the stem 90% sparse", "all75": "every conv but the stem 75% sparse"}
+    for net, first in runs[0]["nets"].items():
+        assert f"### {net}" in page
+        litert = across_runs([r["nets"][net]["times"]["litert_dense"]["median_ms"] for r in runs], "")
+        for key in first["speedups"]:
+            name = key[len("spruce_"):-len("_vs_litert_dense")]
+            timed = name if f"spruce_{name}" in first["times"] else "90"  # the policy's file is the 1x1 one
+            label = labels[name] + (" (the 1x1 export: the policy prunes only the 1x1 convs)"
+                                    if name != timed else "")
+            spruce = across_runs([r["nets"][net]["times"][f"spruce_{timed}"]["median_ms"] for r in runs], "")
+            speedup = across_runs([r["nets"][net]["speedups"][key] for r in runs])
+            fastest = across_runs([r["nets"][net]["speedups_from_fastest_runs"][f"spruce_{timed}_vs_litert_dense"]
+                                   for r in runs])
+            error = max(r["nets"][net]["max_relative_error_vs_litert"][timed] for r in runs)
+            assert f"| {label} | {litert} | {spruce} | {speedup} | {fastest} | {error:.1e} |" in page, (net, name)
+        for goal in first["goals"]:
+            met = sum(r["nets"][net]["goals"][goal] for r in runs)
+            assert f"| {goal.replace('_', ' ')} | {met} of 2 |" in page
+    versions = runs[0]["versions"]
+    for fact in (f"{runs[0]['cpu']}, {runs[0]['cores']} cores, engine kernels {runs[0]['isa']}",
+                 f"TensorFlow {versions['tensorflow']}", f"ai-edge-litert (LiteRT) {versions['ai_edge_litert']}",
+                 f"spruce {versions['spruce']}", f"| spruce commit | {runs[0]['git']['commit'][:7]}",
+                 "keras.applications MobileNet, ResNet50 at 64x64x3", "(a --quick smoke run, not a measurement)",
+                 "2 runs of the script, each 1 interleaved rounds x 2 timed runs per engine",
+                 "| load average (1 min), start and end |"):
+        assert fact in page, fact
+    assert all(f"\n| {path.name} | " in page for path in APPS_RUNS)  # one line per run
+
+
+def test_bench_apps_readme_block_is_the_headline_table(renderer, tmp_path):
+    runs = apps_documents()
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:bench_apps -->\nstale\n<!-- /results -->\nrest\n")
+    renderer.render([str(p) for p in APPS_RUNS], out_dir=tmp_path, readme=str(readme))
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- results:bench_apps -->\n") and text.endswith("<!-- /results -->\nrest\n")
+    assert "stale" not in text and "[all figures](benchmarks/results/bench_apps.md)" in text
+    resnet = runs[0]["nets"]["ResNet50"]
+    ratios = [across_runs([r["nets"]["ResNet50"]["speedups"][f"spruce_{name}_vs_litert_dense"] for r in runs])
+              for name in ("dense", "90", "all90", "all75")]
+    met = sum(all(r["nets"]["ResNet50"]["goals"][g] for r in runs) for g in resnet["goals"])
+    litert = across_runs([r["nets"]["ResNet50"]["times"]["litert_dense"]["median_ms"] for r in runs], "")
+    assert f"| ResNet50 | {litert} | {' | '.join(ratios)} | {met} of {len(resnet['goals'])} |" in text
+    # MobileNet has no 75% export: an empty cell.
+    assert "| MobileNet | " in text and " | - | " in text.split("| MobileNet | ")[1].split("\n")[0]
+
+
+def test_a_net_the_engine_refused_is_shown_with_the_refusal_and_its_operators(renderer, tmp_path):
+    runs = apps_documents()
+    for run in runs:  # what bench_net records when Engine() raises UnsupportedModelError
+        resnet = run["nets"]["ResNet50"]
+        run["nets"]["ResNet50"] = {"operators": resnet["operators"], "policy_prunes_only_1x1": False,
+                                   "refused": "CUSTOM (operator 3) is not supported by spruce's engine.",
+                                   "exports": resnet["exports"]}
+    page = Path(renderer.render(write_runs(tmp_path / "bench_apps", runs), out_dir=tmp_path)).read_text()
+    assert "spruce's engine refused this net: CUSTOM (operator 3) is not supported" in page
+    assert "Operators of its dense export: " + ", ".join(
+        f"{op} x{n}" for op, n in runs[0]["nets"]["ResNet50"]["operators"].items()) in page
+    assert "| ResNet50 | refused |" in page and "### MobileNet" in page
+
+
+def test_bench_apps_runs_of_different_nets_are_refused(renderer, tmp_path):
+    runs = apps_documents()
+    del runs[1]["nets"]["ResNet50"]
+    with pytest.raises(renderer.ResultsError, match="differ in their parameters"):
+        renderer.render(write_runs(tmp_path / "bench_apps", runs), out_dir=tmp_path)

@@ -66,7 +66,7 @@ def _convert_here(model, path, sparse, batch_size, fp16=False, representative=No
         tf.TensorSpec(shape, dtype=tensor.dtype or "float32")
         for shape, tensor in zip(input_shapes(model, batch_size), model.inputs)
     ]
-    signature = specs if len(specs) > 1 else specs[:1]
+    signature = [nest_like_inputs(model, specs)]
     kwargs = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
     optimizations = []
     if fp16:  # float16 quantization: Optimize.DEFAULT restricted to the float16 type
@@ -85,6 +85,21 @@ def _convert_here(model, path, sparse, batch_size, fp16=False, representative=No
         model.export(str(path), format="litert", verbose=False, input_signature=signature, **kwargs)
     except Exception as e:  # the converter raises many types; keep its message
         raise ConversionError(f"the TF Lite converter failed on model {model.name!r}: {e}") from e
+
+
+def nest_like_inputs(model, specs):
+    """`specs` (one per entry of `model.inputs`) in the structure the model's call takes
+    as its one positional argument: a list, or a dict for a model built on a dict of
+    inputs. The converter calls the model with each signature entry as a positional
+    argument, so flat specs would land on `inputs` and `training`."""
+    import keras
+
+    if len(specs) == 1:
+        return specs[0]
+    structure = getattr(model, "_inputs_struct", None)
+    if structure is None:  # a Sequential or other model that takes a flat list
+        return list(specs)
+    return keras.tree.pack_sequence_as(structure, specs)
 
 
 def _convert_in_child(model, path, sparse, batch_size, fp16, representative=None):

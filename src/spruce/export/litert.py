@@ -16,7 +16,7 @@ import numpy as np
 
 from spruce._atomic import atomic_path
 from spruce.export import int8
-from spruce.export.converter import convert, input_shapes
+from spruce.export.converter import convert, input_shapes, nest_like_inputs
 
 # Default verification tolerances (atol, rtol). float16 keeps 11 significant bits, so each
 # weight moves by up to 2^-11 of itself and a MobileNet's outputs drift by a few 1e-4 of
@@ -230,7 +230,7 @@ def _compare(model, tflite_path, batches):
     outputs = sorted(signature["outputs"], key=_output_order)
     worst, scale = [0.0] * len(outputs), [0.0] * len(outputs)
     for xs in batches:
-        expected = model(xs if len(xs) > 1 else xs[0], training=False)
+        expected = model(nest_like_inputs(model, xs), training=False)
         expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
         got = runner(**dict(zip(names, xs)))
         got = [got[k] for k in outputs]

@@ -58,6 +58,10 @@ SUPPORTED_OPERATORS = tuple(sorted(
      "CONCATENATION", "QUANTIZE"} | set(_UNARY)
 ))
 
+# The types of a sparse constant stored with no values (all zeros) that DENSIFY expands:
+# the float32 weights of a float export and the float16 ones of an fp16 export.
+_ZERO_SPARSE_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16}
+
 # Inputs each operator must have (later ones are optional: a conv's bias).
 _MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "PAD": 2, "ADD": 2,
                "MUL": 2, "SUB": 2, "DIV": 2, "MEAN": 2}
@@ -269,8 +273,11 @@ class _Builder:
                     f"Supported operators: {', '.join(SUPPORTED_OPERATORS)}. "
                     "Run this model with the LiteRT interpreter."
                 )
+        # A sparse constant whose values are all zero has no data; _op_densify checks it.
+        computed = set(g.inputs) | {t for op in g.operators for t in op.outputs}
+        densified = {op.inputs[0] for op in g.operators if op.opcode == "DENSIFY" and op.inputs} - computed
         for t in g.tensors:
-            if t.data is None and t.type_name != "FLOAT32":
+            if t.data is None and t.type_name != "FLOAT32" and t.index not in densified:
                 users = [operator_name(o.opcode, o.index) for o in g.operators
                          if t.index in o.inputs or t.index in o.outputs]
                 quantized.check_tensor(g, t, users)
@@ -643,15 +650,21 @@ class _Builder:
         self._layer(op, "softmax")
 
     def _op_densify(self, op, name):
-        src = op.inputs[0]
+        """A sparse constant's dense value, float32 or float16 (then a DEQUANTIZE reads it)."""
+        src, y = op.inputs[0], op.outputs[0]
+        given, made = self.g.tensors[src].type_name, self.g.tensors[y].type_name
+        if given != made:
+            raise UnsupportedModelError(
+                f"{name}: its input is {given} but its output {made}; DENSIFY keeps the type. "
+                "The file may be corrupted.")
         computed = src in self.g.inputs or any(src in o.outputs for o in self.g.operators)
-        if src not in self.consts and not computed and self.g.tensors[src].type_name == "FLOAT32":
+        if src not in self.consts and not computed and given in _ZERO_SPARSE_TYPES:
             # A sparse constant whose values are all zero is stored with no values at all
             # (so it is held to the reader's bound on a sparse tensor without values).
             if int(np.prod(self.shape(src), dtype=object)) > _sparse.SMALL_TENSOR:
                 raise UnsupportedModelError(f"{name}: its all-zero input of shape {self.shape(src)} is "
                                             "implausibly large. The file may be corrupted.")
-            self.consts[src] = np.zeros(self.shape(src), np.float32)
+            self.consts[src] = np.zeros(self.shape(src), _ZERO_SPARSE_TYPES[given])
         if src not in self.consts:
             raise UnsupportedModelError(f"{name}: its input must be a constant tensor")
         self._define_const(op, name, self.consts[src])
