@@ -71,6 +71,37 @@ def test_spmm_input_scale_of_the_wrong_length_is_refused():
         kernels.spmm(packed, np.ones((4, 8), np.float32), input_scale=np.ones(5, np.float32))
 
 
+# ---- depthwise convs on small planes under AVX-512 ---------------------------------------------
+
+
+@pytest.mark.skipif("avx512" not in ISAS, reason="the CPU has no AVX-512")
+@FAST
+@given(k=st.sampled_from([3, 5]), h=st.integers(1, 24), w=st.integers(1, 24), top=st.integers(0, 4),
+       left=st.integers(0, 4), c=st.integers(1, 7), act=st.sampled_from(ACTIVATIONS), gap=st.sampled_from([0, 5]),
+       seed=st.integers(0, 2**31 - 1))
+def test_dwconv_on_small_planes_at_stride_1_gives_the_avx2_bits(k, h, w, top, left, c, act, gap, seed):
+    """Planes of up to 256 pixels whose rows keep their width run as one run of pixels,
+    16 outputs a vector across rows, each tap under a mask: the AVX2 kernel's sums, in
+    the same order, for any channel range, with planes packed or spaced out."""
+    from test_kernels import depthwise_case, dwconv_ref
+
+    top, left = min(top, k - 1), min(left, k - 1)
+    pad = (top, left, k - 1 - top, k - 1 - left)  # (top, left, bottom, right): rows keep their width
+    weights, x, bias = depthwise_case(seed, c, k, (h, w))
+    kw = dict(stride=1, padding=list(pad), act_min=act[0], act_max=act[1], hard_swish=act[2])
+    want = kernels.dwconv_chw(weights, x, bias, isa="avx2", **kw)
+    assert_close(want, dwconv_ref(weights, x, bias, 1, pad, act))
+    pixels = h * w
+    spaced = np.full((c, pixels + gap), np.nan, np.float32)
+    spaced[:, :pixels] = x.reshape(c, pixels)
+    for c0, c1 in ((0, c), (c // 2, c)):
+        out = np.full((c, pixels + gap), 7.0, np.float32)
+        kernels.dwconv_chw(weights, spaced, bias, out=out, c_begin=c0, c_end=c1, isa="avx512", in_hw=(h, w),
+                           out_stride=pixels + gap, **kw)
+        np.testing.assert_array_equal(out[c0:c1, :pixels], want[c0:c1].reshape(c1 - c0, pixels))
+        assert np.all(out[:c0] == 7.0) and np.all(out[c1:] == 7.0) and np.all(out[:, pixels:] == 7.0)
+
+
 # ---- the squeeze-and-excite scale fused into the conv that reads it ----------------------------
 
 keras = pytest.importorskip("keras")
