@@ -14,7 +14,10 @@ The plan is plain data (lists of dicts and float32 arrays) that
 - weights rearranged for the kernels (depthwise [C, kh, kw], 1x1 [O, I]);
 - which operators run fused: swish (LOGISTIC then MUL) as one operator, swish
   or HARD_SWISH after a conv in the conv's epilogue, and a residual ADD in the
-  epilogue of the conv computing one of its operands (`_fuse_residual_adds`).
+  epilogue of the conv computing one of its operands (`_fuse_residual_adds`), and
+  a per-channel scale (a squeeze-and-excite block's MUL) folded into the weights
+  of the sparse 1x1 conv that reads the scaled tensor (`_fuse_input_scales`),
+  and a MEAN of a depthwise conv's output computed by that conv (`_fuse_means`).
 
 Operators on int8 activations (full-integer models) are planned by
 `spruce.runtime.quantized`. Anything the engine cannot run exactly (an unknown
@@ -723,6 +726,68 @@ def _fuse_residual_adds(plan):
                 conv["ints"]["activation"] = add["ints"].get("activation", 0)
                 fused[i] = c
                 break
+    return _drop_fused(plan, fused)
+
+
+def _fuse_input_scales(plan):
+    """Folds each per-channel MUL (x of shape [N, H, W, C] times s of shape [N, 1, 1, C]:
+    a squeeze-and-excite block's scale) into the sparse 1x1 conv that alone reads its
+    result: the conv reads x and s, and multiplies its weights by s at each run, W
+    diag(s) x instead of W (s x), so the scaled tensor is never written. Only where the
+    conv has no more nonzeros than x has elements, which makes scaling the weights the
+    cheaper of the two. Each product rounds once in another place: the results are
+    within a few ulps of the two operators'."""
+    writer, readers = {}, {}
+    for i, op in enumerate(plan.ops):
+        for t in op["outputs"]:
+            writer[t] = i
+        for t in op["inputs"]:
+            readers.setdefault(t, []).append(i)
+    fused = {}  # MUL op index -> conv op index
+    for i, mul in enumerate(plan.ops):
+        if mul["kind"] != "mul" or len(mul["inputs"]) != 2 or mul["ints"].get("activation", 0) != 0:
+            continue
+        y = mul["outputs"][0]
+        shape = plan.tensors[y]["shape"]
+        if len(shape) != 4 or y in plan.outputs or len(readers.get(y, [])) != 1:
+            continue
+        c = readers[y][0]
+        conv = plan.ops[c]
+        if conv["kind"] != "conv1x1_sparse" or conv["inputs"] != [y]:
+            continue
+        for x, scale in (mul["inputs"], mul["inputs"][::-1]):
+            xt, st = plan.tensors[x], plan.tensors[scale]
+            if (xt["shape"] == shape and xt["layout"] == CHW and st["shape"] == [shape[0], 1, 1, shape[3]]
+                    and st["data"] is None and x != scale
+                    and np.count_nonzero(conv["arrays"]["weights"]) <= int(np.prod(shape))):
+                conv["inputs"] = [x, scale]
+                conv["ints"]["input_scale"] = 1
+                fused[i] = c
+                break
+    return _drop_fused(plan, fused)
+
+
+def _fuse_means(plan):
+    """Computes each MEAN over height and width of a depthwise conv's output in that
+    conv, as its second output: the conv takes each piece of planes it wrote, still in
+    cache, through MEAN's own kernel, so the means are MEAN's bits and the planes are
+    not read again from memory (a squeeze-and-excite block's squeeze)."""
+    writer = {t: i for i, op in enumerate(plan.ops) for t in op["outputs"]}
+    fused = {}  # MEAN op index -> depthwise op index
+    for i, mean in enumerate(plan.ops):
+        if mean["kind"] != "mean_hw" or len(mean["inputs"]) != 1:
+            continue
+        c = writer.get(mean["inputs"][0])
+        if c is None or plan.ops[c]["kind"] != "depthwise" or len(plan.ops[c]["outputs"]) != 1:
+            continue
+        plan.ops[c]["outputs"].append(mean["outputs"][0])
+        fused[i] = c
+    return _drop_fused(plan, fused)
+
+
+def _drop_fused(plan, fused):
+    """The plan without the ops in `fused` (op index -> the op that now computes it),
+    each TFLite layer they ran marked as fused into that op."""
     if not fused:
         return plan
     names = {plan.ops[i]["name"]: plan.ops[c]["name"] for i, c in fused.items()}
@@ -742,4 +807,5 @@ def build_plan(model, sparse_threshold=DEFAULT_SPARSE_THRESHOLD):
             f"the model has {len(model.subgraphs)} subgraphs (control flow); spruce's engine runs "
             "single-subgraph models"
         )
-    return _fuse_residual_adds(_Builder(model.main, sparse_threshold).build())
+    plan = _fuse_residual_adds(_Builder(model.main, sparse_threshold).build())
+    return _fuse_means(_fuse_input_scales(plan))

@@ -83,8 +83,20 @@ void register_kernel_bindings(py::module_& parent) {
       [](const kernels::SparseMatrix& w, const py::object& input, const py::object& bias,
          const py::object& out, Int n_begin, std::optional<Int> n_end, Int p_begin,
          std::optional<Int> p_end, Float act_min, Float act_max, bool hard_swish,
-         const std::string& isa, bool input_padded, Int out_stride, bool output_padded) {
+         const std::string& isa, bool input_padded, Int out_stride, bool output_padded,
+         const py::object& input_scale) {
         py::array x = check_array(input, "input", {w.cols, w.in_stride});
+        // The weights scaled per input channel, as the engine's fused MUL does.
+        std::vector<float> scaled;
+        if (!input_scale.is_none()) {
+          py::array s = check_array(input_scale, "input_scale", {w.cols});
+          std::vector<float> base = w.values;
+          base.insert(base.end(), w.group_values.begin(), w.group_values.end());
+          const std::vector<int32_t> cols = kernels::spmm_value_columns(w);
+          scaled.resize(base.size());
+          kernels::spmm_scale_values(base.data(), cols.data(), data_of(s), scaled.data(),
+                                     static_cast<int64_t>(base.size()), parse_isa(isa));
+        }
         py::array b_keep;
         const float* b = optional_bias(bias, w.rows, &b_keep);
         if (out_stride < 0) throw py::value_error("out_stride must be >= 0. Received: " + std::to_string(out_stride));
@@ -113,7 +125,9 @@ void register_kernel_bindings(py::module_& parent) {
         {
           py::gil_scoped_release release;
           kernels::spmm(w, b, data_of(x), yd, out_stride, static_cast<int32_t>(n_begin),
-                        static_cast<int32_t>(ne), p_begin, pe, act, i, input_padded, output_padded);
+                        static_cast<int32_t>(ne), p_begin, pe, act, i, input_padded, output_padded,
+                        scaled.empty() ? nullptr : scaled.data(),
+                        scaled.empty() ? nullptr : scaled.data() + w.nnz());
         }
         return y;
       },
@@ -122,7 +136,9 @@ void register_kernel_bindings(py::module_& parent) {
       py::arg("p_end") = py::none(), py::arg("act_min") = -kInf, py::arg("act_max") = kInf,
       py::arg("hard_swish").noconvert() = false, py::arg("isa") = "auto",
       py::arg("input_padded").noconvert() = false, py::arg("out_stride") = 0, py::arg("output_padded").noconvert() = false,
+      py::arg("input_scale") = py::none(),
       "Sparse 1x1 conv: out[n, p] = act(bias[n] + sum_k W[n, k] * input[k, p]) over the given ranges.\n"
+      "input_scale: [K] factors the weights of each input channel are multiplied by first.\n"
       "input_padded: the input may be read to the last vector's end (its extra lanes are dropped).\n"
       "out_stride: floats between output rows (0: in_stride). output_padded: the output may be written\n"
       "to the last vector's end (junk in the extra lanes).");

@@ -148,6 +148,130 @@ void dw_dispatch(const DwConvParams& p, const float* weights, const float* bias,
   }
 }
 
+// Small planes at stride 1 whose output rows are as wide as the input's: a
+// plane is then one run of pixels, tap (ky, kx) of output pixel q is input
+// pixel q + (ky - pad_top) * in_w + kx - pad_left, and each vector of 16
+// outputs takes a tap as one load under a mask that drops the lanes whose tap
+// falls in the padding. Vectors span rows, so a 7x7 plane is 4 vectors where
+// rows would take 7 (of 8 lanes in AVX2, of 16 here); small planes run NC = 2
+// channels at a time so that enough FMA chains are in flight. The masks
+// depend on the geometry only and are built once per call.
+constexpr int kFlatMaxVectors = 16;  // planes up to 256 pixels (14x14, 7x7)
+
+struct FlatGeometry {
+  int32_t vectors = 0, pixels = 0;
+  int64_t in_plane = 0, out_plane = 0;
+  int32_t tap_offset[25];                        // per tap, input pixel of output pixel 0
+  __mmask16 masks[kFlatMaxVectors * 25];         // [vector][tap]
+};
+
+template <int K>
+void flat_geometry(const DwConvParams& p, FlatGeometry& g) {
+  const int32_t out_w = p.out_w();
+  g.pixels = p.out_h() * out_w;
+  g.vectors = (g.pixels + 15) / 16;
+  g.in_plane = p.in_plane();
+  g.out_plane = p.out_plane();
+  for (int ky = 0; ky < K; ++ky) {
+    for (int kx = 0; kx < K; ++kx) g.tap_offset[ky * K + kx] = (ky - p.pad_top) * p.in_w + kx - p.pad_left;
+  }
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i zero = _mm512_setzero_si512();
+  for (int32_t v = 0; v < g.vectors; ++v) {
+    const __m512i q = _mm512_add_epi32(lane, _mm512_set1_epi32(16 * v));
+    const __mmask16 live = avx512::tail_mask(std::min(16, g.pixels - 16 * v));
+    // Output row and column of each lane (q / out_w through float: exact for
+    // these small planes, and a lane past the plane is masked anyway).
+    const __m512i oy = _mm512_cvttps_epi32(_mm512_div_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(static_cast<float>(out_w))));
+    const __m512i ox = _mm512_sub_epi32(q, _mm512_mullo_epi32(oy, _mm512_set1_epi32(out_w)));
+    __mmask16 rows[K], cols[K];
+    for (int k = 0; k < K; ++k) {
+      const __m512i iy = _mm512_add_epi32(oy, _mm512_set1_epi32(k - p.pad_top));
+      const __m512i ix = _mm512_add_epi32(ox, _mm512_set1_epi32(k - p.pad_left));
+      rows[k] = _mm512_mask_cmplt_epi32_mask(_mm512_cmpge_epi32_mask(iy, zero), iy, _mm512_set1_epi32(p.in_h));
+      cols[k] = _mm512_mask_cmplt_epi32_mask(_mm512_cmpge_epi32_mask(ix, zero), ix, _mm512_set1_epi32(p.in_w));
+    }
+    for (int ky = 0; ky < K; ++ky) {
+      for (int kx = 0; kx < K; ++kx) g.masks[v * K * K + ky * K + kx] = live & rows[ky] & cols[kx];
+    }
+  }
+}
+
+// Channels [c, c + NC) x vectors [v0, v0 + U): taps in (ky, kx) order into one
+// accumulator per output, the masked lanes adding the padding's zeros.
+template <int K, int NC, int U, bool kHardSwish>
+inline void flat_block(const FlatGeometry& g, const float* weights, const float* bias, const float* input,
+                       float* output, int32_t c, int32_t v0, __m512 lo, __m512 hi) {
+  __m512 acc[NC][U];
+  for (int n = 0; n < NC; ++n) {
+    const __m512 bv = bias != nullptr ? _mm512_set1_ps(bias[c + n]) : _mm512_setzero_ps();
+    for (int u = 0; u < U; ++u) acc[n][u] = bv;
+  }
+  const float* in[NC];
+  for (int n = 0; n < NC; ++n) in[n] = input + (c + n) * g.in_plane + 16 * v0;
+  const __mmask16* m = g.masks + v0 * K * K;
+  for (int t = 0; t < K * K; ++t) {
+    const int32_t off = g.tap_offset[t];
+    for (int n = 0; n < NC; ++n) {
+      const __m512 wv = _mm512_set1_ps(weights[static_cast<int64_t>(c + n) * K * K + t]);
+      for (int u = 0; u < U; ++u) {
+        const __m512 x = _mm512_maskz_loadu_ps(m[u * K * K + t], in[n] + 16 * u + off);
+        acc[n][u] = _mm512_fmadd_ps(x, wv, acc[n][u]);
+      }
+    }
+  }
+  for (int n = 0; n < NC; ++n) {
+    float* out = output + (c + n) * g.out_plane + 16 * v0;
+    for (int u = 0; u < U; ++u) {
+      const __mmask16 live = avx512::tail_mask(std::min(16, g.pixels - 16 * (v0 + u)));
+      _mm512_mask_storeu_ps(out + 16 * u, live, avx512::activate<kHardSwish>(acc[n][u], lo, hi));
+    }
+  }
+}
+
+template <int K, int NC, bool kHardSwish>
+inline void flat_vectors(const FlatGeometry& g, const float* weights, const float* bias, const float* input,
+                         float* output, int32_t c, __m512 lo, __m512 hi) {
+  constexpr int kMaxU = NC == 2 ? 4 : 8;
+  int32_t v = 0;
+  for (; v + kMaxU <= g.vectors; v += kMaxU) {
+    flat_block<K, NC, kMaxU, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi);
+  }
+  switch (g.vectors - v) {
+    case 0: break;
+    case 1: flat_block<K, NC, 1, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
+    case 2: flat_block<K, NC, 2, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
+    case 3: flat_block<K, NC, 3, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
+    case 4: flat_block<K, NC, 4, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
+    case 5: flat_block<K, NC, 5, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
+    case 6: flat_block<K, NC, 6, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
+    default: flat_block<K, NC, 7, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
+  }
+}
+
+template <int K, bool kHardSwish>
+void flat_channels(const FlatGeometry& g, const float* weights, const float* bias, const float* input,
+                   float* output, int32_t c_begin, int32_t c_end, __m512 lo, __m512 hi) {
+  int32_t c = c_begin;
+  if (g.vectors <= 4) {
+    for (; c + 2 <= c_end; c += 2) flat_vectors<K, 2, kHardSwish>(g, weights, bias, input, output, c, lo, hi);
+  }
+  for (; c < c_end; ++c) flat_vectors<K, 1, kHardSwish>(g, weights, bias, input, output, c, lo, hi);
+}
+
+template <int K>
+void flat_dispatch(const DwConvParams& p, const float* weights, const float* bias, const float* input, float* output,
+                   int32_t c_begin, int32_t c_end, const Activation& act) {
+  FlatGeometry g;
+  flat_geometry<K>(p, g);
+  const avx512::Epilogue e(act);
+  if (e.hard_swish) {
+    flat_channels<K, true>(g, weights, bias, input, output, c_begin, c_end, e.lo, e.hi);
+  } else {
+    flat_channels<K, false>(g, weights, bias, input, output, c_begin, c_end, e.lo, e.hi);
+  }
+}
+
 }  // namespace
 
 bool dwconv_chw_avx512(const DwConvParams& p, const float* weights, const float* bias, const float* input,
@@ -155,6 +279,16 @@ bool dwconv_chw_avx512(const DwConvParams& p, const float* weights, const float*
   // Narrow rows leave most of a 16-lane vector idle (7 of 16 on a 7x7
   // plane), where the AVX2 kernels fill 8-lane vectors from a padded copy.
   const int32_t min_out_w = p.kernel == 5 ? kDw512MinOutW5 : p.stride == 2 ? kDw512MinOutW3S2 : kDw512MinOutW3S1;
+  const bool flat = p.stride == 1 && p.out_w() == p.in_w &&
+                    static_cast<int64_t>(p.out_h()) * p.out_w() <= 16 * kFlatMaxVectors;
+  if (flat && (p.kernel == 3 || p.kernel == 5)) {
+    if (p.kernel == 3) {
+      flat_dispatch<3>(p, weights, bias, input, output, c_begin, c_end, act);
+    } else {
+      flat_dispatch<5>(p, weights, bias, input, output, c_begin, c_end, act);
+    }
+    return true;
+  }
   if (p.out_w() < min_out_w) return false;
   switch (p.kernel * 10 + p.stride) {
     case 31: dw_dispatch<3, 1>(p, weights, bias, input, output, c_begin, c_end, act); return true;

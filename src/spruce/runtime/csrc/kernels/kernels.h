@@ -127,10 +127,26 @@ constexpr int64_t whole_vectors(int64_t n) { return (n + 7) / 8 * 8; }
 // output_padded: every output row may also be written that far (junk in the
 // extra lanes), so the last vector stores without a mask; masked stores are
 // slower still.
+// values, group_values: null for the matrix's own nonzeros (w.values,
+// w.group_values), or arrays of the same sizes to multiply by instead, in the
+// same order: the matrix scaled per input channel (spmm_scale_values).
 void spmm(const SparseMatrix& w, const float* bias, const float* input, float* output,
           int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
           const Activation& act, Isa isa = default_isa(), bool input_padded = false,
-          bool output_padded = false);
+          bool output_padded = false, const float* values = nullptr, const float* group_values = nullptr);
+
+// The input channel of each weight of w: w.nnz() entries for w.values, then
+// one per element of w.group_values (its entry's channel), the order
+// spmm_scale_values takes them in.
+std::vector<int32_t> spmm_value_columns(const SparseMatrix& w);
+
+// out[j] = values[j] * scale[cols[j]] for j < n: the weights of W diag(scale),
+// so that spmm computes W (scale * x) with the per-channel multiply folded
+// into its weights (a squeeze-and-excite block's channel scale, fused into
+// the 1x1 conv that reads the scaled tensor). Every ISA rounds each product
+// once, so all give the same bits.
+void spmm_scale_values(const float* values, const int32_t* cols, const float* scale, float* out, int64_t n,
+                       Isa isa = default_isa());
 
 // Sparse matrix times vector: y[n] = sum over row n's nonzeros j of
 // values[j] * x[cols[j]], rows [n_begin, n_end) of a plain CSR matrix (row n's

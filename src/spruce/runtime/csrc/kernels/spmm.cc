@@ -145,7 +145,7 @@ namespace {
 // Two partial sums per element (even and odd nonzeros), added at the end, so
 // the arithmetic is the same as the AVX2 kernel's two accumulator sets.
 template <int T, bool kFull>
-inline void spmm_tile_portable(const SparseMatrix& w, const float* bias, const char* in,
+inline void spmm_tile_portable(const SparseMatrix& w, const float* values, const float* bias, const char* in,
                                float* out, int64_t out_stride, int32_t n_begin, int32_t n_end,
                                int width, const Activation& act) {
   for (int32_t b = 0; b < w.blocks; ++b) {
@@ -162,7 +162,7 @@ inline void spmm_tile_portable(const SparseMatrix& w, const float* bias, const c
       int32_t j = row_ptr[n];
       const int32_t end = row_ptr[n + 1];
       for (; j + 1 < end; j += 2) {
-        const float w0 = w.values[j], w1 = w.values[j + 1];
+        const float w0 = values[j], w1 = values[j + 1];
         const float* x0 = reinterpret_cast<const float*>(in + w.byte_offset[j]);
         const float* x1 = reinterpret_cast<const float*>(in + w.byte_offset[j + 1]);
         for (int i = 0; i < T; ++i) {
@@ -173,7 +173,7 @@ inline void spmm_tile_portable(const SparseMatrix& w, const float* bias, const c
         }
       }
       if (j < end) {
-        const float w0 = w.values[j];
+        const float w0 = values[j];
         const float* x0 = reinterpret_cast<const float*>(in + w.byte_offset[j]);
         for (int i = 0; i < T; ++i) if (kFull || i < width) acc0[i] += w0 * x0[i];
       }
@@ -189,38 +189,62 @@ inline void spmm_tile_portable(const SparseMatrix& w, const float* bias, const c
 
 void spmm_portable(const SparseMatrix& w, const float* bias, const float* input, float* output,
                    int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
-                   int64_t p_end, const Activation& act, bool /*input_padded*/, bool /*output_padded*/) {
+                   int64_t p_end, const Activation& act, bool /*input_padded*/, bool /*output_padded*/,
+                   const float* values, const float* /*group_values: the portable kernel runs CSR only*/) {
   // No masked loads or stores here: the padding flags change nothing.
   constexpr int kTile = 16;
   int64_t p = p_begin;
   for (; p + kTile <= p_end; p += kTile) {
-    spmm_tile_portable<kTile, true>(w, bias, reinterpret_cast<const char*>(input + p), output + p,
+    spmm_tile_portable<kTile, true>(w, values, bias, reinterpret_cast<const char*>(input + p), output + p,
                               out_stride, n_begin, n_end, kTile, act);
   }
   if (p < p_end) {
-    spmm_tile_portable<kTile, false>(w, bias, reinterpret_cast<const char*>(input + p), output + p,
+    spmm_tile_portable<kTile, false>(w, values, bias, reinterpret_cast<const char*>(input + p), output + p,
                               out_stride, n_begin, n_end, static_cast<int>(p_end - p), act);
   }
 }
 
 void spmm(const SparseMatrix& w, const float* bias, const float* input, float* output,
           int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
-          const Activation& act, Isa isa, bool input_padded, bool output_padded) {
+          const Activation& act, Isa isa, bool input_padded, bool output_padded, const float* values,
+          const float* group_values) {
   if (n_begin >= n_end || p_begin >= p_end) return;
+  if (values == nullptr) values = w.values.data();
+  if (group_values == nullptr) group_values = w.group_values.data();
 #if SPRUCE_X86_KERNELS
   const Isa resolved = resolve_isa(isa);
   if (resolved == Isa::kAvx512) {
-    spmm_avx512(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act);
+    spmm_avx512(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, values, group_values);
     return;
   }
   if (resolved >= Isa::kAvx2) {
     spmm_avx2(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, input_padded,
-              output_padded);
+              output_padded, values, group_values);
     return;
   }
 #endif
   spmm_portable(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, input_padded,
-                output_padded);
+                output_padded, values, group_values);
+}
+
+std::vector<int32_t> spmm_value_columns(const SparseMatrix& w) {
+  const int64_t row_bytes = std::max<int64_t>(1, w.in_stride * static_cast<int64_t>(sizeof(float)));
+  std::vector<int32_t> cols;
+  cols.reserve(w.values.size() + w.group_values.size());
+  for (int32_t off : w.byte_offset) cols.push_back(static_cast<int32_t>(off / row_bytes));
+  for (int32_t off : w.group_offset) cols.insert(cols.end(), static_cast<size_t>(w.group_rows), off / row_bytes);
+  return cols;
+}
+
+void spmm_scale_values(const float* values, const int32_t* cols, const float* scale, float* out, int64_t n,
+                       Isa isa) {
+#if SPRUCE_X86_KERNELS
+  if (resolve_isa(isa) == Isa::kAvx512) {
+    spmm_scale_values_avx512(values, cols, scale, out, n);
+    return;
+  }
+#endif
+  for (int64_t j = 0; j < n; ++j) out[j] = values[j] * scale[cols[j]];
 }
 
 void spmv(const float* values, const int32_t* cols, const int64_t* row_ptr, const float* x, float* y,

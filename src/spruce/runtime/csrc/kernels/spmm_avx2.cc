@@ -30,7 +30,7 @@ namespace {
 // are writable to the vector's end); kMaskLoads: it is loaded under it, input
 // and partial sums (else both are readable to the vector's end).
 template <int V, bool kMaskStore, bool kMaskLoads, bool kPaired>
-void spmm_tile(const SparseMatrix& w, const float* bias, const char* in, float* out,
+void spmm_tile(const SparseMatrix& w, const float* values, const float* bias, const char* in, float* out,
                int64_t out_stride, int32_t n_begin, int32_t n_end, __m256i mask,
                const avx2::Epilogue& epilogue_in) {
   // A local copy keeps the activation's bounds in registers: stores through
@@ -38,7 +38,6 @@ void spmm_tile(const SparseMatrix& w, const float* bias, const char* in, float* 
   // stored vector reloaded both bounds and the hard-swish flag (three loads in
   // a kernel bound by its loads).
   const avx2::Epilogue epilogue = epilogue_in;
-  const float* values = w.values.data();
   const int32_t* offsets = w.byte_offset.data();
   // Vector v of the tile at p; the last one is masked in a masked tile.
   auto load = [mask](const float* p, int v) {
@@ -102,7 +101,7 @@ void spmm_tile(const SparseMatrix& w, const float* bias, const char* in, float* 
   }
 }
 
-using TileFn = void (*)(const SparseMatrix&, const float*, const char*, float*, int64_t, int32_t,
+using TileFn = void (*)(const SparseMatrix&, const float*, const float*, const char*, float*, int64_t, int32_t,
                         int32_t, __m256i, const avx2::Epilogue&);
 
 template <bool kPaired, int V>
@@ -128,7 +127,7 @@ TileFn pick_tile(int vectors, bool mask_store, bool mask_loads) {
 }
 
 template <bool kPaired>
-void spmm_tiles(const SparseMatrix& w, const float* bias, const float* input, float* output,
+void spmm_tiles(const SparseMatrix& w, const float* values, const float* bias, const float* input, float* output,
                 int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
                 int64_t p_end, bool input_padded, bool output_padded, const avx2::Epilogue& epilogue) {
   // Paired tiles hold 2V accumulators: at most 7 vectors fit the 16 registers.
@@ -139,13 +138,13 @@ void spmm_tiles(const SparseMatrix& w, const float* bias, const float* input, fl
     const int vectors = static_cast<int>((width + 7) / 8);
     const int tail = static_cast<int>(width % 8);
     pick_tile<kPaired>(vectors, tail != 0 && !output_padded, tail != 0 && !input_padded)(
-        w, bias, reinterpret_cast<const char*>(input + p), output + p, out_stride, n_begin, n_end,
+        w, values, bias, reinterpret_cast<const char*>(input + p), output + p, out_stride, n_begin, n_end,
         tail != 0 ? avx2::tail_mask(tail) : all, epilogue);
   };
   int64_t p = p_begin;
   if (p_end - p > kMaxSinglePass) {
     for (; p + kTile <= p_end; p += kTile) {
-      spmm_tile<kTile / 8, false, false, kPaired>(w, bias, reinterpret_cast<const char*>(input + p), output + p,
+      spmm_tile<kTile / 8, false, false, kPaired>(w, values, bias, reinterpret_cast<const char*>(input + p), output + p,
                                            out_stride, n_begin, n_end, all, epilogue);
     }
   }
@@ -162,12 +161,12 @@ void spmm_tiles(const SparseMatrix& w, const float* bias, const float* input, fl
 // x makes that NaN, as a dense product would). The engine cuts rows only at
 // multiples of 4, so each row always takes the same path.
 template <int V, bool kMaskStore, bool kMaskLoads>
-void group_tile(const SparseMatrix& w, const float* bias, const char* in, float* out, int64_t out_stride,
+void group_tile(const SparseMatrix& w, const float* values, const float* bias, const char* in, float* out,
+                int64_t out_stride,
                 int32_t g_begin, int32_t g_end, __m256i mask, const avx2::Epilogue& epilogue_in) {
   const avx2::Epilogue epilogue = epilogue_in;  // in registers, as in spmm_tile
   constexpr int R = kSpmmGroupRows;
   const int32_t groups = w.rows / R;
-  const float* values = w.group_values.data();
   const int32_t* offsets = w.group_offset.data();
   auto load = [mask](const float* p, int v) {
     return (kMaskLoads && v == V - 1) ? _mm256_maskload_ps(p + 8 * v, mask) : _mm256_loadu_ps(p + 8 * v);
@@ -211,7 +210,8 @@ void group_tile(const SparseMatrix& w, const float* bias, const char* in, float*
   }
 }
 
-using GroupTileFn = void (*)(const SparseMatrix&, const float*, const char*, float*, int64_t, int32_t, int32_t,
+using GroupTileFn = void (*)(const SparseMatrix&, const float*, const float*, const char*, float*, int64_t, int32_t,
+                             int32_t,
                              __m256i, const avx2::Epilogue&);
 
 template <int V>
@@ -220,20 +220,21 @@ GroupTileFn group_tile_fn(bool mask_store, bool mask_loads) {
                     : (mask_loads ? &group_tile<V, false, true> : &group_tile<V, false, false>);
 }
 
-void spmm_groups(const SparseMatrix& w, const float* bias, const float* input, float* output, int64_t out_stride,
-                 int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end, bool input_padded,
-                 bool output_padded, const avx2::Epilogue& epilogue) {
+void spmm_groups(const SparseMatrix& w, const float* values, const float* group_values, const float* bias,
+                 const float* input, float* output, int64_t out_stride, int32_t n_begin, int32_t n_end,
+                 int64_t p_begin, int64_t p_end, bool input_padded, bool output_padded,
+                 const avx2::Epilogue& epilogue) {
   constexpr int32_t R = kSpmmGroupRows;
   const int32_t g_begin = (n_begin + R - 1) / R, g_end = std::max(g_begin, n_end / R);
   // Rows of partial groups at either end of the range: the unpaired CSR tiles
   // (same arithmetic per element).
   const int32_t head_end = std::min(n_end, g_begin * R), tail_begin = std::max(head_end, g_end * R);
   if (n_begin < head_end) {
-    spmm_tiles<false>(w, bias, input, output, out_stride, n_begin, head_end, p_begin, p_end, input_padded,
+    spmm_tiles<false>(w, values, bias, input, output, out_stride, n_begin, head_end, p_begin, p_end, input_padded,
                       output_padded, epilogue);
   }
   if (tail_begin < n_end) {
-    spmm_tiles<false>(w, bias, input, output, out_stride, tail_begin, n_end, p_begin, p_end, input_padded,
+    spmm_tiles<false>(w, values, bias, input, output, out_stride, tail_begin, n_end, p_begin, p_end, input_padded,
                       output_padded, epilogue);
   }
   if (g_begin >= g_end) return;
@@ -241,7 +242,7 @@ void spmm_groups(const SparseMatrix& w, const float* bias, const float* input, f
   constexpr int64_t kTile = 24;
   int64_t p = p_begin;
   for (; p + kTile <= p_end; p += kTile) {
-    group_tile<3, false, false>(w, bias, reinterpret_cast<const char*>(input + p), output + p, out_stride, g_begin,
+    group_tile<3, false, false>(w, group_values, bias, reinterpret_cast<const char*>(input + p), output + p, out_stride, g_begin,
                                 g_end, all, epilogue);
   }
   if (p < p_end) {
@@ -252,7 +253,8 @@ void spmm_groups(const SparseMatrix& w, const float* bias, const float* input, f
     GroupTileFn fn = width > 16 ? group_tile_fn<3>(mask_store, mask_loads)
                      : width > 8 ? group_tile_fn<2>(mask_store, mask_loads)
                                  : group_tile_fn<1>(mask_store, mask_loads);
-    fn(w, bias, reinterpret_cast<const char*>(input + p), output + p, out_stride, g_begin, g_end, mask, epilogue);
+    fn(w, group_values, bias, reinterpret_cast<const char*>(input + p), output + p, out_stride, g_begin, g_end, mask,
+       epilogue);
   }
 }
 
@@ -260,17 +262,18 @@ void spmm_groups(const SparseMatrix& w, const float* bias, const float* input, f
 
 void spmm_avx2(const SparseMatrix& w, const float* bias, const float* input, float* output,
                int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
-               int64_t p_end, const Activation& act, bool input_padded, bool output_padded) {
+               int64_t p_end, const Activation& act, bool input_padded, bool output_padded, const float* values,
+               const float* group_values) {
   const avx2::Epilogue epilogue(act);
   // The mode depends on the matrix only, so splits stay bit-identical.
   if (w.group_rows == kSpmmGroupRows) {
-    spmm_groups(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded, output_padded,
+    spmm_groups(w, values, group_values, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded, output_padded,
                 epilogue);
   } else if (w.blocks == 1 && w.cols <= kSpmmWideTileMaxCols) {
-    spmm_tiles<false>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded,
+    spmm_tiles<false>(w, values, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded,
                       output_padded, epilogue);
   } else {
-    spmm_tiles<true>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded,
+    spmm_tiles<true>(w, values, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded,
                      output_padded, epilogue);
   }
 }

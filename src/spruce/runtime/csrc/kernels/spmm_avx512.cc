@@ -33,10 +33,10 @@ inline void store(float* p, int v, __mmask16 mask, __m512 y) {
 }
 
 template <int V, bool kMask, bool kPaired>
-void spmm_pass(const SparseMatrix& w, const float* bias, const char* in, float* out, int64_t out_stride,
+void spmm_pass(const SparseMatrix& w, const float* values, const float* bias, const char* in, float* out,
+               int64_t out_stride,
                int32_t n_begin, int32_t n_end, __mmask16 mask, const avx512::Epilogue& epilogue_in) {
   const avx512::Epilogue epilogue = epilogue_in;  // in registers (see spmm_avx2.cc)
-  const float* values = w.values.data();
   const int32_t* offsets = w.byte_offset.data();
   for (int32_t b = 0; b < w.blocks; ++b) {
     const int32_t* row_ptr = w.row_ptr.data() + static_cast<int64_t>(b) * (w.rows + 1);
@@ -88,12 +88,12 @@ void spmm_pass(const SparseMatrix& w, const float* bias, const char* in, float* 
 // entry's V input vectors loaded once for the 4 rows, in the AVX2 group
 // kernel's order.
 template <int V, bool kMask>
-void group_pass(const SparseMatrix& w, const float* bias, const char* in, float* out, int64_t out_stride,
+void group_pass(const SparseMatrix& w, const float* values, const float* bias, const char* in, float* out,
+                int64_t out_stride,
                 int32_t g_begin, int32_t g_end, __mmask16 mask, const avx512::Epilogue& epilogue_in) {
   const avx512::Epilogue epilogue = epilogue_in;
   constexpr int R = kSpmmGroupRows;
   const int32_t groups = w.rows / R;
-  const float* values = w.group_values.data();
   const int32_t* offsets = w.group_offset.data();
   for (int32_t b = 0; b < w.blocks; ++b) {
     const int32_t* group_ptr = w.group_ptr.data() + static_cast<int64_t>(b) * (groups + 1);
@@ -129,7 +129,8 @@ void group_pass(const SparseMatrix& w, const float* bias, const char* in, float*
   }
 }
 
-using PassFn = void (*)(const SparseMatrix&, const float*, const char*, float*, int64_t, int32_t, int32_t,
+using PassFn = void (*)(const SparseMatrix&, const float*, const float*, const char*, float*, int64_t, int32_t,
+                        int32_t,
                         __mmask16, const avx512::Epilogue&);
 
 enum class Mode { kSingle, kPaired, kGroups };
@@ -162,7 +163,7 @@ PassFn pick_pass(int vectors, bool masked) {
 // cut into passes of near-equal width (whole vectors but the last), so no pass
 // is a thin remainder that re-reads all the weights for a few pixels.
 template <Mode M>
-void run_passes(const SparseMatrix& w, const float* bias, const float* input, float* output, int64_t out_stride,
+void run_passes(const SparseMatrix& w, const float* values, const float* bias, const float* input, float* output, int64_t out_stride,
                 int32_t r_begin, int32_t r_end, int64_t p_begin, int64_t p_end, int max_vectors,
                 const avx512::Epilogue& epilogue) {
   const int64_t vectors = (p_end - p_begin + 15) / 16;
@@ -172,7 +173,7 @@ void run_passes(const SparseMatrix& w, const float* bias, const float* input, fl
     const int64_t v = (vectors * (i + 1)) / passes - (vectors * i) / passes;
     const int64_t width = std::min<int64_t>(16 * v, p_end - p);
     const int tail = static_cast<int>(width % 16);
-    pick_pass<M>(static_cast<int>(v), tail != 0)(w, bias, reinterpret_cast<const char*>(input + p), output + p,
+    pick_pass<M>(static_cast<int>(v), tail != 0)(w, values, bias, reinterpret_cast<const char*>(input + p), output + p,
                                                  out_stride, r_begin, r_end, avx512::tail_mask(tail), epilogue);
     p += width;
   }
@@ -181,7 +182,8 @@ void run_passes(const SparseMatrix& w, const float* bias, const float* input, fl
 }  // namespace
 
 void spmm_avx512(const SparseMatrix& w, const float* bias, const float* input, float* output, int64_t out_stride,
-                 int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act) {
+                 int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act,
+                 const float* values, const float* group_values) {
   const avx512::Epilogue epilogue(act);
   // The mode depends on the matrix only (as in spmm_avx2), so splits stay
   // bit-identical and match the AVX2 kernel.
@@ -190,23 +192,37 @@ void spmm_avx512(const SparseMatrix& w, const float* bias, const float* input, f
     const int32_t g_begin = (n_begin + R - 1) / R, g_end = std::max(g_begin, n_end / R);
     const int32_t head_end = std::min(n_end, g_begin * R), tail_begin = std::max(head_end, g_end * R);
     if (n_begin < head_end) {
-      run_passes<Mode::kSingle>(w, bias, input, output, out_stride, n_begin, head_end, p_begin, p_end,
+      run_passes<Mode::kSingle>(w, values, bias, input, output, out_stride, n_begin, head_end, p_begin, p_end,
                                 kSpmm512SingleVectors, epilogue);
     }
     if (tail_begin < n_end) {
-      run_passes<Mode::kSingle>(w, bias, input, output, out_stride, tail_begin, n_end, p_begin, p_end,
+      run_passes<Mode::kSingle>(w, values, bias, input, output, out_stride, tail_begin, n_end, p_begin, p_end,
                                 kSpmm512SingleVectors, epilogue);
     }
     if (g_begin < g_end) {
-      run_passes<Mode::kGroups>(w, bias, input, output, out_stride, g_begin, g_end, p_begin, p_end,
+      run_passes<Mode::kGroups>(w, group_values, bias, input, output, out_stride, g_begin, g_end, p_begin, p_end,
                                 kSpmm512GroupVectors, epilogue);
     }
   } else if (w.blocks == 1 && w.cols <= kSpmmWideTileMaxCols) {
-    run_passes<Mode::kSingle>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end,
+    run_passes<Mode::kSingle>(w, values, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end,
                               kSpmm512SingleVectors, epilogue);
   } else {
-    run_passes<Mode::kPaired>(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end,
+    run_passes<Mode::kPaired>(w, values, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end,
                               kSpmm512PairedVectors, epilogue);
+  }
+}
+
+// Sixteen weights a step: one gather of their channels' factors.
+void spmm_scale_values_avx512(const float* values, const int32_t* cols, const float* scale, float* out, int64_t n) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512 s = _mm512_i32gather_ps(_mm512_loadu_si512(cols + j), scale, 4);
+    _mm512_storeu_ps(out + j, _mm512_mul_ps(_mm512_loadu_ps(values + j), s));
+  }
+  if (j < n) {
+    const __mmask16 m = avx512::tail_mask(static_cast<int>(n - j));
+    const __m512 s = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, _mm512_maskz_loadu_epi32(m, cols + j), scale, 4);
+    _mm512_mask_storeu_ps(out + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, values + j), s));
   }
 }
 

@@ -146,7 +146,9 @@ void split_rows_pixels(ThreadPool* pool, double flops, int64_t rows, int64_t pix
 class Conv1x1Op : public Op {
  public:
   Conv1x1Op(const OpSpec& s, const std::vector<Tensor>& t, bool sparse) : sparse_(sparse) {
-    expect_arity(s, 1, sparse ? 1 : 2, 1);  // the dense kernel takes a residual (a fused ADD)
+    // A second input: the dense kernel's residual (a fused ADD), or the sparse
+    // kernel's per-input-channel scale (a fused MUL, "input_scale").
+    expect_arity(s, 1, 2, 1);
     const Tensor& x = in_t(s, t, 0);
     const Tensor& y = out_t(s, t, 0);
     expect_layout(s, x, kCHW, "input");
@@ -180,7 +182,26 @@ class Conv1x1Op : public Op {
     const int act = checked_epilogue_activation(s);
     act_ = kernel_activation(act);
     swish_ = act == kActSwishEpilogue;
-    if (s.inputs.size() == 2) expect_residual(s, t, y);
+    const int64_t input_scale = get_int(s, "input_scale", 0);
+    if (input_scale != 0 && input_scale != 1) {
+      fail(s, "input_scale must be 0 or 1. Received: input_scale=" + std::to_string(input_scale));
+    }
+    scaled_ = input_scale == 1;
+    if (scaled_) {
+      if (!sparse_) fail(s, "input_scale needs sparse weights; run the MUL as its own operator");
+      if (s.inputs.size() != 2) fail(s, "input_scale needs the scale as a second input");
+      // [N, 1, 1, K]: the same memory in either layout.
+      expect_shape(s, in_t(s, t, 1), {batch_, 1, 1, k_}, "the input scale");
+      base_values_ = sparse_w_.values;
+      base_values_.insert(base_values_.end(), sparse_w_.group_values.begin(), sparse_w_.group_values.end());
+      value_cols_ = kernels::spmm_value_columns(sparse_w_);
+    } else if (s.inputs.size() == 2) {
+      if (sparse_) {
+        fail(s, "received 2 inputs without input_scale, but the sparse kernel takes no residual input; run the ADD "
+                "as its own operator");
+      }
+      expect_residual(s, t, y);
+    }
   }
   // "spmm_groups": the sparse kernel runs rows in groups sharing one pattern
   // (block-pruned output channels, kernels.h SparseMatrix::group_rows).
@@ -189,9 +210,7 @@ class Conv1x1Op : public Op {
     return sparse_w_.group_rows != 0 && kernels::default_isa() >= kernels::Isa::kAvx2 ? "spmm_groups" : "spmm";
   }
   double flops() const override { return 2.0 * batch_ * pixels_ * static_cast<double>(nnz_); }
-  size_t scratch_floats() const override {
-    return in_place_ ? 0 : static_cast<size_t>(tiles_ * k_ * tile_);
-  }
+  size_t scratch_floats() const override { return scaled_values_at() + (scaled_ ? base_values_.size() : 0); }
   // Planes padded to whole vectors let the tiles be read in place.
   // One tile is the whole plane padded (to whole vectors of the ISA).
   int64_t wanted_input_plane_stride() const override {
@@ -219,14 +238,23 @@ class Conv1x1Op : public Op {
   void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
-    const float* skip = inputs.size() == 2 ? (*ctx.tensors)[inputs[1]].data : nullptr;
+    const float* skip = inputs.size() == 2 && !scaled_ ? (*ctx.tensors)[inputs[1]].data : nullptr;
+    const float* scale = scaled_ ? (*ctx.tensors)[inputs[1]].data : nullptr;
+    float* scaled_values = scaled_ ? ctx.scratch + scaled_values_at() : nullptr;
     // Sparse rows split at multiples of kSpmmGroupRows: row groups stay whole.
     const int64_t grain = sparse_ ? kernels::kSpmmGroupRows : std::max<int32_t>(dense_w_.panel, 1);
     for (int64_t b = 0; b < batch_; ++b) {
       const float* xi = x + b * k_ * in_stride_;
       float* yi = y + b * n_ * out_stride_;
+      Values v;
+      if (scaled_) {
+        // A few thousand weights, scaled once before the threads split the work.
+        kernels::spmm_scale_values(base_values_.data(), value_cols_.data(), scale + b * k_, scaled_values,
+                                   static_cast<int64_t>(base_values_.size()));
+        v = {scaled_values, scaled_values + sparse_w_.nnz()};
+      }
       if (tiles_ != 0) {
-        run_tiled(ctx.pool, ctx.scratch, xi, yi);
+        run_tiled(ctx.pool, ctx.scratch, xi, yi, v);
         continue;
       }
       // The dense kernel splits by rows below 256 pixels a thread (14x14, 7x7),
@@ -235,7 +263,8 @@ class Conv1x1Op : public Op {
       auto multiply = [&](int64_t nb, int64_t ne, int64_t pb, int64_t pe) {
         if (sparse_) {
           kernels::spmm(sparse_w_, bias_.data(), xi, yi, pixels_, static_cast<int32_t>(nb),
-                        static_cast<int32_t>(ne), pb, pe, act_);
+                        static_cast<int32_t>(ne), pb, pe, act_, kernels::default_isa(), false, false, v.values,
+                        v.group_values);
         } else {
           kernels::gemm(dense_w_, bias_.data(), xi, pixels_, yi, pixels_, static_cast<int32_t>(nb),
                         static_cast<int32_t>(ne), pb, pe, act_, skip != nullptr ? skip + b * n_ * pixels_ : nullptr);
@@ -255,6 +284,15 @@ class Conv1x1Op : public Op {
   }
 
  private:
+  // The weights spmm multiplies by: null for the matrix's own.
+  struct Values {
+    const float* values = nullptr;
+    const float* group_values = nullptr;
+  };
+  // Scratch: the copied tiles, then the scaled weights (16-float aligned).
+  size_t scaled_values_at() const {
+    return in_place_ ? 0 : static_cast<size_t>((tiles_ * k_ * tile_ + 15) / 16 * 16);
+  }
   // Tile t of the image, copied to scratch as [K][tile_] (rows tile_ floats
   // apart); a short last tile is zero-filled to whole vectors, so the kernel
   // loads it without masks.
@@ -271,12 +309,12 @@ class Conv1x1Op : public Op {
   }
   // Tile t from its packed copy, or in place from padded planes (both
   // readable to whole vectors).
-  void run_tile(const float* packed, float* yi, int64_t t, int64_t n0, int64_t n1) const {
+  void run_tile(const float* packed, float* yi, int64_t t, int64_t n0, int64_t n1, const Values& v) const {
     const int64_t p0 = t * tile_, width = std::min(tile_, pixels_ - p0);
     const int64_t q0 = in_place_ ? p0 : 0;
     kernels::spmm(sparse_w_, bias_.data(), packed, yi + p0 - q0, out_stride_, static_cast<int32_t>(n0),
                   static_cast<int32_t>(n1), q0, q0 + width, act_, kernels::default_isa(), /*input_padded=*/true,
-                  output_padded_);
+                  output_padded_, v.values, v.group_values);
     if (swish_) kernels::swish_rows(yi, out_stride_, n0, n1, p0, p0 + width);
   }
   // Threads split tiles (each packing its own) when there are enough to balance;
@@ -285,15 +323,15 @@ class Conv1x1Op : public Op {
   // weights, once per tile, from its own cache (the 5 tiles of a 14x14 image on
   // 2 threads), where (tile, channel group) items would make every thread
   // stream all the weights.
-  void run_tiled(ThreadPool* pool, float* scratch, const float* xi, float* yi) const {
+  void run_tiled(ThreadPool* pool, float* scratch, const float* xi, float* yi, const Values& v) const {
     const int threads = pool->num_threads();
     if (threads == 1 || flops() / batch_ < kParallelMinFlops) {
-      for (int64_t t = 0; t < tiles_; ++t) run_tile(pack_tile(scratch, xi, t), yi, t, 0, n_);
+      for (int64_t t = 0; t < tiles_; ++t) run_tile(pack_tile(scratch, xi, t), yi, t, 0, n_, v);
       return;
     }
     if (tiles_ % threads == 0 || tiles_ >= 4 * threads) {
       pool->parallel_for(static_cast<size_t>(tiles_), 1, [&](size_t tb, size_t te) {
-        for (size_t t = tb; t < te; ++t) run_tile(pack_tile(scratch, xi, t), yi, t, 0, n_);
+        for (size_t t = tb; t < te; ++t) run_tile(pack_tile(scratch, xi, t), yi, t, 0, n_, v);
       });
       return;
     }
@@ -308,7 +346,8 @@ class Conv1x1Op : public Op {
     const size_t rows = static_cast<size_t>(kernels::whole_vectors((n_ + threads - 1) / threads));
     pool->parallel_for(static_cast<size_t>(n_), rows, [&](size_t nb, size_t ne) {
       for (int64_t t = 0; t < tiles_; ++t) {
-        run_tile(in_place_ ? xi : scratch + t * k_ * tile_, yi, t, static_cast<int64_t>(nb), static_cast<int64_t>(ne));
+        run_tile(in_place_ ? xi : scratch + t * k_ * tile_, yi, t, static_cast<int64_t>(nb), static_cast<int64_t>(ne),
+                 v);
       }
     });
   }
@@ -324,13 +363,25 @@ class Conv1x1Op : public Op {
   std::vector<float> bias_;
   kernels::Activation act_;
   bool swish_ = false;  // swish over each piece of output (kActSwishEpilogue)
+  // input_scale: the weights are multiplied by the second input's factor of
+  // their input channel at each run (base_values_: values then group values;
+  // value_cols_: their channels).
+  bool scaled_ = false;
+  std::vector<float> base_values_;
+  std::vector<int32_t> value_cols_;
   int64_t batch_ = 1, pixels_ = 0, k_ = 0, n_ = 0, nnz_ = 0;
 };
 
 class DepthwiseOp : public Op {
  public:
   DepthwiseOp(const OpSpec& s, const std::vector<Tensor>& t) {
-    expect_arity(s, 1, 1, 1);
+    // A second output: the mean of each output plane (a MEAN over H and W fused
+    // into the conv, a squeeze-and-excite block's squeeze).
+    if (s.outputs.size() == 2) {
+      expect_arity(s, 1, 1, 2);
+    } else {
+      expect_arity(s, 1, 1, 1);
+    }
     const Tensor& x = in_t(s, t, 0);
     const Tensor& y = out_t(s, t, 0);
     expect_layout(s, x, kCHW, "input");
@@ -357,6 +408,14 @@ class DepthwiseOp : public Op {
     swish_ = act == kActSwishEpilogue;
     in_img_ = x.numel / static_cast<size_t>(batch_);
     out_img_ = y.numel / static_cast<size_t>(batch_);
+    if (s.outputs.size() == 2) {
+      const Tensor& m = out_t(s, t, 1);
+      if (m.shape != std::vector<int64_t>{batch_, 1, 1, c_} && m.shape != std::vector<int64_t>{batch_, c_}) {
+        fail(s, "the mean output must have shape " + dims_str({batch_, 1, 1, c_}) + " or " + dims_str({batch_, c_}) +
+                    ". Received: " + dims_str(m.shape));
+      }
+      means_ = true;
+    }
   }
   const char* family() const override { return "dwconv_chw"; }
   double flops() const override {
@@ -378,22 +437,31 @@ class DepthwiseOp : public Op {
   void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
+    float* means = means_ ? (*ctx.tensors)[outputs[1]].data : nullptr;
     for (int64_t n = 0; n < batch_; ++n) {
       const float* xi = x + n * in_img_;
       float* yi = y + n * out_img_;
       auto body = [&](size_t b, size_t e) {
-        if (!swish_) {
+        if (!swish_ && !means_) {
           kernels::dwconv_chw(p_, weights_.data(), bias_.data(), xi, yi, static_cast<int32_t>(b),
                               static_cast<int32_t>(e), act_);
           return;
         }
+        // Swish and the means go over pieces of output still in cache; the mean
+        // kernel is MEAN's, so the means are its bits.
         const int64_t pixels = static_cast<int64_t>(p_.out_h()) * p_.out_w();
         const size_t piece = static_cast<size_t>(std::max<int64_t>(1, kSwishPieceFloats / p_.out_plane()));
         for (size_t c = b; c < e; c += piece) {
           const size_t ce = std::min(e, c + piece);
           kernels::dwconv_chw(p_, weights_.data(), bias_.data(), xi, yi, static_cast<int32_t>(c),
                               static_cast<int32_t>(ce), act_);
-          kernels::swish_rows(yi, p_.out_plane(), static_cast<int64_t>(c), static_cast<int64_t>(ce), 0, pixels);
+          if (swish_) {
+            kernels::swish_rows(yi, p_.out_plane(), static_cast<int64_t>(c), static_cast<int64_t>(ce), 0, pixels);
+          }
+          if (means_) {
+            kernels::global_avg_pool_chw(yi, pixels, p_.out_plane(), means + n * c_, static_cast<int32_t>(c),
+                                         static_cast<int32_t>(ce));
+          }
         }
       };
       if (flops() / batch_ >= kParallelMinFlops) ctx.pool->parallel_for(static_cast<size_t>(c_), 1, body);
@@ -406,6 +474,7 @@ class DepthwiseOp : public Op {
   std::vector<float> weights_, bias_;
   kernels::Activation act_;
   bool swish_ = false;  // swish over each piece of output (kActSwishEpilogue)
+  bool means_ = false;  // the planes' means to outputs[1]
   int64_t batch_ = 1, c_ = 0;
   size_t in_img_ = 0, out_img_ = 0;
 };
