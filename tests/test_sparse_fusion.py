@@ -76,13 +76,14 @@ def test_spmm_input_scale_of_the_wrong_length_is_refused():
 
 @pytest.mark.skipif("avx512" not in ISAS, reason="the CPU has no AVX-512")
 @FAST
-@given(k=st.sampled_from([3, 5]), h=st.integers(1, 24), w=st.integers(1, 24), top=st.integers(0, 4),
+@given(k=st.sampled_from([3, 5]), h=st.integers(1, 16), w=st.integers(1, 16), top=st.integers(0, 4),
        left=st.integers(0, 4), c=st.integers(1, 7), act=st.sampled_from(ACTIVATIONS), gap=st.sampled_from([0, 5]),
        seed=st.integers(0, 2**31 - 1))
 def test_dwconv_on_small_planes_at_stride_1_gives_the_avx2_bits(k, h, w, top, left, c, act, gap, seed):
     """Planes of up to 256 pixels whose rows keep their width run as one run of pixels,
     16 outputs a vector across rows, each tap under a mask: the AVX2 kernel's sums, in
-    the same order, for any channel range, with planes packed or spaced out."""
+    the same order, for any channel range, with planes packed or spaced out. Up to 16x16, so
+    every plane takes that path: larger ones may leave junk in the gap (kernels.h)."""
     from test_kernels import depthwise_case, dwconv_ref
 
     top, left = min(top, k - 1), min(left, k - 1)
