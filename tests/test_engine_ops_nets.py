@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from tflite_models import convert
+from tflite_models import convert, prune_pointwise
 
 keras = pytest.importorskip("keras")
 pytest.importorskip("ai_edge_litert")
@@ -179,7 +179,27 @@ def test_layer_norm_pointwise_dense_and_gelu_match_litert(tmp_path, approximate)
     for threads in (1, 2):
         engine = assert_close_to_litert(path, 3 * x + 1, engine=Engine(path, num_threads=threads))
     assert {"MEAN", "NEG", "SQUARED_DIFFERENCE", "RSQRT", "GELU"} <= opcodes_of(engine)
-    assert "mean" in kernels_of(engine)
+    assert {"mean", "gemm"} <= set(kernels_of(engine))
+
+
+@pytest.mark.parametrize("size", [9, 1])
+def test_dense_layers_on_images_run_as_sparse_pointwise_convs(tmp_path, size):
+    """A Dense layer over an image's channels exports to a 4-D FULLY_CONNECTED; pruned and
+    stored sparse, it runs on the sparse 1x1 kernel (a 1x1 image: the sparse matrix-vector
+    product), with its fused ReLU and the swish after it in the epilogue."""
+    inputs = keras.Input((size, size, 16))
+    x = layers.Dense(48, activation="relu", name="expand")(inputs)
+    x = layers.Activation("swish")(layers.Dense(24, name="project")(x))
+    outputs = layers.Flatten()(x)
+    keras.utils.set_random_seed(0)
+    model = keras.Model(inputs, outputs)
+    prune_pointwise(model, 0.9, [model.get_layer("expand"), model.get_layer("project")])
+    path = convert(model, tmp_path / "dense_on_image.tflite", sparse=True)
+    for threads in (1, 2):
+        engine = assert_close_to_litert(path, sample((1, size, size, 16)), engine=Engine(path, num_threads=threads))
+    kernels = kernels_of(engine)
+    assert kernels.count("spmm" if size > 1 else "matvec_sparse") == 2
+    assert kernels.count("fused into its neighbour") == 2
 
 
 @pytest.mark.parametrize("groups, filters, kwargs", [

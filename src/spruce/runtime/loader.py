@@ -682,12 +682,38 @@ class _Builder:
         fmt = op.options.get("weights_format", "DEFAULT")
         if w.ndim != 2 or fmt not in ("DEFAULT", 0):
             raise UnsupportedModelError(f"{name}: expected 2-D DEFAULT-format weights; received {tuple(w.shape)} {fmt}")
+        xs, ys = self.shape(x), self.shape(y)
+        if len(xs) == len(ys) == 4 and xs[:3] == ys[:3] and w.shape == (ys[3], xs[3]):
+            return self._dense_as_pointwise_conv(op, name, w, b)
         arrays = {"weights": w}
         if b is not None:
             arrays["bias"] = b.ravel()
         self._emit("fully_connected", name, [self.value(x, NATIVE, name)], [self.define(y, NATIVE)],
                    ints={"activation": self._act(op, name)}, arrays=arrays)
         self._layer(op, "fully_connected")
+
+    def _dense_as_pointwise_conv(self, op, name, w, b):
+        """A FULLY_CONNECTED over the channels of a 4-D tensor (a Dense layer on an image:
+        ConvNeXt's pointwise layers) is a 1x1 convolution with weights [O, I]: it runs
+        channel-major on the 1x1 kernels, sparse when its weights are, rather than as one
+        product per pixel over row-major data between two layout changes."""
+        x, ys = op.inputs[0], self.shape(op.outputs[0])
+        sparsity = float(np.mean(w == 0.0))
+        sparse = sparsity >= self.threshold
+        if ys[1] == ys[2] == 1:
+            kind = "conv_matvec"
+        else:
+            kind = "conv1x1_sparse" if sparse else "conv1x1_dense"
+        y, act = self._conv_output(op, name, kind)
+        arrays = {"weights": w}
+        if b is not None:
+            arrays["bias"] = b.ravel()
+        ints = {"activation": act, "sparse": int(sparse)} if kind == "conv_matvec" else {"activation": act}
+        self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)], ints=ints, arrays=arrays)
+        if kind == "conv_matvec":
+            self._layer(op, "matvec_sparse" if sparse else "matvec", sparsity)
+        else:
+            self._layer(op, "spmm" if sparse else "gemm", sparsity)
 
     def _op_softmax(self, op, name):
         x, y = op.inputs[0], op.outputs[0]
