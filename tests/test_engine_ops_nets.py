@@ -1,11 +1,12 @@
-"""The operators ConvNeXt and grouped convolutions need from the engine, against LiteRT and NumPy.
+"""The operators ConvNeXt, NASNet and grouped convolutions need from the engine, against LiteRT and NumPy.
 
 ConvNeXt's LayerNormalization exports to MEAN over channels, NEG, SQUARED_DIFFERENCE
 and RSQRT, its activation to GELU, and its depthwise convolutions to CONV_2D with
-one input channel a group; Conv2D(groups=g) is a grouped CONV_2D. Tiny Keras graphs
-go through the real TF converter and are compared with the LiteRT interpreter; the
-grouped convolution and the mean are compared with NumPy over random shapes through
-one-operator plans, the convolution on every ISA.
+one input channel a group; Conv2D(groups=g) is a grouped CONV_2D; NASNet's Cropping2D
+is a STRIDED_SLICE. Tiny Keras graphs go through the real TF converter and are compared
+with the LiteRT interpreter; the grouped convolution, GELU, the mean and the slice are
+compared with NumPy over random shapes through one-operator plans, the convolution and
+GELU on every ISA.
 """
 
 import os
@@ -115,6 +116,64 @@ def test_bad_grouped_conv_plans_raise_naming_the_problem(groups, weights, y_shap
         one_op_graph("conv_grouped", (1, 8, 8, 4), y_shape, ints, {"weights": np.zeros(weights, np.float32)})
 
 
+# ---- GELU against float64 -----------------------------------------------------------------
+
+
+def gelu_reference(x, approximate):
+    """float64 GELU, in forms without cancellation for negative x: x * erfc(-x / sqrt 2) / 2,
+    and 0.5 x (1 + tanh(u)) as x / (1 + exp(-2u))."""
+    from math import erfc
+
+    x = x.astype(np.float64)
+    if approximate:
+        with np.errstate(over="ignore"):  # exp overflows to inf for very negative x: the result is -0
+            return x / (1 + np.exp(-2 * np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * np.vectorize(erfc)(-x / np.sqrt(2))
+
+
+def gelu_graph(n, approximate):
+    tensors = [{"shape": [1, n], "layout": 0, "data": None}, {"shape": [1, n], "layout": 0, "data": None}]
+    ops = [{"kind": "unary", "name": "gelu", "inputs": [0], "outputs": [1], "ints": {"function": 12 if approximate
+                                                                                   else 11},
+            "floats": {}, "arrays": {}}]
+    return _engine.Graph(tensors, ops, [0], [1], 1)
+
+
+def check_gelu_against_float64():
+    """GELU within a few ulp (relative) of float64, or 1e-36 absolute near underflow, over
+    values from tiny to huge of both signs, on tensors whose length leaves a masked tail. On
+    the negative side the result is x * exp(-x^2 / 2) * ..., and the float rounding of the
+    argument x^2 / 2 (its ulp, relative to the result) adds to the bound."""
+    rng = np.random.default_rng(13)
+    x = np.concatenate([rng.normal(size=3000) * 4, np.geomspace(1e-30, 1e4, 500), -np.geomspace(1e-30, 1e4, 500),
+                        np.linspace(-20, 20, 1001), [0.0, -0.0]]).astype(np.float32)
+    for approximate in (False, True):
+        want = gelu_reference(x, approximate)
+        for n in (x.size, 37, 1):
+            got = gelu_graph(n, approximate).run([x[:n].reshape(1, n)])[0].ravel()
+            err = np.abs(got - want[:n])
+            argument = np.minimum(x[:n].astype(np.float64) ** 2, 200) / 2
+            bad = err > (4e-7 + 2.5e-7 * argument) * np.abs(want[:n]) + 1e-36
+            assert not bad.any(), (f"approximate={approximate}: x={x[:n][bad][:4]} got={got[bad][:4]} "
+                                   f"want={want[:n][bad][:4]}")
+
+
+_GELU_CHECK = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_engine_ops_nets import check_gelu_against_float64
+check_gelu_against_float64()
+"""
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_gelu_matches_float64_within_a_few_ulp_on_every_isa(isa):
+    code = _GELU_CHECK.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, SPRUCE_KERNELS_ISA=isa)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 # ---- mean over any axes against NumPy -------------------------------------------------------
 
 
@@ -157,6 +216,55 @@ def test_mean_over_any_axes_matches_numpy_in_both_layouts():
 def test_bad_mean_plans_raise_naming_the_problem(axes, y_shape, message):
     with pytest.raises(ValueError, match=message):
         mean_graph((1, 4, 4, 3), y_shape, axes, 1)
+
+
+# ---- strided slices against NumPy ------------------------------------------------------------
+
+
+def test_slice_matches_numpy_over_random_bounds_in_both_layouts():
+    rng = np.random.default_rng(14)
+    for trial in range(40):
+        shape = tuple(int(rng.integers(1, 8)) for _ in range(4))
+        begin = [int(rng.integers(0, n)) for n in shape]
+        stride = [int(rng.integers(1, 4)) for _ in shape]
+        stop = [int(rng.integers(b + 1, n + 1)) for b, n in zip(begin, shape)]
+        x = rng.normal(size=shape).astype(np.float32)
+        want = x[tuple(slice(b, e, s) for b, e, s in zip(begin, stop, stride))]
+        arrays = {"begin": np.array(begin, np.float32), "stride": np.array(stride, np.float32)}
+        got = one_op_graph("slice", shape, want.shape, arrays=arrays).run([x])[0]  # channel-major
+        np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
+        tensors = [{"shape": list(shape), "layout": 0, "data": None}, {"shape": list(want.shape), "layout": 0,
+                                                                       "data": None}]
+        ops = [{"kind": "slice", "name": "slice", "inputs": [0], "outputs": [1], "ints": {}, "floats": {},
+                "arrays": arrays}]
+        np.testing.assert_array_equal(_engine.Graph(tensors, ops, [0], [1], 1).run([x])[0], want)
+
+
+@pytest.mark.parametrize("begin, stride, y_shape, message", [
+    ((0, 8, 0, 0), (1, 1, 1, 1), (1, 1, 8, 4), r"begin must be in \[0, 8\) along axis 1. Received: 8"),
+    ((0, 0, 0, 0), (1, 0, 1, 1), (1, 8, 8, 4), r"stride must be in \[1, 1048576\] along axis 1. Received: 0"),
+    ((0, 2, 0, 0), (1, 2, 1, 1), (1, 4, 8, 4), "reads past input"),
+    ((0, 0, 0), (1, 1, 1), (1, 8, 8, 4), "begin should have shape"),
+])
+def test_bad_slice_plans_raise_naming_the_problem(begin, stride, y_shape, message):
+    arrays = {"begin": np.array(begin, np.float32), "stride": np.array(stride, np.float32)}
+    with pytest.raises(ValueError, match=message):
+        one_op_graph("slice", (1, 8, 8, 4), y_shape, arrays=arrays)
+
+
+def test_cropping_and_strided_slices_match_litert(tmp_path):
+    """NASNet crops with Cropping2D; tensor slicing exports to STRIDED_SLICE with masks,
+    strides and shrunk axes."""
+    inputs = keras.Input((11, 10, 3))
+    x = layers.Conv2D(6, 3, padding="same", activation="relu")(inputs)
+    a = layers.Conv2D(4, 1)(layers.Cropping2D(((1, 0), (1, 0)))(x))
+    b = x[:, 1::2, 2:9:3, 1:5]
+    row = x[:, 3, :, :]  # a shrunk axis
+    outputs = [layers.GlobalAveragePooling2D()(a), layers.Flatten()(b), layers.Flatten()(row)]
+    path = _convert_model(tmp_path, "slices", inputs, outputs)
+    for threads in (1, 2):
+        engine = assert_close_to_litert(path, sample((1, 11, 10, 3)), engine=Engine(path, num_threads=threads))
+    assert kernels_of(engine).count("slice") == 3
 
 
 # ---- one Keras operator at a time against LiteRT ---------------------------------------------

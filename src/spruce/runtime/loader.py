@@ -56,12 +56,12 @@ _RESIDUAL_KINDS = ("conv1x1_dense", "conv_im2col", "conv_general", "conv_grouped
 SUPPORTED_OPERATORS = tuple(sorted(
     {"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "SUB", "DIV", "MEAN", "RESHAPE", "SQUEEZE",
      "FULLY_CONNECTED", "SOFTMAX", "DENSIFY", "DEQUANTIZE", "MAX_POOL_2D", "AVERAGE_POOL_2D",
-     "CONCATENATION", "QUANTIZE", "SQUARED_DIFFERENCE"} | set(_UNARY)
+     "CONCATENATION", "QUANTIZE", "SQUARED_DIFFERENCE", "STRIDED_SLICE"} | set(_UNARY)
 ))
 
 # Inputs each operator must have (later ones are optional: a conv's bias).
 _MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "PAD": 2, "ADD": 2,
-               "MUL": 2, "SUB": 2, "DIV": 2, "MEAN": 2, "SQUARED_DIFFERENCE": 2}
+               "MUL": 2, "SUB": 2, "DIV": 2, "MEAN": 2, "SQUARED_DIFFERENCE": 2, "STRIDED_SLICE": 4}
 
 # Convs other than 1x1 run as a matrix product over their copied windows when that
 # matrix (window values x output pixels, floats) is at most this large; dilated or
@@ -665,6 +665,49 @@ class _Builder:
             ids.append(self.value(t, layout, name))
         self._emit("concat", name, ids, [self.define(y, layout)], ints={"axis": axis % len(ys)})
         self._layer(op, "concat")
+
+    def _op_strided_slice(self, op, name):
+        """STRIDED_SLICE with constant bounds and positive strides (NASNet's Cropping2D): the
+        masks resolve here into a begin and a stride per axis; shrunk axes are sliced to
+        one element, then reshaped away."""
+        x, y = op.inputs[0], op.outputs[0]
+        xs, ys = self.shape(x), self.shape(y)
+        begin, end, strides = (self.int_const(op.inputs[i], name, what).ravel()
+                               for i, what in ((1, "begin"), (2, "end"), (3, "strides")))
+        opt = {k: int(op.options.get(k, 0) or 0) for k in ("begin_mask", "end_mask", "ellipsis_mask",
+                                                          "new_axis_mask", "shrink_axis_mask")}
+        if opt["ellipsis_mask"] or opt["new_axis_mask"] or op.options.get("offset"):
+            raise UnsupportedModelError(
+                f"{name}: spruce's engine slices without ellipsis, new axes or offset; received options {op.options}. "
+                "Run this model with the LiteRT interpreter.")
+        if not len(xs) or not len(begin) == len(end) == len(strides) == len(xs) or (strides < 1).any():
+            raise UnsupportedModelError(
+                f"{name}: expected one begin, end and stride >= 1 per axis of input {xs}; received begin "
+                f"{begin.tolist()}, end {end.tolist()}, strides {strides.tolist()}")
+        starts, sizes = [], []
+        for d, dim in enumerate(xs):
+            b = 0 if opt["begin_mask"] >> d & 1 else int(begin[d])
+            e = dim if opt["end_mask"] >> d & 1 else int(end[d])
+            b, e = min(max(b + dim if b < 0 else b, 0), dim), min(max(e + dim if e < 0 else e, 0), dim)
+            if opt["shrink_axis_mask"] >> d & 1:
+                e = b + 1
+            starts.append(b)
+            sizes.append(-(-(e - b) // int(strides[d])) if e > b else 0)
+        kept = [n for d, n in enumerate(sizes) if not opt["shrink_axis_mask"] >> d & 1]
+        if min(sizes) < 1 or tuple(kept) != ys or any(b >= dim for b, dim in zip(starts, xs)):
+            raise UnsupportedModelError(
+                f"{name}: slicing {xs} from {starts} by {strides.tolist()} gives {sizes}, not the output {ys}. "
+                "The file may be corrupted.")
+        steps = [1 if n == 1 else int(st) for n, st in zip(sizes, strides)]  # one element: any stride
+        arrays = {"begin": np.array(starts, np.float32), "stride": np.array(steps, np.float32)}
+        if len(ys) == len(xs):
+            layout = self.preferred(x)
+            self._emit("slice", name, [self.value(x, layout, name)], [self.define(y, layout)], arrays=arrays)
+        else:
+            full = self._new(sizes, NATIVE)
+            self._emit("slice", name, [self.value(x, NATIVE, name)], [full], arrays=arrays)
+            self._emit("copy", f"{name}/shrink", [full], [self.define(y, NATIVE)])
+        self._layer(op, "slice")
 
     def _op_reshape(self, op, name):
         x, y = op.inputs[0], op.outputs[0]

@@ -59,15 +59,8 @@ class UnaryOp : public Op {
       case kSwish: kernels::unary(kernels::UnaryFn::kSwish, x, y, n); break;
       case kNeg: for (size_t i = 0; i < n; ++i) y[i] = -x[i]; break;
       case kRsqrt: for (size_t i = 0; i < n; ++i) y[i] = 1.0f / std::sqrt(x[i]); break;
-      case kGelu:
-        for (size_t i = 0; i < n; ++i) y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
-        break;
-      case kGeluTanh:
-        for (size_t i = 0; i < n; ++i) {
-          const float v = x[i];
-          y[i] = 0.5f * v * (1.0f + std::tanh(0.79788456080286536f * (v + 0.044715f * v * v * v)));
-        }
-        break;
+      case kGelu: kernels::gelu(x, y, n, false); break;
+      case kGeluTanh: kernels::gelu(x, y, n, true); break;
     }
   }
   int fn_ = 0;

@@ -29,6 +29,8 @@ std::unique_ptr<Op> make_pool2d(const OpSpec& s, const std::vector<Tensor>& t, b
 std::unique_ptr<Op> make_concat(const OpSpec& s, const std::vector<Tensor>& t);
 // reduce.cc
 std::unique_ptr<Op> make_mean(const OpSpec& s, const std::vector<Tensor>& t);
+// slice.cc
+std::unique_ptr<Op> make_slice(const OpSpec& s, const std::vector<Tensor>& t);
 // conv_grouped.cc
 std::unique_ptr<Op> make_conv_grouped(const OpSpec& s, const std::vector<Tensor>& t);
 // dense.cc
