@@ -11,7 +11,8 @@ exported, whether the engine runs it or the operators it refuses, the error and
 the latencies.
 
     PYTHONPATH=src python benchmarks/sweep_apps.py [--nets ResNet50,Xception] [--rounds 3] [--runs 5]
-        [--skip-huge] [--timeout 900]
+        [--skip-huge] [--timeout 1200] > sweep.json
+    python benchmarks/sweep_apps.py --render sweep.json    # the Markdown table
 """
 
 import argparse
@@ -41,8 +42,8 @@ SIZES = {
     **{f"ResNet{d}V2": 32 for d in (50, 101, 152)},
     "VGG16": 32, "VGG19": 32, "Xception": 71,
 }
-# Over 100M parameters (over 400 MB of float32 weights): their export takes minutes and
-# gigabytes here, and they add no operator their smaller siblings lack.
+# 89M to 350M parameters (350 MB to 1.4 GB of float32 weights): their export takes many minutes
+# and gigabytes here, and they add no operator their smaller siblings lack.
 HUGE = ("ConvNeXtLarge", "ConvNeXtXLarge", "EfficientNetV2L", "NASNetLarge")
 TOLERANCE = 1e-4
 
@@ -132,6 +133,22 @@ def sweep_one(net, size, folder, rounds, runs):
     return record
 
 
+def render_markdown(report):
+    """The sweep as a Markdown table (net, input, runs, max relative error, refusal)."""
+    lines = ["| net | input | runs on the engine | max rel. error vs LiteRT | speed-up over LiteRT |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in report["nets"]:
+        if r.get("runs_on_engine"):
+            runs, err = "yes", f"{r['max_relative_error']:.1e}"
+            speed = f"{r['speedup_vs_litert']:.2f}x"
+        else:
+            runs, err, speed = "no: " + (r.get("refused") or r.get("error", "")), "", ""
+        lines.append(f"| {r['net']} | {r['size']}x{r['size']} | {runs} | {err} | {speed} |")
+    if report.get("skipped"):
+        lines.append(f"\nNot swept (89M-350M parameters, too slow to export here): {', '.join(report['skipped'])}.")
+    return "\n".join(lines)
+
+
 def _child(args):
     folder = tempfile.mkdtemp(prefix="spruce_sweep_")
     try:
@@ -168,8 +185,13 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per engine per round")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds allowed per net")
+    parser.add_argument("--render", default=None, metavar="JSON", help="print a saved sweep as a Markdown table")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # the per-net child process
     args = parser.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            print(render_markdown(json.load(f)))
+        return 0
     if args.rounds < 1 or args.runs < 1:
         parser.error(f"--rounds and --runs must be at least 1. Received: {args.rounds}, {args.runs}")
     if args.one:
