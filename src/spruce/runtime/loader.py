@@ -39,7 +39,8 @@ NATIVE, CHW = 0, 1
 _FUSED = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
 # standalone activation operators -> the engine's unary function codes
 _UNARY = {"RELU": 0, "RELU6": 1, "RELU_N1_TO_1": 2, "LEAKY_RELU": 3, "ELU": 4,
-          "LOGISTIC": 5, "HARD_SWISH": 6, "TANH": 7}
+          "LOGISTIC": 5, "HARD_SWISH": 6, "TANH": 7, "NEG": 9, "RSQRT": 10, "GELU": 11}
+_GELU_TANH = 12  # GELU with approximate=True
 
 # Functions the loader makes of several TFLite operators: swish (a LOGISTIC whose
 # only reader is a MUL by the LOGISTIC's input) runs as one unary op; a swish or a
@@ -50,15 +51,15 @@ _HARD_SWISH_EPILOGUE = 16
 _SWISH_EPILOGUE = 17
 # Engine op kinds with those epilogues.
 _EPILOGUE_KINDS = ("conv_entry", "conv1x1_sparse", "conv1x1_dense", "conv_matvec", "depthwise", "conv_im2col",
-                   "conv_sparse")
+                   "conv_sparse", "conv_grouped")
 
 # Engine op kinds whose kernels take a residual input, added before their activation.
-_RESIDUAL_KINDS = ("conv1x1_dense", "conv_im2col", "conv_general")
+_RESIDUAL_KINDS = ("conv1x1_dense", "conv_im2col", "conv_general", "conv_grouped")
 
 SUPPORTED_OPERATORS = tuple(sorted(
     {"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "SUB", "DIV", "MEAN", "RESHAPE", "SQUEEZE",
      "FULLY_CONNECTED", "SOFTMAX", "DENSIFY", "DEQUANTIZE", "MAX_POOL_2D", "AVERAGE_POOL_2D",
-     "CONCATENATION", "QUANTIZE"} | set(_UNARY)
+     "CONCATENATION", "QUANTIZE", "SQUARED_DIFFERENCE", "STRIDED_SLICE"} | set(_UNARY)
 ))
 
 # The types of a sparse constant stored with no values (all zeros) that DENSIFY expands:
@@ -67,7 +68,7 @@ _ZERO_SPARSE_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16}
 
 # Inputs each operator must have (later ones are optional: a conv's bias).
 _MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "PAD": 2, "ADD": 2,
-               "MUL": 2, "SUB": 2, "DIV": 2, "MEAN": 2}
+               "MUL": 2, "SUB": 2, "DIV": 2, "MEAN": 2, "SQUARED_DIFFERENCE": 2, "STRIDED_SLICE": 4}
 
 # Convs other than 1x1 run as a matrix product over their copied windows when that
 # matrix (window values x output pixels, floats) is at most this large; dilated or
@@ -360,10 +361,12 @@ class _Builder:
         xs, ys = self.shape(x), self.shape(y)
         w = self.weights(op, 1, name)
         b = self.weights(op, 2, name, "bias")
+        if len(xs) == 4 and len(ys) == 4 and w.ndim == 4 and w.shape[3] != xs[3]:
+            return self._grouped_conv(op, name, w, b)
         if len(xs) != 4 or len(ys) != 4 or w.ndim != 4 or w.shape[3] != xs[3]:
             raise UnsupportedModelError(
                 f"{name}: expected a 4-D input and output and [O, kh, kw, I] weights with I = input channels; "
-                f"received input {xs}, output {ys} and weights {tuple(w.shape)} (grouped convs are not supported)"
+                f"received input {xs}, output {ys} and weights {tuple(w.shape)}"
             )
         o, kh, kw, _ = w.shape
         x, xs, win = self._conv_input(op, name, kh, kw)
@@ -425,6 +428,38 @@ class _Builder:
                        ints=ints, arrays=arrays)
             self._layer(op, "conv_general")
 
+    def _grouped_conv(self, op, name, w, b):
+        """A CONV_2D whose weights [O, kh, kw, I/g] read a slice of the input channels
+        (Conv2D(groups=g)). One input channel a group is a depthwise convolution (output
+        channel o reads input channel o // (O/I), as DEPTHWISE_CONV_2D's multiplier does)
+        and runs on its kernels; other groupings run as one matrix product a group."""
+        x, y = op.inputs[0], op.outputs[0]
+        xs, ys = self.shape(x), self.shape(y)
+        o, kh, kw, gi = w.shape
+        if gi < 1 or xs[3] % gi or o != ys[3] or o % (xs[3] // gi):
+            raise UnsupportedModelError(
+                f"{name}: weights {tuple(w.shape)} do not split input {xs} and output {ys} into groups: the input "
+                "channels must be a multiple of the weights' last dim, and the output channels of the group count. "
+                "The file may be corrupted."
+            )
+        groups = xs[3] // gi
+        if gi == 1:
+            return self._depthwise(op, name, np.ascontiguousarray(w[..., 0]), b)
+        x, xs, win = self._conv_input(op, name, kh, kw)
+        if win["dilation_h"] != 1 or win["dilation_w"] != 1:
+            raise UnsupportedModelError(
+                f"{name}: a grouped convolution with dilation ({win['dilation_h']}, {win['dilation_w']}); spruce's "
+                "engine runs grouped convolutions with dilation 1. Run this model with the LiteRT interpreter."
+            )
+        arrays = {"weights": w}
+        if b is not None:
+            arrays["bias"] = b.ravel()
+        y, act = self._conv_output(op, name, "conv_grouped")
+        ints = dict(kernel_h=kh, kernel_w=kw, groups=groups, activation=act,
+                    **{k: win[k] for k in ("stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom", "pad_right")})
+        self._emit("conv_grouped", name, [self.value(x, CHW, name)], [self.define(y, CHW)], ints=ints, arrays=arrays)
+        self._layer(op, "grouped_gemm", float(np.mean(w == 0.0)))
+
     def _op_depthwise_conv_2d(self, op, name):
         x, y = op.inputs[0], op.outputs[0]
         xs, ys = self.shape(x), self.shape(y)
@@ -436,10 +471,14 @@ class _Builder:
                 f"{name}: expected a 4-D input and [1, kh, kw, C*multiplier] weights; received input "
                 f"{xs}, output {ys}, weights {tuple(w.shape)}"
             )
-        _, kh, kw, c = w.shape
+        self._depthwise(op, name, np.ascontiguousarray(w[0].transpose(2, 0, 1)), b)
+
+    def _depthwise(self, op, name, w, b):
+        """Emits a depthwise conv with weights [C * multiplier, kh, kw]."""
+        _, kh, kw = w.shape
         x, xs, win = self._conv_input(op, name, kh, kw)
-        mult = ys[3] // xs[3]
-        arrays = {"weights": np.ascontiguousarray(w[0].transpose(2, 0, 1))}
+        mult = self.shape(op.outputs[0])[3] // xs[3]
+        arrays = {"weights": w}
         if b is not None:
             arrays["bias"] = b.ravel()
         fast = (mult == 1 and kh == kw and win["stride_h"] == win["stride_w"]
@@ -556,24 +595,38 @@ class _Builder:
         x, y = op.inputs[0], op.outputs[0]
         layout = self.preferred(x)
         floats = {"alpha": float(op.options.get("alpha", 0.2))}
+        function = _GELU_TANH if op.opcode == "GELU" and op.options.get("approximate") else _UNARY[op.opcode]
         self._emit("unary", name, [self.value(x, layout, name)], [self.define(y, layout)],
-                   ints={"function": _UNARY[op.opcode]}, floats=floats)
+                   ints={"function": function}, floats=floats)
         self._layer(op, "elementwise")
 
     _op_relu = _op_relu6 = _op_relu_n1_to_1 = _op_leaky_relu = _unary
     _op_elu = _op_logistic = _op_hard_swish = _op_tanh = _unary
+    _op_neg = _op_rsqrt = _op_gelu = _unary
+
+    def _op_squared_difference(self, op, name):
+        self._binary(op, name, "squared_difference")
 
     def _op_mean(self, op, name):
         x, y = op.inputs[0], op.outputs[0]
         xs = self.shape(x)
-        axes = sorted(int(a) % max(len(xs), 1) for a in self.int_const(op.inputs[1], name, "axes").ravel())
-        if len(xs) != 4 or axes != [1, 2]:
-            raise UnsupportedModelError(
-                f"{name}: spruce's engine averages 4-D tensors over height and width (axes [1, 2]); "
-                f"received axes {axes} of a tensor of shape {xs}"
-            )
-        self._emit("mean_hw", name, [self.value(x, CHW, name)], [self.define(y, CHW)])
-        self._layer(op, "mean_hw")
+        raw = self.int_const(op.inputs[1], name, "axes").ravel()
+        if not len(xs) or any(not -len(xs) <= int(a) < len(xs) for a in raw):
+            raise UnsupportedModelError(f"{name}: axes {raw.tolist()} are out of range for input shape {xs}")
+        axes = sorted({int(a) % len(xs) for a in raw})
+        if len(xs) == 4 and axes == [1, 2]:
+            self._emit("mean_hw", name, [self.value(x, CHW, name)], [self.define(y, CHW)])
+            self._layer(op, "mean_hw")
+            return
+        if not axes:
+            raise UnsupportedModelError(f"{name}: averages over no axis; expected at least one")
+        # Other axes (LayerNormalization's channels) reduce in memory order; with keep_dims
+        # the output keeps the input's layout, so a channel mean stays channel-major.
+        keep_dims = len(self.shape(y)) == len(xs)
+        layout = self.preferred(x) if keep_dims else NATIVE
+        self._emit("mean", name, [self.value(x, layout, name)], [self.define(y, layout)],
+                   ints={"axes": sum(1 << a for a in axes)})
+        self._layer(op, "mean")
 
     def _pool(self, op, name, kind):
         x, y = op.inputs[0], op.outputs[0]
@@ -623,6 +676,49 @@ class _Builder:
         self._emit("concat", name, ids, [self.define(y, layout)], ints={"axis": axis % len(ys)})
         self._layer(op, "concat")
 
+    def _op_strided_slice(self, op, name):
+        """STRIDED_SLICE with constant bounds and positive strides (NASNet's Cropping2D): the
+        masks resolve here into a begin and a stride per axis; shrunk axes are sliced to
+        one element, then reshaped away."""
+        x, y = op.inputs[0], op.outputs[0]
+        xs, ys = self.shape(x), self.shape(y)
+        begin, end, strides = (self.int_const(op.inputs[i], name, what).ravel()
+                               for i, what in ((1, "begin"), (2, "end"), (3, "strides")))
+        opt = {k: int(op.options.get(k, 0) or 0) for k in ("begin_mask", "end_mask", "ellipsis_mask",
+                                                          "new_axis_mask", "shrink_axis_mask")}
+        if opt["ellipsis_mask"] or opt["new_axis_mask"] or op.options.get("offset"):
+            raise UnsupportedModelError(
+                f"{name}: spruce's engine slices without ellipsis, new axes or offset; received options {op.options}. "
+                "Run this model with the LiteRT interpreter.")
+        if not len(xs) or not len(begin) == len(end) == len(strides) == len(xs) or (strides < 1).any():
+            raise UnsupportedModelError(
+                f"{name}: expected one begin, end and stride >= 1 per axis of input {xs}; received begin "
+                f"{begin.tolist()}, end {end.tolist()}, strides {strides.tolist()}")
+        starts, sizes = [], []
+        for d, dim in enumerate(xs):
+            b = 0 if opt["begin_mask"] >> d & 1 else int(begin[d])
+            e = dim if opt["end_mask"] >> d & 1 else int(end[d])
+            b, e = min(max(b + dim if b < 0 else b, 0), dim), min(max(e + dim if e < 0 else e, 0), dim)
+            if opt["shrink_axis_mask"] >> d & 1:
+                e = b + 1
+            starts.append(b)
+            sizes.append(-(-(e - b) // int(strides[d])) if e > b else 0)
+        kept = [n for d, n in enumerate(sizes) if not opt["shrink_axis_mask"] >> d & 1]
+        if min(sizes) < 1 or tuple(kept) != ys or any(b >= dim for b, dim in zip(starts, xs)):
+            raise UnsupportedModelError(
+                f"{name}: slicing {xs} from {starts} by {strides.tolist()} gives {sizes}, not the output {ys}. "
+                "The file may be corrupted.")
+        steps = [1 if n == 1 else int(st) for n, st in zip(sizes, strides)]  # one element: any stride
+        arrays = {"begin": np.array(starts, np.float32), "stride": np.array(steps, np.float32)}
+        if len(ys) == len(xs):
+            layout = self.preferred(x)
+            self._emit("slice", name, [self.value(x, layout, name)], [self.define(y, layout)], arrays=arrays)
+        else:
+            full = self._new(sizes, NATIVE)
+            self._emit("slice", name, [self.value(x, NATIVE, name)], [full], arrays=arrays)
+            self._emit("copy", f"{name}/shrink", [full], [self.define(y, NATIVE)])
+        self._layer(op, "slice")
+
     def _op_reshape(self, op, name):
         x, y = op.inputs[0], op.outputs[0]
         if int(np.prod(self.shape(x))) != int(np.prod(self.shape(y))):
@@ -639,12 +735,38 @@ class _Builder:
         fmt = op.options.get("weights_format", "DEFAULT")
         if w.ndim != 2 or fmt not in ("DEFAULT", 0):
             raise UnsupportedModelError(f"{name}: expected 2-D DEFAULT-format weights; received {tuple(w.shape)} {fmt}")
+        xs, ys = self.shape(x), self.shape(y)
+        if len(xs) == len(ys) == 4 and xs[:3] == ys[:3] and w.shape == (ys[3], xs[3]):
+            return self._dense_as_pointwise_conv(op, name, w, b)
         arrays = {"weights": w}
         if b is not None:
             arrays["bias"] = b.ravel()
         self._emit("fully_connected", name, [self.value(x, NATIVE, name)], [self.define(y, NATIVE)],
                    ints={"activation": self._act(op, name)}, arrays=arrays)
         self._layer(op, "fully_connected")
+
+    def _dense_as_pointwise_conv(self, op, name, w, b):
+        """A FULLY_CONNECTED over the channels of a 4-D tensor (a Dense layer on an image:
+        ConvNeXt's pointwise layers) is a 1x1 convolution with weights [O, I]: it runs
+        channel-major on the 1x1 kernels, sparse when its weights are, rather than as one
+        product per pixel over row-major data between two layout changes."""
+        x, ys = op.inputs[0], self.shape(op.outputs[0])
+        sparsity = float(np.mean(w == 0.0))
+        sparse = sparsity >= self.threshold
+        if ys[1] == ys[2] == 1:
+            kind = "conv_matvec"
+        else:
+            kind = "conv1x1_sparse" if sparse else "conv1x1_dense"
+        y, act = self._conv_output(op, name, kind)
+        arrays = {"weights": w}
+        if b is not None:
+            arrays["bias"] = b.ravel()
+        ints = {"activation": act, "sparse": int(sparse)} if kind == "conv_matvec" else {"activation": act}
+        self._emit(kind, name, [self.value(x, CHW, name)], [self.define(y, CHW)], ints=ints, arrays=arrays)
+        if kind == "conv_matvec":
+            self._layer(op, "matvec_sparse" if sparse else "matvec", sparsity)
+        else:
+            self._layer(op, "spmm" if sparse else "gemm", sparsity)
 
     def _op_softmax(self, op, name):
         x, y = op.inputs[0], op.outputs[0]

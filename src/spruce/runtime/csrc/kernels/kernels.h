@@ -289,6 +289,10 @@ enum class UnaryFn : int {
 // y[i] = f(x[i]) for i < n; y may be x.
 void unary(UnaryFn f, const float* x, float* y, size_t n, Isa isa = default_isa());
 
+// y[i] = GELU(x[i]) = x[i] * Phi(x[i]) for i < n, Phi by erf, or by tanh when
+// approximate (gelu.cc; a few ulp on every ISA); y may be x.
+void gelu(const float* x, float* y, size_t n, bool approximate, Isa isa = default_isa());
+
 // Swish in place over rows [r0, r1) x columns [c0, c1) of a [rows][stride]
 // array: a conv's epilogue over the part of its output it just wrote.
 inline void swish_rows(float* y, int64_t stride, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {

@@ -50,6 +50,8 @@ SPRUCE_DECLARE_ISA_KERNELS(portable)
 #if SPRUCE_X86_KERNELS
 SPRUCE_DECLARE_ISA_KERNELS(avx2)
 void unary_avx2(UnaryFn f, const float* x, float* y, size_t n);
+void gelu_avx2(const float* x, float* y, size_t n, bool approximate);
+void gelu_avx512(const float* x, float* y, size_t n, bool approximate);
 // The families with an AVX-512 version, each giving its AVX2 kernel's bits.
 void gemm_avx512(const PackedDense& w, const float* bias, const float* input, int64_t in_stride,
                  float* output, int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,

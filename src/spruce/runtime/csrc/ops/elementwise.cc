@@ -13,8 +13,13 @@ namespace {
 
 constexpr size_t kParallelMin = 1 << 15;  // elements below which threads cost more than they save
 
-// kSwish is x * LOGISTIC(x), a LOGISTIC and a MUL that the loader fused.
-enum Unary : int { kRelu, kRelu6, kReluN1To1, kLeakyRelu, kElu, kLogistic, kHardSwish, kTanh, kSwish };
+// kSwish is x * LOGISTIC(x), a LOGISTIC and a MUL that the loader fused. NEG and
+// RSQRT come from LayerNormalization, GELU (erf, or tanh when approximate) from
+// ConvNeXt's blocks.
+enum Unary : int {
+  kRelu, kRelu6, kReluN1To1, kLeakyRelu, kElu, kLogistic, kHardSwish, kTanh, kSwish,
+  kNeg, kRsqrt, kGelu, kGeluTanh,
+};
 
 class UnaryOp : public Op {
  public:
@@ -26,7 +31,7 @@ class UnaryOp : public Op {
       fail(s, "output " + dims_str(y.shape) + " must match input " + dims_str(x.shape));
     }
     fn_ = static_cast<int>(get_int(s, "function"));
-    if (fn_ < kRelu || fn_ > kSwish) fail(s, "unknown activation function " + std::to_string(fn_));
+    if (fn_ < kRelu || fn_ > kGeluTanh) fail(s, "unknown activation function " + std::to_string(fn_));
     alpha_ = static_cast<float>(get_float(s, "alpha", 0.2));
     n_ = x.numel;
   }
@@ -52,6 +57,10 @@ class UnaryOp : public Op {
       case kHardSwish: kernels::unary(kernels::UnaryFn::kHardSwish, x, y, n); break;
       case kTanh: kernels::unary(kernels::UnaryFn::kTanh, x, y, n); break;
       case kSwish: kernels::unary(kernels::UnaryFn::kSwish, x, y, n); break;
+      case kNeg: for (size_t i = 0; i < n; ++i) y[i] = -x[i]; break;
+      case kRsqrt: for (size_t i = 0; i < n; ++i) y[i] = 1.0f / std::sqrt(x[i]); break;
+      case kGelu: kernels::gelu(x, y, n, false); break;
+      case kGeluTanh: kernels::gelu(x, y, n, true); break;
     }
   }
   int fn_ = 0;
@@ -77,7 +86,8 @@ inline void combine(const float* pa, int64_t ia, const float* pb, int64_t ib, fl
   }
 }
 
-// out = act(a (+|*|-|/) b), shapes broadcast NumPy-style in memory order.
+// out = act(a (+|*|-|/) b), or (a - b)^2 for SQUARED_DIFFERENCE (no activation), shapes
+// broadcast NumPy-style in memory order.
 class BinaryOp : public Op {
  public:
   BinaryOp(const OpSpec& s, const std::vector<Tensor>& t, BinaryKind kind) : kind_(kind) {
@@ -156,6 +166,9 @@ class BinaryOp : public Op {
         case BinaryKind::kMul: combine(pa, ia, pb, ib, po, n, fused([](float u, float v) { return u * v; })); break;
         case BinaryKind::kSub: combine(pa, ia, pb, ib, po, n, fused([](float u, float v) { return u - v; })); break;
         case BinaryKind::kDiv: combine(pa, ia, pb, ib, po, n, fused([](float u, float v) { return u / v; })); break;
+        case BinaryKind::kSquaredDifference:
+          combine(pa, ia, pb, ib, po, n, fused([](float u, float v) { return (u - v) * (u - v); }));
+          break;
       }
     };
     const size_t total = rows_ * static_cast<size_t>(inner_);

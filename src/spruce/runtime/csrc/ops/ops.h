@@ -9,7 +9,7 @@
 namespace spruce {
 
 // elementwise.cc
-enum class BinaryKind { kAdd, kMul, kSub, kDiv };
+enum class BinaryKind { kAdd, kMul, kSub, kDiv, kSquaredDifference };
 std::unique_ptr<Op> make_unary(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_binary(const OpSpec& s, const std::vector<Tensor>& t, BinaryKind kind);
 // layout.cc
@@ -27,6 +27,12 @@ std::unique_ptr<Op> make_matvec(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_pool2d(const OpSpec& s, const std::vector<Tensor>& t, bool max);
 // concat.cc
 std::unique_ptr<Op> make_concat(const OpSpec& s, const std::vector<Tensor>& t);
+// reduce.cc
+std::unique_ptr<Op> make_mean(const OpSpec& s, const std::vector<Tensor>& t);
+// slice.cc
+std::unique_ptr<Op> make_slice(const OpSpec& s, const std::vector<Tensor>& t);
+// conv_grouped.cc
+std::unique_ptr<Op> make_conv_grouped(const OpSpec& s, const std::vector<Tensor>& t);
 // dense.cc
 std::unique_ptr<Op> make_fully_connected(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_softmax(const OpSpec& s, const std::vector<Tensor>& t);

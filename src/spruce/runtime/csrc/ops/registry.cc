@@ -55,6 +55,10 @@ std::unique_ptr<Op> make_op(const OpSpec& s, const std::vector<Tensor>& t) {
   if (k == "mul") return make_binary(s, t, BinaryKind::kMul);
   if (k == "sub") return make_binary(s, t, BinaryKind::kSub);
   if (k == "div") return make_binary(s, t, BinaryKind::kDiv);
+  if (k == "squared_difference") return make_binary(s, t, BinaryKind::kSquaredDifference);
+  if (k == "mean") return make_mean(s, t);
+  if (k == "conv_grouped") return make_conv_grouped(s, t);
+  if (k == "slice") return make_slice(s, t);
   if (k == "transpose") return make_transpose(s, t);
   if (k == "copy") return make_copy(s, t);
   if (k == "pad") return make_pad(s, t);

@@ -1,0 +1,162 @@
+// Grouped convolutions (Conv2D(groups=g): RegNet's and ResNeXt-style blocks) on
+// channel-major activations. Group j reads input channels [j * I/g, (j+1) * I/g)
+// and writes output channels [j * O/g, (j+1) * O/g); TFLite stores the weights
+// as [O, kh, kw, I/g]. In CHW a group's input planes are contiguous, so the
+// windows of every channel are copied once into rows [I * kh * kw][pixels]
+// (im2col; group j's rows are one contiguous block of them) and each group is a
+// dense matrix product of its weights [O/g][I/g * kh * kw] with its block
+// (kernels::gemm), written straight into its output planes. Convolutions with one
+// input channel a group are depthwise ones, which the loader sends to the
+// depthwise kernels instead.
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/kernels.h"
+#include "ops/common.h"
+#include "ops/ops.h"
+#include "ops/window.h"
+
+namespace spruce {
+
+namespace {
+
+// Pixels per piece of work on large images: each piece copies its columns of
+// the windows and multiplies them while they are in cache.
+constexpr int64_t kChunkPixels = 96;
+// Largest copied-window matrix (floats) an op accepts (256 MiB).
+constexpr int64_t kMaxColumnsFloats = int64_t{1} << 26;
+
+class ConvGroupedOp : public Op {
+ public:
+  ConvGroupedOp(const OpSpec& s, const std::vector<Tensor>& t) {
+    expect_arity(s, 1, 2, 1);
+    const Tensor& x = in_t(s, t, 0);
+    const Tensor& y = out_t(s, t, 0);
+    expect_layout(s, x, kCHW, "input");
+    expect_layout(s, y, kCHW, "output");
+    const Window2D win = read_window2d(s, 1 << 16);
+    kh_ = win.kh, kw_ = win.kw, sh_ = win.sh, sw_ = win.sw, top_ = win.top, left_ = win.left;
+    expect_window_output(s, win, x, y);
+    n_ = x.shape[0], ih_ = x.shape[1], iw_ = x.shape[2], ic_ = x.shape[3];
+    oh_ = y.shape[1], ow_ = y.shape[2], oc_ = y.shape[3];
+    groups_ = get_int(s, "groups");
+    if (groups_ < 1 || ic_ % groups_ != 0 || oc_ % groups_ != 0) {
+      fail(s, "groups must divide the input channels " + std::to_string(ic_) + " and the output channels " +
+                  std::to_string(oc_) + ". Received: groups=" + std::to_string(groups_));
+    }
+    gi_ = ic_ / groups_, go_ = oc_ / groups_;
+    pixels_ = oh_ * ow_;
+    gk_ = gi_ * kh_ * kw_;
+    if (gk_ * groups_ * pixels_ > kMaxColumnsFloats || go_ > INT32_MAX) {
+      fail(s, "too large to run as matrix products: " + std::to_string(gk_ * groups_) + " window values x " +
+                  std::to_string(pixels_) + " pixels");
+    }
+    const Array& w = get_array(s, "weights");
+    expect_array(s, w, {oc_, kh_, kw_, gi_}, "weights");
+    // Each group's [O/g][kh][kw][I/g] -> [O/g][I/g][kh][kw]: the order of its copied rows.
+    std::vector<float> rows(static_cast<size_t>(go_ * gk_));
+    for (int64_t g = 0; g < groups_; ++g) {
+      for (int64_t o = 0; o < go_; ++o)
+        for (int64_t ky = 0; ky < kh_; ++ky)
+          for (int64_t kx = 0; kx < kw_; ++kx)
+            for (int64_t i = 0; i < gi_; ++i) {
+              rows[static_cast<size_t>(o * gk_ + (i * kh_ + ky) * kw_ + kx)] =
+                  w.data[static_cast<size_t>((((g * go_ + o) * kh_ + ky) * kw_ + kx) * gi_ + i)];
+            }
+      packed_.push_back(kernels::pack_dense(rows.data(), static_cast<int32_t>(go_), static_cast<int32_t>(gk_)));
+    }
+    residual_ = s.inputs.size() == 2;
+    if (residual_) expect_residual(s, t, y);
+    bias_.assign(static_cast<size_t>(oc_), 0.0f);
+    if (const Array* b = find_array(s, "bias")) {
+      expect_array(s, *b, {oc_}, "bias");
+      bias_ = b->data;
+    }
+    const int act = checked_epilogue_activation(s);
+    activation_range(act, &act_.min, &act_.max);
+    act_.hard_swish = act == kActHardSwishEpilogue;
+    swish_ = act == kActSwishEpilogue;
+  }
+  const char* family() const override { return "conv_grouped"; }
+  double flops() const override { return 2.0 * n_ * pixels_ * oc_ * gk_; }
+  size_t scratch_floats() const override { return static_cast<size_t>(gk_ * groups_ * pixels_); }
+  void run(const RunContext& ctx) const override {
+    const float* x = (*ctx.tensors)[inputs[0]].data;
+    float* y = (*ctx.tensors)[outputs[0]].data;
+    const float* skip = residual_ ? (*ctx.tensors)[inputs[1]].data : nullptr;
+    const bool parallel = ctx.pool->num_threads() > 1 && flops() / n_ >= kParallelMinFlops;
+    for (int64_t n = 0; n < n_; ++n) {
+      const float* xi = x + n * ic_ * ih_ * iw_;
+      float* yi = y + n * oc_ * pixels_;
+      const float* si = skip != nullptr ? skip + n * oc_ * pixels_ : nullptr;
+      // Groups [g0, g1) over pixels [p0, p1), from windows already copied.
+      auto multiply = [&](int64_t g0, int64_t g1, int64_t p0, int64_t p1) {
+        for (int64_t g = g0; g < g1; ++g) {
+          const int64_t o0 = g * go_;
+          kernels::gemm(packed_[static_cast<size_t>(g)], bias_.data() + o0, ctx.scratch + g * gk_ * pixels_, pixels_,
+                        yi + o0 * pixels_, pixels_, 0, static_cast<int32_t>(go_), p0, p1, act_,
+                        si != nullptr ? si + o0 * pixels_ : nullptr);
+          if (swish_) kernels::swish_rows(yi + o0 * pixels_, pixels_, 0, go_, p0, p1);
+        }
+      };
+      if (pixels_ > 2 * kChunkPixels) {
+        // Large images: pieces of pixels, each copied and multiplied for every group.
+        auto pieces = [&](size_t b, size_t e) {
+          for (int64_t p = static_cast<int64_t>(b); p < static_cast<int64_t>(e); p += kChunkPixels) {
+            const int64_t pe = std::min<int64_t>(static_cast<int64_t>(e), p + kChunkPixels);
+            columns(xi, ctx.scratch, 0, ic_, p, pe);
+            multiply(0, groups_, p, pe);
+          }
+        };
+        if (parallel) ctx.pool->parallel_for(static_cast<size_t>(pixels_), static_cast<size_t>(kChunkPixels), pieces);
+        else pieces(0, static_cast<size_t>(pixels_));
+      } else {
+        // Few pixels: each group copies its own channels' windows, then multiplies them.
+        auto groups = [&](size_t b, size_t e) {
+          for (int64_t g = static_cast<int64_t>(b); g < static_cast<int64_t>(e); ++g) {
+            columns(xi, ctx.scratch, g * gi_, (g + 1) * gi_, 0, pixels_);
+            multiply(g, g + 1, 0, pixels_);
+          }
+        };
+        if (parallel) ctx.pool->parallel_for(static_cast<size_t>(groups_), 1, groups);
+        else groups(0, static_cast<size_t>(groups_));
+      }
+    }
+  }
+
+ private:
+  // Columns [p0, p1) of the window rows of input channels [c0, c1): row
+  // (i, ky, kx) holds, for each output pixel, the input value under tap (ky, kx)
+  // of channel i, or 0 in the padding.
+  void columns(const float* image, float* scratch, int64_t c0, int64_t c1, int64_t p0, int64_t p1) const {
+    for (int64_t i = c0; i < c1; ++i) {
+      const float* plane = image + i * ih_ * iw_;
+      for (int64_t ky = 0; ky < kh_; ++ky) {
+        for (int64_t kx = 0; kx < kw_; ++kx) {
+          float* dst = scratch + ((i * kh_ + ky) * kw_ + kx) * pixels_;
+          for (int64_t p = p0; p < p1; ++p) {
+            const int64_t iy = (p / ow_) * sh_ + ky - top_;
+            const int64_t ix = (p % ow_) * sw_ + kx - left_;
+            dst[p] = iy >= 0 && iy < ih_ && ix >= 0 && ix < iw_ ? plane[iy * iw_ + ix] : 0.0f;
+          }
+        }
+      }
+    }
+  }
+
+  int64_t kh_, kw_, sh_, sw_, top_, left_;
+  int64_t n_, ih_, iw_, ic_, oh_, ow_, oc_, groups_, gi_, go_, pixels_, gk_;
+  bool residual_ = false;  // a second input added before the activation (a fused ADD)
+  std::vector<kernels::PackedDense> packed_;  // one per group
+  std::vector<float> bias_;
+  kernels::Activation act_;
+  bool swish_ = false;  // swish over each piece of output, just written
+};
+
+}  // namespace
+
+std::unique_ptr<Op> make_conv_grouped(const OpSpec& s, const std::vector<Tensor>& t) {
+  return std::make_unique<ConvGroupedOp>(s, t);
+}
+
+}  // namespace spruce
