@@ -139,12 +139,23 @@ def _keras_logits(model):
         elif type(layer).__name__ in ("Activation", "Softmax"):
             out.append((kind, layer.input))
         else:  # a layer with a fused activation: the same layer without it, on the same weights
-            config = dict(layer.get_config(), activation="linear", name=f"{layer.name}_logits")
-            linear = type(layer).from_config(config)
-            logits = linear(layer.input)
-            linear.set_weights(layer.get_weights())
-            out.append((kind, logits))
+            out.append(_without_activation(layer, kind, {other.name for other in model.layers}))
     return out
+
+
+def _without_activation(layer, kind, taken):
+    """(kind, `layer`'s output before its activation), through a copy of it without one; None when
+    the layer cannot be rebuilt from its config (the outputs are then compared as they are)."""
+    name = f"{layer.name}_logits"
+    while name in taken:
+        name += "_"
+    try:
+        linear = type(layer).from_config(dict(layer.get_config(), activation="linear", name=name))
+        logits = linear(layer.input)
+        linear.set_weights(layer.get_weights())
+    except (TypeError, ValueError, KeyError):
+        return None
+    return kind, logits
 
 
 def _compare(model, tflite_path, batches, probe=None):
