@@ -6,8 +6,8 @@ ends in a softmax (or a sigmoid) is compared before it too: its probabilities ar
 classifier makes large, and near a tie the softmax passes that error on to the probabilities,
 so a right export could miss a tolerance set by the probabilities' scale. The logits are
 held to the tolerance at their own scale; the probabilities to what the logits' measured
-error can move them by, so a wrong final operator is still caught. An int8 export is compared on its calibration data, in its output's
-quantization steps (`verify_int8`).
+error can move them by, so a wrong final operator is still caught. An int8 export is compared
+on its calibration data, in its output's quantization steps (`verify_int8`).
 """
 
 import keras
