@@ -12,12 +12,10 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
 from spruce._atomic import atomic_path
 from spruce.export import int8
 from spruce.export.converter import convert, input_shapes
-from spruce.export.verify import ExportVerificationError, verify_float, verify_int8
+from spruce.export.verify import verify_float, verify_int8
 
 # Default verification tolerances (atol, rtol). float16 keeps 11 significant bits, so each
 # weight moves by up to 2^-11 of itself and a MobileNet's outputs drift by a few 1e-4 of
