@@ -262,3 +262,17 @@ def test_cli_pointwise_only_reaches_the_config_and_needs_the_x86_target(capsys):
 
     assert main(["run", "--pointwise-only", "--no-progress"]) == 2
     assert "pointwise_only must be false unless target is x86" in capsys.readouterr().err
+
+
+def test_end_fraction_flag_reaches_the_config_and_is_checked(capsys):
+    import argparse
+
+    from spruce.cli import main
+    from spruce.cli.run import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--end-fraction", "0.25"]).pruning_end_fraction == 0.25
+    assert parser.parse_args([]).pruning_end_fraction is None
+    assert main(["run", "--end-fraction", "0", "--no-progress"]) == 2
+    assert "pruning_end_fraction must be in (0, 1]" in capsys.readouterr().err

@@ -26,6 +26,9 @@ _FLAGS = [
     ("--initial-sparsity", "initial_sparsity", float, "PolynomialDecay initial_sparsity"),
     ("--final-sparsity", "final_sparsity", float, "PolynomialDecay final_sparsity"),
     ("--pruning-frequency", "pruning_frequency", int, "steps between mask updates"),
+    ("--end-fraction", "pruning_end_fraction", float, "share of the fine-tuning after which the final "
+                                                      "sparsity is reached (default 0.4); the rest "
+                                                      "fine-tunes at it"),
     ("--allocation", "sparsity_allocation", str, "uniform (every 1x1 conv at the final sparsity) or erk"),
     ("--distill-alpha", "distill_alpha", float, "with --distill: weight of the dense model's term (default 0.5)"),
     ("--distill-temperature", "distill_temperature", float, "with --distill: softmax temperature (default 4)"),

@@ -12,20 +12,15 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
 from spruce._atomic import atomic_path
 from spruce.export import int8
-from spruce.export.converter import convert, input_shapes, nest_like_inputs
+from spruce.export.converter import convert, input_shapes
+from spruce.export.verify import verify_float, verify_int8
 
 # Default verification tolerances (atol, rtol). float16 keeps 11 significant bits, so each
 # weight moves by up to 2^-11 of itself and a MobileNet's outputs drift by a few 1e-4 of
 # their scale; an rtol of 1e-2 leaves room for deeper nets yet catches a wrong conversion.
 TOLERANCES = {False: (1e-5, 1e-4), True: (1e-4, 1e-2)}
-
-
-class ExportVerificationError(RuntimeError):
-    """The exported file disagrees with the Keras model beyond the tolerance."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +44,7 @@ class ExportReport:
     quantize: str | None = None  # "int8": full-integer quantization, float32 inputs and outputs
     calibration_samples: int = 0  # samples of representative_dataset the int8 ranges come from
     output_step: float | None = None  # int8: the output's quantization step (the largest of several)
+    logits: bool = False  # the inputs of final SOFTMAX/LOGISTIC operators were compared too (export/verify.py)
 
     def to_dict(self):
         out = asdict(self)
@@ -58,7 +54,8 @@ class ExportReport:
 
     def __str__(self):
         diff = "not verified" if self.max_abs_diff is None else (
-            f"max |tflite - keras| = {self.max_abs_diff:.2g} (tolerance {self.tolerance:.2g})")
+            f"max |tflite - keras| = {self.max_abs_diff:.2g} (tolerance {self.tolerance:.2g}"
+            f"{', logits compared' if self.logits else ''})")
         if self.max_abs_diff is not None and self.output_step:
             diff = (f"max |tflite - keras| = {self.max_abs_diff:.2g} = {self.max_abs_diff / self.output_step:.1f} "
                     f"output steps (tolerance {self.tolerance / self.output_step:.0f} steps) on "
@@ -82,7 +79,9 @@ def export_litert(model, path, sparse=True, batch_size=1, verify=True, samples=N
         sparse: store sparse weights sparse (TF's EXPERIMENTAL_SPARSITY), behind DENSIFY.
         batch_size: the static batch of the exported signature.
         verify: run the LiteRT interpreter on `samples` batches and compare with Keras; the
-            export fails when max |tflite - keras| > atol + rtol * max |keras|.
+            export fails when max |tflite - keras| > atol + rtol * max |keras|. An output
+            that a softmax or sigmoid produces is checked on its logits within that
+            tolerance, and itself within what such logits can move it by (export/verify.py).
             `atol`/`rtol` default to 1e-5/1e-4, or 1e-4/1e-2 with `fp16`; with
             `quantize="int8"` the batches are the calibration data's first `samples`
             (default 32) and the tolerance defaults to `int8.VERIFY_STEPS` steps of the
@@ -122,15 +121,17 @@ def export_litert(model, path, sparse=True, batch_size=1, verify=True, samples=N
     with atomic_path(path) as tmp:
         convert(model, tmp, sparse=sparse, batch_size=batch_size, fp16=fp16, representative=calibration)
         diff = tolerance = step = None
-        verified = 0
+        verified, logits = 0, False
         if verify and calibration is not None:
-            diff, tolerance, step, verified = _verify_int8(model, tmp, calibration, batch_size, samples,
-                                                           (atol, rtol) if explicit else None)
+            diff, tolerance, step, verified = verify_int8(model, tmp, calibration, batch_size, samples,
+                                                          (atol, rtol) if explicit else None)
         elif verify:
-            diff, tolerance = _verify(model, tmp, shapes, samples, atol, rtol, seed)
+            diff, tolerance, logits = verify_float(model, tmp, shapes, samples, atol, rtol, seed)
             verified = samples
         report = _report(tmp, path, sparse, batch_size, keras.backend.backend(), stripped,
                          diff, tolerance, verified, start, fp16)
+    if logits:
+        report = dataclasses.replace(report, logits=True)
     if quantize:
         report = dataclasses.replace(report, quantize=quantize, calibration_samples=len(calibration[0]),
                                      output_step=step)
@@ -171,93 +172,6 @@ def _stripped(model):
     from spruce.prune import strip_pruning
 
     return strip_pruning(model), True
-
-
-def _verify(model, tflite_path, shapes, samples, atol, rtol, seed):
-    rng = np.random.default_rng(seed)
-    batches = ([_random_input(rng, shape, tensor.dtype) for shape, tensor in zip(shapes, model.inputs)]
-               for _ in range(samples))
-    worst, scale, _ = _compare(model, tflite_path, batches)
-    worst = float(np.max(worst))  # NaN if any is
-    tolerance = atol + rtol * max(scale)
-    if not worst <= tolerance:  # also catches NaN
-        raise ExportVerificationError(
-            f"the exported model disagrees with Keras: max |tflite - keras| = {worst:.3g} > "
-            f"tolerance {tolerance:.3g} (atol={atol} + rtol={rtol} * max|keras|={max(scale):.3g}). "
-            f"No file was written. Pass verify=False to skip the check, or a larger atol/rtol."
-        )
-    return worst, tolerance
-
-
-def _verify_int8(model, tflite_path, calibration, batch_size, samples, given):
-    """Compare on the calibration data's first `samples` batches (random inputs would leave the
-    calibrated ranges and saturate); each output's error counts in its quantization steps.
-    Returns (max |tflite - keras|, its tolerance, the largest output step, batches compared)."""
-    count = min(samples, len(calibration[0]) // batch_size)
-    batches = ([a[i * batch_size:(i + 1) * batch_size] for a in calibration] for i in range(count))
-    worst, scale, steps = _compare(model, tflite_path, batches)
-    # An output the file computes in float (no step) counts in 1/255 of [-max|keras|, max|keras|].
-    steps = [s if s else (m / 127.5 or 1.0) for s, m in zip(steps, scale)]
-    if given is not None:  # explicit atol/rtol: in the output's units, as for a float export
-        atol, rtol = given
-        limits = [(atol or 0.0) + (rtol or 0.0) * m for m in scale]
-    else:
-        limits = [int8.VERIFY_STEPS * s for s in steps]
-    bad = [k for k, (w, limit) in enumerate(zip(worst, limits)) if not w <= limit]
-    if bad:
-        k = bad[0]
-        raise ExportVerificationError(
-            f"the int8 export disagrees with Keras on its calibration data: output {k} is off by up "
-            f"to {worst[k]:.3g} = {worst[k] / steps[k]:.1f} quantization steps of {steps[k]:.3g}, over the "
-            f"tolerance {limits[k]:.3g} ({limits[k] / steps[k]:.0f} steps). No file was written. Check that "
-            "representative_dataset holds inputs preprocessed as for the model, or pass a larger atol "
-            "(in the output's units), or verify=False to skip the check.")
-    k = max(range(len(worst)), key=lambda i: worst[i] / limits[i] if limits[i] else 0.0)
-    return worst[k], limits[k], max(steps), count
-
-
-def _compare(model, tflite_path, batches):
-    """Run each batch (a list of one array per input) through Keras and the LiteRT interpreter.
-    Returns, per output: max |tflite - keras|, max |keras|, and its int8 quantization step
-    (None for a float output)."""
-    from spruce._deps import require
-
-    Interpreter = require("ai_edge_litert.interpreter").Interpreter
-    interpreter = Interpreter(model_path=tflite_path)
-    runner = interpreter.get_signature_runner()
-    signature = next(iter(interpreter.get_signature_list().values()))
-    names = sorted(signature["inputs"], key=_output_order)
-    outputs = sorted(signature["outputs"], key=_output_order)
-    worst, scale = [0.0] * len(outputs), [0.0] * len(outputs)
-    for xs in batches:
-        expected = model(nest_like_inputs(model, xs), training=False)
-        expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
-        got = runner(**dict(zip(names, xs)))
-        got = [got[k] for k in outputs]
-        if len(got) != len(expected):
-            raise ExportVerificationError(
-                f"the .tflite file has {len(got)} outputs but the Keras model has {len(expected)}")
-        for k, (g, e) in enumerate(zip(got, expected)):
-            if g.shape != e.shape:
-                raise ExportVerificationError(
-                    f"the .tflite output has shape {g.shape} but Keras gives {e.shape}")
-            diff = float(np.max(np.abs(g.astype(np.float64) - e)))
-            worst[k] = diff if not diff <= worst[k] else worst[k]  # a NaN sticks
-            scale[k] = max(scale[k], float(np.max(np.abs(e))))
-    return worst, scale, int8.output_steps(tflite_path, runner, outputs)
-
-
-def _random_input(rng, shape, dtype):
-    dtype = np.dtype(str(dtype or "float32").split(".")[-1])
-    if np.issubdtype(dtype, np.integer):  # token ids, class ids: small non-negative ints
-        return rng.integers(0, 10, shape).astype(dtype)
-    return rng.standard_normal(shape).astype(dtype)
-
-
-def _output_order(name):
-    """Keras names signature tensors args_0.. / output_0..: sort them numerically."""
-    head, _, tail = name.rpartition("_")
-    return (head, int(tail)) if tail.isdigit() else (name, 0)
 
 
 def _report(tmp, path, sparse, batch_size, backend, stripped, diff, tolerance, samples, start, fp16):
