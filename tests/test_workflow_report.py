@@ -1,6 +1,7 @@
 """The run's summary table and report lines, from `RunMetrics` built by hand: the run's target
 leads, the extra rows appear only when they apply, and the results read back from their JSON."""
 
+import dataclasses
 import json
 
 from spruce.workflow.config import RunConfig
@@ -78,3 +79,22 @@ def test_engine_check_and_model_source_read_back_from_their_json():
     metrics = _metrics("x86", engine=engine)
     assert RunMetrics.from_dict(json.loads(json.dumps(metrics.to_dict()))) == metrics
     assert "engine" not in _metrics().to_dict()
+
+
+def _report_text(tmp_path, metrics):
+    from spruce.workflow.report import write_report
+
+    write_report(str(tmp_path), metrics, {k: f"{k}.png" for k in ("comparison", "training", "sparsity")})
+    return (tmp_path / "report.md").read_text()
+
+
+def test_the_report_says_what_the_policy_pruned(tmp_path):
+    every = _metrics("x86")
+    text = _report_text(tmp_path, every)
+    assert "pruning to 75% in every convolution but the stem" in text
+    assert "every convolution but a stem on 3 or fewer channels is pruned" in text
+    for metrics in (_metrics("xnnpack"), dataclasses.replace(every, config=RunConfig(target="x86",
+                                                                                      pointwise_only=True))):
+        text = _report_text(tmp_path, metrics)
+        assert "pruning to 75% in the 1x1 convolutions" in text
+        assert "only the 1x1 convolutions are pruned" in text

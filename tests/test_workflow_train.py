@@ -119,3 +119,17 @@ def test_unstructured_pruning_leaves_partly_zero_blocks():
     assert_whole_zero_blocks(_kernel(pruned, "pw1"), (1, 1), 0.75)
     with pytest.raises(AssertionError, match="partly zero"):
         assert_whole_zero_blocks(_kernel(pruned, "pw2"), (1, 4))
+
+
+def test_the_report_lists_the_convolutions_the_targets_policy_prunes():
+    from spruce.workflow import measure
+    from spruce.workflow.config import RunConfig
+    from spruce.zoo import guide_model
+
+    model = guide_model()
+    convs = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    one_by_one = measure.one_by_one_names(model)
+    assert len(convs) == 3 and len(one_by_one) == 2
+    assert measure.pruned_conv_names(model, RunConfig()) == one_by_one
+    assert measure.pruned_conv_names(model, RunConfig(target="x86", pointwise_only=True)) == one_by_one
+    assert measure.pruned_conv_names(model, RunConfig(target="x86")) == convs

@@ -27,6 +27,19 @@ def one_by_one_names(model):
     return [layer.name for layer in flatten_layers(model) if _is_one_by_one(layer)]
 
 
+def pruned_conv_names(model, config):
+    """The convolutions `config`'s policy prunes: the 1x1 ones, or, for spruce's engine without
+    `pointwise_only`, every regular Conv2D (a stem it leaves dense shows as 0%)."""
+    if prunes_every_conv(config):
+        return [layer.name for layer in flatten_layers(model) if type(layer).__name__ == "Conv2D"]
+    return one_by_one_names(model)
+
+
+def prunes_every_conv(config):
+    """Whether the run's policy prunes every convolution (spruce's engine) or the 1x1 ones only."""
+    return config.target == "x86" and not config.pointwise_only
+
+
 def one_by_one_sparsity(model):
     """Zeros over all the 1x1 convolution weights of `model` together (None: it has none)."""
     zeros = total = 0

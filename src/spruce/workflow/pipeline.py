@@ -403,7 +403,7 @@ def _model_metrics(state, built, name):
         keras_bytes=os.path.getsize(state.path(f"{name}.keras")),
         tflite_bytes=os.path.getsize(tflite),
         tflite_gzip_bytes=measure.gzip_size(tflite),
-        layer_sparsity={k: layers[k] for k in measure.one_by_one_names(model)},
+        layer_sparsity={k: layers[k] for k in measure.pruned_conv_names(model, state.config) if k in layers},
         sparsity_1x1=measure.one_by_one_sparsity(model),
         export=built.exports.get(name, {}),
         xnnpack_sparse=qualifies,

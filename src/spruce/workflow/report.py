@@ -2,6 +2,7 @@
 
 import os
 
+from spruce.workflow import measure
 from spruce.workflow.artifacts import write_text
 
 
@@ -80,6 +81,13 @@ def _blocks_cell(blocks):
     return text + (f", {blocks.partial} partly zero" if blocks.partial else "")
 
 
+def _scope(config):
+    """What the run's policy prunes, for the report's first sentence."""
+    if measure.prunes_every_conv(config):
+        return "every convolution but the stem"
+    return "the 1x1 convolutions"
+
+
 def _blocks_sentence(blocks):
     """How the 1x1 convolutions were pruned, for report.md."""
     if not blocks or tuple(blocks.size) == (1, 1):
@@ -129,7 +137,7 @@ def write_report(folder, metrics, plots):
         f"{data.test} test images"
         + (f" at {config.image_size}x{config.image_size}" if config.image_size else "")
         + f"{', quick subset' if config.quick else ''}): "
-        f"train dense, fine-tune with pruning to {config.final_sparsity:.0%} in the 1x1 convolutions"
+        f"train dense, fine-tune with pruning to {config.final_sparsity:.0%} in {_scope(config)}"
         + ("" if tuple(config.block_size) == (1, 1) else
            f" in {'x'.join(map(str, config.block_size))} blocks")
         + ", export both to `.tflite`, measure.",
@@ -164,8 +172,10 @@ def write_report(folder, metrics, plots):
         f"epochs from the dense weights, learning rate {config.prune_learning_rate} ({config.lr_schedule}), "
         f"PolynomialDecay {config.initial_sparsity} -> {config.final_sparsity} "
         f"(every {metrics.schedule.frequency} steps, reached at step {metrics.schedule.end_step}), "
-        f"policy {_POLICIES[config.target]}: only the 1x1 convolutions are pruned, "
-        f"{_blocks_sentence(p.blocks)}, {config.sparsity_allocation} sparsity allocation. "
+        f"policy {_POLICIES[config.target]}"
+        + (": every convolution but a stem on 3 or fewer channels is pruned, " if measure.prunes_every_conv(config)
+           else ": only the 1x1 convolutions are pruned, ")
+        + f"{_blocks_sentence(p.blocks)}, {config.sparsity_allocation} sparsity allocation. "
         + _distill_sentence(config) + devices_sentence(metrics.training),
         "",
         "![training curves](" + os.path.basename(plots["training"]) + ")",

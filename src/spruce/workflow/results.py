@@ -146,7 +146,7 @@ class ModelMetrics(_Record):
     keras_bytes: int
     tflite_bytes: int
     tflite_gzip_bytes: int
-    layer_sparsity: dict  # 1x1 conv name -> fraction of zeros
+    layer_sparsity: dict  # name of each conv the policy prunes -> fraction of zeros
     sparsity_1x1: float | None  # zeros over all 1x1 conv weights
     export: dict  # spruce.export_litert's report, as a dict
     xnnpack_sparse: bool
