@@ -3,7 +3,7 @@
 // max pooling ignores it and average pooling divides by the pixels the window
 // covers, as TFLite does.
 #include <algorithm>
-#include <cfloat>
+#include <vector>
 
 #include "ops/common.h"
 #include "ops/ops.h"
@@ -42,9 +42,11 @@ class Pool2DOp : public Op {
     activation_range(act_, &lo, &hi);
     const int64_t in_plane = ih_ * iw_, out_plane = oh_ * ow_;
     auto planes = [&](size_t b, size_t e) {
+      std::vector<float> rows(max_ ? static_cast<size_t>(iw_) : 0);
       for (size_t p = b; p < e; ++p) {
         float* out = y + static_cast<int64_t>(p) * out_plane;
-        pool_plane(x + static_cast<int64_t>(p) * in_plane, out);
+        if (max_) max_plane(x + static_cast<int64_t>(p) * in_plane, out, rows.data());
+        else average_plane(x + static_cast<int64_t>(p) * in_plane, out);
         clamp_range(out, static_cast<size_t>(out_plane), lo, hi);
       }
     };
@@ -54,9 +56,32 @@ class Pool2DOp : public Op {
   }
 
  private:
-  // One output plane: rows of the window combined into a row buffer first, so
-  // the inner loops run over whole output rows (vectorised when stride is 1).
-  void pool_plane(const float* in, float* out) const {
+  // One output plane of a max pool: the window's input rows are first combined
+  // into one row (whole rows at once, which the compiler vectorises), so each
+  // output then takes the max of kw values instead of kh * kw. A max does not
+  // depend on the order it is taken in, so the result is the same.
+  void max_plane(const float* in, float* out, float* rows) const {
+    for (int64_t oy = 0; oy < oh_; ++oy) {
+      const int64_t y0 = std::max<int64_t>(oy * sh_ - top_, 0);
+      const int64_t y1 = std::min(oy * sh_ - top_ + kh_, ih_);  // > y0: padding < window
+      std::copy(in + y0 * iw_, in + (y0 + 1) * iw_, rows);
+      for (int64_t iy = y0 + 1; iy < y1; ++iy) {
+        const float* row = in + iy * iw_;
+        for (int64_t ix = 0; ix < iw_; ++ix) rows[ix] = std::max(rows[ix], row[ix]);
+      }
+      float* orow = out + oy * ow_;
+      for (int64_t ox = 0; ox < ow_; ++ox) {
+        const int64_t x0 = std::max<int64_t>(ox * sw_ - left_, 0);
+        const int64_t x1 = std::min(ox * sw_ - left_ + kw_, iw_);
+        float acc = rows[x0];
+        for (int64_t ix = x0 + 1; ix < x1; ++ix) acc = std::max(acc, rows[ix]);
+        orow[ox] = acc;
+      }
+    }
+  }
+
+  // One output plane of an average pool, summed row by row over each window.
+  void average_plane(const float* in, float* out) const {
     for (int64_t oy = 0; oy < oh_; ++oy) {
       const int64_t y0 = std::max<int64_t>(oy * sh_ - top_, 0);
       const int64_t y1 = std::min(oy * sh_ - top_ + kh_, ih_);
@@ -64,16 +89,12 @@ class Pool2DOp : public Op {
       for (int64_t ox = 0; ox < ow_; ++ox) {
         const int64_t x0 = std::max<int64_t>(ox * sw_ - left_, 0);
         const int64_t x1 = std::min(ox * sw_ - left_ + kw_, iw_);
-        float acc = max_ ? -FLT_MAX : 0.0f;
+        float acc = 0.0f;
         for (int64_t iy = y0; iy < y1; ++iy) {
           const float* row = in + iy * iw_;
-          if (max_) {
-            for (int64_t ix = x0; ix < x1; ++ix) acc = std::max(acc, row[ix]);
-          } else {
-            for (int64_t ix = x0; ix < x1; ++ix) acc += row[ix];
-          }
+          for (int64_t ix = x0; ix < x1; ++ix) acc += row[ix];
         }
-        orow[ox] = max_ ? acc : acc / static_cast<float>((y1 - y0) * (x1 - x0));
+        orow[ox] = acc / static_cast<float>((y1 - y0) * (x1 - x0));
       }
     }
   }
