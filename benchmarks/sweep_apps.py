@@ -19,7 +19,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from common import cpu_info, litert_interpreter, litert_run, litert_times
 
 # Every CNN builder in keras.applications -> the smallest input it accepts (height = width).
 # Inception nets and Xception need room for their valid-padded stems; the rest take 32.
@@ -48,42 +49,8 @@ HUGE = ("ConvNeXtLarge", "ConvNeXtXLarge", "EfficientNetV2L", "NASNetLarge")
 TOLERANCE = 1e-4
 
 
-def cpu_info():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def relative_error(got, want):
     return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
-
-
-def _litert(path):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path, num_threads=1)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _litert_run(interpreter, x):
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
-def _litert_times(interpreter, runs):
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        interpreter.invoke()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def sweep_one(net, size, folder, rounds, runs):
@@ -116,15 +83,15 @@ def sweep_one(net, size, folder, rounds, runs):
         return record
     record["runs_on_engine"] = True
     x = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
-    interpreter = _litert(path)
-    want = _litert_run(interpreter, x)
+    interpreter = litert_interpreter(path)
+    want = litert_run(interpreter, x)
     record["max_relative_error"] = relative_error(np.asarray(engine.run(x)), want)
     record["within_tolerance"] = record["max_relative_error"] <= TOLERANCE
-    _litert_times(interpreter, 2)
+    litert_times(interpreter, 2)
     engine.benchmark(2, 1)
     times = {"litert": [], "spruce": []}
     for _ in range(rounds):
-        times["litert"] += _litert_times(interpreter, runs)
+        times["litert"] += litert_times(interpreter, runs)
         times["spruce"] += list(engine.benchmark(runs, 0, timer="python").times)
     med = {k: statistics.median(v) for k, v in times.items()}
     record["litert_ms"] = round(med["litert"] * 1e3, 3)
@@ -222,7 +189,7 @@ def main(argv=None):
         "model": {"weights": "random (weights=None), seed 0", "export": "spruce.export_litert, dense, batch 1",
                   "input": "the smallest square size each net accepts ('size')", "output": "logits"},
         "tolerance": TOLERANCE, "timing": "medians of interleaved rounds, each run timed from Python, 1 thread",
-        "cpu": cpu_info(), "cores": os.cpu_count(), "isa": _engine.isa(), "threads": 1,
+        "cpu": cpu_info()[0], "cores": os.cpu_count(), "isa": _engine.isa(), "threads": 1,
         "versions": {"python": sys.version.split()[0], "spruce": spruce.__version__, "tensorflow": tf.__version__,
                      "keras": keras.__version__, "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown")},
         "rounds": args.rounds, "runs_per_round": args.runs,
