@@ -9,12 +9,11 @@
 // input channel a group are depthwise ones, which the loader sends to the
 // depthwise kernels instead.
 #include <algorithm>
-#include <cstring>
 
 #include "kernels/kernels.h"
 #include "ops/common.h"
 #include "ops/ops.h"
-#include "ops/window.h"
+#include "ops/im2col.h"
 
 namespace spruce {
 
@@ -35,7 +34,7 @@ class ConvGroupedOp : public Op {
     expect_layout(s, x, kCHW, "input");
     expect_layout(s, y, kCHW, "output");
     const Window2D win = read_window2d(s, 1 << 16);
-    kh_ = win.kh, kw_ = win.kw, sh_ = win.sh, sw_ = win.sw, top_ = win.top, left_ = win.left;
+    kh_ = win.kh, kw_ = win.kw;
     expect_window_output(s, win, x, y);
     n_ = x.shape[0], ih_ = x.shape[1], iw_ = x.shape[2], ic_ = x.shape[3];
     oh_ = y.shape[1], ow_ = y.shape[2], oc_ = y.shape[3];
@@ -46,6 +45,7 @@ class ConvGroupedOp : public Op {
     }
     gi_ = ic_ / groups_, go_ = oc_ / groups_;
     pixels_ = oh_ * ow_;
+    im2col_ = Im2col{ih_, iw_, ow_, pixels_, win};
     gk_ = gi_ * kh_ * kw_;
     if (gk_ * groups_ * pixels_ > kMaxColumnsFloats || go_ > INT32_MAX) {
       fail(s, "too large to run as matrix products: " + std::to_string(gk_ * groups_) + " window values x " +
@@ -53,16 +53,9 @@ class ConvGroupedOp : public Op {
     }
     const Array& w = get_array(s, "weights");
     expect_array(s, w, {oc_, kh_, kw_, gi_}, "weights");
-    // Each group's [O/g][kh][kw][I/g] -> [O/g][I/g][kh][kw]: the order of its copied rows.
-    std::vector<float> rows(static_cast<size_t>(go_ * gk_));
+    // Each group's weights as rows in its block's order.
     for (int64_t g = 0; g < groups_; ++g) {
-      for (int64_t o = 0; o < go_; ++o)
-        for (int64_t ky = 0; ky < kh_; ++ky)
-          for (int64_t kx = 0; kx < kw_; ++kx)
-            for (int64_t i = 0; i < gi_; ++i) {
-              rows[static_cast<size_t>(o * gk_ + (i * kh_ + ky) * kw_ + kx)] =
-                  w.data[static_cast<size_t>((((g * go_ + o) * kh_ + ky) * kw_ + kx) * gi_ + i)];
-            }
+      const std::vector<float> rows = window_weight_rows(w.data.data(), g * go_, (g + 1) * go_, kh_, kw_, gi_);
       packed_.push_back(kernels::pack_dense(rows.data(), static_cast<int32_t>(go_), static_cast<int32_t>(gk_)));
     }
     residual_ = s.inputs.size() == 2;
@@ -104,7 +97,7 @@ class ConvGroupedOp : public Op {
         auto pieces = [&](size_t b, size_t e) {
           for (int64_t p = static_cast<int64_t>(b); p < static_cast<int64_t>(e); p += kChunkPixels) {
             const int64_t pe = std::min<int64_t>(static_cast<int64_t>(e), p + kChunkPixels);
-            columns(xi, ctx.scratch, 0, ic_, p, pe);
+            im2col_.copy(xi, ctx.scratch, 0, ic_, p, pe);
             multiply(0, groups_, p, pe);
           }
         };
@@ -114,7 +107,7 @@ class ConvGroupedOp : public Op {
         // Few pixels: each group copies its own channels' windows, then multiplies them.
         auto groups = [&](size_t b, size_t e) {
           for (int64_t g = static_cast<int64_t>(b); g < static_cast<int64_t>(e); ++g) {
-            columns(xi, ctx.scratch, g * gi_, (g + 1) * gi_, 0, pixels_);
+            im2col_.copy(xi, ctx.scratch, g * gi_, (g + 1) * gi_, 0, pixels_);
             multiply(g, g + 1, 0, pixels_);
           }
         };
@@ -125,28 +118,10 @@ class ConvGroupedOp : public Op {
   }
 
  private:
-  // Columns [p0, p1) of the window rows of input channels [c0, c1): row
-  // (i, ky, kx) holds, for each output pixel, the input value under tap (ky, kx)
-  // of channel i, or 0 in the padding.
-  void columns(const float* image, float* scratch, int64_t c0, int64_t c1, int64_t p0, int64_t p1) const {
-    for (int64_t i = c0; i < c1; ++i) {
-      const float* plane = image + i * ih_ * iw_;
-      for (int64_t ky = 0; ky < kh_; ++ky) {
-        for (int64_t kx = 0; kx < kw_; ++kx) {
-          float* dst = scratch + ((i * kh_ + ky) * kw_ + kx) * pixels_;
-          for (int64_t p = p0; p < p1; ++p) {
-            const int64_t iy = (p / ow_) * sh_ + ky - top_;
-            const int64_t ix = (p % ow_) * sw_ + kx - left_;
-            dst[p] = iy >= 0 && iy < ih_ && ix >= 0 && ix < iw_ ? plane[iy * iw_ + ix] : 0.0f;
-          }
-        }
-      }
-    }
-  }
-
-  int64_t kh_, kw_, sh_, sw_, top_, left_;
+  int64_t kh_, kw_;
   int64_t n_, ih_, iw_, ic_, oh_, ow_, oc_, groups_, gi_, go_, pixels_, gk_;
   bool residual_ = false;  // a second input added before the activation (a fused ADD)
+  Im2col im2col_;
   std::vector<kernels::PackedDense> packed_;  // one per group
   std::vector<float> bias_;
   kernels::Activation act_;

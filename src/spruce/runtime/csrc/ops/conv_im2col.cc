@@ -5,12 +5,11 @@
 // loops of conv_general.cc stream each input plane once per weight; the kernel
 // holds 4 output channels x 24 pixels in registers instead.
 #include <algorithm>
-#include <cstring>
 
 #include "kernels/kernels.h"
 #include "ops/common.h"
 #include "ops/ops.h"
-#include "ops/window.h"
+#include "ops/im2col.h"
 
 namespace spruce {
 
@@ -39,11 +38,12 @@ class ConvIm2colOp : public Op {
     expect_layout(s, x, kCHW, "input");
     expect_layout(s, y, kCHW, "output");
     const Window2D win = read_window2d(s, 1 << 16);
-    kh_ = win.kh, kw_ = win.kw, sh_ = win.sh, sw_ = win.sw, top_ = win.top, left_ = win.left;
+    kh_ = win.kh, kw_ = win.kw;
     n_ = x.shape[0], ih_ = x.shape[1], iw_ = x.shape[2], ic_ = x.shape[3];
     oh_ = y.shape[1], ow_ = y.shape[2], oc_ = y.shape[3];
     expect_window_output(s, win, x, y);
     pixels_ = oh_ * ow_;
+    im2col_ = Im2col{ih_, iw_, ow_, pixels_, win};
     k_ = ic_ * kh_ * kw_;
     if (k_ > INT32_MAX || oc_ > INT32_MAX || k_ * pixels_ > kMaxColumnsFloats) {
       fail(s, "too large to run as a matrix product: " + std::to_string(k_) + " window values x " +
@@ -51,15 +51,7 @@ class ConvIm2colOp : public Op {
     }
     const Array& w = get_array(s, "weights");
     expect_array(s, w, {oc_, kh_, kw_, ic_}, "weights");
-    // [O][kh][kw][I] -> [O][I][kh][kw]: the order of the copied rows.
-    std::vector<float> rows(static_cast<size_t>(oc_ * k_));
-    for (int64_t o = 0; o < oc_; ++o)
-      for (int64_t ky = 0; ky < kh_; ++ky)
-        for (int64_t kx = 0; kx < kw_; ++kx)
-          for (int64_t i = 0; i < ic_; ++i) {
-            rows[static_cast<size_t>(o * k_ + (i * kh_ + ky) * kw_ + kx)] =
-                w.data[static_cast<size_t>(((o * kh_ + ky) * kw_ + kx) * ic_ + i)];
-          }
+    const std::vector<float> rows = window_weight_rows(w.data.data(), 0, oc_, kh_, kw_, ic_);
     packed_ = kernels::pack_dense(rows.data(), static_cast<int32_t>(oc_), static_cast<int32_t>(k_));
     const int64_t panel = packed_.panel;
     rows_per_call_ = std::max<int64_t>(panel, kWeightBytesPerCall / (k_ * 4) / panel * panel);
@@ -102,7 +94,7 @@ class ConvIm2colOp : public Op {
         auto pixels = [&](size_t b, size_t e) {
           for (int64_t p = static_cast<int64_t>(b); p < static_cast<int64_t>(e); p += chunk) {
             const int64_t pe = std::min<int64_t>(static_cast<int64_t>(e), p + chunk);
-            columns(xi, ctx.scratch, p, pe);
+            im2col_.copy(xi, ctx.scratch, 0, ic_, p, pe);
             multiply(p, pe, 0, oc_);
           }
         };
@@ -110,7 +102,7 @@ class ConvIm2colOp : public Op {
         else pixels(0, static_cast<size_t>(pixels_));
       } else {
         // Few pixels (7x7, 14x14): copy the windows once, then split output channels.
-        columns(xi, ctx.scratch, 0, pixels_);
+        im2col_.copy(xi, ctx.scratch, 0, ic_, 0, pixels_);
         if (parallel) {
           ctx.pool->parallel_for(static_cast<size_t>(oc_), static_cast<size_t>(rows_per_call_), [&](size_t b, size_t e) {
             multiply(0, pixels_, static_cast<int64_t>(b), static_cast<int64_t>(e));
@@ -123,51 +115,11 @@ class ConvIm2colOp : public Op {
   }
 
  private:
-  // Columns [p0, p1) of the window matrix: row (i, ky, kx) holds, for each
-  // output pixel, the input pixel under tap (ky, kx) of channel i, or 0 in the padding.
-  void columns(const float* image, float* scratch, int64_t p0, int64_t p1) const {
-    for (int64_t i = 0; i < ic_; ++i) {
-      const float* plane = image + i * ih_ * iw_;
-      for (int64_t ky = 0; ky < kh_; ++ky) {
-        for (int64_t kx = 0; kx < kw_; ++kx) {
-          float* dst = scratch + ((i * kh_ + ky) * kw_ + kx) * pixels_;
-          const int64_t x_off = kx - left_;
-          // Output columns whose tap lands inside the row: 0 <= ox * sw + x_off < iw.
-          const int64_t ox_lo = std::min(ow_, x_off >= 0 ? 0 : (-x_off + sw_ - 1) / sw_);
-          const int64_t ox_hi = std::max(ox_lo, std::min(ow_, iw_ - x_off <= 0 ? 0 : (iw_ - x_off + sw_ - 1) / sw_));
-          for (int64_t p = p0; p < p1;) {
-            const int64_t oy = p / ow_, ox0 = p % ow_;
-            const int64_t ox1 = std::min(ow_, ox0 + (p1 - p));
-            const int64_t iy = oy * sh_ + ky - top_;
-            float* d = dst + p - ox0;  // d[ox] is output pixel (oy, ox)
-            if (iy < 0 || iy >= ih_) {
-              std::fill(d + ox0, d + ox1, 0.0f);
-            } else {
-              const float* row = plane + iy * iw_ + x_off;
-              const int64_t a = std::max(ox0, ox_lo), b = std::min(ox1, ox_hi);
-              if (a >= b) {
-                std::fill(d + ox0, d + ox1, 0.0f);
-              } else {
-                std::fill(d + ox0, d + a, 0.0f);
-                if (sw_ == 1) {
-                  std::memcpy(d + a, row + a, static_cast<size_t>(b - a) * sizeof(float));
-                } else {
-                  for (int64_t ox = a; ox < b; ++ox) d[ox] = row[ox * sw_];
-                }
-                std::fill(d + b, d + ox1, 0.0f);
-              }
-            }
-            p += ox1 - ox0;
-          }
-        }
-      }
-    }
-  }
-
-  int64_t kh_, kw_, sh_, sw_, top_, left_;
+  int64_t kh_, kw_;
   int64_t n_, ih_, iw_, ic_, oh_, ow_, oc_, pixels_, k_;
   int64_t rows_per_call_ = 4;  // output channels per kernel call (a multiple of the panel)
   bool residual_ = false;      // a second input added before the activation (a fused ADD)
+  Im2col im2col_;
   kernels::PackedDense packed_;
   std::vector<float> bias_;
   kernels::Activation act_;
