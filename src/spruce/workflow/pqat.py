@@ -8,9 +8,11 @@ with `spruce.qat.quantize_aware` (kernels rounded per output channel, held to th
 fixed mask; inputs rounded per tensor), fixes the input ranges to the min and max over the
 same calibration images the converter will use (`observe_ranges`), and fine-tunes for
 `qat_epochs` at `qat_learning_rate`, so that training sees the rounding the int8 file will do.
-The fine-tuned model, stripped and its BatchNorm statistics recalibrated, is saved as
-pruned_pqat.keras and converted to pruned_pqat_int8.tflite (int8, 1x1 filters stored sparse) in
-the child process the post-training stage uses, calibrated on the same images.
+The fine-tuned model, stripped, is saved as pruned_pqat.keras and converted to
+pruned_pqat_int8.tflite (int8, 1x1 filters stored sparse) in the child process the post-training
+stage uses, calibrated on the same images. Its BatchNorm statistics are not recalibrated, as the
+float stages' are: they were learned under int8 rounding, which is how the int8 file computes,
+and re-estimating them on float activations undoes part of what the fine-tune learned.
 
 The stage is recorded on its own: its key is the float export's (so the models') plus the
 quantize mode, the calibration size and the fine-tuning's settings, so changing `qat_epochs`
@@ -32,7 +34,7 @@ FILES = {
     "pruned_pqat_int8.tflite": "it as full-integer int8, 1x1 filters stored sparse (int8 behind DENSIFY)",
 }
 # Bumped when this stage's code changes what it produces.
-STAGE_VERSION = 1
+STAGE_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +65,6 @@ def compute(state):
     """The recorded stage: fine-tune, save, convert, evaluate. Returns (PqatModel, the manifest record)."""
     import keras
 
-    from spruce.batchnorm import recalibrate_batchnorm
     from spruce.qat import observe_ranges, quantize_aware, strip_quantize_aware
     from spruce.workflow import evaluate, measure, quantize
     from spruce.workflow.artifacts import atomic_path
@@ -93,7 +94,6 @@ def compute(state):
                   callbacks=[FitProgress("pqat", spe, state.progress)])
     after = test(aware, "test pruned_pqat, int8 simulated (Keras)")
     model = strip_quantize_aware(aware)
-    recalibrate_batchnorm(model, data.x_train, config.seed)
     with atomic_path(state.path("pruned_pqat.keras")) as tmp:
         model.save(tmp)
     export = quantize.export_calibrated(state, images, ("pruned_pqat",))["pruned_pqat"]
