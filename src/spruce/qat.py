@@ -15,14 +15,17 @@ model in `QuantizeAware`, which trains the layer as the int8 export will run it:
 Rounding passes gradients straight through. `strip_quantize_aware` gives back the plain
 model, masked weights in place; `spruce.export_litert(quantize="int8")` then converts it,
 calibrated on the same data. Only Keras 3 operations are used, so it trains under every
-backend. The recipe:
+backend. The recipe (`spruce run --quantize int8` follows it, see `spruce.workflow.pqat`):
 
     aware = quantize_aware(pruned)                  # stripped of its pruning wrappers
     observe_ranges(aware, calibration)              # e.g. 500 training images
     aware.compile(...); aware.fit(x, y, epochs=1)   # a small learning rate
     model = strip_quantize_aware(aware)
-    spruce.recalibrate_batchnorm(model, x)
     spruce.export_litert(model, path, quantize="int8", representative_dataset=calibration)
+
+Leave the stripped model's BatchNorm statistics as the fine-tune left them: they were learned
+under int8 rounding, and `spruce.recalibrate_batchnorm` would re-estimate them on float
+activations, costing the int8 file part of what the fine-tune gained.
 """
 
 import keras

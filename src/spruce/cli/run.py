@@ -33,7 +33,13 @@ _FLAGS = [
     ("--distill-alpha", "distill_alpha", float, "with --distill: weight of the dense model's term (default 0.5)"),
     ("--distill-temperature", "distill_temperature", float, "with --distill: softmax temperature (default 4)"),
     ("--quantize", "quantize", str, "int8: also export both models as full-integer int8 (post-training "
-                                    "quantization) and report their accuracy, size and latency"),
+                                    "quantization), and the pruned one fine-tuned int8-aware (see "
+                                    "--qat-epochs), and report their accuracy, size and latency"),
+    ("--qat-epochs", "qat_epochs", int, "with --quantize int8: epochs of quantization-aware fine-tuning of the "
+                                        "pruned model, its zeros kept (PQAT), exported int8 and reported "
+                                        "beside post-training quantization (default 1; 0: none)"),
+    ("--qat-lr", "qat_learning_rate", float, "with --quantize int8: initial learning rate of that "
+                                             "fine-tuning (default 0.0001)"),
     ("--threads", "threads", int, "threads for the latency benchmark"),
     ("--bench-runs", "bench_runs", int, "timed runs per model"),
     ("--seed", "seed", int, "random seed (data split, initialisation, shuffling)"),

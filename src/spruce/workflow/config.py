@@ -1,7 +1,8 @@
 """The settings of `spruce run`: defaults, a TOML file, command-line overrides.
 
 One flat :class:`RunConfig`; the TOML file groups the same fields in sections
-(``[data]``, ``[model]``, ``[dense]``, ``[prune]``, ``[export]``, ``[bench]``, ``[run]``),
+(``[data]``, ``[model]``, ``[dense]``, ``[prune]``, ``[export]``, ``[quantize]``, ``[bench]``,
+``[run]``),
 see ``configs/default.toml``. Precedence: defaults < TOML file < command line.
 Each stage of the workflow hashes only the fields it depends on (plus the hash of the
 stage before it), so changing the pruning schedule re-runs pruning but reuses the dense model.
@@ -55,6 +56,9 @@ class RunConfig:
     # [export]
     export_batch_size: int = 1
     quantize: str = ""  # "" | int8: also export both models as full-integer int8 (workflow/quantize.py)
+    # [quantize]: with quantize = "int8", the pruned model's quantization-aware fine-tuning (workflow/pqat.py)
+    qat_epochs: int = 1  # 0: post-training quantization only
+    qat_learning_rate: float = 0.0001
     # [bench]
     bench_runs: int = 1000
     bench_warmup: int = 20
@@ -133,6 +137,12 @@ class RunConfig:
             bad("distill_temperature", "a positive number")
         if self.quantize not in ("", "int8"):
             bad("quantize", '"" (float models only) or int8 (adds post-training int8 models)')
+        if self.qat_epochs < 0:
+            bad("qat_epochs", "0 (post-training quantization only) or a positive number of epochs of "
+                              "quantization-aware fine-tuning")
+        if not 0.0 < self.qat_learning_rate < 1.0:
+            bad("qat_learning_rate", "in (0, 1); a small rate, e.g. 0.0001, keeps the pruned model's "
+                                     "accuracy while it learns the int8 rounding")
         if self.pointwise_only and self.target != "x86":
             bad("pointwise_only", "false unless target is x86 (XNNPACK's policy prunes only 1x1 "
                                   "convolutions anyway); add --target x86")
@@ -232,6 +242,7 @@ SECTIONS = {
               "pruning_frequency", "pruning_end_fraction", "sparsity_allocation", "block_size",
               "target", "distill", "distill_alpha", "distill_temperature", "pointwise_only"),
     "export": ("export_batch_size", "quantize"),
+    "quantize": ("qat_epochs", "qat_learning_rate"),
     "bench": ("bench_runs", "bench_warmup", "threads", "arm64_check"),
     "run": ("seed", "quick", "quick_train", "quick_test", "out_dir", "name", "distribute", "cpu_devices"),
 }
@@ -240,12 +251,18 @@ _TOML_ALIASES = {("model", "path"): "model", ("dense", "epochs"): "dense_epochs"
                  ("prune", "epochs"): "prune_epochs", ("prune", "learning_rate"): "prune_learning_rate",
                  ("prune", "frequency"): "pruning_frequency", ("prune", "end_fraction"): "pruning_end_fraction",
                  ("prune", "allocation"): "sparsity_allocation",
-                 ("export", "batch_size"): "export_batch_size", ("bench", "runs"): "bench_runs",
+                 ("export", "batch_size"): "export_batch_size",
+                 ("quantize", "epochs"): "qat_epochs", ("quantize", "learning_rate"): "qat_learning_rate",
+                 ("bench", "runs"): "bench_runs",
                  ("bench", "warmup"): "bench_warmup"}
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
                tuple: "a list of two integers, e.g. [1, 4]"}
 _FIELD_TYPES = {f.name: type(f.default) for f in dataclasses.fields(RunConfig)}
 
+
+# the flag and the [quantize] key of each setting of the quantization-aware fine-tuning
+_QAT_SETTINGS = {"qat_epochs": "--qat-epochs ([quantize] epochs)",
+                 "qat_learning_rate": "--qat-lr ([quantize] learning_rate)"}
 
 # --quick: these replace the defaults (not values given in the file or on the command line);
 # a small batch gives BatchNorm's moving statistics enough steps to settle on the subset
@@ -336,6 +353,16 @@ def load_config(path=None, overrides=None):
             values.setdefault(key, value)
     config = RunConfig(**values)
     try:
-        return config.validate()
+        config.validate()
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    given = [key for key in ("qat_epochs", "qat_learning_rate")
+             if key in values and values[key] != getattr(RunConfig, key)]
+    if given and config.quantize != "int8":
+        # Only a value changed in the file or on the command line: a file that restates the
+        # defaults (configs/default.toml) stays valid without int8.
+        raise ConfigError(f"{given[0]} sets the quantization-aware fine-tuning of the int8 models, which "
+                          f"this run does not make. Received: quantize={config.quantize!r}, "
+                          f"{given[0]}={values[given[0]]!r}. Add --quantize int8 (quantize = \"int8\" in "
+                          f"[export]), or drop {_QAT_SETTINGS[given[0]]}.")
+    return config

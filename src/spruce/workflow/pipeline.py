@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 
-from spruce.workflow import artifacts, devices, evaluate, measure, plots, quantize, report
+from spruce.workflow import artifacts, devices, evaluate, measure, plots, pqat, quantize, report
 from spruce.workflow.artifacts import Manifest, atomic_path, read_json, write_json
 from spruce.workflow.data import load_dataset
 from spruce.workflow.model import build_model, model_label, resolve_image_size
@@ -63,6 +63,7 @@ class RunReport:
             "",
             f"pruning cost {m.accuracy_drop_points:+.2f} accuracy points; wall time {m.wall_seconds:.0f} s"
             + (f" (reused: {', '.join(m.reused)})" if m.reused else ""),
+            *([quantize.cost_sentence(quantize.Int8Results.from_dict(m.int8), m)] if m.int8 else []),
             report.devices_sentence(m.training),
             f"report: {self.report_path}",
         ])
@@ -154,7 +155,11 @@ def _stages(state, keys):
     ] + ([Stage("int8", quantize.stage_key(state.config, keys["export"]), inputs=("dense", "pruned"),
                 files=tuple(quantize.FILES), compute=lambda: quantize.compute(state), reuse=quantize.reuse,
                 note="int8: reusing dense_int8.tflite and pruned_int8.tflite")]
-         if state.config.quantize else [])
+         if state.config.quantize else []) + (
+        [Stage("pqat", pqat.stage_key(state.config, keys["export"]), inputs=("pruned",), files=tuple(pqat.FILES),
+               compute=lambda: pqat.compute(state), reuse=pqat.reuse,
+               note="pqat: reusing pruned_pqat.keras and pruned_pqat_int8.tflite")]
+        if state.config.quantize and state.config.qat_epochs else [])
 
 
 def run(config, fresh=False, progress=True, quiet=False):
@@ -196,12 +201,14 @@ def run(config, fresh=False, progress=True, quiet=False):
     built = _Built(dense, pruned, exports=runner.run("export"), accuracy=runner.run("evaluate"))
 
     int8 = runner.run("int8") if config.quantize else None
+    if int8 is not None and config.qat_epochs:
+        int8 = dataclasses.replace(int8, pqat=runner.run("pqat"))
     with runner.timed("measure"):  # inspect, bench, arm64: cheap, so always measured
         metrics = _measure(state, built, runner)
         if int8 is not None:
             int8 = quantize.measure_latency(folder, int8, config, state.progress, state.quiet)
-            metrics = dataclasses.replace(metrics, int8=int8.to_dict(),
-                                          files={**metrics.files, **quantize.FILES})
+            files = {**quantize.FILES, **(pqat.FILES if int8.pqat else {})}
+            metrics = dataclasses.replace(metrics, int8=int8.to_dict(), files={**metrics.files, **files})
 
     plot_paths = {"training": state.path("training_curves.png"),
                   "sparsity": state.path("sparsity_per_layer.png"),

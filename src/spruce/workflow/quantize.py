@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-from spruce.workflow.results import _Record
+from spruce.workflow.results import _optional, _Record
 
 # Training images the int8 ranges are calibrated on. On the guide's net 100 to 2000 images
 # give the same accuracy to a tenth of a point; 500 covers every class many times and takes
@@ -67,12 +67,18 @@ class Int8Results(_Record):
     pruned: Int8Model
     latency: dict = dataclasses.field(default_factory=dict)  # engine -> Int8Latency as a dict
     engine_refusal: str | None = None  # spruce's engine's own words for an int8 file it refuses
+    # The quantization-aware fine-tune's (workflow/pqat.py), when qat_epochs > 0.
+    pqat: Int8Model | None = _optional()
 
     @classmethod
     def from_dict(cls, d):
+        from spruce.workflow.pqat import PqatModel
+
         d = dict(d)
         for name in ("dense", "pruned"):
             d[name] = Int8Model.from_dict(d[name])
+        if d.get("pqat") is not None:
+            d["pqat"] = PqatModel.from_dict(d["pqat"])
         return cls(**d)
 
 
@@ -93,13 +99,7 @@ def compute(state):
     images = calibration_images(state.data.x_train, seed=state.config.seed)
     log(f"quantize: int8 post-training quantization of dense.keras and pruned.keras, calibrated on "
         f"{len(images)} training images ...", state.quiet)
-    fd, calibration = tempfile.mkstemp(prefix=".calibration.", suffix=".part.npy", dir=state.folder)
-    os.close(fd)
-    try:
-        np.save(calibration, images)
-        exports = export_int8_in_child(state.folder, state.config.export_batch_size, calibration)
-    finally:
-        os.unlink(calibration)
+    exports = export_calibrated(state, images, ("dense", "pruned"))
     models = {}
     for name in ("dense", "pruned"):
         path = state.path(f"{name}_int8.tflite")
@@ -107,7 +107,7 @@ def compute(state):
                                             label=f"test {name}_int8.tflite (LiteRT)", progress=state.progress)
         models[name] = Int8Model(tflite_accuracy=accuracy, tflite_bytes=os.path.getsize(path),
                                  tflite_gzip_bytes=measure.gzip_size(path),
-                                 weight_bytes=_weight_bytes(path), export=exports[name])
+                                 weight_bytes=weight_bytes(path), export=exports[name])
     result = Int8Results(mode=state.config.quantize, calibration_samples=len(images), **models)
     return result, {"result": result.to_dict()}
 
@@ -117,14 +117,15 @@ def reuse(entry):
 
 
 def measure_latency(folder, result, config, progress=True, quiet=False):
-    """`result` with the latency of the four files (float and int8, dense and pruned) on LiteRT
-    and on spruce's engine, each engine's files in one interleaved run; when the engine refuses
-    an int8 file, its message instead of its times."""
+    """`result` with the latency of the four files (float and int8, dense and pruned), and of the
+    quantization-aware fine-tune's int8 file when there is one, on LiteRT and on spruce's engine,
+    each engine's files in one interleaved run; when the engine refuses an int8 file, its message
+    instead of its times."""
     from spruce.bench import benchmark
     from spruce.runtime.loader import UnsupportedModelError
     from spruce.workflow.progress import bar, log
 
-    labels = ("dense", "pruned", "dense_int8", "pruned_int8")
+    labels = ("dense", "pruned", "dense_int8", "pruned_int8") + (("pruned_pqat_int8",) if result.pqat else ())
     files = [os.path.join(folder, f"{label}.tflite") for label in labels]
     settings = {"threads": config.threads, "runs": config.bench_runs, "warmup": config.bench_warmup}
     engines, refusal = ["litert", "spruce"], None
@@ -162,6 +163,15 @@ def summary_rows(int8):
                          _ms(lat["ms"]["pruned_int8"])))
     if int8.engine_refusal:
         rows.append(("latency, int8, spruce engine", "refused (see int8 section)", "refused"))
+    q = int8.pqat
+    if q is not None:
+        rows += [("test accuracy, int8 PQAT .tflite (LiteRT)", "", _pct(q.tflite_accuracy)),
+                 ("int8 PQAT .tflite size", "", _kib(q.tflite_bytes))]
+        for engine, name in (("litert", "LiteRT"), ("spruce", "spruce engine")):
+            lat = int8.latency.get(engine)
+            if lat and "pruned_pqat_int8" in lat["ms"]:
+                rows.append((f"latency, int8 PQAT, {name}, {lat['threads']} thread(s)", "",
+                             _ms(lat["ms"]["pruned_pqat_int8"])))
     return rows
 
 
@@ -191,11 +201,64 @@ def report_lines(int8, metrics):
     out.append("")
     for engine, lat in int8.latency.items():
         name = {"litert": "LiteRT", "spruce": "spruce's engine"}[engine]
-        out += [f"Latency on {name}, {lat['threads']} thread(s), median per image, the four files in one "
+        count = {4: "four", 5: "five"}.get(len(lat["ms"]), len(lat["ms"]))
+        out += [f"Latency on {name}, {lat['threads']} thread(s), median per image, the {count} files in one "
                 "interleaved run:", "",
                 _md_table([(f"{label}.tflite", _ms(ms)) for label, ms in lat["ms"].items()],
                           headers=("file", "median")), ""]
+    if int8.pqat is not None:
+        out += pqat_lines(int8, metrics)
     return out
+
+
+def cost_sentence(int8, metrics):
+    """The int8 files' accuracy cost against the float pruned .tflite, in one line for the terminal."""
+    fp32 = metrics.pruned.tflite_accuracy
+    text = f"int8 cost against the float pruned .tflite: post-training {100 * (fp32 - int8.pruned.tflite_accuracy):.2f}"
+    if int8.pqat is not None:
+        text += f", PQAT {100 * (fp32 - int8.pqat.tflite_accuracy):.2f}"
+    return text + " points"
+
+
+def pqat_lines(int8, metrics):
+    """The pruned model's post-training quantization beside its quantization-aware fine-tune."""
+    from spruce.workflow.report import _kib, _md_table, _ms, _pct
+
+    p, q, fp32 = int8.pruned, int8.pqat, metrics.pruned
+
+    def cost(model):
+        return f"{100 * (fp32.tflite_accuracy - model.tflite_accuracy):.2f} points"
+
+    rows = [("test accuracy, Keras (the float model converted)", _pct(fp32.keras_accuracy),
+             _pct(fp32.keras_accuracy), _pct(q.keras_accuracy)),
+            ("test accuracy, Keras, int8 rounding simulated", "", _pct(q.simulated_before),
+             _pct(q.simulated_after)),
+            ("test accuracy, .tflite (LiteRT)", _pct(fp32.tflite_accuracy), _pct(p.tflite_accuracy),
+             _pct(q.tflite_accuracy)),
+            ("cost against the float pruned .tflite", "", cost(p), cost(q)),
+            ("zeros in 1x1 conv kernels", _pct(fp32.sparsity_1x1), _pct(fp32.sparsity_1x1), _pct(q.sparsity_1x1)),
+            (".tflite size", _kib(fp32.tflite_bytes), _kib(p.tflite_bytes), _kib(q.tflite_bytes)),
+            (".tflite size, gzipped", _kib(fp32.tflite_gzip_bytes), _kib(p.tflite_gzip_bytes),
+             _kib(q.tflite_gzip_bytes))]
+    for engine, name in (("litert", "LiteRT"), ("spruce", "spruce engine")):
+        ms = int8.latency.get(engine, {}).get("ms", {})
+        if "pruned_pqat_int8" in ms:
+            threads = int8.latency[engine]["threads"]
+            rows.append((f"latency, {name}, {threads} thread(s)", _ms(ms["pruned"]), _ms(ms["pruned_int8"]),
+                         _ms(ms["pruned_pqat_int8"])))
+    kept = ("every zero of pruned.keras is still zero and no other weight became zero" if q.zeros_kept
+            else "**the zeros differ from pruned.keras's**")
+    return ["### Post-training quantization against quantization-aware fine-tuning (PQAT)", "",
+            f"Quantization-aware fine-tuning (`spruce.qat`, tfmot's PQAT): pruned.keras trained "
+            f"{q.epochs} epoch(s) more at learning rate {q.learning_rate} ({metrics.config.lr_schedule}) "
+            f"seeing int8 rounding (kernels per output channel, inputs per tensor over the ranges the "
+            f"converter calibrates from the same {int8.calibration_samples} images), its zeros held by a "
+            f"fixed mask ({kept}), then converted like the post-training file: `pruned_pqat_int8.tflite`, "
+            f"checked against its Keras model: off by at most {_steps(q)} (tolerance {_tolerance_steps(q)}). "
+            "The simulated row runs the int8 rounding in Keras; before the fine-tune it is post-training "
+            "quantization as Keras sees it.", "",
+            _md_table(rows, headers=("", "pruned, float", "pruned int8, post-training",
+                                     "pruned int8, PQAT")), ""]
 
 
 def _steps(model):
@@ -211,7 +274,7 @@ def _tolerance_steps(model):
         f"{e['tolerance'] / e['output_step']:.0f} steps")
 
 
-def _weight_bytes(path):
+def weight_bytes(path):
     from spruce.tflite.reader import read_tflite
 
     return sum(t.stored_bytes for t in read_tflite(path).main.tensors)
@@ -241,14 +304,26 @@ def default_calibration(input_shape):
     return images, f"{len(images)} Fashion-MNIST training images"
 
 
-def export_int8_in_child(folder, batch_size, calibration_path):
-    """Export folder/dense.keras and folder/pruned.keras as int8, calibrated on the .npy at
-    `calibration_path`; returns {name: ExportReport dict}."""
+def export_calibrated(state, images, names):
+    """Export folder/{name}.keras as {name}_int8.tflite for each of `names`, calibrated on
+    `images` (saved to a temporary file the child reads); returns {name: ExportReport dict}."""
+    fd, calibration = tempfile.mkstemp(prefix=".calibration.", suffix=".part.npy", dir=state.folder)
+    os.close(fd)
+    try:
+        np.save(calibration, images)
+        return export_int8_in_child(state.folder, state.config.export_batch_size, calibration, names)
+    finally:
+        os.unlink(calibration)
+
+
+def export_int8_in_child(folder, batch_size, calibration_path, names=("dense", "pruned")):
+    """Export folder/{name}.keras as int8 for each of `names` ("dense" stored dense, the others
+    sparse), calibrated on the .npy at `calibration_path`; returns {name: ExportReport dict}."""
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     done = subprocess.run([sys.executable, "-m", "spruce.workflow.quantize", folder, str(batch_size),
-                           calibration_path], env=env, stdout=subprocess.PIPE, stderr=None, text=True)
+                           calibration_path, *names], env=env, stdout=subprocess.PIPE, stderr=None, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"exporting the int8 models of {folder} failed (exit status {done.returncode}); "
                            "the converter's messages are above.")
@@ -256,14 +331,15 @@ def export_int8_in_child(folder, batch_size, calibration_path):
 
 
 def main(argv=None):
-    folder, batch_size, calibration_path = (argv or sys.argv[1:])[:3]
+    folder, batch_size, calibration_path, *names = argv or sys.argv[1:]
     import keras
 
     import spruce
 
     images = np.load(calibration_path, allow_pickle=False)
     out = {}
-    for name, sparse in (("dense", False), ("pruned", True)):
+    for name in names:
+        sparse = name != "dense"
         print(f"quantize: {name}_int8.tflite (int8, {'sparse' if sparse else 'dense'} storage) ...",
               file=sys.stderr, flush=True)
         model = keras.models.load_model(os.path.join(folder, f"{name}.keras"))
