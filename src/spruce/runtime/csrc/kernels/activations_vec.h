@@ -2,7 +2,9 @@
 // traits struct V (activations_avx2.cc's 8 lanes, activations_avx512.cc's 16):
 // V::Vec, set1, the arithmetic, exponent_bits, and load / store with their tail
 // forms. Both files instantiate the same operations in the same order, so the
-// AVX-512 results are the AVX2 ones, bit for bit. Include only from those files.
+// AVX-512 results are the AVX2 ones, bit for bit. Include only from those files,
+// gelu_vec.h and vec_avx512.h (the AVX-512 traits, which kernels that fuse swish
+// into their epilogue use too).
 //
 // exp(z) splits z into n * ln2 + r with |r| <= ln2 / 2, evaluates e^r by its
 // Taylor series and scales by 2^n through the exponent bits.
