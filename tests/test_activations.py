@@ -49,6 +49,36 @@ def inputs():
     return np.concatenate([mags, -mags]).astype(np.float32)
 
 
+FLT_MIN = float(np.finfo(np.float32).tiny)
+
+
+def extreme_inputs():
+    """inputs(), plus denormals, the smallest normals, every float around the clamp
+    edges of exp (x = -88.3, 87.3 and the point, ln of the smallest normal float,
+    where exp(x) leaves the normal range), infinities and NaN."""
+    f32 = np.float32
+    edges = np.array([88.3, 87.3, -np.log(FLT_MIN), 88.72, 1.0, 0.5], np.float32)
+    around = []
+    for e in edges:
+        v = e
+        for _ in range(40):
+            v = np.nextafter(v, f32(np.inf))
+            around.append(v)
+        v = e
+        for _ in range(40):
+            v = np.nextafter(v, f32(0))
+            around.append(v)
+    tiny = np.array([1e-45, 1e-40, 1e-39, FLT_MIN, np.nextafter(f32(FLT_MIN), f32(1)), np.nextafter(f32(FLT_MIN), f32(0))],
+                    np.float32)
+    mags = np.concatenate([inputs(), edges, np.array(around, np.float32), tiny])
+    return np.concatenate([mags, -mags, [np.inf, -np.inf, np.nan]]).astype(np.float32)
+
+
+def ulp_of(v):
+    """The float32 ulp of each value of v (float64), normal range."""
+    return np.ldexp(1.0, np.frexp(np.maximum(np.abs(v), FLT_MIN))[1] - 24)
+
+
 def unary_graph(code, n):
     tensors = [{"shape": [n], "layout": 0, "data": None}, {"shape": [n], "layout": 0, "data": None}]
     ops = [{"kind": "unary", "name": "act", "inputs": [0], "outputs": [1], "ints": {"function": code},
@@ -101,6 +131,71 @@ def test_nan_stays_nan_and_infinities_saturate():
         got = run_unary(name, x)
         assert np.isnan(got[0]), name
         np.testing.assert_array_equal(got[1:1 + len(ends)], ends)
+
+
+def assert_within_4_ulps(name, x, got):
+    """The bound sigmoid and swish keep on every ISA: 4 ulps of the exact value where that
+    is a normal float, plus |x| times the smallest normal float (swish far below 0, where
+    exp(x) is not a normal float). Denormal inputs count as 0 (the engine flushes them)."""
+    got = np.asarray(got, np.float64)
+    finite = np.isfinite(x)
+    xs = x[finite].astype(np.float64)
+    want = reference(name, np.where(np.abs(xs) < FLT_MIN, 0, xs))
+    err = np.abs(got[finite] - want)
+    normal = np.abs(want) >= FLT_MIN
+    bound = np.where(normal, 4 * ulp_of(want), 0) + FLT_MIN * np.maximum(1, np.abs(xs))
+    bad = err > bound
+    assert not bad.any(), (f"{name}: {bad.sum()} off, e.g. x={xs[bad][:3]} got={got[finite][bad][:3]} "
+                           f"want={want[bad][:3]}")
+    # Off the flushed region the error is within 4 ulps with no absolute slack.
+    plain = normal & (xs > -87.3)
+    assert (err[plain] <= 4 * ulp_of(want[plain])).all()
+    inf, minus_inf, nan = got[~finite]
+    assert np.isnan(nan)
+    if name == "sigmoid":
+        assert (inf, minus_inf) == (1, 0)
+    else:
+        # The vector kernels clamp exp's argument: -inf / (1 + e^88.3) = -inf. The
+        # portable one computes -inf / inf = NaN, as NumPy does.
+        assert inf == np.inf and (minus_inf == -np.inf or np.isnan(minus_inf))
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "swish"])
+def test_sigmoid_and_swish_are_within_4_ulps_over_the_whole_float_range(name):
+    x = extreme_inputs()
+    assert_within_4_ulps(name, x, run_unary(name, x))
+
+
+_EXTREME = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+import test_activations as t
+x = t.extreme_inputs()
+print(json.dumps({{name: t.run_unary(name, x).view(np.uint32).tolist() for name in ("sigmoid", "swish")}}))
+"""
+
+
+def extreme_results(isa):
+    """Sigmoid and swish of extreme_inputs() with the ISA capped at `isa`, as float32."""
+    env = dict(os.environ, SPRUCE_KERNELS_ISA=isa)
+    out = subprocess.run([sys.executable, "-c", _EXTREME.format(tests=os.path.dirname(__file__))], env=env,
+                         capture_output=True, text=True, check=True)
+    return {name: np.array(bits, np.uint32).view(np.float32) for name, bits in json.loads(out.stdout).items()}
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2"])
+def test_sigmoid_and_swish_keep_the_4_ulp_bound_on_the_lower_isas(isa):
+    x = extreme_inputs()
+    for name, got in extreme_results(isa).items():
+        assert_within_4_ulps(name, x, got)
+
+
+@pytest.mark.skipif(not _engine.kernels.cpu_has_avx512(), reason="CPU without AVX-512")
+def test_sigmoid_and_swish_give_the_same_bits_on_avx2_and_avx512():
+    avx2, avx512 = extreme_results("avx2"), extreme_results("avx512")
+    for name in ("sigmoid", "swish"):
+        np.testing.assert_array_equal(avx512[name].view(np.uint32), avx2[name].view(np.uint32), err_msg=name)
 
 
 _PORTABLE = """

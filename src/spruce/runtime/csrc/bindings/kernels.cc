@@ -221,7 +221,7 @@ void register_kernel_bindings(py::module_& parent) {
       [](const py::object& weights, const py::object& input, const py::object& bias, Int32 stride,
          const std::vector<Int32>& padding, const py::object& out, Int c_begin,
          std::optional<Int> c_end, Float act_min, Float act_max, bool hard_swish,
-         const std::string& isa, Int out_stride, const std::optional<std::vector<Int>>& in_hw) {
+         const std::string& isa, Int out_stride, const std::optional<std::vector<Int>>& in_hw, bool swish) {
         py::array w, x;
         kernels::DwConvParams p = dwconv_params(weights, input, stride, padding, w, x, in_hw);
         const int64_t C = w.shape(0);
@@ -241,8 +241,15 @@ void register_kernel_bindings(py::module_& parent) {
         float* yd = mutable_data_of(y);
         {
           py::gil_scoped_release release;
-          kernels::dwconv_chw(p, data_of(w), b, data_of(x), yd, static_cast<int32_t>(c_begin),
-                              static_cast<int32_t>(ce), act, i);
+          const int32_t c0 = static_cast<int32_t>(c_begin), c1 = static_cast<int32_t>(ce);
+          // As the depthwise operator runs it: fused where a kernel can, else two passes.
+          if (!swish || !kernels::dwconv_chw_swish(p, data_of(w), b, data_of(x), yd, c0, c1, act, i)) {
+            kernels::dwconv_chw(p, data_of(w), b, data_of(x), yd, c0, c1, act, i);
+            for (int32_t c = c0; swish && c < c1; ++c) {
+              float* plane = yd + c * p.out_plane();
+              kernels::unary(kernels::UnaryFn::kSwish, plane, plane, static_cast<size_t>(pixels), i);
+            }
+          }
         }
         return y;
       },
@@ -251,8 +258,9 @@ void register_kernel_bindings(py::module_& parent) {
       py::arg("c_begin") = 0, py::arg("c_end") = py::none(), py::arg("act_min") = -kInf,
       py::arg("act_max") = kInf, py::arg("hard_swish").noconvert() = false, py::arg("isa") = "auto",
       py::arg("out_stride") = 0,
-      py::arg("in_hw") = py::none(),
+      py::arg("in_hw") = py::none(), py::arg("swish").noconvert() = false,
       "Depthwise conv in CHW; weights [C, k, k], input [C, H, W], padding (top, left, bottom, right).\n"
+      "swish: x / (1 + exp(-x)) after the activation, in the kernel's epilogue where it has one.\n"
       "out_stride > 0: output [C, out_stride], plane c in row c's first out_h * out_w floats (the rest junk).\n"
       "in_hw = (H, W): input [C, S], plane c in row c's first H * W floats (the rest unused).");
 

@@ -52,5 +52,19 @@ void dwconv_chw(const DwConvParams& p, const float* weights, const float* bias,
   dwconv_chw_portable(p, weights, bias, input, output, c_begin, c_end, act);
 }
 
+bool dwconv_chw_swish(const DwConvParams& p, const float* weights, const float* bias,
+                      const float* input, float* output, int32_t c_begin, int32_t c_end,
+                      const Activation& act, Isa isa) {
+  if (c_begin >= c_end || p.out_h() <= 0 || p.out_w() <= 0) return true;
+#if SPRUCE_X86_KERNELS
+  // The AVX-512 kernels only: with swish's constants the AVX2 kernels run out of
+  // their 16 registers, and fused they were slower than the two passes.
+  if (resolve_isa(isa) == Isa::kAvx512) {
+    return dwconv_chw_avx512(p, weights, bias, input, output, c_begin, c_end, act, /*swish=*/true);
+  }
+#endif
+  return false;
+}
+
 }  // namespace kernels
 }  // namespace spruce

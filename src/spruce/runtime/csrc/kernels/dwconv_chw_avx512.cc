@@ -31,7 +31,7 @@ inline __mmask16 lanes(int32_t lo, int32_t hi) {
 // Output rows [0, RR) x U vectors from column ox: RR * U accumulators, so
 // enough FMA chains are in flight to cover the FMA latency (each output's
 // taps are one dependent chain).
-template <int K, int S, int RR, int U, bool kHardSwish>
+template <int K, int S, int RR, int U, int kAct>
 inline void dw_block(const float* in, int32_t in_h, int32_t in_w, int32_t out_w, int32_t iy0, int32_t pad_left,
                      int32_t ox, const __m512* wv, __m512 bv, float* out, __m512 lo, __m512 hi) {
   constexpr int kRows = (RR - 1) * S + K;
@@ -91,25 +91,25 @@ inline void dw_block(const float* in, int32_t in_h, int32_t in_w, int32_t out_w,
     const __mmask16 store_mask = lanes(0, out_w - ox - 16 * u);
     for (int r = 0; r < RR; ++r) {
       _mm512_mask_storeu_ps(out + static_cast<int64_t>(r) * out_w + ox + 16 * u, store_mask,
-                            avx512::activate<kHardSwish>(acc[r][u], lo, hi));
+                            avx512::finish<kAct>(acc[r][u], lo, hi));
     }
   }
 }
 
 // Output rows [0, RR): U vectors at a time, then one at a time.
-template <int K, int S, int RR, int U, bool kHardSwish>
+template <int K, int S, int RR, int U, int kAct>
 inline void dw_rows(const float* in, int32_t in_h, int32_t in_w, int32_t out_w, int32_t iy0, int32_t pad_left,
                     const __m512* wv, __m512 bv, float* out, __m512 lo, __m512 hi) {
   int32_t ox = 0;
   for (; ox + 16 * (U - 1) < out_w; ox += 16 * U) {
-    dw_block<K, S, RR, U, kHardSwish>(in, in_h, in_w, out_w, iy0, pad_left, ox, wv, bv, out, lo, hi);
+    dw_block<K, S, RR, U, kAct>(in, in_h, in_w, out_w, iy0, pad_left, ox, wv, bv, out, lo, hi);
   }
   for (; ox < out_w; ox += 16) {
-    dw_block<K, S, RR, 1, kHardSwish>(in, in_h, in_w, out_w, iy0, pad_left, ox, wv, bv, out, lo, hi);
+    dw_block<K, S, RR, 1, kAct>(in, in_h, in_w, out_w, iy0, pad_left, ox, wv, bv, out, lo, hi);
   }
 }
 
-template <int K, int S, int U, int R1, int R2, bool kHardSwish>
+template <int K, int S, int U, int R1, int R2, int kAct>
 void dw_channels(const DwConvParams& params, const float* weights, const float* bias, const float* input,
                  float* output, int32_t c_begin, int32_t c_end, __m512 lo, __m512 hi) {
   const DwConvParams p = params;  // a local copy: no reloads through the reference per store
@@ -124,11 +124,11 @@ void dw_channels(const DwConvParams& params, const float* weights, const float* 
     const __m512 bv = bias != nullptr ? _mm512_set1_ps(bias[c]) : _mm512_setzero_ps();
     int32_t oy = 0;
     for (; oy + R <= out_h; oy += R) {
-      dw_rows<K, S, R, U, kHardSwish>(in, in_h, in_w, out_w, oy * S - p.pad_top, p.pad_left, wv, bv,
+      dw_rows<K, S, R, U, kAct>(in, in_h, in_w, out_w, oy * S - p.pad_top, p.pad_left, wv, bv,
                                       out + static_cast<int64_t>(oy) * out_w, lo, hi);
     }
     for (; oy < out_h; ++oy) {
-      dw_rows<K, S, 1, U, kHardSwish>(in, in_h, in_w, out_w, oy * S - p.pad_top, p.pad_left, wv, bv,
+      dw_rows<K, S, 1, U, kAct>(in, in_h, in_w, out_w, oy * S - p.pad_top, p.pad_left, wv, bv,
                                       out + static_cast<int64_t>(oy) * out_w, lo, hi);
     }
   }
@@ -138,13 +138,16 @@ void dw_channels(const DwConvParams& params, const float* weights, const float* 
 // vectors and 4 or 3 rows, whose 25-tap chains need more of them in flight.
 template <int K, int S>
 void dw_dispatch(const DwConvParams& p, const float* weights, const float* bias, const float* input, float* output,
-                 int32_t c_begin, int32_t c_end, const Activation& act) {
+                 int32_t c_begin, int32_t c_end, const Activation& act, bool swish) {
   constexpr int U = K == 3 ? 1 : 2, R1 = K == 3 ? 3 : 4, R2 = K == 3 ? 2 : 3;
   const avx512::Epilogue e(act);
-  if (e.hard_swish) {
-    dw_channels<K, S, U, R1, R2, true>(p, weights, bias, input, output, c_begin, c_end, e.lo, e.hi);
+  if (swish) {
+    dw_channels<K, S, U, R1, R2, avx512::kClampSwish>(p, weights, bias, input, output, c_begin, c_end, e.lo, e.hi);
+  } else if (e.hard_swish) {
+    dw_channels<K, S, U, R1, R2, avx512::kHardSwishClamp>(p, weights, bias, input, output, c_begin, c_end, e.lo,
+                                                          e.hi);
   } else {
-    dw_channels<K, S, U, R1, R2, false>(p, weights, bias, input, output, c_begin, c_end, e.lo, e.hi);
+    dw_channels<K, S, U, R1, R2, avx512::kClamp>(p, weights, bias, input, output, c_begin, c_end, e.lo, e.hi);
   }
 }
 
@@ -199,7 +202,7 @@ void flat_geometry(const DwConvParams& p, FlatGeometry& g) {
 
 // Channels [c, c + NC) x vectors [v0, v0 + U): taps in (ky, kx) order into one
 // accumulator per output, the masked lanes adding the padding's zeros.
-template <int K, int NC, int U, bool kHardSwish>
+template <int K, int NC, int U, int kAct>
 inline void flat_block(const FlatGeometry& g, const float* weights, const float* bias, const float* input,
                        float* output, int32_t c, int32_t v0, __m512 lo, __m512 hi) {
   __m512 acc[NC][U];
@@ -224,58 +227,60 @@ inline void flat_block(const FlatGeometry& g, const float* weights, const float*
     float* out = output + (c + n) * g.out_plane + 16 * v0;
     for (int u = 0; u < U; ++u) {
       const __mmask16 live = avx512::tail_mask(std::min(16, g.pixels - 16 * (v0 + u)));
-      _mm512_mask_storeu_ps(out + 16 * u, live, avx512::activate<kHardSwish>(acc[n][u], lo, hi));
+      _mm512_mask_storeu_ps(out + 16 * u, live, avx512::finish<kAct>(acc[n][u], lo, hi));
     }
   }
 }
 
-template <int K, int NC, bool kHardSwish>
+template <int K, int NC, int kAct>
 inline void flat_vectors(const FlatGeometry& g, const float* weights, const float* bias, const float* input,
                          float* output, int32_t c, __m512 lo, __m512 hi) {
   constexpr int kMaxU = NC == 2 ? 4 : 8;
   int32_t v = 0;
   for (; v + kMaxU <= g.vectors; v += kMaxU) {
-    flat_block<K, NC, kMaxU, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi);
+    flat_block<K, NC, kMaxU, kAct>(g, weights, bias, input, output, c, v, lo, hi);
   }
   switch (g.vectors - v) {
     case 0: break;
-    case 1: flat_block<K, NC, 1, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
-    case 2: flat_block<K, NC, 2, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
-    case 3: flat_block<K, NC, 3, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
-    case 4: flat_block<K, NC, 4, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
-    case 5: flat_block<K, NC, 5, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
-    case 6: flat_block<K, NC, 6, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
-    default: flat_block<K, NC, 7, kHardSwish>(g, weights, bias, input, output, c, v, lo, hi); break;
+    case 1: flat_block<K, NC, 1, kAct>(g, weights, bias, input, output, c, v, lo, hi); break;
+    case 2: flat_block<K, NC, 2, kAct>(g, weights, bias, input, output, c, v, lo, hi); break;
+    case 3: flat_block<K, NC, 3, kAct>(g, weights, bias, input, output, c, v, lo, hi); break;
+    case 4: flat_block<K, NC, 4, kAct>(g, weights, bias, input, output, c, v, lo, hi); break;
+    case 5: flat_block<K, NC, 5, kAct>(g, weights, bias, input, output, c, v, lo, hi); break;
+    case 6: flat_block<K, NC, 6, kAct>(g, weights, bias, input, output, c, v, lo, hi); break;
+    default: flat_block<K, NC, 7, kAct>(g, weights, bias, input, output, c, v, lo, hi); break;
   }
 }
 
-template <int K, bool kHardSwish>
+template <int K, int kAct>
 void flat_channels(const FlatGeometry& g, const float* weights, const float* bias, const float* input,
                    float* output, int32_t c_begin, int32_t c_end, __m512 lo, __m512 hi) {
   int32_t c = c_begin;
   if (g.vectors <= 4) {
-    for (; c + 2 <= c_end; c += 2) flat_vectors<K, 2, kHardSwish>(g, weights, bias, input, output, c, lo, hi);
+    for (; c + 2 <= c_end; c += 2) flat_vectors<K, 2, kAct>(g, weights, bias, input, output, c, lo, hi);
   }
-  for (; c < c_end; ++c) flat_vectors<K, 1, kHardSwish>(g, weights, bias, input, output, c, lo, hi);
+  for (; c < c_end; ++c) flat_vectors<K, 1, kAct>(g, weights, bias, input, output, c, lo, hi);
 }
 
 template <int K>
 void flat_dispatch(const DwConvParams& p, const float* weights, const float* bias, const float* input, float* output,
-                   int32_t c_begin, int32_t c_end, const Activation& act) {
+                   int32_t c_begin, int32_t c_end, const Activation& act, bool swish) {
   FlatGeometry g;
   flat_geometry<K>(p, g);
   const avx512::Epilogue e(act);
-  if (e.hard_swish) {
-    flat_channels<K, true>(g, weights, bias, input, output, c_begin, c_end, e.lo, e.hi);
+  if (swish) {
+    flat_channels<K, avx512::kClampSwish>(g, weights, bias, input, output, c_begin, c_end, e.lo, e.hi);
+  } else if (e.hard_swish) {
+    flat_channels<K, avx512::kHardSwishClamp>(g, weights, bias, input, output, c_begin, c_end, e.lo, e.hi);
   } else {
-    flat_channels<K, false>(g, weights, bias, input, output, c_begin, c_end, e.lo, e.hi);
+    flat_channels<K, avx512::kClamp>(g, weights, bias, input, output, c_begin, c_end, e.lo, e.hi);
   }
 }
 
 }  // namespace
 
 bool dwconv_chw_avx512(const DwConvParams& p, const float* weights, const float* bias, const float* input,
-                       float* output, int32_t c_begin, int32_t c_end, const Activation& act) {
+                       float* output, int32_t c_begin, int32_t c_end, const Activation& act, bool swish) {
   // Narrow rows leave most of a 16-lane vector idle (7 of 16 on a 7x7
   // plane), where the AVX2 kernels fill 8-lane vectors from a padded copy.
   const int32_t min_out_w = p.kernel == 5 ? kDw512MinOutW5 : p.stride == 2 ? kDw512MinOutW3S2 : kDw512MinOutW3S1;
@@ -283,18 +288,18 @@ bool dwconv_chw_avx512(const DwConvParams& p, const float* weights, const float*
                     static_cast<int64_t>(p.out_h()) * p.out_w() <= 16 * kFlatMaxVectors;
   if (flat && (p.kernel == 3 || p.kernel == 5)) {
     if (p.kernel == 3) {
-      flat_dispatch<3>(p, weights, bias, input, output, c_begin, c_end, act);
+      flat_dispatch<3>(p, weights, bias, input, output, c_begin, c_end, act, swish);
     } else {
-      flat_dispatch<5>(p, weights, bias, input, output, c_begin, c_end, act);
+      flat_dispatch<5>(p, weights, bias, input, output, c_begin, c_end, act, swish);
     }
     return true;
   }
   if (p.out_w() < min_out_w) return false;
   switch (p.kernel * 10 + p.stride) {
-    case 31: dw_dispatch<3, 1>(p, weights, bias, input, output, c_begin, c_end, act); return true;
-    case 32: dw_dispatch<3, 2>(p, weights, bias, input, output, c_begin, c_end, act); return true;
-    case 51: dw_dispatch<5, 1>(p, weights, bias, input, output, c_begin, c_end, act); return true;
-    case 52: dw_dispatch<5, 2>(p, weights, bias, input, output, c_begin, c_end, act); return true;
+    case 31: dw_dispatch<3, 1>(p, weights, bias, input, output, c_begin, c_end, act, swish); return true;
+    case 32: dw_dispatch<3, 2>(p, weights, bias, input, output, c_begin, c_end, act, swish); return true;
+    case 51: dw_dispatch<5, 1>(p, weights, bias, input, output, c_begin, c_end, act, swish); return true;
+    case 52: dw_dispatch<5, 2>(p, weights, bias, input, output, c_begin, c_end, act, swish); return true;
     default: return false;
   }
 }

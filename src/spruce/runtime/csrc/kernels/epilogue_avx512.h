@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include "kernels/kernels_impl.h"
+#include "kernels/vec_avx512.h"
 
 namespace spruce {
 namespace kernels {
@@ -19,6 +20,17 @@ inline __m512 activate(__m512 x, __m512 lo, __m512 hi) {
     x = _mm512_mul_ps(_mm512_mul_ps(x, r), _mm512_set1_ps(1.0f / 6.0f));
   }
   return _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+}
+
+// What an epilogue applies to each sum before the store: the clamp of
+// Activation, hard-swish then the clamp, or the clamp then swish (the bits of
+// a store followed by swish_rows over it).
+enum EpilogueKind : int { kClamp = 0, kHardSwishClamp = 1, kClampSwish = 2 };
+
+template <int kKind>
+inline __m512 finish(__m512 x, __m512 lo, __m512 hi) {
+  x = activate<kKind == kHardSwishClamp>(x, lo, hi);
+  return kKind == kClampSwish ? vec::swish<vec::Avx512>(x) : x;
 }
 
 struct Epilogue {

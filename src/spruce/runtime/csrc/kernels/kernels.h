@@ -228,6 +228,15 @@ void dwconv_chw(const DwConvParams& p, const float* weights, const float* bias,
                 const float* input, float* output, int32_t c_begin, int32_t c_end,
                 const Activation& act, Isa isa = default_isa());
 
+// dwconv_chw, then swish over the channels it wrote (x / (1 + exp(-x)) after
+// act), giving the bits of dwconv_chw followed by swish_rows but applying swish
+// to each output vector before it is stored: no second pass over the output.
+// False, doing nothing, where no kernel of this ISA fuses it (the caller then
+// runs the two).
+bool dwconv_chw_swish(const DwConvParams& p, const float* weights, const float* bias,
+                      const float* input, float* output, int32_t c_begin, int32_t c_end,
+                      const Activation& act, Isa isa = default_isa());
+
 // ---------------------------------- 4. entry conv: HWC input -> CHW output --
 //
 // A dense k x k conv (any stride, explicit padding) whose input is an HWC image

@@ -66,9 +66,10 @@ void spmm_scale_values_avx512(const float* values, const int32_t* cols, const fl
 void spmv_avx512(const float* values, const int32_t* cols, const int64_t* row_ptr, const float* x, float* y,
                  int64_t n_begin, int64_t n_end);
 // False, doing nothing, for shapes it leaves to dwconv_chw_avx2 (other kernel
-// sizes and strides, narrow outputs).
+// sizes and strides, narrow outputs). swish: swish after act, as each output
+// is stored (dwconv_chw_swish).
 bool dwconv_chw_avx512(const DwConvParams& p, const float* weights, const float* bias, const float* input,
-                       float* output, int32_t c_begin, int32_t c_end, const Activation& act);
+                       float* output, int32_t c_begin, int32_t c_end, const Activation& act, bool swish = false);
 // Sigmoid and swish only; false, doing nothing, for the other functions.
 bool unary_avx512(UnaryFn f, const float* x, float* y, size_t n);
 #endif

@@ -453,10 +453,11 @@ class DepthwiseOp : public Op {
         const size_t piece = static_cast<size_t>(std::max<int64_t>(1, kSwishPieceFloats / p_.out_plane()));
         for (size_t c = b; c < e; c += piece) {
           const size_t ce = std::min(e, c + piece);
-          kernels::dwconv_chw(p_, weights_.data(), bias_.data(), xi, yi, static_cast<int32_t>(c),
-                              static_cast<int32_t>(ce), act_);
-          if (swish_) {
-            kernels::swish_rows(yi, p_.out_plane(), static_cast<int64_t>(c), static_cast<int64_t>(ce), 0, pixels);
+          const int32_t c0 = static_cast<int32_t>(c), c1 = static_cast<int32_t>(ce);
+          // Swish in the kernel's epilogue where it has one, else over the piece just written.
+          if (!swish_ || !kernels::dwconv_chw_swish(p_, weights_.data(), bias_.data(), xi, yi, c0, c1, act_)) {
+            kernels::dwconv_chw(p_, weights_.data(), bias_.data(), xi, yi, c0, c1, act_);
+            if (swish_) kernels::swish_rows(yi, p_.out_plane(), c0, c1, 0, pixels);
           }
           if (means_) {
             kernels::global_avg_pool_chw(yi, pixels, p_.out_plane(), means + n * c_, static_cast<int32_t>(c),
