@@ -138,9 +138,9 @@ inline int32_t quad_lanes(const QS8DwParams& p) { return (p.out_w + 15) / 16 * 1
 // Each group of 16 quads is permuted from one 64-byte masked load of the
 // input row: bytes outside the image take the zero point, and flipping the
 // sign bit then gives x + 128 and, for padding, zero point + 128.
+// Writes `lanes` rounded up to a whole vector.
 SPRUCE_AVX512VNNI void build_quad_row(const QS8DwParams& p, const int8_t* x, int32_t iy, __m512i pad,
-                                      __m512i index, int32_t* quads) {
-  const int32_t lanes = quad_lanes(p);
+                                      __m512i index, int32_t lanes, int32_t* quads) {
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   if (iy < 0 || iy >= p.in_h) {
     const __m512i v = _mm512_xor_si512(pad, flip);
@@ -176,7 +176,7 @@ SPRUCE_AVX512VNNI void quad_channel(const QS8DwParams& p, const __m512i* wq, int
     const int32_t top = oy * p.stride_h;
     // A ring of kh quad rows: rows top .. top + kh - 1 sit in distinct slots.
     for (next = std::max(next, top); next < top + kh; ++next) {
-      build_quad_row(p, x, next - p.pad_top, pad, index, ring + (next % kh) * lanes);
+      build_quad_row(p, x, next - p.pad_top, pad, index, lanes, ring + (next % kh) * lanes);
     }
     const int32_t* rows[KH ? KH : 64];
     for (int32_t ky = 0; ky < kh; ++ky) rows[ky] = ring + ((top + ky) % kh) * lanes;
@@ -200,6 +200,63 @@ SPRUCE_AVX512VNNI void quad_channel(const QS8DwParams& p, const __m512i* wq, int
   }
 }
 
+// Requantizes 64 sums as XNNPACK does: the float clamp from above only, then
+// saturating packs to int16, the zero point, int8, and the lower clamp. For
+// the integer bounds this gives the bits of store_outputs' float clamp. The
+// packs interleave the vectors by 128-bit lanes; `order` puts the dwords back.
+SPRUCE_AVX512VNNI inline __m512i requantize_64(const __m512i* acc, __m512 scale, __m512 hi, __m512i zp16,
+                                               __m512i out_min, __m512i order) {
+  __m512i q[4];
+  for (int v = 0; v < 4; ++v) {
+    q[v] = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[v]), scale), hi));
+  }
+  const __m512i w01 = _mm512_adds_epi16(_mm512_packs_epi32(q[0], q[1]), zp16);
+  const __m512i w23 = _mm512_adds_epi16(_mm512_packs_epi32(q[2], q[3]), zp16);
+  return _mm512_permutexvar_epi32(order, _mm512_max_epi8(_mm512_packs_epi16(w01, w23), out_min));
+}
+
+// Kernel rows of one quad, any stride. The channel's quads are laid out flat,
+// out_w lanes a row, in one plane per row phase (padded rows r, r + stride_h,
+// ...), so that the outputs, stored contiguously in CHW, are 16 consecutive
+// lanes of each tap's plane: vectors span rows and small planes (14x14, 7x7)
+// waste no lanes, and 64 outputs requantize and store at once.
+inline int32_t flat_rows(const QS8DwParams& p) { return p.out_h + (p.kernel_h - 1) / p.stride_h; }
+inline int64_t flat_plane_lanes(const QS8DwParams& p) { return static_cast<int64_t>(flat_rows(p)) * p.out_w + 64; }
+
+template <int KH, int SH>
+SPRUCE_AVX512VNNI void flat_channel(const QS8DwParams& p, const __m512i* wq, int32_t bias, __m512 scale,
+                                    __m512 hi, __m512i zp16, __m512i out_min, __m512i order, const int8_t* x,
+                                    __m512i pad, __m512i index, int32_t* planes, int8_t* yc) {
+  const int32_t kh = KH ? KH : p.kernel_h, sh = SH ? SH : p.stride_h, pitch = p.out_w;
+  const int32_t rows = flat_rows(p);
+  const int64_t plane_lanes = flat_plane_lanes(p);
+  for (int32_t r = 0; r < std::min(sh, kh); ++r) {
+    int32_t* plane = planes + r * plane_lanes;
+    // In order: each row's last vector spills into the next row, which overwrites it.
+    for (int32_t i = 0; i < rows; ++i) {
+      build_quad_row(p, x, r + i * sh - p.pad_top, pad, index, pitch, plane + static_cast<int64_t>(i) * pitch);
+    }
+  }
+  const int32_t* taps[KH ? KH : 64];
+  for (int32_t ky = 0; ky < kh; ++ky) taps[ky] = planes + (ky % sh) * plane_lanes + (ky / sh) * pitch;
+  const __m512i b = _mm512_set1_epi32(bias);
+  const int64_t n = static_cast<int64_t>(p.out_h) * p.out_w;
+  for (int64_t l = 0; l < n; l += 64) {
+    __m512i acc[4] = {b, b, b, b};
+    for (int32_t ky = 0; ky < kh; ++ky) {
+      for (int v = 0; v < 4; ++v) {
+        acc[v] = _mm512_dpbusd_epi32(acc[v], _mm512_loadu_si512(taps[ky] + l + 16 * v), wq[ky]);
+      }
+    }
+    const __m512i y = requantize_64(acc, scale, hi, zp16, out_min, order);
+    if (n - l >= 64) {
+      _mm512_storeu_si512(yc + l, y);
+    } else {
+      _mm512_mask_storeu_epi8(yc + l, (__mmask64(1) << (n - l)) - 1, y);
+    }
+  }
+}
+
 }  // namespace
 
 bool cpu_has_avx512_vbmi() {
@@ -211,7 +268,9 @@ bool cpu_has_avx512_vbmi() {
 }
 
 size_t qs8_dwconv_quad_scratch(const QS8DwParams& p) {
-  return static_cast<size_t>(p.kernel_h) * quad_lanes(p) * 4;
+  const size_t ring = static_cast<size_t>(p.kernel_h) * quad_lanes(p) * 4;
+  const size_t flat = static_cast<size_t>(std::min(p.stride_h, p.kernel_h)) * flat_plane_lanes(p) * 4;
+  return std::max(ring, flat);
 }
 
 // False (nothing done) for shapes the quads do not cover: kernel rows of more
@@ -237,6 +296,12 @@ SPRUCE_AVX512VNNI bool qs8_dwconv_chw_vnni(const QS8DwParams& p, const int16_t* 
   const __m512 lo = _mm512_set1_ps(out.lo), hi = _mm512_set1_ps(out.hi);
   const __m512i zp = _mm512_set1_epi32(out.zero_point);
   const __m512i pad = _mm512_set1_epi8(static_cast<char>(p.input_zero_point));
+  const int32_t out_min = std::max(-128, std::min(127, static_cast<int32_t>(out.lo) + out.zero_point));
+  const __m512i zp16 = _mm512_set1_epi16(static_cast<int16_t>(out.zero_point));
+  const __m512i omin = _mm512_set1_epi8(static_cast<char>(out_min));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  auto flat = &flat_channel<0, 0>;
+  if (kh == 3) flat = p.stride_h == 1 ? &flat_channel<3, 1> : p.stride_h == 2 ? &flat_channel<3, 2> : flat;
   auto run = &quad_channel<0, 0>;
   if (kh == 3 && nq == 1) run = &quad_channel<3, 1>;
   if (kh == 5 && nq == 2) run = &quad_channel<5, 2>;
@@ -256,8 +321,13 @@ SPRUCE_AVX512VNNI bool qs8_dwconv_chw_vnni(const QS8DwParams& p, const int16_t* 
       }
     }
     const int32_t b = bias[c] - (p.input_zero_point + 128) * sum;
-    run(p, wq, b, _mm512_set1_ps(scale[c]), lo, hi, zp, input + c * in_plane, pad, index, ring,
-        output + c * out_plane);
+    if (nq == 1) {
+      flat(p, wq, b, _mm512_set1_ps(scale[c]), hi, zp16, omin, order, input + c * in_plane, pad, index, ring,
+           output + c * out_plane);
+    } else {
+      run(p, wq, b, _mm512_set1_ps(scale[c]), lo, hi, zp, input + c * in_plane, pad, index, ring,
+          output + c * out_plane);
+    }
   }
   return true;
 }
