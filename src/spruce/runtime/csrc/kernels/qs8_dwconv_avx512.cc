@@ -7,6 +7,8 @@
 #if SPRUCE_X86_KERNELS && defined(__AVX512F__)
 #include <immintrin.h>
 
+#include "kernels/qs8_avx512.h"
+
 #include <algorithm>
 
 namespace spruce {
@@ -200,21 +202,6 @@ SPRUCE_AVX512VNNI void quad_channel(const QS8DwParams& p, const __m512i* wq, int
   }
 }
 
-// Requantizes 64 sums as XNNPACK does: the float clamp from above only, then
-// saturating packs to int16, the zero point, int8, and the lower clamp. For
-// the integer bounds this gives the bits of store_outputs' float clamp. The
-// packs interleave the vectors by 128-bit lanes; `order` puts the dwords back.
-SPRUCE_AVX512VNNI inline __m512i requantize_64(const __m512i* acc, __m512 scale, __m512 hi, __m512i zp16,
-                                               __m512i out_min, __m512i order) {
-  __m512i q[4];
-  for (int v = 0; v < 4; ++v) {
-    q[v] = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[v]), scale), hi));
-  }
-  const __m512i w01 = _mm512_adds_epi16(_mm512_packs_epi32(q[0], q[1]), zp16);
-  const __m512i w23 = _mm512_adds_epi16(_mm512_packs_epi32(q[2], q[3]), zp16);
-  return _mm512_permutexvar_epi32(order, _mm512_max_epi8(_mm512_packs_epi16(w01, w23), out_min));
-}
-
 // Kernel rows of one quad, any stride. The channel's quads are laid out flat,
 // out_w lanes a row, in one plane per row phase (padded rows r, r + stride_h,
 // ...), so that the outputs, stored contiguously in CHW, are 16 consecutive
@@ -248,7 +235,7 @@ SPRUCE_AVX512VNNI void flat_channel(const QS8DwParams& p, const __m512i* wq, int
         acc[v] = _mm512_dpbusd_epi32(acc[v], _mm512_loadu_si512(taps[ky] + l + 16 * v), wq[ky]);
       }
     }
-    const __m512i y = requantize_64(acc, scale, hi, zp16, out_min, order);
+    const __m512i y = qs8_requantize_64(acc, scale, hi, zp16, out_min, order);
     if (n - l >= 64) {
       _mm512_storeu_si512(yc + l, y);
     } else {
@@ -299,7 +286,7 @@ SPRUCE_AVX512VNNI bool qs8_dwconv_chw_vnni(const QS8DwParams& p, const int16_t* 
   const int32_t out_min = std::max(-128, std::min(127, static_cast<int32_t>(out.lo) + out.zero_point));
   const __m512i zp16 = _mm512_set1_epi16(static_cast<int16_t>(out.zero_point));
   const __m512i omin = _mm512_set1_epi8(static_cast<char>(out_min));
-  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i order = qs8_requantize_64_order();
   auto flat = &flat_channel<0, 0>;
   if (kh == 3) flat = p.stride_h == 1 ? &flat_channel<3, 1> : p.stride_h == 2 ? &flat_channel<3, 2> : flat;
   auto run = &quad_channel<0, 0>;
