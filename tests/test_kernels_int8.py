@@ -103,6 +103,27 @@ def test_qs8_dwconv_matches_numpy(isa, seed):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("kw", range(1, 10))
+@pytest.mark.parametrize("stride_w", [1, 2, 3, 4])
+def test_qs8_dwconv_every_kernel_width_and_stride_matches_numpy(isa, kw, stride_w):
+    # Kernel rows of up to 4 taps are one quad, 5 to 8 two quads shifted by
+    # 4 / stride lanes, 9 the fallback; planes narrower and wider than a vector.
+    rng = np.random.default_rng(100 * kw + stride_w)
+    for _ in range(3):
+        c, kh = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        h, w_ = int(rng.integers(kh, 30)), int(rng.integers(kw, 90))
+        pad = [int(v) for v in rng.integers(0, 4, 4)]
+        w = rng.integers(-128, 128, (c, kh, kw)).astype(np.int8)
+        x = rng.integers(-128, 128, (c, h, w_)).astype(np.int8)
+        bias = rng.integers(-(1 << 18), 1 << 18, c).astype(np.int32)
+        scale = (rng.uniform(0.5, 2.0, c) * 1e-3).astype(np.float32)
+        zp_in, zp_out = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
+        stride = [int(rng.integers(1, 3)), stride_w]
+        got = kernels.qs8_dwconv(w, x, bias, scale, stride, pad, zp_in, zp_out, isa=isa)
+        np.testing.assert_array_equal(got, dwconv_ref(w, x, bias, scale, stride, pad, zp_in, zp_out, -128, 127))
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("seed", range(6))
 def test_qs8_fully_connected_matches_numpy(isa, seed):
     rng = np.random.default_rng(seed)

@@ -3,8 +3,12 @@
 // attributes, since CMake gives *_avx512.cc files AVX-512F only.
 #include "kernels/kernels_impl.h"
 
+#include <algorithm>
+
 #if SPRUCE_X86_KERNELS && defined(__AVX512F__)
 #include <immintrin.h>
+
+#include "kernels/qs8_avx512.h"
 
 #define SPRUCE_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
@@ -39,6 +43,10 @@ SPRUCE_VNNI void rows_tile(const QS8BlockMatrix& w, const uint8_t* tile, int64_t
                            int32_t r_end, int8_t* out, int64_t out_stride) {
   const __m512 lo = _mm512_set1_ps(w.out.lo), hi = _mm512_set1_ps(w.out.hi);
   const __m512i zp = _mm512_set1_epi32(w.out.zero_point);
+  const __m512i zp16 = _mm512_set1_epi16(static_cast<int16_t>(w.out.zero_point));
+  const __m512i out_min = _mm512_set1_epi8(
+      static_cast<char>(std::max(-128, std::min(127, static_cast<int32_t>(w.out.lo) + w.out.zero_point))));
+  const __m512i order = qs8_requantize_64_order();
   const int32_t* row_ptr = w.row_ptr.data();
   const int32_t* offsets = w.offsets.data();
   const int32_t* weights = w.weights.data();
@@ -55,7 +63,17 @@ SPRUCE_VNNI void rows_tile(const QS8BlockMatrix& w, const uint8_t* tile, int64_t
     }
     const __m512 scale = _mm512_set1_ps(w.scale[o]);
     int8_t* y = out + o * out_stride;
-    for (int v = 0; v < V; ++v) store_requantized(acc[v], scale, lo, hi, zp, y + 16 * v, count - 16 * v);
+    if constexpr (V == 4) {
+      // A whole tile: 64 outputs requantize and store at once.
+      const __m512i q = qs8_requantize_64(acc, scale, hi, zp16, out_min, order);
+      if (count >= 64) {
+        _mm512_storeu_si512(y, q);
+      } else {
+        _mm512_mask_storeu_epi8(y, byte_mask(count), q);
+      }
+    } else {
+      for (int v = 0; v < V; ++v) store_requantized(acc[v], scale, lo, hi, zp, y + 16 * v, count - 16 * v);
+    }
   }
 }
 
