@@ -193,3 +193,24 @@ def test_a_sparse_conv_with_two_residuals_is_refused_naming_its_inputs():
           "floats": {}, "arrays": {"weights": np.eye(8, dtype=np.float32)}}
     with pytest.raises(ValueError, match="received 3 inputs"):
         _engine.Graph(tensors, [op], [0, 1, 2], [3])
+
+
+@pytest.mark.parametrize("hw, k, o, scaled", [(7, 256, 64, False), (14, 96, 24, True), (28, 40, 16, False),
+                                              (56, 24, 24, True), (13, 200, 8, False)])
+def test_a_sparse_conv_with_a_residual_matches_numpy_over_a_batch_on_any_thread_count(hw, k, o, scaled):
+    from test_engine_apps import one_op_graph
+
+    rng = np.random.default_rng(hw + k)
+    x = rng.normal(size=(2, hw, hw, k)).astype(np.float32)
+    wt = sparse_weights(rng, o, k, 0.9, False, groups=hw == 7)
+    b = rng.normal(size=o).astype(np.float32)
+    scale = rng.uniform(0, 1, size=(2, 1, 1, k)).astype(np.float32)
+    skip = rng.normal(size=(2, hw, hw, o)).astype(np.float32)
+    linear = np.einsum("nhwk,ok->nhwo", (x * scale if scaled else x).astype(np.float64), wt.astype(np.float64)) + b
+    want = np.clip(linear + skip, 0.0, 6.0)
+    extra = [scale.shape, skip.shape] if scaled else [skip.shape]
+    for threads in (1, 2):
+        graph = one_op_graph("conv1x1_sparse", x.shape, want.shape, {"activation": 3, "input_scale": int(scaled)},
+                             {"weights": wt, "bias": b}, threads, extra_inputs=extra)
+        got = graph.run([x, scale, skip] if scaled else [x, skip])[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
