@@ -11,7 +11,7 @@ source scripts/asan_env.sh
 LD_PRELOAD="$ASAN_PRELOAD" python3 -m pytest -q -p no:cacheprovider \
     tests/test_engine.py tests/test_kernels.py tests/test_bindings.py \
     tests/test_kernels_spconv.py tests/test_kernels_int8.py tests/test_sparse_fusion.py \
-    tests/test_engine_ops_nets.py tests/test_dense_paths.py \
+    tests/test_engine_ops_nets.py tests/test_dense_paths.py tests/test_spmm_residual.py \
     "tests/test_engine_apps.py::test_pooling_kernel_matches_numpy_over_random_shapes" \
     "tests/test_engine_fuzz.py::test_corrupted_plans_raise_value_error_never_crash" \
     "tests/test_engine_fuzz.py::test_fuzz_seeds_read_plan_build_and_run" \

@@ -191,7 +191,8 @@ def _one_conv_plan(x_shape, s_shape, ints, weights):
     ((1, 1, 1, 5), {"input_scale": 1}, "input scale should have shape"),
     ((1, 4, 4, 8), {"input_scale": 1}, "input scale should have shape"),
     ((1, 1, 1, 8), {"input_scale": 2}, "input_scale must be 0 or 1"),
-    ((1, 1, 1, 8), {}, "takes no residual"),
+    # Without input_scale a second input is a residual, which must have the output's shape.
+    ((1, 1, 1, 8), {}, "residual input must have the output's shape"),
 ])
 def test_bad_input_scales_on_a_sparse_conv_are_refused_naming_the_problem(s_shape, ints, message):
     weights = np.zeros((6, 8), np.float32)

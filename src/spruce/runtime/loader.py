@@ -54,7 +54,7 @@ _EPILOGUE_KINDS = ("conv_entry", "conv1x1_sparse", "conv1x1_dense", "conv_matvec
                    "conv_sparse", "conv_grouped")
 
 # Engine op kinds whose kernels take a residual input, added before their activation.
-_RESIDUAL_KINDS = ("conv1x1_dense", "conv_im2col", "conv_general", "conv_grouped")
+_RESIDUAL_KINDS = ("conv1x1_dense", "conv1x1_sparse", "conv_im2col", "conv_general", "conv_grouped")
 
 SUPPORTED_OPERATORS = tuple(sorted(
     {"CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "ADD", "MUL", "SUB", "DIV", "MEAN", "RESHAPE", "SQUEEZE",
@@ -875,14 +875,15 @@ def _fuse_input_scales(plan):
             continue
         c = readers[y][0]
         conv = plan.ops[c]
-        if conv["kind"] != "conv1x1_sparse" or conv["inputs"] != [y]:
+        # The conv may already add a residual (_fuse_residual_adds): the scale goes before it.
+        if conv["kind"] != "conv1x1_sparse" or conv["inputs"][0] != y or y in conv["inputs"][1:]:
             continue
         for x, scale in (mul["inputs"], mul["inputs"][::-1]):
             xt, st = plan.tensors[x], plan.tensors[scale]
             if (xt["shape"] == shape and xt["layout"] == CHW and st["shape"] == [shape[0], 1, 1, shape[3]]
                     and st["data"] is None and x != scale
                     and np.count_nonzero(conv["arrays"]["weights"]) <= int(np.prod(shape))):
-                conv["inputs"] = [x, scale]
+                conv["inputs"] = [x, scale, *conv["inputs"][1:]]
                 conv["ints"]["input_scale"] = 1
                 fused[i] = c
                 break

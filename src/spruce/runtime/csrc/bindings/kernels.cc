@@ -84,7 +84,7 @@ void register_kernel_bindings(py::module_& parent) {
          const py::object& out, Int n_begin, std::optional<Int> n_end, Int p_begin,
          std::optional<Int> p_end, Float act_min, Float act_max, bool hard_swish,
          const std::string& isa, bool input_padded, Int out_stride, bool output_padded,
-         const py::object& input_scale) {
+         const py::object& input_scale, const py::object& residual) {
         py::array x = check_array(input, "input", {w.cols, w.in_stride});
         // The weights scaled per input channel, as the engine's fused MUL does.
         std::vector<float> scaled;
@@ -119,6 +119,14 @@ void register_kernel_bindings(py::module_& parent) {
                                 "Received: p_begin=" + std::to_string(p_begin) + ", p_end=" + std::to_string(pe) +
                                 ", out_stride=" + std::to_string(out_stride));
         }
+        py::array r;
+        if (!residual.is_none()) {
+          r = check_array(residual, "residual", {w.rows, -1});
+          if (r.shape(1) < pe) {
+            throw py::value_error("residual must have at least p_end columns. Received: residual.shape[1]=" +
+                                  std::to_string(r.shape(1)) + ", p_end=" + std::to_string(pe));
+          }
+        }
         const Activation act = make_activation(act_min, act_max, hard_swish);
         const Isa i = parse_isa(isa);
         float* yd = mutable_data_of(y);
@@ -127,7 +135,8 @@ void register_kernel_bindings(py::module_& parent) {
           kernels::spmm(w, b, data_of(x), yd, out_stride, static_cast<int32_t>(n_begin),
                         static_cast<int32_t>(ne), p_begin, pe, act, i, input_padded, output_padded,
                         scaled.empty() ? nullptr : scaled.data(),
-                        scaled.empty() ? nullptr : scaled.data() + w.nnz());
+                        scaled.empty() ? nullptr : scaled.data() + w.nnz(), residual.is_none() ? nullptr : data_of(r),
+                        residual.is_none() ? 0 : r.shape(1));
         }
         return y;
       },
@@ -136,12 +145,13 @@ void register_kernel_bindings(py::module_& parent) {
       py::arg("p_end") = py::none(), py::arg("act_min") = -kInf, py::arg("act_max") = kInf,
       py::arg("hard_swish").noconvert() = false, py::arg("isa") = "auto",
       py::arg("input_padded").noconvert() = false, py::arg("out_stride") = 0, py::arg("output_padded").noconvert() = false,
-      py::arg("input_scale") = py::none(),
+      py::arg("input_scale") = py::none(), py::arg("residual") = py::none(),
       "Sparse 1x1 conv: out[n, p] = act(bias[n] + sum_k W[n, k] * input[k, p]) over the given ranges.\n"
       "input_scale: [K] factors the weights of each input channel are multiplied by first.\n"
       "input_padded: the input may be read to the last vector's end (its extra lanes are dropped).\n"
       "out_stride: floats between output rows (0: in_stride). output_padded: the output may be written\n"
-      "to the last vector's end (junk in the extra lanes).");
+      "to the last vector's end (junk in the extra lanes).\n"
+      "residual: an [N, >= p_end] array added to each sum before the activation (a fused residual ADD).");
 
   m.def(
       "spmv",

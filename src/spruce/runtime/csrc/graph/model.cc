@@ -1,5 +1,6 @@
 #include "graph/model.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -186,7 +187,12 @@ void Model::pad_planes() {
     bool agree = true;
     for (Op* r : readers[idx]) {
       const int64_t wanted = r->wanted_input_plane_stride();
-      agree = agree && r->inputs.size() == 1 && (wanted <= 0 || stride <= 0 || wanted == stride);
+      // An op with more inputs reads only the first one padded, and only when
+      // it asks for that (a sparse 1x1 conv with a scale or a residual).
+      const bool single = r->inputs.size() == 1 ||
+                          (wanted > 0 && r->inputs[0] == static_cast<int>(idx) &&
+                           std::count(r->inputs.begin(), r->inputs.end(), r->inputs[0]) == 1);
+      agree = agree && single && (wanted <= 0 || stride <= 0 || wanted == stride);
       if (wanted > 0) stride = wanted;
     }
     if (!agree || stride <= 0) continue;

@@ -96,7 +96,7 @@ class Op {
   // and passes it as RunContext::scratch.
   virtual size_t scratch_floats() const { return 0; }
   // Padded channel planes (Model::pad_planes): the plane stride an op would
-  // like its (single) CHW input or output to have (0: none), whether it can
+  // like its first CHW input or its output to have (0: none), whether it can
   // read an input with a given stride, and the setters the model calls when
   // the wishes agree and every reader accepts; a writer returns false if it
   // cannot write planes that far apart.

@@ -130,10 +130,14 @@ constexpr int64_t whole_vectors(int64_t n) { return (n + 7) / 8 * 8; }
 // values, group_values: null for the matrix's own nonzeros (w.values,
 // w.group_values), or arrays of the same sizes to multiply by instead, in the
 // same order: the matrix scaled per input channel (spmm_scale_values).
+// residual: null, or [N][residual_stride] floats added to each finished sum
+// before the activation (a fused residual ADD, the ADD's bits), read only over
+// the range (the last vector under a mask, whatever the padding flags say).
 void spmm(const SparseMatrix& w, const float* bias, const float* input, float* output,
           int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
           const Activation& act, Isa isa = default_isa(), bool input_padded = false,
-          bool output_padded = false, const float* values = nullptr, const float* group_values = nullptr);
+          bool output_padded = false, const float* values = nullptr, const float* group_values = nullptr,
+          const float* residual = nullptr, int64_t residual_stride = 0);
 
 // The input channel of each weight of w: w.nnz() entries for w.values, then
 // one per element of w.group_values (its entry's channel), the order

@@ -32,7 +32,8 @@ inline float apply_activation(float x, const Activation& act) {
                      float* output, int64_t out_stride, int32_t n_begin, int32_t n_end,        \
                      int64_t p_begin, int64_t p_end, const Activation& act,                    \
                      bool input_padded, bool output_padded, const float* values,               \
-                     const float* group_values);                                               \
+                     const float* group_values, const float* residual,                         \
+                     int64_t residual_stride);                                                 \
   void gemm_##suffix(const PackedDense& w, const float* bias, const float* input,              \
                      int64_t in_stride, float* output, int64_t out_stride, int32_t n_begin,    \
                      int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act,     \
@@ -61,7 +62,7 @@ bool conv_hwc2chw_avx512(const ConvHwcParams& p, const PackedConvHwc& w, const f
                          float* output, int32_t oy_begin, int32_t oy_end, const Activation& act);
 void spmm_avx512(const SparseMatrix& w, const float* bias, const float* input, float* output, int64_t out_stride,
                  int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act,
-                 const float* values, const float* group_values);
+                 const float* values, const float* group_values, const float* residual, int64_t residual_stride);
 void spmm_scale_values_avx512(const float* values, const int32_t* cols, const float* scale, float* out, int64_t n);
 void spmv_avx512(const float* values, const int32_t* cols, const int64_t* row_ptr, const float* x, float* y,
                  int64_t n_begin, int64_t n_end);

@@ -147,7 +147,7 @@ namespace {
 template <int T, bool kFull>
 inline void spmm_tile_portable(const SparseMatrix& w, const float* values, const float* bias, const char* in,
                                float* out, int64_t out_stride, int32_t n_begin, int32_t n_end,
-                               int width, const Activation& act) {
+                               int width, const Activation& act, const float* res, int64_t res_stride) {
   for (int32_t b = 0; b < w.blocks; ++b) {
     const int32_t* row_ptr = w.row_ptr.data() + static_cast<int64_t>(b) * (w.rows + 1);
     const bool first = b == 0, last = b + 1 == w.blocks;
@@ -177,8 +177,10 @@ inline void spmm_tile_portable(const SparseMatrix& w, const float* values, const
         const float* x0 = reinterpret_cast<const float*>(in + w.byte_offset[j]);
         for (int i = 0; i < T; ++i) if (kFull || i < width) acc0[i] += w0 * x0[i];
       }
+      const float* r = last && res != nullptr ? res + n * res_stride : nullptr;
       for (int i = 0; i < width; ++i) {
-        const float y = acc0[i] + acc1[i];
+        float y = acc0[i] + acc1[i];
+        if (r != nullptr) y += r[i];
         o[i] = last ? apply_activation(y, act) : y;
       }
     }
@@ -190,41 +192,45 @@ inline void spmm_tile_portable(const SparseMatrix& w, const float* values, const
 void spmm_portable(const SparseMatrix& w, const float* bias, const float* input, float* output,
                    int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
                    int64_t p_end, const Activation& act, bool /*input_padded*/, bool /*output_padded*/,
-                   const float* values, const float* /*group_values: the portable kernel runs CSR only*/) {
+                   const float* values, const float* /*group_values: the portable kernel runs CSR only*/,
+                   const float* residual, int64_t residual_stride) {
   // No masked loads or stores here: the padding flags change nothing.
   constexpr int kTile = 16;
   int64_t p = p_begin;
   for (; p + kTile <= p_end; p += kTile) {
     spmm_tile_portable<kTile, true>(w, values, bias, reinterpret_cast<const char*>(input + p), output + p,
-                              out_stride, n_begin, n_end, kTile, act);
+                              out_stride, n_begin, n_end, kTile, act, residual != nullptr ? residual + p : nullptr,
+                              residual_stride);
   }
   if (p < p_end) {
     spmm_tile_portable<kTile, false>(w, values, bias, reinterpret_cast<const char*>(input + p), output + p,
-                              out_stride, n_begin, n_end, static_cast<int>(p_end - p), act);
+                              out_stride, n_begin, n_end, static_cast<int>(p_end - p), act,
+                              residual != nullptr ? residual + p : nullptr, residual_stride);
   }
 }
 
 void spmm(const SparseMatrix& w, const float* bias, const float* input, float* output,
           int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end,
           const Activation& act, Isa isa, bool input_padded, bool output_padded, const float* values,
-          const float* group_values) {
+          const float* group_values, const float* residual, int64_t residual_stride) {
   if (n_begin >= n_end || p_begin >= p_end) return;
   if (values == nullptr) values = w.values.data();
   if (group_values == nullptr) group_values = w.group_values.data();
 #if SPRUCE_X86_KERNELS
   const Isa resolved = resolve_isa(isa);
   if (resolved == Isa::kAvx512) {
-    spmm_avx512(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, values, group_values);
+    spmm_avx512(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, values, group_values,
+                residual, residual_stride);
     return;
   }
   if (resolved >= Isa::kAvx2) {
     spmm_avx2(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, input_padded,
-              output_padded, values, group_values);
+              output_padded, values, group_values, residual, residual_stride);
     return;
   }
 #endif
   spmm_portable(w, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, act, input_padded,
-                output_padded, values, group_values);
+                output_padded, values, group_values, residual, residual_stride);
 }
 
 std::vector<int32_t> spmm_value_columns(const SparseMatrix& w) {

@@ -32,7 +32,7 @@ namespace {
 template <int V, bool kMaskStore, bool kMaskLoads, bool kPaired>
 void spmm_tile(const SparseMatrix& w, const float* values, const float* bias, const char* in, float* out,
                int64_t out_stride, int32_t n_begin, int32_t n_end, __m256i mask,
-               const avx2::Epilogue& epilogue_in) {
+               const avx2::Epilogue& epilogue_in, const float* res, int64_t res_stride) {
   // A local copy keeps the activation's bounds in registers: stores through
   // intrinsics may alias anything reachable, so through the reference every
   // stored vector reloaded both bounds and the hard-swish flag (three loads in
@@ -88,8 +88,14 @@ void spmm_tile(const SparseMatrix& w, const float* values, const float* bias, co
         const float* x0 = reinterpret_cast<const float*>(in + offsets[j]);
         for (int v = 0; v < V; ++v) acc0[v] = _mm256_fmadd_ps(load(x0, v), w0, acc0[v]);
       }
+      // The residual's last vector under the mask, padded rows or not: the
+      // skip tensor's rows end at the range (mask is all lanes when it does).
+      const float* skip = last && res != nullptr ? res + n * res_stride : nullptr;
       for (int v = 0; v < V; ++v) {
         __m256 r = kPaired ? _mm256_add_ps(acc0[v], acc1[v]) : acc0[v];
+        if (skip != nullptr) {
+          r = _mm256_add_ps(r, v == V - 1 ? _mm256_maskload_ps(skip + 8 * v, mask) : _mm256_loadu_ps(skip + 8 * v));
+        }
         if (last) r = epilogue(r);
         if (kMaskStore && v == V - 1) {
           _mm256_maskstore_ps(o + 8 * v, mask, r);
@@ -102,7 +108,7 @@ void spmm_tile(const SparseMatrix& w, const float* values, const float* bias, co
 }
 
 using TileFn = void (*)(const SparseMatrix&, const float*, const float*, const char*, float*, int64_t, int32_t,
-                        int32_t, __m256i, const avx2::Epilogue&);
+                        int32_t, __m256i, const avx2::Epilogue&, const float*, int64_t);
 
 template <bool kPaired, int V>
 constexpr TileFn tile_fn(bool mask_store, bool mask_loads) {
@@ -129,7 +135,8 @@ TileFn pick_tile(int vectors, bool mask_store, bool mask_loads) {
 template <bool kPaired>
 void spmm_tiles(const SparseMatrix& w, const float* values, const float* bias, const float* input, float* output,
                 int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
-                int64_t p_end, bool input_padded, bool output_padded, const avx2::Epilogue& epilogue) {
+                int64_t p_end, bool input_padded, bool output_padded, const avx2::Epilogue& epilogue,
+                const float* res, int64_t res_stride) {
   // Paired tiles hold 2V accumulators: at most 7 vectors fit the 16 registers.
   constexpr int64_t kTile = kPaired ? kSpmmPairedTile : kSpmmWideTile;
   constexpr int64_t kMaxSinglePass = kPaired ? kSpmmPairedSinglePass : kSpmmWideTile;
@@ -139,13 +146,14 @@ void spmm_tiles(const SparseMatrix& w, const float* values, const float* bias, c
     const int tail = static_cast<int>(width % 8);
     pick_tile<kPaired>(vectors, tail != 0 && !output_padded, tail != 0 && !input_padded)(
         w, values, bias, reinterpret_cast<const char*>(input + p), output + p, out_stride, n_begin, n_end,
-        tail != 0 ? avx2::tail_mask(tail) : all, epilogue);
+        tail != 0 ? avx2::tail_mask(tail) : all, epilogue, res != nullptr ? res + p : nullptr, res_stride);
   };
   int64_t p = p_begin;
   if (p_end - p > kMaxSinglePass) {
     for (; p + kTile <= p_end; p += kTile) {
       spmm_tile<kTile / 8, false, false, kPaired>(w, values, bias, reinterpret_cast<const char*>(input + p), output + p,
-                                           out_stride, n_begin, n_end, all, epilogue);
+                                           out_stride, n_begin, n_end, all, epilogue,
+                                           res != nullptr ? res + p : nullptr, res_stride);
     }
   }
   if (p < p_end) run(p, p_end - p);
@@ -163,7 +171,8 @@ void spmm_tiles(const SparseMatrix& w, const float* values, const float* bias, c
 template <int V, bool kMaskStore, bool kMaskLoads>
 void group_tile(const SparseMatrix& w, const float* values, const float* bias, const char* in, float* out,
                 int64_t out_stride,
-                int32_t g_begin, int32_t g_end, __m256i mask, const avx2::Epilogue& epilogue_in) {
+                int32_t g_begin, int32_t g_end, __m256i mask, const avx2::Epilogue& epilogue_in, const float* res,
+                int64_t res_stride) {
   const avx2::Epilogue epilogue = epilogue_in;  // in registers, as in spmm_tile
   constexpr int R = kSpmmGroupRows;
   const int32_t groups = w.rows / R;
@@ -197,8 +206,13 @@ void group_tile(const SparseMatrix& w, const float* values, const float* bias, c
         }
       }
       for (int r = 0; r < R; ++r) {
+        const float* skip = last && res != nullptr ? res + (static_cast<int64_t>(g) * R + r) * res_stride : nullptr;
         for (int v = 0; v < V; ++v) {
-          const __m256 y = last ? epilogue(acc[r][v]) : acc[r][v];
+          __m256 y = acc[r][v];
+          if (skip != nullptr) {
+            y = _mm256_add_ps(y, v == V - 1 ? _mm256_maskload_ps(skip + 8 * v, mask) : _mm256_loadu_ps(skip + 8 * v));
+          }
+          if (last) y = epilogue(y);
           if (kMaskStore && v == V - 1) {
             _mm256_maskstore_ps(o + r * out_stride + 8 * v, mask, y);
           } else {
@@ -212,7 +226,7 @@ void group_tile(const SparseMatrix& w, const float* values, const float* bias, c
 
 using GroupTileFn = void (*)(const SparseMatrix&, const float*, const float*, const char*, float*, int64_t, int32_t,
                              int32_t,
-                             __m256i, const avx2::Epilogue&);
+                             __m256i, const avx2::Epilogue&, const float*, int64_t);
 
 template <int V>
 GroupTileFn group_tile_fn(bool mask_store, bool mask_loads) {
@@ -223,7 +237,7 @@ GroupTileFn group_tile_fn(bool mask_store, bool mask_loads) {
 void spmm_groups(const SparseMatrix& w, const float* values, const float* group_values, const float* bias,
                  const float* input, float* output, int64_t out_stride, int32_t n_begin, int32_t n_end,
                  int64_t p_begin, int64_t p_end, bool input_padded, bool output_padded,
-                 const avx2::Epilogue& epilogue) {
+                 const avx2::Epilogue& epilogue, const float* res, int64_t res_stride) {
   constexpr int32_t R = kSpmmGroupRows;
   const int32_t g_begin = (n_begin + R - 1) / R, g_end = std::max(g_begin, n_end / R);
   // Rows of partial groups at either end of the range: the unpaired CSR tiles
@@ -231,11 +245,11 @@ void spmm_groups(const SparseMatrix& w, const float* values, const float* group_
   const int32_t head_end = std::min(n_end, g_begin * R), tail_begin = std::max(head_end, g_end * R);
   if (n_begin < head_end) {
     spmm_tiles<false>(w, values, bias, input, output, out_stride, n_begin, head_end, p_begin, p_end, input_padded,
-                      output_padded, epilogue);
+                      output_padded, epilogue, res, res_stride);
   }
   if (tail_begin < n_end) {
     spmm_tiles<false>(w, values, bias, input, output, out_stride, tail_begin, n_end, p_begin, p_end, input_padded,
-                      output_padded, epilogue);
+                      output_padded, epilogue, res, res_stride);
   }
   if (g_begin >= g_end) return;
   const __m256i all = _mm256_set1_epi32(-1);
@@ -243,7 +257,7 @@ void spmm_groups(const SparseMatrix& w, const float* values, const float* group_
   int64_t p = p_begin;
   for (; p + kTile <= p_end; p += kTile) {
     group_tile<3, false, false>(w, group_values, bias, reinterpret_cast<const char*>(input + p), output + p, out_stride, g_begin,
-                                g_end, all, epilogue);
+                                g_end, all, epilogue, res != nullptr ? res + p : nullptr, res_stride);
   }
   if (p < p_end) {
     const int64_t width = p_end - p;
@@ -254,7 +268,7 @@ void spmm_groups(const SparseMatrix& w, const float* values, const float* group_
                      : width > 8 ? group_tile_fn<2>(mask_store, mask_loads)
                                  : group_tile_fn<1>(mask_store, mask_loads);
     fn(w, group_values, bias, reinterpret_cast<const char*>(input + p), output + p, out_stride, g_begin, g_end, mask,
-       epilogue);
+       epilogue, res != nullptr ? res + p : nullptr, res_stride);
   }
 }
 
@@ -263,18 +277,18 @@ void spmm_groups(const SparseMatrix& w, const float* values, const float* group_
 void spmm_avx2(const SparseMatrix& w, const float* bias, const float* input, float* output,
                int64_t out_stride, int32_t n_begin, int32_t n_end, int64_t p_begin,
                int64_t p_end, const Activation& act, bool input_padded, bool output_padded, const float* values,
-               const float* group_values) {
+               const float* group_values, const float* residual, int64_t residual_stride) {
   const avx2::Epilogue epilogue(act);
   // The mode depends on the matrix only, so splits stay bit-identical.
   if (w.group_rows == kSpmmGroupRows) {
     spmm_groups(w, values, group_values, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded, output_padded,
-                epilogue);
+                epilogue, residual, residual_stride);
   } else if (w.blocks == 1 && w.cols <= kSpmmWideTileMaxCols) {
     spmm_tiles<false>(w, values, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded,
-                      output_padded, epilogue);
+                      output_padded, epilogue, residual, residual_stride);
   } else {
     spmm_tiles<true>(w, values, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end, input_padded,
-                     output_padded, epilogue);
+                     output_padded, epilogue, residual, residual_stride);
   }
 }
 

@@ -35,7 +35,8 @@ inline void store(float* p, int v, __mmask16 mask, __m512 y) {
 template <int V, bool kMask, bool kPaired>
 void spmm_pass(const SparseMatrix& w, const float* values, const float* bias, const char* in, float* out,
                int64_t out_stride,
-               int32_t n_begin, int32_t n_end, __mmask16 mask, const avx512::Epilogue& epilogue_in) {
+               int32_t n_begin, int32_t n_end, __mmask16 mask, const avx512::Epilogue& epilogue_in,
+               const float* res, int64_t res_stride) {
   const avx512::Epilogue epilogue = epilogue_in;  // in registers (see spmm_avx2.cc)
   const int32_t* offsets = w.byte_offset.data();
   for (int32_t b = 0; b < w.blocks; ++b) {
@@ -75,8 +76,10 @@ void spmm_pass(const SparseMatrix& w, const float* values, const float* bias, co
         const float* x0 = reinterpret_cast<const float*>(in + offsets[j]);
         for (int v = 0; v < V; ++v) acc0[v] = _mm512_fmadd_ps(load<V, kMask>(x0, v, mask), w0, acc0[v]);
       }
+      const float* skip = last && res != nullptr ? res + n * res_stride : nullptr;
       for (int v = 0; v < V; ++v) {
         __m512 r = kPaired ? _mm512_add_ps(acc0[v], acc1[v]) : acc0[v];
+        if (skip != nullptr) r = _mm512_add_ps(r, load<V, kMask>(skip, v, mask));
         if (last) r = epilogue(r);
         store<V, kMask>(o, v, mask, r);
       }
@@ -90,7 +93,8 @@ void spmm_pass(const SparseMatrix& w, const float* values, const float* bias, co
 template <int V, bool kMask>
 void group_pass(const SparseMatrix& w, const float* values, const float* bias, const char* in, float* out,
                 int64_t out_stride,
-                int32_t g_begin, int32_t g_end, __mmask16 mask, const avx512::Epilogue& epilogue_in) {
+                int32_t g_begin, int32_t g_end, __mmask16 mask, const avx512::Epilogue& epilogue_in,
+                const float* res, int64_t res_stride) {
   const avx512::Epilogue epilogue = epilogue_in;
   constexpr int R = kSpmmGroupRows;
   const int32_t groups = w.rows / R;
@@ -121,8 +125,11 @@ void group_pass(const SparseMatrix& w, const float* values, const float* bias, c
         }
       }
       for (int r = 0; r < R; ++r) {
+        const float* skip = last && res != nullptr ? res + (static_cast<int64_t>(g) * R + r) * res_stride : nullptr;
         for (int v = 0; v < V; ++v) {
-          store<V, kMask>(o + r * out_stride, v, mask, last ? epilogue(acc[r][v]) : acc[r][v]);
+          __m512 y = acc[r][v];
+          if (skip != nullptr) y = _mm512_add_ps(y, load<V, kMask>(skip, v, mask));
+          store<V, kMask>(o + r * out_stride, v, mask, last ? epilogue(y) : y);
         }
       }
     }
@@ -131,7 +138,7 @@ void group_pass(const SparseMatrix& w, const float* values, const float* bias, c
 
 using PassFn = void (*)(const SparseMatrix&, const float*, const float*, const char*, float*, int64_t, int32_t,
                         int32_t,
-                        __mmask16, const avx512::Epilogue&);
+                        __mmask16, const avx512::Epilogue&, const float*, int64_t);
 
 enum class Mode { kSingle, kPaired, kGroups };
 
@@ -165,7 +172,7 @@ PassFn pick_pass(int vectors, bool masked) {
 template <Mode M>
 void run_passes(const SparseMatrix& w, const float* values, const float* bias, const float* input, float* output, int64_t out_stride,
                 int32_t r_begin, int32_t r_end, int64_t p_begin, int64_t p_end, int max_vectors,
-                const avx512::Epilogue& epilogue) {
+                const avx512::Epilogue& epilogue, const float* res, int64_t res_stride) {
   const int64_t vectors = (p_end - p_begin + 15) / 16;
   const int64_t passes = (vectors + max_vectors - 1) / max_vectors;
   int64_t p = p_begin;
@@ -174,7 +181,8 @@ void run_passes(const SparseMatrix& w, const float* values, const float* bias, c
     const int64_t width = std::min<int64_t>(16 * v, p_end - p);
     const int tail = static_cast<int>(width % 16);
     pick_pass<M>(static_cast<int>(v), tail != 0)(w, values, bias, reinterpret_cast<const char*>(input + p), output + p,
-                                                 out_stride, r_begin, r_end, avx512::tail_mask(tail), epilogue);
+                                                 out_stride, r_begin, r_end, avx512::tail_mask(tail), epilogue,
+                                                 res != nullptr ? res + p : nullptr, res_stride);
     p += width;
   }
 }
@@ -183,7 +191,7 @@ void run_passes(const SparseMatrix& w, const float* values, const float* bias, c
 
 void spmm_avx512(const SparseMatrix& w, const float* bias, const float* input, float* output, int64_t out_stride,
                  int32_t n_begin, int32_t n_end, int64_t p_begin, int64_t p_end, const Activation& act,
-                 const float* values, const float* group_values) {
+                 const float* values, const float* group_values, const float* residual, int64_t residual_stride) {
   const avx512::Epilogue epilogue(act);
   // The mode depends on the matrix only (as in spmm_avx2), so splits stay
   // bit-identical and match the AVX2 kernel.
@@ -193,22 +201,22 @@ void spmm_avx512(const SparseMatrix& w, const float* bias, const float* input, f
     const int32_t head_end = std::min(n_end, g_begin * R), tail_begin = std::max(head_end, g_end * R);
     if (n_begin < head_end) {
       run_passes<Mode::kSingle>(w, values, bias, input, output, out_stride, n_begin, head_end, p_begin, p_end,
-                                kSpmm512SingleVectors, epilogue);
+                                kSpmm512SingleVectors, epilogue, residual, residual_stride);
     }
     if (tail_begin < n_end) {
       run_passes<Mode::kSingle>(w, values, bias, input, output, out_stride, tail_begin, n_end, p_begin, p_end,
-                                kSpmm512SingleVectors, epilogue);
+                                kSpmm512SingleVectors, epilogue, residual, residual_stride);
     }
     if (g_begin < g_end) {
       run_passes<Mode::kGroups>(w, group_values, bias, input, output, out_stride, g_begin, g_end, p_begin, p_end,
-                                kSpmm512GroupVectors, epilogue);
+                                kSpmm512GroupVectors, epilogue, residual, residual_stride);
     }
   } else if (w.blocks == 1 && w.cols <= kSpmmWideTileMaxCols) {
     run_passes<Mode::kSingle>(w, values, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end,
-                              kSpmm512SingleVectors, epilogue);
+                              kSpmm512SingleVectors, epilogue, residual, residual_stride);
   } else {
     run_passes<Mode::kPaired>(w, values, bias, input, output, out_stride, n_begin, n_end, p_begin, p_end,
-                              kSpmm512PairedVectors, epilogue);
+                              kSpmm512PairedVectors, epilogue, residual, residual_stride);
   }
 }
 

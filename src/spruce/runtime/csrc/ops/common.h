@@ -87,8 +87,8 @@ inline int checked_epilogue_activation(const OpSpec& s) {
 // A conv's optional second input, the residual its epilogue adds before the
 // activation (a fused ADD; kernels.h, gemm): laid out exactly like the output.
 // Swish runs after the kernel's epilogue, so it cannot follow a residual.
-inline void expect_residual(const OpSpec& s, const std::vector<Tensor>& t, const Tensor& y) {
-  const Tensor& r = in_t(s, t, 1);
+inline void expect_residual(const OpSpec& s, const std::vector<Tensor>& t, const Tensor& y, size_t index = 1) {
+  const Tensor& r = in_t(s, t, index);
   if (r.shape != y.shape || r.layout != y.layout) {
     fail(s, "the residual input must have the output's shape " + dims_str(y.shape) + " and layout. Received: " +
                 dims_str(r.shape) + (r.layout != y.layout ? " in another layout" : ""));

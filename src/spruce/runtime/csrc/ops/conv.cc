@@ -146,9 +146,9 @@ void split_rows_pixels(ThreadPool* pool, double flops, int64_t rows, int64_t pix
 class Conv1x1Op : public Op {
  public:
   Conv1x1Op(const OpSpec& s, const std::vector<Tensor>& t, bool sparse) : sparse_(sparse) {
-    // A second input: the dense kernel's residual (a fused ADD), or the sparse
-    // kernel's per-input-channel scale (a fused MUL, "input_scale").
-    expect_arity(s, 1, 2, 1);
+    // More inputs: the sparse kernel's per-input-channel scale (a fused MUL,
+    // "input_scale") second, then a residual (a fused ADD) last.
+    expect_arity(s, 1, 3, 1);
     const Tensor& x = in_t(s, t, 0);
     const Tensor& y = out_t(s, t, 0);
     expect_layout(s, x, kCHW, "input");
@@ -189,19 +189,20 @@ class Conv1x1Op : public Op {
     scaled_ = input_scale == 1;
     if (scaled_) {
       if (!sparse_) fail(s, "input_scale needs sparse weights; run the MUL as its own operator");
-      if (s.inputs.size() != 2) fail(s, "input_scale needs the scale as a second input");
+      if (s.inputs.size() < 2) fail(s, "input_scale needs the scale as a second input");
       // [N, 1, 1, K]: the same memory in either layout.
       expect_shape(s, in_t(s, t, 1), {batch_, 1, 1, k_}, "the input scale");
       base_values_ = sparse_w_.values;
       base_values_.insert(base_values_.end(), sparse_w_.group_values.begin(), sparse_w_.group_values.end());
       value_cols_ = kernels::spmm_value_columns(sparse_w_);
-    } else if (s.inputs.size() == 2) {
-      if (sparse_) {
-        fail(s, "received 2 inputs without input_scale, but the sparse kernel takes no residual input; run the ADD "
-                "as its own operator");
-      }
-      expect_residual(s, t, y);
     }
+    const size_t residual_at = scaled_ ? 2 : 1;
+    if (s.inputs.size() > residual_at + 1) {
+      fail(s, "received " + std::to_string(s.inputs.size()) + " inputs; a 1x1 conv takes its input, the scale when "
+              "input_scale=1, and one residual");
+    }
+    residual_ = s.inputs.size() == residual_at + 1;
+    if (residual_) expect_residual(s, t, y, residual_at);
   }
   // "spmm_groups": the sparse kernel runs rows in groups sharing one pattern
   // (block-pruned output channels, kernels.h SparseMatrix::group_rows).
@@ -238,7 +239,9 @@ class Conv1x1Op : public Op {
   void run(const RunContext& ctx) const override {
     const float* x = (*ctx.tensors)[inputs[0]].data;
     float* y = (*ctx.tensors)[outputs[0]].data;
-    const float* skip = inputs.size() == 2 && !scaled_ ? (*ctx.tensors)[inputs[1]].data : nullptr;
+    const Tensor* skip = residual_ ? &(*ctx.tensors)[inputs.back()] : nullptr;
+    // The residual's planes may be padded apart from the output's (pad_planes).
+    const int64_t skip_stride = skip != nullptr && skip->plane_stride > 0 ? skip->plane_stride : pixels_;
     const float* scale = scaled_ ? (*ctx.tensors)[inputs[1]].data : nullptr;
     float* scaled_values = scaled_ ? ctx.scratch + scaled_values_at() : nullptr;
     // Sparse rows split at multiples of kSpmmGroupRows: row groups stay whole.
@@ -247,11 +250,13 @@ class Conv1x1Op : public Op {
       const float* xi = x + b * k_ * in_stride_;
       float* yi = y + b * n_ * out_stride_;
       Values v;
+      if (skip != nullptr) v.residual = {skip->data + b * n_ * skip_stride, skip_stride};
       if (scaled_) {
         // A few thousand weights, scaled once before the threads split the work.
         kernels::spmm_scale_values(base_values_.data(), value_cols_.data(), scale + b * k_, scaled_values,
                                    static_cast<int64_t>(base_values_.size()));
-        v = {scaled_values, scaled_values + sparse_w_.nnz()};
+        v.values = scaled_values;
+        v.group_values = scaled_values + sparse_w_.nnz();
       }
       if (tiles_ != 0) {
         run_tiled(ctx.pool, ctx.scratch, xi, yi, v);
@@ -264,10 +269,10 @@ class Conv1x1Op : public Op {
         if (sparse_) {
           kernels::spmm(sparse_w_, bias_.data(), xi, yi, pixels_, static_cast<int32_t>(nb),
                         static_cast<int32_t>(ne), pb, pe, act_, kernels::default_isa(), false, false, v.values,
-                        v.group_values);
+                        v.group_values, v.residual.data, v.residual.stride);
         } else {
           kernels::gemm(dense_w_, bias_.data(), xi, pixels_, yi, pixels_, static_cast<int32_t>(nb),
-                        static_cast<int32_t>(ne), pb, pe, act_, skip != nullptr ? skip + b * n_ * pixels_ : nullptr);
+                        static_cast<int32_t>(ne), pb, pe, act_, v.residual.data);
         }
       };
       split_rows_pixels(ctx.pool, flops() / batch_, n_, pixels_, grain, min_pixels, [&](int64_t nb, int64_t ne, int64_t pb, int64_t pe) {
@@ -284,10 +289,15 @@ class Conv1x1Op : public Op {
   }
 
  private:
-  // The weights spmm multiplies by: null for the matrix's own.
+  // The weights spmm multiplies by (null for the matrix's own), and the
+  // image's residual to add (null for none).
   struct Values {
     const float* values = nullptr;
     const float* group_values = nullptr;
+    struct {
+      const float* data = nullptr;
+      int64_t stride = 0;
+    } residual;
   };
   // Scratch: the copied tiles, then the scaled weights (16-float aligned).
   size_t scaled_values_at() const {
@@ -314,7 +324,8 @@ class Conv1x1Op : public Op {
     const int64_t q0 = in_place_ ? p0 : 0;
     kernels::spmm(sparse_w_, bias_.data(), packed, yi + p0 - q0, out_stride_, static_cast<int32_t>(n0),
                   static_cast<int32_t>(n1), q0, q0 + width, act_, kernels::default_isa(), /*input_padded=*/true,
-                  output_padded_, v.values, v.group_values);
+                  output_padded_, v.values, v.group_values,
+                  v.residual.data != nullptr ? v.residual.data + p0 - q0 : nullptr, v.residual.stride);
     if (swish_) kernels::swish_rows(yi, out_stride_, n0, n1, p0, p0 + width);
   }
   // Threads split tiles (each packing its own) when there are enough to balance;
@@ -363,6 +374,7 @@ class Conv1x1Op : public Op {
   std::vector<float> bias_;
   kernels::Activation act_;
   bool swish_ = false;  // swish over each piece of output (kActSwishEpilogue)
+  bool residual_ = false;  // the last input is added before the activation (a fused ADD)
   // input_scale: the weights are multiplied by the second input's factor of
   // their input channel at each run (base_values_: values then group values;
   // value_cols_: their channels).
