@@ -2,41 +2,11 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include "kernels/gelu_vec.h"
 #include "kernels/kernels_impl.h"
-#include "kernels/simd_avx2.h"
+#include "kernels/vec_avx2.h"
 
 namespace spruce {
 namespace kernels {
-namespace {
-
-struct Avx2 {
-  using Vec = __m256;
-  static constexpr size_t kLanes = 8;
-  static Vec set1(float v) { return _mm256_set1_ps(v); }
-  static Vec zero() { return _mm256_setzero_ps(); }
-  static Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
-  static Vec sub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
-  static Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
-  static Vec div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
-  static Vec min(Vec a, Vec b) { return _mm256_min_ps(a, b); }
-  static Vec max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
-  static Vec fmadd(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-  static Vec fnmadd(Vec a, Vec b, Vec c) { return _mm256_fnmadd_ps(a, b, c); }
-  static Vec exponent_bits(Vec biased) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(biased), 23));
-  }
-  // blendv picks by each lane's sign bit: a where x is negative (or -0), b elsewhere.
-  static Vec select_negative(Vec x, Vec a, Vec b) { return _mm256_blendv_ps(b, a, x); }
-  static Vec load(const float* p) { return _mm256_loadu_ps(p); }
-  static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
-  static Vec load_tail(const float* p, size_t n) {
-    return _mm256_maskload_ps(p, avx2::tail_mask(static_cast<int>(n)));
-  }
-  static void store_tail(float* p, size_t n, Vec v) {
-    _mm256_maskstore_ps(p, avx2::tail_mask(static_cast<int>(n)), v);
-  }
-};
-
-}  // namespace
+using vec::Avx2;
 
 void gelu_avx2(const float* x, float* y, size_t n, bool approximate) {
   if (approximate) vec::apply<Avx2, vec::gelu_tanh<Avx2>>(x, y, n);

@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "kernels/activations_vec.h"
 
@@ -30,6 +31,11 @@ struct Avx512 {
   static Vec fnmadd(Vec a, Vec b, Vec c) { return _mm512_fnmadd_ps(a, b, c); }
   static Vec exponent_bits(Vec biased) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(biased), 23));
+  }
+  // a where x's sign bit is set (as AVX2's blendv picks), b elsewhere.
+  static Vec select_negative(Vec x, Vec a, Vec b) {
+    const __mmask16 negative = _mm512_test_epi32_mask(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN));
+    return _mm512_mask_blend_ps(negative, b, a);
   }
   static Vec load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
