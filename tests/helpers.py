@@ -229,5 +229,17 @@ def cuts(rng, size, parts):
     return [0, *inner.tolist(), size]
 
 
+def in_pieces(rng, run, n, p, parts):
+    """The [n, p] output assembled from run(out=, n_begin=, n_end=, p_begin=, p_end=)
+    over random cuts of the output channels and pixels into `parts` ranges each (NaN
+    where no piece wrote): for checking that pieces give the whole call's bits."""
+    out = np.full((n, p), np.nan, np.float32)
+    n_cuts, p_cuts = cuts(rng, n, parts), cuts(rng, p, parts)
+    for n0, n1 in zip(n_cuts, n_cuts[1:]):
+        for p0, p1 in zip(p_cuts, p_cuts[1:]):
+            run(out=out, n_begin=n0, n_end=n1, p_begin=p0, p_end=p1)
+    return out
+
+
 def assert_close(actual, expected):
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)

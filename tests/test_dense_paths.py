@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import (ACTIVATIONS, FAST, assert_close, conv1x1_ref, conv_hwc2chw_ref, cuts, kernel_isas, maybe_bias,
-                     require_engine)
+from helpers import (ACTIVATIONS, FAST, assert_close, conv1x1_ref, conv_hwc2chw_ref, cuts, in_pieces, kernel_isas,
+                     maybe_bias, require_engine)
 
 kernels = require_engine().kernels
 ISAS = kernel_isas()
@@ -41,11 +41,7 @@ def test_gemm_adds_the_residual_before_the_activation_on_any_split(isa, n, k, p,
     whole = kernels.gemm(packed, x, bias, residual=skip, **kw)
     linear = conv1x1_ref(w, x, bias, (-np.inf, np.inf, False)) + skip
     assert_close(whole, conv1x1_ref(np.eye(n), linear, None, act))
-    out = np.full((n, p), np.nan, np.float32)
-    n_cuts, p_cuts = cuts(rng, n, parts), cuts(rng, p, parts)
-    for n0, n1 in zip(n_cuts, n_cuts[1:]):
-        for p0, p1 in zip(p_cuts, p_cuts[1:]):
-            kernels.gemm(packed, x, bias, out=out, n_begin=n0, n_end=n1, p_begin=p0, p_end=p1, residual=skip, **kw)
+    out = in_pieces(rng, lambda **piece: kernels.gemm(packed, x, bias, **piece, residual=skip, **kw), n, p, parts)
     np.testing.assert_array_equal(out, whole)
 
 

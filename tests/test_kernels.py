@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import (ACTIVATIONS, FAST, activation_ref, assert_close, conv1x1_ref, conv_hwc2chw_ref, cuts, dwconv_ref,
-                     kernel_isas, maybe_bias, require_engine)
+                     in_pieces, kernel_isas, maybe_bias, require_engine)
 
 kernels = require_engine().kernels
 
@@ -112,11 +112,7 @@ def test_spmm_split_into_channel_and_pixel_ranges_is_bit_identical(isa, n, k, p,
     packed = kernels.pack_sparse(w, p)
     expect_row_groups(packed, w, groups)
     whole = kernels.spmm(packed, x, bias, act_min=0.0, isa=isa)
-    out = np.full((n, p), np.nan, np.float32)
-    n_cuts, p_cuts = cuts(rng, n, parts), cuts(rng, p, parts)
-    for n0, n1 in zip(n_cuts, n_cuts[1:]):
-        for p0, p1 in zip(p_cuts, p_cuts[1:]):
-            kernels.spmm(packed, x, bias, out=out, n_begin=n0, n_end=n1, p_begin=p0, p_end=p1, act_min=0.0, isa=isa)
+    out = in_pieces(rng, lambda **piece: kernels.spmm(packed, x, bias, **piece, act_min=0.0, isa=isa), n, p, parts)
     np.testing.assert_array_equal(out, whole)
 
 
@@ -276,11 +272,7 @@ def test_spmm_avx512_gives_the_avx2_bits_for_any_split(n, k, p, sparsity, groups
     packed = kernels.pack_sparse(w, p)
     kw = dict(act_min=act[0], act_max=act[1], hard_swish=act[2])
     avx2 = kernels.spmm(packed, x, bias, isa="avx2", **kw)
-    out = np.full((n, p), np.nan, np.float32)
-    n_cuts, p_cuts = cuts(rng, n, parts), cuts(rng, p, parts)
-    for n0, n1 in zip(n_cuts, n_cuts[1:]):
-        for p0, p1 in zip(p_cuts, p_cuts[1:]):
-            kernels.spmm(packed, x, bias, out=out, n_begin=n0, n_end=n1, p_begin=p0, p_end=p1, isa="avx512", **kw)
+    out = in_pieces(rng, lambda **piece: kernels.spmm(packed, x, bias, **piece, isa="avx512", **kw), n, p, parts)
     np.testing.assert_array_equal(out, avx2)
 
 
@@ -350,11 +342,7 @@ def test_gemm_matches_numpy_and_splits_bit_identically(isa, n, k, p, with_bias, 
     kw = dict(act_min=act[0], act_max=act[1], hard_swish=act[2], isa=isa)
     whole = kernels.gemm(packed, x, bias, **kw)
     assert_close(whole, conv1x1_ref(w, x, bias, act))
-    out = np.full((n, p), np.nan, np.float32)
-    n_cuts, p_cuts = cuts(rng, n, parts), cuts(rng, p, parts)
-    for n0, n1 in zip(n_cuts, n_cuts[1:]):
-        for p0, p1 in zip(p_cuts, p_cuts[1:]):
-            kernels.gemm(packed, x, bias, out=out, n_begin=n0, n_end=n1, p_begin=p0, p_end=p1, **kw)
+    out = in_pieces(rng, lambda **piece: kernels.gemm(packed, x, bias, **piece, **kw), n, p, parts)
     np.testing.assert_array_equal(out, whole)
 
 

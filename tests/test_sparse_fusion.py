@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from test_kernels import (ACTIVATIONS, FAST, ISAS, SPARSITIES, assert_close, conv1x1_ref, cuts, expect_row_groups,
+from test_kernels import (ACTIVATIONS, FAST, ISAS, SPARSITIES, assert_close, conv1x1_ref, expect_row_groups, in_pieces,
                           kernels, maybe_bias, sparse_weights)
 
 # ---- the sparse 1x1 kernel with weights scaled per input channel ------------------------------
@@ -43,11 +43,7 @@ def test_spmm_with_an_input_scale_multiplies_each_input_channel_first(isa, n, k,
     whole = kernels.spmm(packed, x, bias, **kw)
     assert_close(whole, conv1x1_ref(w, scale[:, None] * x, bias, act))
     # Any split of the ranges gives the whole range's bits.
-    out = np.full_like(whole, np.nan)
-    n_cuts, p_cuts = cuts(rng, n, parts), cuts(rng, p, parts)
-    for n0, n1 in zip(n_cuts, n_cuts[1:]):
-        for p0, p1 in zip(p_cuts, p_cuts[1:]):
-            kernels.spmm(packed, x, bias, out=out, n_begin=n0, n_end=n1, p_begin=p0, p_end=p1, **kw)
+    out = in_pieces(rng, lambda **piece: kernels.spmm(packed, x, bias, **piece, **kw), n, p, parts)
     np.testing.assert_array_equal(out, whole)
 
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from test_kernels import (ACTIVATIONS, FAST, ISAS, SPARSITIES, activation_ref, assert_close, conv1x1_ref, cuts,
-                          expect_row_groups, kernels, maybe_bias, sparse_weights)
+from test_kernels import (ACTIVATIONS, FAST, ISAS, SPARSITIES, activation_ref, assert_close, conv1x1_ref,
+                          expect_row_groups, in_pieces, kernels, maybe_bias, sparse_weights)
 
 # ---- the kernel --------------------------------------------------------------------------------
 
@@ -44,11 +44,7 @@ def test_spmm_adds_the_residual_before_the_activation_on_any_split(isa, n, k, p,
     whole = kernels.spmm(packed, x, bias, residual=skip, **kw)
     linear = conv1x1_ref(w, x, bias, (-np.inf, np.inf, False))
     assert_close(whole, activation_ref(linear + skip[:, :p], act))
-    out = np.full_like(whole, np.nan)
-    n_cuts, p_cuts = cuts(rng, n, parts), cuts(rng, p, parts)
-    for n0, n1 in zip(n_cuts, n_cuts[1:]):
-        for p0, p1 in zip(p_cuts, p_cuts[1:]):
-            kernels.spmm(packed, x, bias, out=out, n_begin=n0, n_end=n1, p_begin=p0, p_end=p1, residual=skip, **kw)
+    out = in_pieces(rng, lambda **piece: kernels.spmm(packed, x, bias, **piece, residual=skip, **kw), n, p, parts)
     np.testing.assert_array_equal(out, whole)
 
 
