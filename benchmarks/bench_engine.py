@@ -35,7 +35,8 @@ import time
 
 import numpy as np
 
-from common import RunRecord, argument_parser, litert_interpreter, litert_run, litert_times, summary, zero_by_magnitude
+from common import (RunRecord, argument_parser, litert_interpreter, litert_run, litert_times, nominal_peak_gflops,
+                    summary, zero_by_magnitude)
 
 GOALS = {"sparse90_speedup": 3.0, "sparse75_speedup": 1.8, "dense_speedup_min": 1 / 1.5,
          "two_thread_scaling": 1.6}
@@ -185,12 +186,12 @@ def main(argv=None):
 
     facts = record.facts(isa=engines["0"].isa)
     mhz = facts["cpu_mhz"]
-    # The core's FMA throughput measured now (the clock under turbo is not the
-    # nominal one), and the nominal figure: 2 FMA pipes x 8 floats x 2 flops per cycle.
+    # The core's FMA throughput with the engine's vectors, measured now (the
+    # clock under turbo is not the nominal one), and the nominal figure.
     from spruce.runtime import _bench
 
     peak = _bench.fma_peak_gflops(0.5, engines["0"].isa)
-    nominal_peak = 32 * mhz / 1e3 if mhz and engines["0"].isa in ("avx2", "avx512") else None
+    nominal_peak = nominal_peak_gflops(mhz, engines["0"].isa)
 
     report = {
         "benchmark": "spruce engine vs LiteRT interpreter (dense export), MobileNetV1",

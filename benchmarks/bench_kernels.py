@@ -5,8 +5,9 @@ kernel and the sparse kernel at 75% and 90% (random unstructured) sparsity,
 interleaved round by round in one process, with the timing loop in native code.
 Sparse GFLOP/s count useful FLOPs only (2 * nnz * pixels). Depthwise and entry
 conv layers are timed too. Fractions of peak are of the core's FMA throughput
-measured in the same run (independent FMA chains, _bench.fma_peak_gflops); the
-nominal figure from /proc/cpuinfo's clock is reported beside it. The timing
+measured in the same run with the vectors of the ISA the kernels ran
+(independent FMA chains, _bench.fma_peak_gflops: 512-bit under AVX-512, 256-bit
+under AVX2); the nominal figure from /proc/cpuinfo's clock is reported beside it. The timing
 loops live in spruce.runtime._bench, built beside the engine.
 
     PYTHONPATH=src python benchmarks/bench_kernels.py [--rounds 5] [--repeats 20] [--isa auto]
@@ -19,7 +20,7 @@ import sys
 
 import numpy as np
 
-from common import RunRecord, cpu_info
+from common import RunRecord, cpu_info, nominal_peak_gflops
 from spruce.runtime import _bench, _engine
 
 K = _engine.kernels
@@ -113,7 +114,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     model, mhz = cpu_info()
     isa = K.default_isa() if args.isa == "auto" else args.isa
-    nominal_peak = 2 * 8 * 2 * mhz / 1e3 if (mhz and isa in ("avx2", "avx512")) else None
+    nominal_peak = nominal_peak_gflops(mhz, isa)
     peak = _bench.fma_peak_gflops(0.5, isa)
 
     pointwise = bench_pointwise(rng, args.rounds, args.repeats, args.isa)
@@ -142,8 +143,9 @@ def main(argv=None):
         "clock_mhz_nominal": mhz,
         "peak_gflops_measured": peak,
         "peak_gflops_nominal": nominal_peak,
-        "peak_note": "fractions are of the measured peak (independent FMA chains on one core); "
-                     "nominal = 2 FMA units x 8 lanes x 2 FLOPs x nominal clock, which turbo exceeds",
+        "peak_note": "fractions are of the measured peak of this ISA's vectors (independent FMA chains "
+                     "on one core); nominal = 2 FMA units x lanes (8 AVX2, 16 AVX-512) x 2 FLOPs x "
+                     "nominal clock, which turbo exceeds",
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "rounds": args.rounds,

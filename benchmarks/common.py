@@ -35,6 +35,12 @@ def cpu_info():
     return model, mhz
 
 
+def nominal_peak_gflops(mhz, isa):
+    """2 FMA pipes x lanes of `isa`'s vectors (8 AVX2, 16 AVX-512) x 2 FLOPs x the clock; None elsewhere."""
+    lanes = {"avx2": 8, "avx512": 16}.get(isa)
+    return 2 * lanes * 2 * mhz / 1e3 if mhz and lanes else None
+
+
 def git_revision(folder=None):
     """The commit the benchmark ran on, and whether tracked files differed from it.
 

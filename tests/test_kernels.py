@@ -276,6 +276,31 @@ def test_spmm_avx512_gives_the_avx2_bits_for_any_split(n, k, p, sparsity, groups
     np.testing.assert_array_equal(out, avx2)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@FAST
+@given(
+    n=st.integers(1, 24),
+    k=st.integers(1, 300),
+    p=st.sampled_from([1024, 1031, 3136]),  # output rows a page or more apart: prefetched under AVX-512
+    sparsity=st.sampled_from(SPARSITIES),
+    groups=st.booleans(),
+    parts=st.integers(1, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_spmm_on_planes_of_a_page_or_more_matches_numpy_and_the_avx2_bits(isa, n, k, p, sparsity, groups, parts,
+                                                                          seed):
+    rng = np.random.default_rng(seed)
+    w = sparse_weights(rng, n, k, sparsity, zero_rows=not groups, groups=groups)
+    x = rng.standard_normal((k, p)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    packed = kernels.pack_sparse(w, p)
+    kw = dict(act_min=0.0, act_max=6.0)
+    out = in_pieces(rng, lambda **piece: kernels.spmm(packed, x, bias, **piece, isa=isa, **kw), n, p, parts)
+    assert_close(out, conv1x1_ref(w, x, bias, (0.0, 6.0, False)))
+    if isa == "avx512":
+        np.testing.assert_array_equal(out, kernels.spmm(packed, x, bias, isa="avx2", **kw))
+
+
 @needs_avx512
 @pytest.mark.parametrize("n,k,p,stride", [(512, 512, 196, 208), (1024, 1024, 49, 64), (160, 960, 49, 64),
                                           (256, 256, 784, 784), (480, 80, 196, 208), (64, 300, 98, 112)])
@@ -861,5 +886,7 @@ def test_measured_fma_peak_is_positive_and_rejects_bad_durations():
     assert peak > 0 and portable > 0
     if kernels.default_isa() == "avx2":
         assert peak > portable  # 8-lane FMAs beat plain C++ multiply-adds
+    if kernels.default_isa() == "avx512":  # the 512-bit chains run under AVX-512 (and the 256-bit ones)
+        assert bench.fma_peak_gflops(0.05, isa="avx512") > 0 and bench.fma_peak_gflops(0.05, isa="avx2") > 0
     with pytest.raises(ValueError, match="seconds must be in"):
         bench.fma_peak_gflops(0.0)

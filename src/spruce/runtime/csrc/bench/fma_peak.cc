@@ -1,4 +1,4 @@
-// The portable multiply-add peak, and the choice between it and the AVX2 one.
+// The portable multiply-add peak, and the choice between it and the vector ones.
 #include "bench/fma_peak.h"
 
 #include <chrono>
@@ -10,7 +10,9 @@ namespace bench {
 
 double fma_peak_gflops(kernels::Isa isa, double seconds) {
 #if SPRUCE_X86_KERNELS
-  if (kernels::resolve_isa(isa) >= kernels::Isa::kAvx2) return fma_peak_gflops_avx2(seconds);
+  const kernels::Isa resolved = kernels::resolve_isa(isa);
+  if (resolved == kernels::Isa::kAvx512) return fma_peak_gflops_avx512(seconds);
+  if (resolved >= kernels::Isa::kAvx2) return fma_peak_gflops_avx2(seconds);
 #endif
   float a[8];
   for (int i = 0; i < 8; ++i) a[i] = 0.001f * static_cast<float>(i);

@@ -121,6 +121,9 @@ constexpr int kSpmm512GroupVectors = 3;
 constexpr int64_t kSpmm512WholeImage = 256;
 constexpr int64_t kSpmm512WideTile = 128;
 constexpr int64_t kSpmm512PairedTile = 112;
+// Rows ahead whose output lines the AVX-512 sparse kernel prefetches for
+// writing when output rows are a page or more apart (spmm_avx512.cc).
+constexpr int kSpmm512PrefetchRows = 4;
 // The AVX-512 depthwise kernel runs outputs at least this wide (5x5; 3x3 at
 // stride 2; 3x3 at stride 1); narrower ones take the AVX2 kernel.
 constexpr int32_t kDw512MinOutW5 = 14;

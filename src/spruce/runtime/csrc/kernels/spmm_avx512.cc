@@ -32,7 +32,11 @@ inline void store(float* p, int v, __mmask16 mask, __m512 y) {
   }
 }
 
-template <int V, bool kMask, bool kPaired>
+// Asks for the line at p in a state that can be written (PREFETCHW, on every
+// AVX-512 CPU).
+inline void prefetch_write(const float* p) { asm volatile("prefetchw %0" : : "m"(*reinterpret_cast<const char*>(p))); }
+
+template <int V, bool kMask, bool kPaired, bool kPrefetch>
 void spmm_pass(const SparseMatrix& w, const float* values, const float* bias, const char* in, float* out,
                int64_t out_stride,
                int32_t n_begin, int32_t n_end, __mmask16 mask, const avx512::Epilogue& epilogue_in,
@@ -44,6 +48,10 @@ void spmm_pass(const SparseMatrix& w, const float* values, const float* bias, co
     const bool first = b == 0, last = b + 1 == w.blocks;
     for (int32_t n = n_begin; n < n_end; ++n) {
       float* o = out + n * out_stride;
+      // The first k-block writes output lines that were last used long ago.
+      if (kPrefetch && first && n + kSpmm512PrefetchRows < n_end) {
+        for (int v = 0; v < V; ++v) prefetch_write(o + kSpmm512PrefetchRows * out_stride + 16 * v);
+      }
       __m512 acc0[V], acc1[V];
       if (first) {
         const __m512 bn = bias != nullptr ? _mm512_set1_ps(bias[n]) : _mm512_setzero_ps();
@@ -142,47 +150,54 @@ using PassFn = void (*)(const SparseMatrix&, const float*, const float*, const c
 
 enum class Mode { kSingle, kPaired, kGroups };
 
-template <Mode M, int V>
+template <Mode M, int V, bool kPrefetch>
 PassFn pass_fn(bool masked) {
   if constexpr (M == Mode::kGroups) {
     return masked ? &group_pass<V, true> : &group_pass<V, false>;
   } else {
     constexpr bool kPaired = M == Mode::kPaired;
-    return masked ? &spmm_pass<V, true, kPaired> : &spmm_pass<V, false, kPaired>;
+    return masked ? &spmm_pass<V, true, kPaired, kPrefetch> : &spmm_pass<V, false, kPaired, kPrefetch>;
   }
 }
 
-template <Mode M>
+template <Mode M, bool kPrefetch>
 PassFn pick_pass(int vectors, bool masked) {
   switch (vectors) {
-    case 1: return pass_fn<M, 1>(masked);
-    case 2: return pass_fn<M, 2>(masked);
-    case 3: return pass_fn<M, 3>(masked);
-    case 4: return pass_fn<M, 4>(masked);
-    case 5: return pass_fn<M, 5>(masked);
-    case 6: return pass_fn<M, 6>(masked);
-    case 7: return pass_fn<M, 7>(masked);
-    default: return pass_fn<M, 8>(masked);
+    case 1: return pass_fn<M, 1, kPrefetch>(masked);
+    case 2: return pass_fn<M, 2, kPrefetch>(masked);
+    case 3: return pass_fn<M, 3, kPrefetch>(masked);
+    case 4: return pass_fn<M, 4, kPrefetch>(masked);
+    case 5: return pass_fn<M, 5, kPrefetch>(masked);
+    case 6: return pass_fn<M, 6, kPrefetch>(masked);
+    case 7: return pass_fn<M, 7, kPrefetch>(masked);
+    default: return pass_fn<M, 8, kPrefetch>(masked);
   }
 }
 
 // Pixels [p_begin, p_end) in passes of at most max_vectors vectors, the range
 // cut into passes of near-equal width (whole vectors but the last), so no pass
 // is a thin remainder that re-reads all the weights for a few pixels.
+// Output rows at least a page apart (planes of 32x32 pixels and more) get
+// their lines asked for kSpmm512PrefetchRows rows ahead: the L2 streamer
+// follows a stream within a page only, so each row's first stores would
+// otherwise wait for its lines from L3 one after the other.
 template <Mode M>
 void run_passes(const SparseMatrix& w, const float* values, const float* bias, const float* input, float* output, int64_t out_stride,
                 int32_t r_begin, int32_t r_end, int64_t p_begin, int64_t p_end, int max_vectors,
                 const avx512::Epilogue& epilogue, const float* res, int64_t res_stride) {
   const int64_t vectors = (p_end - p_begin + 15) / 16;
   const int64_t passes = (vectors + max_vectors - 1) / max_vectors;
+  // Row groups load each entry's inputs once for four rows: not prefetched.
+  const bool prefetch = M != Mode::kGroups && out_stride * static_cast<int64_t>(sizeof(float)) >= 4096;
   int64_t p = p_begin;
   for (int64_t i = 0; i < passes; ++i) {
     const int64_t v = (vectors * (i + 1)) / passes - (vectors * i) / passes;
     const int64_t width = std::min<int64_t>(16 * v, p_end - p);
     const int tail = static_cast<int>(width % 16);
-    pick_pass<M>(static_cast<int>(v), tail != 0)(w, values, bias, reinterpret_cast<const char*>(input + p), output + p,
-                                                 out_stride, r_begin, r_end, avx512::tail_mask(tail), epilogue,
-                                                 res != nullptr ? res + p : nullptr, res_stride);
+    const PassFn pass = prefetch ? pick_pass<M, true>(static_cast<int>(v), tail != 0)
+                                 : pick_pass<M, false>(static_cast<int>(v), tail != 0);
+    pass(w, values, bias, reinterpret_cast<const char*>(input + p), output + p, out_stride, r_begin, r_end,
+         avx512::tail_mask(tail), epilogue, res != nullptr ? res + p : nullptr, res_stride);
     p += width;
   }
 }
