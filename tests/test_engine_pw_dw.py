@@ -191,20 +191,20 @@ def _kinds(plan):
 
 
 def test_only_large_intermediates_are_fused():
-    big = pw_dw_plan(0, 56, 56, 16, 32, 3, 2, "same", True, 3, 3, False, False)  # 56x56x32 floats: 392 KiB
-    small = pw_dw_plan(0, 14, 14, 16, 32, 3, 2, "same", True, 3, 3, False, False)
+    big = pw_dw_plan(0, 112, 112, 16, 48, 3, 2, "same", True, 3, 3, False, False)  # 112x112x48 floats: 2.3 MiB
+    small = pw_dw_plan(0, 56, 56, 16, 48, 3, 2, "same", True, 3, 3, False, False)
     assert "conv1x1_depthwise" in _kinds(loader._fuse_pointwise_depthwise(big))
     assert "conv1x1_depthwise" not in _kinds(loader._fuse_pointwise_depthwise(small))
 
 
 def test_the_environment_variable_keeps_the_pair_apart(monkeypatch):
     monkeypatch.setenv("SPRUCE_ENGINE_UNFUSED_PW_DW", "1")
-    plan = pw_dw_plan(0, 56, 56, 16, 32, 3, 2, "same", True, 3, 3, False, False)
+    plan = pw_dw_plan(0, 112, 112, 16, 48, 3, 2, "same", True, 3, 3, False, False)
     assert "conv1x1_depthwise" not in _kinds(loader._fuse_pointwise_depthwise(plan))
 
 
 def test_a_pair_whose_intermediate_has_another_reader_stays_apart():
-    plan = pw_dw_plan(0, 56, 56, 16, 32, 3, 2, "same", True, 3, 3, False, False)
+    plan = pw_dw_plan(0, 112, 112, 16, 48, 3, 2, "same", True, 3, 3, False, False)
     mid = plan.ops[1]["outputs"][0]
     out = len(plan.tensors)
     plan.tensors.append({"shape": plan.tensors[mid]["shape"], "layout": NATIVE, "data": None, "dtype": 0})
@@ -216,9 +216,9 @@ def test_a_pair_whose_intermediate_has_another_reader_stays_apart():
 
 def test_wide_stride_1_planes_stay_apart():
     """The AVX2 kernel sums a plane wider than 128 columns in another order than a strip."""
-    plan = pw_dw_plan(0, 8, 130, 4, 64, 3, 1, "same", True, 0, 0, False, False)
+    plan = pw_dw_plan(0, 64, 130, 4, 64, 3, 1, "same", True, 0, 0, False, False)
     assert "conv1x1_depthwise" not in _kinds(loader._fuse_pointwise_depthwise(plan))
-    plan = pw_dw_plan(0, 8, 130, 4, 64, 3, 2, "same", True, 0, 0, False, False)
+    plan = pw_dw_plan(0, 64, 130, 4, 64, 3, 2, "same", True, 0, 0, False, False)
     assert "conv1x1_depthwise" in _kinds(loader._fuse_pointwise_depthwise(plan))
 
 

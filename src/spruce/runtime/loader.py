@@ -910,12 +910,13 @@ def _fuse_means(plan):
 
 
 # A 1x1 conv and the depthwise conv reading its output run as one operator
-# (_fuse_pointwise_depthwise) when that output takes at least this many bytes: below it the
-# tensor stays in cache between the two anyway.
-PW_DW_MIN_BYTES = 256 << 10
+# (_fuse_pointwise_depthwise) when that output takes at least this many bytes: a smaller
+# one mostly stays in L2 between the two, and the strips' overheads cost more than the
+# round trip saves.
+PW_DW_MIN_BYTES = 2 << 20
 # The strip buffer of that operator (the depthwise input rows of one strip of output, all
-# channels) is sized to about this many bytes, so that it stays in a core's L2.
-PW_DW_STRIP_BYTES = 256 << 10
+# channels) is sized to about this many bytes: it stays in L2 and the strips stay long.
+PW_DW_STRIP_BYTES = 512 << 10
 
 
 def _pw_dw_strip_rows(channels, height, width, kernel, stride):
