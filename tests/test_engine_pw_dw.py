@@ -157,6 +157,18 @@ def test_fused_pair_gives_the_unfused_bits_on_large_and_odd_planes():
     check_sized_cases()
 
 
+def test_fused_pair_gives_the_unfused_bits_on_a_batch_of_two():
+    for args in [(0, 20, 17, 5, 12, 3, 2, "same", True, 3, loader._SWISH_EPILOGUE, True, True),
+                 (3, 13, 9, 7, 9, 5, 1, "valid", False, loader._HARD_SWISH_EPILOGUE, 1, True, False)]:
+        plan = pw_dw_plan(*args)
+        for tensor in plan.tensors:
+            tensor["shape"][0] = 2
+        x = np.random.default_rng(1).standard_normal([2, *plan.tensors[0]["shape"][1:]]).astype(np.float32)
+        for threads in (1, 2):
+            for got, want in zip(run_plan(fused(plan, 3), x, threads), run_plan(plan, x, threads), strict=True):
+                np.testing.assert_array_equal(got, want)
+
+
 _ISA_CHECK = """
 import sys
 sys.path.insert(0, {tests!r})
