@@ -26,6 +26,7 @@ operator, a uint8 or int16 tensor, weights computed at run time) raises
 """
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -908,6 +909,77 @@ def _fuse_means(plan):
     return _drop_fused(plan, fused)
 
 
+# A 1x1 conv and the depthwise conv reading its output run as one operator
+# (_fuse_pointwise_depthwise) when that output takes at least this many bytes: a smaller
+# one mostly stays in L2 between the two, and the strips' overheads cost more than the
+# round trip saves.
+PW_DW_MIN_BYTES = 2 << 20
+# The strip buffer of that operator (the depthwise input rows of one strip of output, all
+# channels) is sized to about this many bytes: it stays in L2 and the strips stay long.
+PW_DW_STRIP_BYTES = 512 << 10
+
+
+def _pw_dw_strip_rows(channels, height, width, kernel, stride):
+    """Output rows per strip: as many as keep the strip's input rows within PW_DW_STRIP_BYTES."""
+    rows = PW_DW_STRIP_BYTES // (4 * channels * width)
+    return max(1, (min(rows, height) - kernel) // stride + 1)
+
+
+def _fuse_pointwise_depthwise(plan):
+    """Runs each 1x1 conv whose output only a depthwise conv reads, when that output is
+    large (PW_DW_MIN_BYTES), together with the depthwise conv as one operator
+    (ops/conv_pw_dw.cc) that computes the 1x1 conv a strip of rows at a time into a
+    buffer the depthwise conv reads while it is in cache: the large tensor is never
+    written. Both halves run the kernels of the operators they replace, so the outputs
+    are their bits. Kept apart: convs with an input scale or a residual, depthwise
+    convs other than 3x3 or 5x5 at stride 1 or 2, and, at stride 1, planes wider than
+    128 columns or taller than the AVX2 kernel's padded copy holds (it sums such planes
+    in another order than it sums a strip). SPRUCE_ENGINE_UNFUSED_PW_DW=1 turns this
+    off (benchmarks compare both)."""
+    if os.environ.get("SPRUCE_ENGINE_UNFUSED_PW_DW") == "1":
+        return plan
+    writer, readers = {}, {}
+    for i, op in enumerate(plan.ops):
+        for t in op["outputs"]:
+            writer[t] = i
+        for t in op["inputs"]:
+            readers.setdefault(t, []).append(i)
+    fused = {}  # depthwise op index -> conv op index
+    for d, dw in enumerate(plan.ops):
+        if dw["kind"] != "depthwise" or len(dw["inputs"]) != 1:
+            continue
+        mid = dw["inputs"][0]
+        c = writer.get(mid)
+        if c is None or readers.get(mid) != [d] or mid in plan.outputs:
+            continue
+        conv = plan.ops[c]
+        if (conv["kind"] not in ("conv1x1_sparse", "conv1x1_dense") or len(conv["inputs"]) != 1
+                or len(conv["outputs"]) != 1 or conv["ints"].get("input_scale")):
+            continue
+        ints = dw["ints"]
+        k, s = ints["kernel"], ints["stride"]
+        _, h, w, n = plan.tensors[mid]["shape"]
+        pads = [ints[key] for key in ("pad_top", "pad_left", "pad_bottom", "pad_right")]
+        if k not in (3, 5) or s not in (1, 2) or max(pads) > k - 1 or 4 * h * w * n < PW_DW_MIN_BYTES:
+            continue
+        if s == 1 and (w > 128 or (h + k) * ((w + 7) // 8 * 8 + 8) > 16384):
+            continue
+        arrays = {"pw_weights": conv["arrays"]["weights"], "weights": dw["arrays"]["weights"]}
+        if "bias" in conv["arrays"]:
+            arrays["pw_bias"] = conv["arrays"]["bias"]
+        if "bias" in dw["arrays"]:
+            arrays["bias"] = dw["arrays"]["bias"]
+        plan.ops[c] = {
+            "kind": "conv1x1_depthwise", "name": f"{conv['name']} + {dw['name']}", "inputs": list(conv["inputs"]),
+            "outputs": list(dw["outputs"]), "floats": {}, "arrays": arrays,
+            "ints": {**ints, "sparse": int(conv["kind"] == "conv1x1_sparse"),
+                     "pw_activation": conv["ints"].get("activation", 0),
+                     "strip_rows": _pw_dw_strip_rows(n, h, w, k, s)},
+        }
+        fused[d] = c
+    return _drop_fused(plan, fused)
+
+
 def _drop_fused(plan, fused):
     """The plan without the ops in `fused` (op index -> the op that now computes it),
     each TFLite layer they ran marked as fused into that op."""
@@ -931,4 +1003,4 @@ def build_plan(model, sparse_threshold=DEFAULT_SPARSE_THRESHOLD):
             "single-subgraph models"
         )
     plan = _fuse_residual_adds(_Builder(model.main, sparse_threshold).build())
-    return _fuse_means(_fuse_input_scales(plan))
+    return _fuse_pointwise_depthwise(_fuse_means(_fuse_input_scales(plan)))

@@ -43,6 +43,8 @@ std::unique_ptr<Op> make_depthwise_general(const OpSpec& s, const std::vector<Te
 std::unique_ptr<Op> make_conv_entry(const OpSpec& s, const std::vector<Tensor>& t);
 std::unique_ptr<Op> make_conv1x1(const OpSpec& s, const std::vector<Tensor>& t, bool sparse);
 std::unique_ptr<Op> make_depthwise(const OpSpec& s, const std::vector<Tensor>& t);
+// conv_pw_dw.cc (a 1x1 conv and the depthwise conv reading it, over strips of rows)
+std::unique_ptr<Op> make_conv_pw_dw(const OpSpec& s, const std::vector<Tensor>& t);
 
 // quantized_*.cc: the int8 operators (kinds ending in "_s8"; see loader's runtime/quantized.py)
 std::unique_ptr<Op> make_quantize(const OpSpec& s, const std::vector<Tensor>& t);

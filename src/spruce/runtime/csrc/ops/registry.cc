@@ -49,6 +49,7 @@ std::unique_ptr<Op> make_op(const OpSpec& s, const std::vector<Tensor>& t) {
   if (k == "conv_sparse") return make_conv_sparse(s, t);
   if (k == "conv_matvec") return make_matvec(s, t);
   if (k == "depthwise") return make_depthwise(s, t);
+  if (k == "conv1x1_depthwise") return make_conv_pw_dw(s, t);
   if (k == "depthwise_general") return make_depthwise_general(s, t);
   if (k == "unary") return make_unary(s, t);
   if (k == "add") return make_binary(s, t, BinaryKind::kAdd);
