@@ -17,6 +17,11 @@ bool qs8_dwconv_chw_vnni(const QS8DwParams& p, const int16_t* weights, const int
                          const QS8Output& out, const int8_t* input, int8_t* output, int32_t c_begin,
                          int32_t c_end, uint8_t* scratch);
 size_t qs8_dwconv_quad_scratch(const QS8DwParams& p);
+bool qs8_dwconv_chw_dw3(const QS8DwParams& p, const int16_t* weights, const int32_t* bias, const float* scale,
+                        const QS8Output& out, const int8_t* input, int8_t* output, int32_t c_begin, int32_t c_end,
+                        uint8_t* scratch);
+size_t qs8_dwconv_dw3_scratch_bytes(const QS8DwParams& p);
+bool cpu_has_avx512_vbmi2();
 bool cpu_has_avx512_vbmi();
 #endif
 
@@ -27,6 +32,7 @@ size_t qs8_dwconv_scratch(const QS8DwParams& p) {
   size_t values = 2 * plane + 2 * static_cast<size_t>(p.out_w + 32) + 64;
 #if SPRUCE_X86_KERNELS
   values = std::max(values, (qs8_dwconv_quad_scratch(p) + 1) / 2);
+  values = std::max(values, (qs8_dwconv_dw3_scratch_bytes(p) + 1) / 2);
 #endif
   return values;
 }
@@ -79,6 +85,11 @@ void qs8_dwconv_chw(const QS8DwParams& p, const int16_t* weights, const int32_t*
                     const QS8Output& out, const int8_t* input, int8_t* output, int32_t c_begin, int32_t c_end,
                     int16_t* scratch, Isa isa) {
 #if SPRUCE_X86_KERNELS
+  if (resolve_isa(isa) == Isa::kAvx512 && cpu_has_avx512_vnni() && cpu_has_avx512_vbmi2() &&
+      qs8_dwconv_chw_dw3(p, weights, bias, scale, out, input, output, c_begin, c_end,
+                         reinterpret_cast<uint8_t*>(scratch))) {
+    return;
+  }
   if (resolve_isa(isa) == Isa::kAvx512 && cpu_has_avx512_vnni() && cpu_has_avx512_vbmi() &&
       qs8_dwconv_chw_vnni(p, weights, bias, scale, out, input, output, c_begin, c_end,
                           reinterpret_cast<uint8_t*>(scratch))) {
