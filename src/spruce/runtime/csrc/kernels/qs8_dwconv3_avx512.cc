@@ -128,9 +128,9 @@ SPRUCE_VNNI_VBMI2 __m512i output_order(int32_t stride) {
 }
 
 // One channel: builds its grid, then 64 outputs at a time. w holds, per
-// kernel row, the weight dwords of each vpdpbusd (see qs8_dwconv_chw_dw3).
+// kernel row, the weight dwords of each vpdpbusd (QS8DwWeights::dw3_taps).
 template <int S, int KH>
-SPRUCE_VNNI_VBMI2 void channel(const QS8DwParams& p, const Grid& g, const __m512i* w, int32_t bias,
+SPRUCE_VNNI_VBMI2 void channel(const QS8DwParams& p, const Grid& g, const int32_t* w, int32_t bias,
                                __m512 scale, __m512 hi, __m512i zp16, __m512i out_min, __m512i order,
                                const int8_t* x, __m512i pad, const __mmask64* keep, uint8_t* planes, int8_t* y) {
   const int32_t kh = KH ? KH : p.kernel_h;
@@ -145,7 +145,10 @@ SPRUCE_VNNI_VBMI2 void channel(const QS8DwParams& p, const Grid& g, const __m512
 #pragma GCC unroll 16
     for (int32_t ky = 0; ky < kh; ++ky) {
       const uint8_t* src = rows[ky] + c * 64 * S;
-      const __m512i* wk = w + 6 * ky;
+      // Broadcast from memory: each weight dword is an operand of its vpdpbusd.
+      const int32_t* t = w + 6 * ky;
+      const __m512i wk[6] = {_mm512_set1_epi32(t[0]), _mm512_set1_epi32(t[1]), _mm512_set1_epi32(t[2]),
+                             _mm512_set1_epi32(t[3]), _mm512_set1_epi32(t[4]), _mm512_set1_epi32(t[5])};
       if (S == 1) {
         const __m512i l0 = _mm512_loadu_si512(src), l1 = _mm512_loadu_si512(src + 4);
         acc[0] = _mm512_dpbusd_epi32(acc[0], l0, wk[0]);
@@ -182,16 +185,13 @@ size_t qs8_dwconv_dw3_scratch_bytes(const QS8DwParams& p) {
   return static_cast<size_t>(g.planes * g.plane_bytes + g.chunks * 8 + 64);
 }
 
-// False (nothing done) for the shapes it does not cover (see covers) and for
-// weights outside int8.
-SPRUCE_VNNI_VBMI2 bool qs8_dwconv_chw_dw3(const QS8DwParams& p, const int16_t* weights, const int32_t* bias,
+// False (nothing done) for the shapes it does not cover (see covers). taps and
+// bias are QS8DwWeights::dw3_taps and dw3_bias.
+SPRUCE_VNNI_VBMI2 bool qs8_dwconv_chw_dw3(const QS8DwParams& p, const int32_t* taps, const int32_t* bias,
                                           const float* scale, const QS8Output& out, const int8_t* input,
                                           int8_t* output, int32_t c_begin, int32_t c_end, uint8_t* scratch) {
   if (!covers(p)) return false;
-  const int32_t kh = p.kernel_h, taps = 3 * kh;
-  for (int64_t i = static_cast<int64_t>(c_begin) * taps; i < static_cast<int64_t>(c_end) * taps; ++i) {
-    if (weights[i] < -128 || weights[i] > 127) return false;
-  }
+  const int32_t kh = p.kernel_h;
   const Grid g = grid_of(p);
   uint8_t* planes = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch) + 63) & ~uintptr_t(63));
   __mmask64* keep = reinterpret_cast<__mmask64*>(planes + g.planes * g.plane_bytes);
@@ -218,29 +218,9 @@ SPRUCE_VNNI_VBMI2 bool qs8_dwconv_chw_dw3(const QS8DwParams& p, const int16_t* w
   const __m512i order = output_order(p.stride_w);
   const __m512i pad = _mm512_set1_epi8(static_cast<char>(p.input_zero_point));
   auto run = p.stride_w == 1 ? (kh == 3 ? &channel<1, 3> : &channel<1, 0>) : (kh == 3 ? &channel<2, 3> : &channel<2, 0>);
-  __m512i w[6 * kMaxRows];
   for (int32_t c = c_begin; c < c_end; ++c) {
-    const int16_t* wc = weights + static_cast<int64_t>(c) * taps;
-    int32_t sum = 0;
-    for (int32_t ky = 0; ky < kh; ++ky) {
-      const uint32_t w0 = static_cast<uint8_t>(wc[3 * ky]), w1 = static_cast<uint8_t>(wc[3 * ky + 1]),
-                     w2 = static_cast<uint8_t>(wc[3 * ky + 2]);
-      sum += wc[3 * ky] + wc[3 * ky + 1] + wc[3 * ky + 2];
-      // Bytes of the row's taps as one dword, and the same shifted to start at byte j.
-      const uint32_t row = w0 | w1 << 8 | w2 << 16;
-      uint32_t d[6];
-      if (p.stride_w == 1) {
-        // Start 0; start 1; start 2 (two taps here, one in the next dword); start 3 (one, two).
-        d[0] = row, d[1] = row << 8, d[2] = row << 16, d[3] = row >> 16, d[4] = row << 24, d[5] = row >> 8;
-      } else {
-        // Start 0; start 2 (two taps here, one in the next dword).
-        d[0] = row, d[1] = row << 16, d[2] = row >> 16, d[3] = d[4] = d[5] = 0;
-      }
-      for (int i = 0; i < 6; ++i) w[6 * ky + i] = _mm512_set1_epi32(static_cast<int32_t>(d[i]));
-    }
-    const int32_t b = bias[c] - (p.input_zero_point + 128) * sum;
-    run(p, g, w, b, _mm512_set1_ps(scale[c]), hi, zp16, omin, order, input + c * in_plane, pad, keep, planes,
-        output + c * out_plane);
+    run(p, g, taps + static_cast<int64_t>(c) * kh * 6, bias[c], _mm512_set1_ps(scale[c]), hi, zp16, omin, order,
+        input + c * in_plane, pad, keep, planes, output + c * out_plane);
   }
   return true;
 }

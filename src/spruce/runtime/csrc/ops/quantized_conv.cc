@@ -226,9 +226,9 @@ class QDepthwiseOp : public Op {
     p_.pad_top = static_cast<int32_t>(pt), p_.pad_left = static_cast<int32_t>(pl);
     p_.input_zero_point = zero_point(s, "input_zero_point");
     const std::vector<int8_t> w = int8_array(s, "weights", {c_, kh, kw});
-    weights_.assign(w.begin(), w.end());
-    bias_ = int32_bias(s, c_);
-    scale_ = requant_scales(s, c_);
+    const std::vector<int32_t> bias = int32_bias(s, c_);
+    const std::vector<float> scale = requant_scales(s, c_);
+    w_ = kernels::pack_qs8_dw(p_, w.data(), static_cast<int32_t>(c_), bias.data(), scale.data());
     out_ = qs8_output(s);
   }
 
@@ -248,7 +248,7 @@ class QDepthwiseOp : public Op {
         // largest layer it has run: no allocation once every layer has run.
         thread_local std::vector<int16_t> buffer;
         if (buffer.size() < scratch) buffer.resize(scratch);
-        kernels::qs8_dwconv_chw(p_, weights_.data(), bias_.data(), scale_.data(), out_, x.s8() + n * in_img,
+        kernels::qs8_dwconv_chw(p_, w_, out_, x.s8() + n * in_img,
                                 y.s8() + n * out_img, static_cast<int32_t>(cb), static_cast<int32_t>(ce),
                                 buffer.data(), kernels::default_isa());
       };
@@ -263,9 +263,7 @@ class QDepthwiseOp : public Op {
  private:
   int64_t n_, c_;
   kernels::QS8DwParams p_;
-  std::vector<int16_t> weights_;
-  std::vector<int32_t> bias_;
-  std::vector<float> scale_;
+  kernels::QS8DwWeights w_;
   kernels::QS8Output out_;
 };
 
