@@ -88,9 +88,10 @@ class QConvOp : public Op {
     // Each output pixel's window, as bytes + 128, then regrouped four at a time:
     // tile[b][q][j] = window value 4b + j of output pixel p + q.
     const int64_t row_bytes = static_cast<int64_t>(w_.blocks) * 4;
-    // [count][row_bytes]; each pool thread keeps one, grown to the largest tile it has filled.
+    // [count][row_bytes] and 16 bytes of slack; each pool thread keeps one, grown to the
+    // largest tile it has filled.
     thread_local std::vector<uint8_t> window_buffer;
-    if (window_buffer.size() < tile_bytes_) window_buffer.resize(tile_bytes_);
+    if (window_buffer.size() < tile_bytes_ + 16) window_buffer.resize(tile_bytes_ + 16);
     uint8_t* windows = window_buffer.data();
     for (int64_t q = 0; q < count; ++q) {
       uint8_t* win = windows + q * row_bytes;
@@ -120,6 +121,16 @@ class QConvOp : public Op {
             continue;
           }
           const int8_t* src = x + (iy * in_w_) * in_c_;
+          if (inside_w && span <= 16) {
+            // A short window row (the 3x3 entry conv's 9 bytes) as one 16-byte copy: the
+            // bytes past it land where the next row or pixel is written after, or in the
+            // buffer's slack, and reading past the row stays within the arena's slack.
+            uint8_t v[16];
+            std::memcpy(v, src + ix0 * in_c_, 16);
+            for (int i = 0; i < 16; ++i) v[i] ^= 0x80;
+            std::memcpy(dst, v, 16);
+            continue;
+          }
           if (inside_w) {
             const int8_t* from = src + ix0 * in_c_;
             for (int64_t i = 0; i < span; ++i) dst[i] = static_cast<uint8_t>(from[i] + 128);
