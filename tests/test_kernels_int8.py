@@ -124,6 +124,32 @@ def test_qs8_dwconv_every_kernel_width_and_stride_matches_numpy(isa, kw, stride_
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("size,stride,pad", [
+    (112, 1, (1, 1, 1, 1)), (112, 2, (0, 0, 1, 1)), (56, 2, (1, 1, 1, 1)), (28, 1, (1, 1, 1, 1)),
+    (14, 1, (1, 1, 1, 1)), (14, 2, (0, 0, 1, 1)), (7, 1, (1, 1, 1, 1)), (7, 2, (1, 1, 1, 1)),
+    (9, 1, (0, 0, 0, 0)), (16, 1, (0, 2, 2, 0)), (17, 2, (2, 0, 0, 2)), (64, 1, (1, 1, 1, 1)),
+    (63, 2, (1, 1, 1, 1)), (130, 1, (1, 1, 1, 1))])
+def test_qs8_dwconv_3x3_on_mobilenet_planes_matches_numpy(isa, size, stride, pad):
+    # The 3x3 planes of MobileNet and MobileNetV2, planes whose rows fill or
+    # overrun a vector, and padding only on one side (outputs whose taps reach
+    # into the next grid row's padding).
+    rng = np.random.default_rng(size * 10 + stride)
+    c = 5
+    w = rng.integers(-128, 128, (c, 3, 3)).astype(np.int8)
+    x = rng.integers(-128, 128, (c, size, size + 3)).astype(np.int8)
+    bias = rng.integers(-(1 << 18), 1 << 18, c).astype(np.int32)
+    scale = (rng.uniform(0.5, 2.0, c) * 1e-3).astype(np.float32)
+    zp_in, zp_out = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
+    lo, hi = sorted(int(v) for v in rng.integers(-128, 128, 2))
+    want = dwconv_ref(w, x, bias, scale, [stride] * 2, pad, zp_in, zp_out, lo, hi)
+    got = kernels.qs8_dwconv(w, x, bias, scale, [stride] * 2, pad, zp_in, zp_out, lo, hi, isa=isa)
+    np.testing.assert_array_equal(got, want)
+    part = kernels.qs8_dwconv(w, x, bias, scale, [stride] * 2, pad, zp_in, zp_out, lo, hi, c_begin=1, c_end=4,
+                              isa=isa)
+    np.testing.assert_array_equal(part[1:4], want[1:4])
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("seed", range(6))
 def test_qs8_fully_connected_matches_numpy(isa, seed):
     rng = np.random.default_rng(seed)

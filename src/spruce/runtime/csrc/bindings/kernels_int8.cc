@@ -139,7 +139,7 @@ void register_int8_kernel_bindings(py::module_& m) {
         const int64_t ce = end_or(c_end, C);
         check_range("channel", c_begin, ce, C);
         const kernels::Isa i = parse_isa(isa);
-        std::vector<int16_t> w16(w.data(), w.data() + w.size());
+        const kernels::QS8DwWeights packed = kernels::pack_qs8_dw(p, w.data(), static_cast<int32_t>(C), b.data(), s.data());
         std::vector<int16_t> scratch(kernels::qs8_dwconv_scratch(p));
         py::array_t<int8_t> y({C, static_cast<py::ssize_t>(p.out_h), static_cast<py::ssize_t>(p.out_w)});
         std::fill(y.mutable_data(), y.mutable_data() + y.size(), int8_t{0});
@@ -147,7 +147,7 @@ void register_int8_kernel_bindings(py::module_& m) {
         int8_t* yd = y.mutable_data();
         {
           py::gil_scoped_release release;
-          kernels::qs8_dwconv_chw(p, w16.data(), b.data(), s.data(), out, x.data(), yd, static_cast<int32_t>(c_begin),
+          kernels::qs8_dwconv_chw(p, packed, out, x.data(), yd, static_cast<int32_t>(c_begin),
                                   static_cast<int32_t>(ce), scratch.data(), i);
         }
         return y;

@@ -106,11 +106,24 @@ struct QS8DwParams {
 // int16 values of scratch one call needs.
 size_t qs8_dwconv_scratch(const QS8DwParams& p);
 
-// Channels [c_begin, c_end). weights [C][kh][kw] as int16, bias [C] int32,
-// scale [C]. input [C][in_h * in_w], output [C][out_h * out_w].
-void qs8_dwconv_chw(const QS8DwParams& p, const int16_t* weights, const int32_t* bias, const float* scale,
-                    const QS8Output& out, const int8_t* input, int8_t* output, int32_t c_begin,
-                    int32_t c_end, int16_t* scratch, Isa isa);
+// A layer's weights, packed once: as given, and as the tables of the AVX-512
+// kernel for 3-wide kernels (qs8_dwconv3_avx512.cc), which are empty for
+// other shapes.
+struct QS8DwWeights {
+  std::vector<int16_t> weights;   // [C][kh][kw]
+  std::vector<int32_t> bias;      // [C]
+  std::vector<float> scale;       // [C]
+  std::vector<int32_t> dw3_taps;  // [C][kh][6]: each kernel row shifted to each start byte
+  std::vector<int32_t> dw3_bias;  // [C]: bias - (input zero point + 128) * sum(W)
+};
+
+// weights [C][kh][kw] int8, bias [C] (null: zero), scale [C].
+QS8DwWeights pack_qs8_dw(const QS8DwParams& p, const int8_t* weights, int32_t channels, const int32_t* bias,
+                         const float* scale);
+
+// Channels [c_begin, c_end). input [C][in_h * in_w], output [C][out_h * out_w].
+void qs8_dwconv_chw(const QS8DwParams& p, const QS8DwWeights& w, const QS8Output& out, const int8_t* input,
+                    int8_t* output, int32_t c_begin, int32_t c_end, int16_t* scratch, Isa isa);
 
 // ----------------------------------------------- int8 fully connected / matvec --
 //

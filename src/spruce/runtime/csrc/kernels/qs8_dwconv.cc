@@ -2,6 +2,7 @@
 // copied once into a zero-padded int16 plane of (x - zero point), so every tap
 // is a plain load and the border needs no test.
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "kernels/kernels_impl.h"
@@ -17,6 +18,11 @@ bool qs8_dwconv_chw_vnni(const QS8DwParams& p, const int16_t* weights, const int
                          const QS8Output& out, const int8_t* input, int8_t* output, int32_t c_begin,
                          int32_t c_end, uint8_t* scratch);
 size_t qs8_dwconv_quad_scratch(const QS8DwParams& p);
+bool qs8_dwconv_chw_dw3(const QS8DwParams& p, const int32_t* taps, const int32_t* bias, const float* scale,
+                        const QS8Output& out, const int8_t* input, int8_t* output, int32_t c_begin, int32_t c_end,
+                        uint8_t* scratch);
+size_t qs8_dwconv_dw3_scratch_bytes(const QS8DwParams& p);
+bool cpu_has_avx512_vbmi2();
 bool cpu_has_avx512_vbmi();
 #endif
 
@@ -27,6 +33,7 @@ size_t qs8_dwconv_scratch(const QS8DwParams& p) {
   size_t values = 2 * plane + 2 * static_cast<size_t>(p.out_w + 32) + 64;
 #if SPRUCE_X86_KERNELS
   values = std::max(values, (qs8_dwconv_quad_scratch(p) + 1) / 2);
+  values = std::max(values, (qs8_dwconv_dw3_scratch_bytes(p) + 1) / 2);
 #endif
   return values;
 }
@@ -75,10 +82,63 @@ void dwconv_portable(const QS8DwParams& p, const int16_t* weights, const int32_t
 
 }  // namespace
 
-void qs8_dwconv_chw(const QS8DwParams& p, const int16_t* weights, const int32_t* bias, const float* scale,
-                    const QS8Output& out, const int8_t* input, int8_t* output, int32_t c_begin, int32_t c_end,
-                    int16_t* scratch, Isa isa) {
+QS8DwWeights pack_qs8_dw(const QS8DwParams& p, const int8_t* weights, int32_t channels, const int32_t* bias,
+                         const float* scale) {
+  QS8DwWeights w;
+  const int32_t kh = p.kernel_h, kw = p.kernel_w;
+  const int64_t taps = static_cast<int64_t>(kh) * kw;
+  w.weights.assign(weights, weights + channels * taps);
+  w.bias.assign(static_cast<size_t>(channels), 0);
+  if (bias) w.bias.assign(bias, bias + channels);
+  w.scale.assign(scale, scale + channels);
+  if (kw != 3) return w;
+  // The 3-wide kernel's vpdpbusd take one dword of 4 input bytes each: the
+  // row's 3 taps placed to start at byte j of the dword, and, for starts past
+  // byte 1, the taps that fall into the next dword. Stride 1 starts outputs at
+  // bytes 0..3, stride 2 at bytes 0 and 2 (the last three dwords unused).
+  w.dw3_taps.resize(static_cast<size_t>(channels) * kh * 6);
+  w.dw3_bias.resize(static_cast<size_t>(channels));
+  for (int32_t c = 0; c < channels; ++c) {
+    const int8_t* wc = weights + c * taps;
+    int64_t sum = 0;
+    for (int32_t ky = 0; ky < kh; ++ky) {
+      const int8_t* r = wc + 3 * ky;
+      sum += r[0] + r[1] + r[2];
+      const uint32_t row = static_cast<uint32_t>(static_cast<uint8_t>(r[0])) |
+                           static_cast<uint32_t>(static_cast<uint8_t>(r[1])) << 8 |
+                           static_cast<uint32_t>(static_cast<uint8_t>(r[2])) << 16;
+      uint32_t d[6] = {row, 0, 0, 0, 0, 0};
+      if (p.stride_w == 1) {
+        d[1] = row << 8, d[2] = row << 16, d[3] = row >> 16, d[4] = row << 24, d[5] = row >> 8;
+      } else {
+        d[1] = row << 16, d[2] = row >> 16;
+      }
+      for (int i = 0; i < 6; ++i) w.dw3_taps[(static_cast<size_t>(c) * kh + ky) * 6 + i] = static_cast<int32_t>(d[i]);
+    }
+    // |sum| <= 128 * kh * 3 and |zp + 128| <= 255: the correction is far from overflowing int64.
+    const int64_t b = static_cast<int64_t>(w.bias[c]) - (static_cast<int64_t>(p.input_zero_point) + 128) * sum;
+    if (b < INT32_MIN || b > INT32_MAX) {
+      // The kernel's int32 sums could not hold this bias: leave the shape to the other kernels.
+      w.dw3_taps.clear();
+      w.dw3_bias.clear();
+      return w;
+    }
+    w.dw3_bias[c] = static_cast<int32_t>(b);
+  }
+  return w;
+}
+
+void qs8_dwconv_chw(const QS8DwParams& p, const QS8DwWeights& w, const QS8Output& out, const int8_t* input,
+                    int8_t* output, int32_t c_begin, int32_t c_end, int16_t* scratch, Isa isa) {
+  const int16_t* weights = w.weights.data();
+  const int32_t* bias = w.bias.data();
+  const float* scale = w.scale.data();
 #if SPRUCE_X86_KERNELS
+  if (resolve_isa(isa) == Isa::kAvx512 && cpu_has_avx512_vnni() && cpu_has_avx512_vbmi2() && !w.dw3_taps.empty() &&
+      qs8_dwconv_chw_dw3(p, w.dw3_taps.data(), w.dw3_bias.data(), scale, out, input, output, c_begin, c_end,
+                         reinterpret_cast<uint8_t*>(scratch))) {
+    return;
+  }
   if (resolve_isa(isa) == Isa::kAvx512 && cpu_has_avx512_vnni() && cpu_has_avx512_vbmi() &&
       qs8_dwconv_chw_vnni(p, weights, bias, scale, out, input, output, c_begin, c_end,
                           reinterpret_cast<uint8_t*>(scratch))) {

@@ -254,6 +254,14 @@ bool cpu_has_avx512_vbmi() {
   return has;
 }
 
+bool cpu_has_avx512_vbmi2() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vbmi2") != 0;
+  }();
+  return has;
+}
+
 size_t qs8_dwconv_quad_scratch(const QS8DwParams& p) {
   const size_t ring = static_cast<size_t>(p.kernel_h) * quad_lanes(p) * 4;
   const size_t flat = static_cast<size_t>(std::min(p.stride_h, p.kernel_h)) * flat_plane_lanes(p) * 4;

@@ -88,9 +88,10 @@ class QConvOp : public Op {
     // Each output pixel's window, as bytes + 128, then regrouped four at a time:
     // tile[b][q][j] = window value 4b + j of output pixel p + q.
     const int64_t row_bytes = static_cast<int64_t>(w_.blocks) * 4;
-    // [count][row_bytes]; each pool thread keeps one, grown to the largest tile it has filled.
+    // [count][row_bytes] and 16 bytes of slack; each pool thread keeps one, grown to the
+    // largest tile it has filled.
     thread_local std::vector<uint8_t> window_buffer;
-    if (window_buffer.size() < tile_bytes_) window_buffer.resize(tile_bytes_);
+    if (window_buffer.size() < tile_bytes_ + 16) window_buffer.resize(tile_bytes_ + 16);
     uint8_t* windows = window_buffer.data();
     for (int64_t q = 0; q < count; ++q) {
       uint8_t* win = windows + q * row_bytes;
@@ -120,6 +121,16 @@ class QConvOp : public Op {
             continue;
           }
           const int8_t* src = x + (iy * in_w_) * in_c_;
+          if (inside_w && span <= 16) {
+            // A short window row (the 3x3 entry conv's 9 bytes) as one 16-byte copy: the
+            // bytes past it land where the next row or pixel is written after, or in the
+            // buffer's slack, and reading past the row stays within the arena's slack.
+            uint8_t v[16];
+            std::memcpy(v, src + ix0 * in_c_, 16);
+            for (int i = 0; i < 16; ++i) v[i] ^= 0x80;
+            std::memcpy(dst, v, 16);
+            continue;
+          }
           if (inside_w) {
             const int8_t* from = src + ix0 * in_c_;
             for (int64_t i = 0; i < span; ++i) dst[i] = static_cast<uint8_t>(from[i] + 128);
@@ -226,9 +237,9 @@ class QDepthwiseOp : public Op {
     p_.pad_top = static_cast<int32_t>(pt), p_.pad_left = static_cast<int32_t>(pl);
     p_.input_zero_point = zero_point(s, "input_zero_point");
     const std::vector<int8_t> w = int8_array(s, "weights", {c_, kh, kw});
-    weights_.assign(w.begin(), w.end());
-    bias_ = int32_bias(s, c_);
-    scale_ = requant_scales(s, c_);
+    const std::vector<int32_t> bias = int32_bias(s, c_);
+    const std::vector<float> scale = requant_scales(s, c_);
+    w_ = kernels::pack_qs8_dw(p_, w.data(), static_cast<int32_t>(c_), bias.data(), scale.data());
     out_ = qs8_output(s);
   }
 
@@ -248,7 +259,7 @@ class QDepthwiseOp : public Op {
         // largest layer it has run: no allocation once every layer has run.
         thread_local std::vector<int16_t> buffer;
         if (buffer.size() < scratch) buffer.resize(scratch);
-        kernels::qs8_dwconv_chw(p_, weights_.data(), bias_.data(), scale_.data(), out_, x.s8() + n * in_img,
+        kernels::qs8_dwconv_chw(p_, w_, out_, x.s8() + n * in_img,
                                 y.s8() + n * out_img, static_cast<int32_t>(cb), static_cast<int32_t>(ce),
                                 buffer.data(), kernels::default_isa());
       };
@@ -263,9 +274,7 @@ class QDepthwiseOp : public Op {
  private:
   int64_t n_, c_;
   kernels::QS8DwParams p_;
-  std::vector<int16_t> weights_;
-  std::vector<int32_t> bias_;
-  std::vector<float> scale_;
+  kernels::QS8DwWeights w_;
   kernels::QS8Output out_;
 };
 
