@@ -5,13 +5,17 @@
 // reads the plane in place: every tap is a load of 16 columns under a mask that
 // drops the columns outside the row, which gives the padding's zeros. Rows
 // above or below the image are zero vectors. Output rows in a step share
-// their input rows' loads (dw_dispatch has the step sizes). Stride 2 loads 32
-// columns per tap pair and splits them into even and odd lanes. Each output
-// adds its taps in (ky, kx) order into one accumulator, zeros of the padding
-// included, as the AVX2 kernels' padded copies do, so it gives their bits.
+// their input rows' loads (dw_dispatch has the step sizes). 3x3 at stride 2
+// splits each input row's 32 columns into even and odd lanes once (taps 0 and
+// 1) and shifts the even lanes by one for tap 2, with unmasked loads away from
+// the borders; 5x5 at stride 2 loads 32 columns per tap pair and splits them
+// into even and odd lanes. Each output adds its taps in (ky, kx) order into
+// one accumulator, zeros of the padding included, as the AVX2 kernels' padded
+// copies do, so it gives their bits.
 #if defined(__AVX512F__) && defined(__FMA__)
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/epilogue_avx512.h"
 
@@ -28,50 +32,76 @@ inline __mmask16 lanes(int32_t lo, int32_t hi) {
   return static_cast<__mmask16>(upto & ~((1u << lo) - 1u));
 }
 
+// Input columns a 3x3 stride-2 vector reads from its lane 0's tap 0: 32 for
+// taps 0 and 1, one more for tap 2.
+constexpr int32_t kSpan3S2 = 33;
+
 // Output rows [0, RR) x U vectors from column ox: RR * U accumulators, so
 // enough FMA chains are in flight to cover the FMA latency (each output's
-// taps are one dependent chain).
-template <int K, int S, int RR, int U, int kAct>
+// taps are one dependent chain). kInside: every tap of every lane is inside
+// the image and every lane is an output, so loads and stores need no masks
+// (3x3 at stride 2 only, see dw_rows).
+template <int K, int S, int RR, int U, bool kInside, int kAct>
 inline void dw_block(const float* in, int32_t in_h, int32_t in_w, int32_t out_w, int32_t iy0, int32_t pad_left,
                      int32_t ox, const __m512* wv, __m512 bv, float* out, __m512 lo, __m512 hi) {
   constexpr int kRows = (RR - 1) * S + K;
   const __m512i even_idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd_idx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  // S == 1: mask of tap kx. S == 2: masks of the two 16-column loads of tap
-  // pair kx (even kx), low half then high half.
+  // The masks of each load: S == 1, tap kx's; 3x3 at S == 2, the 16 columns
+  // at offsets 0 and 16 and the one at 32; 5x5 at S == 2, the two 16-column
+  // loads of tap pair kx (even kx).
   __mmask16 m[U][K + 1];
-  for (int u = 0; u < U; ++u) {
-    const int32_t first = (ox + 16 * u) * S - pad_left;  // input column of lane 0, tap 0
-    if (S == 1) {
-      for (int kx = 0; kx < K; ++kx) m[u][kx] = lanes(-(first + kx), in_w - (first + kx));
-    } else {
-      for (int kx = 0; kx < K; kx += 2) {
-        m[u][kx] = lanes(-(first + kx), in_w - (first + kx));
-        m[u][kx + 1] = lanes(-(first + kx + 16), in_w - (first + kx + 16));
+  if (!kInside) {
+    for (int u = 0; u < U; ++u) {
+      const int32_t first = (ox + 16 * u) * S - pad_left;  // input column of lane 0, tap 0
+      if (S == 1) {
+        for (int kx = 0; kx < K; ++kx) m[u][kx] = lanes(-(first + kx), in_w - (first + kx));
+      } else if (K == 3) {
+        m[u][0] = lanes(-first, in_w - first);
+        m[u][1] = lanes(-(first + 16), in_w - (first + 16));
+        m[u][2] = lanes(-(first + 32), in_w - (first + 32)) & 1;
+      } else {
+        for (int kx = 0; kx < K; kx += 2) {
+          m[u][kx] = lanes(-(first + kx), in_w - (first + kx));
+          m[u][kx + 1] = lanes(-(first + kx + 16), in_w - (first + kx + 16));
+        }
       }
     }
   }
+  auto load = [&](const float* p, int u, int j) {  // (3x3 at stride 2)
+    if (!kInside) return _mm512_maskz_loadu_ps(m[u][j], p);
+    // Keeps the vector in a register: folded into each FMA that uses it, the
+    // load would be repeated for every output row the input row feeds.
+    __m512 v = _mm512_loadu_ps(p);
+    __asm__("" : "+v"(v));
+    return v;
+  };
   __m512 acc[RR][U];
   for (int r = 0; r < RR; ++r) {
     for (int u = 0; u < U; ++u) acc[r][u] = bv;
   }
   for (int i = 0; i < kRows; ++i) {
     const int32_t iy = iy0 + i;
-    const bool inside = iy >= 0 && iy < in_h;
+    const bool inside = kInside || (iy >= 0 && iy < in_h);
     __m512 x[U][K];
     for (int u = 0; u < U; ++u) {
       const float* row = inside ? in + static_cast<int64_t>(iy) * in_w + (ox + 16 * u) * S - pad_left : in;
-      if (S == 1) {
-        for (int kx = 0; kx < K; ++kx) {
-          x[u][kx] = inside ? _mm512_maskz_loadu_ps(m[u][kx], row + kx) : _mm512_setzero_ps();
-        }
+      if (!inside) {
+        for (int kx = 0; kx < K; ++kx) x[u][kx] = _mm512_setzero_ps();
+      } else if (S == 1) {
+        for (int kx = 0; kx < K; ++kx) x[u][kx] = _mm512_maskz_loadu_ps(m[u][kx], row + kx);
+      } else if (K == 3) {
+        // Columns 0..31 split into even (tap 0) and odd (tap 1) lanes once;
+        // tap 2 is the even lanes moved down one, column 32 entering at the top.
+        const __m512 a = load(row, u, 0), b = load(row + 16, u, 1);
+        const __m512 c = kInside ? _mm512_castps128_ps512(_mm_load_ss(row + 32))
+                                 : _mm512_maskz_loadu_ps(m[u][2], row + 32);
+        x[u][0] = _mm512_permutex2var_ps(a, even_idx, b);
+        x[u][1] = _mm512_permutex2var_ps(a, odd_idx, b);
+        x[u][2] = _mm512_castsi512_ps(
+            _mm512_alignr_epi32(_mm512_castps_si512(c), _mm512_castps_si512(x[u][0]), 1));
       } else {
         for (int kx = 0; kx < K; kx += 2) {
-          if (!inside) {
-            x[u][kx] = _mm512_setzero_ps();
-            if (kx + 1 < K) x[u][kx + 1] = _mm512_setzero_ps();
-            continue;
-          }
           const __m512 a = _mm512_maskz_loadu_ps(m[u][kx], row + kx);
           const __m512 b = _mm512_maskz_loadu_ps(m[u][kx + 1], row + kx + 16);
           x[u][kx] = _mm512_permutex2var_ps(a, even_idx, b);
@@ -88,7 +118,7 @@ inline void dw_block(const float* in, int32_t in_h, int32_t in_w, int32_t out_w,
     }
   }
   for (int u = 0; u < U; ++u) {
-    const __mmask16 store_mask = lanes(0, out_w - ox - 16 * u);
+    const __mmask16 store_mask = kInside ? __mmask16(0xffff) : lanes(0, out_w - ox - 16 * u);
     for (int r = 0; r < RR; ++r) {
       _mm512_mask_storeu_ps(out + static_cast<int64_t>(r) * out_w + ox + 16 * u, store_mask,
                             avx512::finish<kAct>(acc[r][u], lo, hi));
@@ -96,17 +126,29 @@ inline void dw_block(const float* in, int32_t in_h, int32_t in_w, int32_t out_w,
   }
 }
 
-// Output rows [0, RR): U vectors at a time, then one at a time.
+// Output rows [0, RR): U vectors at a time, then one at a time. At 3x3
+// stride 2, blocks whose taps all fall inside the image take the unmasked
+// block; stride 1 and 5x5 kernels keep the masked one, which ran faster for
+// them on 56x56 planes.
 template <int K, int S, int RR, int U, int kAct>
 inline void dw_rows(const float* in, int32_t in_h, int32_t in_w, int32_t out_w, int32_t iy0, int32_t pad_left,
                     const __m512* wv, __m512 bv, float* out, __m512 lo, __m512 hi) {
+  constexpr int kRows = (RR - 1) * S + K;
+  const bool rows_inside = iy0 >= 0 && iy0 + kRows <= in_h;
+  auto block = [&](auto n, int32_t ox) {
+    constexpr int kU = decltype(n)::value;
+    if constexpr (K == 3 && S == 2) {
+      if (rows_inside && 2 * ox - pad_left >= 0 && 2 * (ox + 16 * (kU - 1)) - pad_left + kSpan3S2 <= in_w &&
+          ox + 16 * kU <= out_w) {
+        dw_block<K, S, RR, kU, true, kAct>(in, in_h, in_w, out_w, iy0, pad_left, ox, wv, bv, out, lo, hi);
+        return;
+      }
+    }
+    dw_block<K, S, RR, kU, false, kAct>(in, in_h, in_w, out_w, iy0, pad_left, ox, wv, bv, out, lo, hi);
+  };
   int32_t ox = 0;
-  for (; ox + 16 * (U - 1) < out_w; ox += 16 * U) {
-    dw_block<K, S, RR, U, kAct>(in, in_h, in_w, out_w, iy0, pad_left, ox, wv, bv, out, lo, hi);
-  }
-  for (; ox < out_w; ox += 16) {
-    dw_block<K, S, RR, 1, kAct>(in, in_h, in_w, out_w, iy0, pad_left, ox, wv, bv, out, lo, hi);
-  }
+  for (; ox + 16 * (U - 1) < out_w; ox += 16 * U) block(std::integral_constant<int, U>{}, ox);
+  for (; ox < out_w; ox += 16) block(std::integral_constant<int, 1>{}, ox);
 }
 
 template <int K, int S, int U, int R1, int R2, int kAct>
@@ -125,11 +167,11 @@ void dw_channels(const DwConvParams& params, const float* weights, const float* 
     int32_t oy = 0;
     for (; oy + R <= out_h; oy += R) {
       dw_rows<K, S, R, U, kAct>(in, in_h, in_w, out_w, oy * S - p.pad_top, p.pad_left, wv, bv,
-                                      out + static_cast<int64_t>(oy) * out_w, lo, hi);
+                                out + static_cast<int64_t>(oy) * out_w, lo, hi);
     }
     for (; oy < out_h; ++oy) {
       dw_rows<K, S, 1, U, kAct>(in, in_h, in_w, out_w, oy * S - p.pad_top, p.pad_left, wv, bv,
-                                      out + static_cast<int64_t>(oy) * out_w, lo, hi);
+                                out + static_cast<int64_t>(oy) * out_w, lo, hi);
     }
   }
 }
