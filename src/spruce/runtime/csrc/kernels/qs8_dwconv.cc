@@ -134,7 +134,8 @@ void qs8_dwconv_chw(const QS8DwParams& p, const QS8DwWeights& w, const QS8Output
   const int32_t* bias = w.bias.data();
   const float* scale = w.scale.data();
 #if SPRUCE_X86_KERNELS
-  if (resolve_isa(isa) == Isa::kAvx512 && cpu_has_avx512_vnni() && cpu_has_avx512_vbmi2() && !w.dw3_taps.empty() &&
+  if (resolve_isa(isa) == Isa::kAvx512 && cpu_has_avx512_vnni() && cpu_has_avx512_vbmi() && cpu_has_avx512_vbmi2() &&
+      !w.dw3_taps.empty() &&
       qs8_dwconv_chw_dw3(p, w.dw3_taps.data(), w.dw3_bias.data(), scale, out, input, output, c_begin, c_end,
                          reinterpret_cast<uint8_t*>(scratch))) {
     return;
