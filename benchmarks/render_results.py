@@ -564,7 +564,76 @@ def render_apps(runs):
     return "\n".join(page), "\n".join(readme)
 
 
-RENDERERS = {"bench_engine": render_engine, "bench_two_cores": render_two_cores, "bench_apps": render_apps}
+# ---- bench_int8 ----------------------------------------------------------------------
+
+INT8_EXPORTS = {"dense": "int8 dense", "75": "int8, 1x1 convs 75%", "90": "int8, 1x1 convs 90%",
+                "75_blocks": "int8, 1x1 convs 75% in blocks of 4 input channels",
+                "90_blocks": "int8, 1x1 convs 90% in blocks of 4 input channels"}
+
+
+def _int8_parameters(run):
+    return {"model": run.get("model"), "rounds": run.get("rounds"), "runs": run.get("runs_per_round"),
+            "nets": sorted(run.get("nets", {})), "goals": run.get("goals_definition")}
+
+
+def _int8_net_section(runs, net):
+    first = runs[0]["nets"][net]
+    names = [n for n in INT8_EXPORTS if n in first.get("speedups_vs_litert_int8_dense", {})]
+    litert = _values(runs, "nets", net, "times", "litert_int8_dense", "median_ms")
+    rows = [[INT8_EXPORTS[name], spread(litert),
+             spread(_values(runs, "nets", net, "times", f"spruce_int8_{name}", "median_ms")),
+             spread(_values(runs, "nets", net, "speedups_vs_litert_int8_dense", name), unit="x"),
+             f"{max(v for v in _values(runs, 'nets', net, 'max_steps_from_litert', name) if v is not None):g}",
+             f"{first.get('file_bytes', {}).get(name, 0) / 1e6:.2f}"]
+            for name in names]
+    lines = [f"### {net}", "",
+             table(["export", "LiteRT int8 dense, ms", "spruce, ms", "speed-up", "max steps from LiteRT (worst run)",
+                    "file, MB"], rows), ""]
+    goals = _goals_met(runs, "nets", net, "goals")
+    if goals:
+        lines += [table(["goal", "runs that met it"], goals), ""]
+    return lines
+
+
+def render_int8(runs):
+    """(results page, README block) for bench_int8 runs."""
+    check_same_setting(runs, _int8_parameters)
+    first = runs[0]
+    nets = list(first.get("nets", {}))
+    size = (first.get("model") or {}).get("input") or [None, "?", "?"]
+    quick = any(bool((r.get("arguments") or {}).get("quick")) for r in runs)
+    setting = [
+        ("CPU", f"{first.get('cpu', 'unknown')}, {first.get('cores', '?')} cores, engine kernels "
+                f"{first.get('isa', '?')}, AVX-512 VNNI {'yes' if first.get('avx512_vnni') else 'no'}"),
+        ("threads", str(first.get("threads", 1))),
+        ("versions", versions_text(runs)),
+        ("spruce commit", commit_text(runs)),
+        ("date", dates_text(runs)),
+        ("models", f"keras.applications {', '.join(nets)} at {size[1]}x{size[2]}x3, batch 1, "
+                   f"{(first.get('model') or {}).get('weights', 'random weights')}, full-integer int8"
+                   + (" (a --quick smoke run, not a measurement)" if quick else "")),
+        ("pruned", (first.get("model") or {}).get("pruned", "?")),
+        ("runs", f"{_count(len(runs), 'run')} of the script, each {first.get('rounds', '?')} interleaved rounds x "
+                 f"{first.get('runs_per_round', '?')} timed runs per engine"),
+    ]
+    load = load_text(runs)
+    if load:
+        setting.append(("load average (1 min), start and end", load))
+    page = _page_head("bench_int8: spruce's int8 engine against LiteRT's int8 kernels", "bench_int8", runs, setting,
+                      " Speed-ups are LiteRT's time on the int8 dense export (XNNPACK's qs8 kernels) over "
+                      "spruce's on each export, one thread each; steps are int8 output quantization steps.")
+    page += ["## Per net", ""]
+    for net in nets:
+        page += _int8_net_section(runs, net)
+    rows = [[r["_file"], (r.get("date") or "-")[:19].replace("T", " "),
+             " / ".join(f"{v:.1f}" for v in (r.get("load_average_1min") or {}).values() if v is not None) or "-",
+             "yes" if r.get("all_goals_met") else "no"] for r in runs]
+    page += ["## Runs", "", table(["file", "date (UTC)", "load start / end", "every goal met"], rows), ""]
+    return "\n".join(page), ""
+
+
+RENDERERS = {"bench_engine": render_engine, "bench_two_cores": render_two_cores, "bench_apps": render_apps,
+             "bench_int8": render_int8}
 
 
 # ---- README --------------------------------------------------------------------------

@@ -274,3 +274,42 @@ def test_bench_apps_runs_of_different_nets_are_refused(renderer, tmp_path):
     del runs[1]["nets"]["ResNet50"]
     with pytest.raises(renderer.ResultsError, match="differ in their parameters"):
         renderer.render(write_runs(tmp_path / "bench_apps", runs), out_dir=tmp_path)
+
+
+# ---- bench_int8: documents printed by the real benchmark ----------------------------------
+# tests/data/bench_int8/ holds two runs of `benchmarks/bench_int8.py --quick --nets MobileNet`
+# (96x96, 1 round of 2 runs: a smoke run, its figures mean nothing).
+
+INT8_RUNS = sorted((Path(__file__).resolve().parent / "data" / "bench_int8").glob("*.json"))
+
+
+def test_bench_int8_page_gives_each_export_its_times_speedup_steps_and_size(renderer, tmp_path):
+    runs = [json.loads(path.read_text()) for path in INT8_RUNS]
+    assert len(runs) == 2 and all(r["script"] == "bench_int8" and r["arguments"]["quick"] for r in runs)
+    page = Path(renderer.render([str(p) for p in INT8_RUNS], out_dir=tmp_path)).read_text()
+    assert (tmp_path / "bench_int8.md").read_text() == page
+    assert page.startswith("# bench_int8: spruce's int8 engine against LiteRT's int8 kernels")
+    net = "MobileNet"
+    first = runs[0]["nets"][net]
+    litert = across_runs([r["nets"][net]["times"]["litert_int8_dense"]["median_ms"] for r in runs], "")
+    for name, label in renderer.INT8_EXPORTS.items():
+        spruce = across_runs([r["nets"][net]["times"][f"spruce_int8_{name}"]["median_ms"] for r in runs], "")
+        speedup = across_runs([r["nets"][net]["speedups_vs_litert_int8_dense"][name] for r in runs])
+        steps = max(r["nets"][net]["max_steps_from_litert"][name] for r in runs)
+        size = first["file_bytes"][name] / 1e6
+        assert f"| {label} | {litert} | {spruce} | {speedup} | {steps:g} | {size:.2f} |" in page, name
+    for goal in first["goals"]:
+        met = sum(r["nets"][net]["goals"][goal] for r in runs)
+        assert f"| {goal.replace('_', ' ')} | {met} of 2 |" in page
+    for fact in (f"engine kernels {runs[0]['isa']}, AVX-512 VNNI", f"| spruce commit | {runs[0]['git']['commit'][:7]}",
+                 "keras.applications MobileNet at 96x96x3", "(a --quick smoke run, not a measurement)",
+                 "2 runs of the script, each 1 interleaved rounds x 2 timed runs per engine"):
+        assert fact in page, fact
+    assert all(f"\n| {path.name} | " in page for path in INT8_RUNS)
+
+
+def test_bench_int8_runs_with_other_goals_are_refused(renderer, tmp_path):
+    runs = [json.loads(path.read_text()) for path in INT8_RUNS]
+    runs[1]["goals_definition"] = {"speedup_vs_litert_int8_dense_min": {"MobileNet": {"90": 9.0}}}
+    with pytest.raises(renderer.ResultsError):
+        renderer.render(write_runs(tmp_path / "bench_int8", runs), out_dir=tmp_path)
