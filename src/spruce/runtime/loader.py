@@ -815,6 +815,18 @@ class _Builder:
         self._layer(op, "constant")
 
 
+def _writers_and_readers(plan):
+    """For each tensor of `plan`, the index of the op that writes it and the indices of the
+    ops that read it (the fusion passes' view of the graph)."""
+    writer, readers = {}, {}
+    for i, op in enumerate(plan.ops):
+        for t in op["outputs"]:
+            writer[t] = i
+        for t in op["inputs"]:
+            readers.setdefault(t, []).append(i)
+    return writer, readers
+
+
 def _fuse_residual_adds(plan):
     """Runs each residual ADD (a ResNet block's skip connection) in the epilogue of the
     conv computing one of its operands: the conv reads the other operand (the skip) as
@@ -823,12 +835,7 @@ def _fuse_residual_adds(plan):
     must have no activation of its own, and the skip must be computed before the conv
     runs; both operands and the result share one shape and layout. The outputs are
     those of the two operators, bit for bit."""
-    writer, readers = {}, {}
-    for i, op in enumerate(plan.ops):
-        for t in op["outputs"]:
-            writer[t] = i
-        for t in op["inputs"]:
-            readers.setdefault(t, []).append(i)
+    writer, readers = _writers_and_readers(plan)
     fused = {}  # ADD op index -> conv op index
     for i, add in enumerate(plan.ops):
         if add["kind"] != "add" or len(add["inputs"]) != 2 or add["inputs"][0] == add["inputs"][1]:
@@ -860,12 +867,7 @@ def _fuse_input_scales(plan):
     conv has no more nonzeros than x has elements, which makes scaling the weights the
     cheaper of the two. Each product rounds once in another place: the results are
     within a few ulps of the two operators'."""
-    writer, readers = {}, {}
-    for i, op in enumerate(plan.ops):
-        for t in op["outputs"]:
-            writer[t] = i
-        for t in op["inputs"]:
-            readers.setdefault(t, []).append(i)
+    writer, readers = _writers_and_readers(plan)
     fused = {}  # MUL op index -> conv op index
     for i, mul in enumerate(plan.ops):
         if mul["kind"] != "mul" or len(mul["inputs"]) != 2 or mul["ints"].get("activation", 0) != 0:
@@ -938,12 +940,7 @@ def _fuse_pointwise_depthwise(plan):
     off (benchmarks compare both)."""
     if os.environ.get("SPRUCE_ENGINE_UNFUSED_PW_DW") == "1":
         return plan
-    writer, readers = {}, {}
-    for i, op in enumerate(plan.ops):
-        for t in op["outputs"]:
-            writer[t] = i
-        for t in op["inputs"]:
-            readers.setdefault(t, []).append(i)
+    writer, readers = _writers_and_readers(plan)
     fused = {}  # depthwise op index -> conv op index
     for d, dw in enumerate(plan.ops):
         if dw["kind"] != "depthwise" or len(dw["inputs"]) != 1:
