@@ -84,6 +84,28 @@ inline int checked_epilogue_activation(const OpSpec& s) {
   return checked_activation(s);
 }
 
+// An op's optional per-channel bias array `key` of n floats, zeros when absent.
+inline std::vector<float> bias_or_zeros(const OpSpec& s, int64_t n, const char* key = "bias") {
+  if (const Array* b = find_array(s, key)) {
+    expect_array(s, *b, {n}, key);
+    return b->data;
+  }
+  return std::vector<float>(static_cast<size_t>(n), 0.0f);
+}
+
+// A depthwise conv's optional second output, the MEAN of each channel of each
+// image (the loader's _fuse_means): [batch, 1, 1, channels] or [batch, channels].
+// True when the op has it.
+inline bool expect_mean_output(const OpSpec& s, const std::vector<Tensor>& t, int64_t batch, int64_t channels) {
+  if (s.outputs.size() != 2) return false;
+  const Tensor& m = out_t(s, t, 1);
+  if (m.shape != std::vector<int64_t>{batch, 1, 1, channels} && m.shape != std::vector<int64_t>{batch, channels}) {
+    fail(s, "the mean output must have shape " + dims_str({batch, 1, 1, channels}) + " or " +
+                dims_str({batch, channels}) + ". Received: " + dims_str(m.shape));
+  }
+  return true;
+}
+
 // A conv's optional second input, the residual its epilogue adds before the
 // activation (a fused ADD; kernels.h, gemm): laid out exactly like the output.
 // Swish runs after the kernel's epilogue, so it cannot follow a residual.

@@ -17,14 +17,6 @@ namespace {
 // this many floats, 256 KiB) is still in cache when swish goes over it.
 constexpr int64_t kSwishPieceFloats = 64 << 10;
 
-std::vector<float> bias_or_zeros(const OpSpec& s, int64_t n) {
-  if (const Array* b = find_array(s, "bias")) {
-    expect_array(s, *b, {n}, "bias");
-    return b->data;
-  }
-  return std::vector<float>(static_cast<size_t>(n), 0.0f);
-}
-
 struct Window {
   int64_t kernel, stride, top, left, bottom, right;
 };
@@ -420,14 +412,7 @@ class DepthwiseOp : public Op {
     swish_ = act == kActSwishEpilogue;
     in_img_ = x.numel / static_cast<size_t>(batch_);
     out_img_ = y.numel / static_cast<size_t>(batch_);
-    if (s.outputs.size() == 2) {
-      const Tensor& m = out_t(s, t, 1);
-      if (m.shape != std::vector<int64_t>{batch_, 1, 1, c_} && m.shape != std::vector<int64_t>{batch_, c_}) {
-        fail(s, "the mean output must have shape " + dims_str({batch_, 1, 1, c_}) + " or " + dims_str({batch_, c_}) +
-                    ". Received: " + dims_str(m.shape));
-      }
-      means_ = true;
-    }
+    means_ = expect_mean_output(s, t, batch_, c_);
   }
   const char* family() const override { return "dwconv_chw"; }
   double flops() const override {

@@ -57,11 +57,7 @@ class ConvIm2colOp : public Op {
     rows_per_call_ = std::max<int64_t>(panel, kWeightBytesPerCall / (k_ * 4) / panel * panel);
     residual_ = s.inputs.size() == 2;
     if (residual_) expect_residual(s, t, y);
-    bias_.assign(static_cast<size_t>(oc_), 0.0f);
-    if (const Array* b = find_array(s, "bias")) {
-      expect_array(s, *b, {oc_}, "bias");
-      bias_ = b->data;
-    }
+    bias_ = bias_or_zeros(s, oc_);
     const int act = checked_epilogue_activation(s);
     activation_range(act, &act_.min, &act_.max);
     act_.hard_swish = act == kActHardSwishEpilogue;

@@ -63,11 +63,7 @@ class ConvPwDwOp : public Op {
       dense_w_ = kernels::pack_dense(pw.data.data(), static_cast<int32_t>(n_), static_cast<int32_t>(k_));
       nnz_ = n_ * k_;
     }
-    pw_bias_.assign(static_cast<size_t>(n_), 0.0f);
-    if (const Array* b = find_array(s, "pw_bias")) {
-      expect_array(s, *b, {n_}, "pw_bias");
-      pw_bias_ = b->data;
-    }
+    pw_bias_ = bias_or_zeros(s, n_, "pw_bias");
     const int pw_act = epilogue_code(s, "pw_activation");
     pw_act_ = kernel_activation(pw_act);
     pw_swish_ = pw_act == kActSwishEpilogue;
@@ -93,22 +89,11 @@ class ConvPwDwOp : public Op {
     const Array& dw = get_array(s, "weights");
     expect_array(s, dw, {n_, kernel, kernel}, "weights");
     dw_weights_ = dw.data;
-    dw_bias_.assign(static_cast<size_t>(n_), 0.0f);
-    if (const Array* b = find_array(s, "bias")) {
-      expect_array(s, *b, {n_}, "bias");
-      dw_bias_ = b->data;
-    }
+    dw_bias_ = bias_or_zeros(s, n_);
     const int act = epilogue_code(s, "activation");
     act_ = kernel_activation(act);
     swish_ = act == kActSwishEpilogue;
-    if (s.outputs.size() == 2) {
-      const Tensor& m = out_t(s, t, 1);
-      if (m.shape != std::vector<int64_t>{batch_, 1, 1, n_} && m.shape != std::vector<int64_t>{batch_, n_}) {
-        fail(s, "the mean output must have shape " + dims_str({batch_, 1, 1, n_}) + " or " + dims_str({batch_, n_}) +
-                    ". Received: " + dims_str(m.shape));
-      }
-      means_ = true;
-    }
+    means_ = expect_mean_output(s, t, batch_, n_);
 
     // Strips of `strip_rows` output rows; the buffer holds the input rows of one.
     const int64_t strip_rows = get_int(s, "strip_rows");

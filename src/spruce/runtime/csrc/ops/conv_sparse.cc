@@ -61,11 +61,7 @@ class ConvSparseOp : public Op {
     } catch (const std::invalid_argument& e) {
       fail(s, e.what());
     }
-    bias_.assign(static_cast<size_t>(p.out_c), 0.0f);
-    if (const Array* b = find_array(s, "bias")) {
-      expect_array(s, *b, {p.out_c}, "bias");
-      bias_ = b->data;
-    }
+    bias_ = bias_or_zeros(s, p.out_c);
     const int act = checked_epilogue_activation(s);
     act_ = kernel_activation(act);
     swish_ = act == kActSwishEpilogue;
