@@ -194,6 +194,18 @@ def _values(runs, *keys):
     return out
 
 
+def _run_cells(run):
+    """The first cells of a run's row on a page: its file, date (UTC) and load at start / end."""
+    load = " / ".join(f"{v:.1f}" for v in (run.get("load_average_1min") or {}).values() if v is not None)
+    return [run["_file"], (run.get("date") or "-")[:19].replace("T", " "), load or "-"]
+
+
+def _goal_runs_table(runs):
+    """One line per run: file, date, load and whether it met every goal."""
+    rows = [[*_run_cells(r), "yes" if r.get("all_goals_met") else "no"] for r in runs]
+    return table(["file", "date (UTC)", "load start / end", "every goal met"], rows)
+
+
 def _page_head(title, script, runs, setting, more=""):
     """A results page's title, provenance, setting table, the benchmark's own notes, the
     busy-machine warning and how to read the figures (`more` adds to that)."""
@@ -325,8 +337,7 @@ def render_engine(runs):
                  "the core (see its range above): read the GFLOP/s instead.", ""]
 
     page += ["## Runs", ""]
-    rows = [[r["_file"], (r.get("date") or "-")[:19].replace("T", " "),
-             " / ".join(f"{v:.1f}" for v in (r.get("load_average_1min") or {}).values() if v is not None) or "-",
+    rows = [[*_run_cells(r),
              f"{r['times']['litert_dense']['median_ms']:.2f}",
              *(f"{r['speedups'][f'spruce_{n}_vs_litert_dense']:.2f}x" for n in models)]
             for r in runs]
@@ -540,10 +551,7 @@ def render_apps(runs):
     for net in nets:
         page += _apps_net_section(runs, net)
     page += ["## Runs", ""]
-    rows = [[r["_file"], (r.get("date") or "-")[:19].replace("T", " "),
-             " / ".join(f"{v:.1f}" for v in (r.get("load_average_1min") or {}).values() if v is not None) or "-",
-             "yes" if r.get("all_goals_met") else "no"] for r in runs]
-    page += [table(["file", "date (UTC)", "load start / end", "every goal met"], rows), ""]
+    page += [_goal_runs_table(runs), ""]
 
     facts = [f"{first.get('cpu', 'unknown CPU')} ({first.get('isa', '?')} kernels)", versions_text(runs),
              f"spruce {commit_text(runs)}", dates_text(runs).split(" ")[0] if first.get("date") else "date unknown",
@@ -625,10 +633,7 @@ def render_int8(runs):
     page += ["## Per net", ""]
     for net in nets:
         page += _int8_net_section(runs, net)
-    rows = [[r["_file"], (r.get("date") or "-")[:19].replace("T", " "),
-             " / ".join(f"{v:.1f}" for v in (r.get("load_average_1min") or {}).values() if v is not None) or "-",
-             "yes" if r.get("all_goals_met") else "no"] for r in runs]
-    page += ["## Runs", "", table(["file", "date (UTC)", "load start / end", "every goal met"], rows), ""]
+    page += ["## Runs", "", _goal_runs_table(runs), ""]
     return "\n".join(page), ""
 
 
